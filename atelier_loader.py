@@ -1,0 +1,28 @@
+"""Import the pack as the package ``atelier`` from outside ComfyUI (CLI, tests, benchmarks).
+
+The pack is a package whose folder ComfyUI imports under a name of its own (the folder is
+``comfyui-atelier`` or whatever the user cloned it as), so it is not importable by name; this
+registers it under one fixed name without touching ``sys.path``.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+PACKAGE = "atelier"
+ROOT = Path(__file__).resolve().parent
+
+
+def load_pack() -> ModuleType:
+    if PACKAGE in sys.modules:
+        return sys.modules[PACKAGE]
+    spec = importlib.util.spec_from_file_location(PACKAGE, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACKAGE] = module
+    spec.loader.exec_module(module)
+    for name in ("core", "nodes", "training"):
+        importlib.import_module(f"{PACKAGE}.{name}")
+    return module

@@ -1,0 +1,1 @@
+"""The engine: image, model and text code that never imports ComfyUI."""

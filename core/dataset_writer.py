@@ -1,0 +1,101 @@
+"""Writing an image dataset as a new version folder: PNGs, caption sidecars and a manifest.
+
+A run builds everything in a private ``.partial`` folder and renames it to the next free
+``vNNN`` only when every file is written, so a version folder is always complete: a cancel
+or an error removes the partial folder and leaves earlier versions untouched.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from .image_files import check_writable, encode_png
+from .output_paths import new_version_folder, safe_name
+
+MANIFEST = "manifest.jsonl"
+
+
+@dataclass
+class WrittenDataset:
+    folder: Path
+    files: list[Path] = field(default_factory=list)
+    records: list[dict[str, object]] = field(default_factory=list)
+
+    @property
+    def manifest(self) -> Path:
+        return self.folder / MANIFEST
+
+
+def unique_stems(stems: list[str]) -> list[str]:
+    """Safe, distinct file stems: ``a.png`` and ``a.jpg`` become ``a`` and ``a_2``."""
+    seen: dict[str, int] = {}
+    out = []
+    for stem in stems:
+        base = safe_name(stem.replace("..", "_"), "image name")
+        count = seen.get(base.lower(), 0) + 1
+        seen[base.lower()] = count
+        out.append(base if count == 1 else f"{base}_{count}")
+    return out
+
+
+class DatasetWriter:
+    """Collects files into a partial folder; ``commit`` publishes it as ``parent/vNNN``."""
+
+    def __init__(self, parent: Path) -> None:
+        check_writable(parent)
+        self.parent = parent
+        self._work = Path(tempfile.mkdtemp(dir=parent, prefix=".partial-"))
+        self._files: list[str] = []
+        self._records: list[dict[str, object]] = []
+
+    def add_image(self, image: Image.Image, name: str, caption: str | None, record: dict[str, object]) -> None:
+        data = encode_png(image)
+        file = f"{name}.png"
+        (self._work / file).write_bytes(data)
+        entry = {"file": file, **record, "width": image.width, "height": image.height,
+                 "sha256": hashlib.sha256(data).hexdigest()}
+        if caption is not None:
+            caption_file = f"{name}.txt"
+            (self._work / caption_file).write_text(caption + "\n", encoding="utf-8")
+            entry["caption_file"] = caption_file
+        self._files.append(file)
+        self._records.append(entry)
+
+    def commit(self) -> WrittenDataset:
+        lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in self._records)
+        (self._work / MANIFEST).write_text(lines, encoding="utf-8")
+        folder = new_version_folder(self.parent)  # reserves the name with an empty folder
+        try:
+            os.replace(self._work, folder)  # POSIX: the finished folder replaces the empty one at once
+        except OSError:  # Windows will not rename over a folder
+            folder.rmdir()
+            os.replace(self._work, folder)
+        return WrittenDataset(folder, [folder / f for f in self._files], self._records)
+
+    def discard(self) -> None:
+        shutil.rmtree(self._work, ignore_errors=True)
+
+    def __enter__(self) -> "DatasetWriter":
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if self._work.exists():
+            self.discard()
+
+
+def iter_groups(sizes: list[tuple[int, int]], batch: int) -> Iterator[list[int]]:
+    """Indices grouped by image size (first-seen order), in batches of at most ``batch``."""
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for i, size in enumerate(sizes):
+        by_size.setdefault(size, []).append(i)
+    for members in by_size.values():
+        for start in range(0, len(members), batch):
+            yield members[start : start + batch]

@@ -1,0 +1,50 @@
+"""How long work reports progress and notices a cancel, without knowing who is watching.
+
+Core functions take a ``Progress``; the ComfyUI bridge supplies one backed by ComfyUI's
+ProgressBar and interrupt flag, everything else gets a tqdm bar with no cancel.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Cancelled(RuntimeError):
+    """Raised by ``Progress.check_cancel`` when the user asked the work to stop."""
+
+
+class Progress(Protocol):
+    def advance(self, steps: int = 1) -> None: ...
+
+    def check_cancel(self) -> None:
+        """Raise (``Cancelled`` or the host's own interrupt) if the user pressed cancel."""
+
+
+class TqdmProgress:
+    """Console progress for headless runs; nothing can cancel it but Ctrl-C."""
+
+    def __init__(self, total: int, desc: str = "") -> None:
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=total, desc=desc, leave=False)
+
+    def advance(self, steps: int = 1) -> None:
+        self._bar.update(steps)
+        if self._bar.n >= self._bar.total:
+            self._bar.close()
+
+    def check_cancel(self) -> None:
+        return None
+
+
+class SilentProgress:
+    """For library calls and tests that want no output."""
+
+    def __init__(self, total: int = 0, desc: str = "") -> None:
+        self.total = total
+        self.done = 0
+
+    def advance(self, steps: int = 1) -> None:
+        self.done += steps
+
+    def check_cancel(self) -> None:
+        return None

@@ -1,0 +1,136 @@
+"""The nine named variants a dataset is multiplied by, rendered batch-wide to 8-bit pixels.
+
+``brightness_down`` / ``brightness_up``: brightness factor; ``saturation_down`` /
+``saturation_up``: offset on HSV S; ``gray_scale``; ``horizontal_flip`` / ``vertical_flip``;
+``rotation_+A`` / ``rotation_-A``: counter-clockwise / clockwise by ``A`` degrees, same canvas,
+corners filled. Semantics are those of core.transforms and core.geometry.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+import torch
+from PIL import Image
+
+from . import geometry, transforms
+from .colors import RGB
+from .tensor_batches import chunks
+
+KINDS = (
+    "brightness_down", "brightness_up", "gray_scale", "horizontal_flip", "rotation_plus",
+    "rotation_minus", "saturation_down", "saturation_up", "vertical_flip",
+)
+
+
+@dataclass(frozen=True)
+class VariantSettings:
+    brightness_down: float = 0.7
+    brightness_up: float = 1.3
+    saturation_down: float = -0.2
+    saturation_up: float = 0.2
+    angle: float = 45.0
+    fill: RGB = (0.0, 0.0, 0.0)
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.brightness_down <= 1.0 or self.brightness_up < 1.0:
+            raise ValueError("brightness_down must lie in 0..1 and brightness_up be 1 or more")
+        if not -1.0 <= self.saturation_down <= 0.0 <= self.saturation_up <= 1.0:
+            raise ValueError("saturation_down must lie in -1..0 and saturation_up in 0..1")
+        if not 0.0 < self.angle < 360.0:
+            raise ValueError("rotation angle must lie between 0 and 360 degrees")
+        if self.interpolation not in geometry.INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {geometry.INTERPOLATIONS}")
+
+    def name(self, kind: str) -> str:
+        """The file-name suffix of a variant: the kind, with the real angle for rotations."""
+        if kind == "rotation_plus":
+            return f"rotation_+{self.angle:g}"
+        if kind == "rotation_minus":
+            return f"rotation_-{self.angle:g}"
+        return kind
+
+    def parameters(self, kind: str) -> dict[str, object]:
+        """What the manifest records about how a variant was made."""
+        if kind.startswith("brightness"):
+            return {"factor": getattr(self, kind)}
+        if kind.startswith("saturation"):
+            return {"hsv_s_offset": getattr(self, kind)}
+        if kind.startswith("rotation"):
+            sign = 1 if kind == "rotation_plus" else -1
+            return {"degrees_counter_clockwise": sign * self.angle, "fill": list(asdict(self)["fill"]),
+                    "interpolation": self.interpolation, "expand": False}
+        return {}
+
+
+def parse_kinds(names: Iterable[str], settings: VariantSettings) -> list[str]:
+    """Kinds from their ids or file-name suffixes (``rotation_+45``), in the canonical order."""
+    by_name = {settings.name(k): k for k in KINDS} | {k: k for k in KINDS}
+    chosen = set()
+    for name in names:
+        if name not in by_name:
+            raise ValueError(f"unknown variant {name!r}; choose from {', '.join(settings.name(k) for k in KINDS)}")
+        chosen.add(by_name[name])
+    return [k for k in KINDS if k in chosen]
+
+
+def _render_planar(x: torch.Tensor, kind: str, s: VariantSettings) -> torch.Tensor:
+    """One kind of a planar ``[B, 3, H, W]`` piece on the 8-bit scale (0..255 floats)."""
+    if kind == "gray_scale":
+        return transforms.luma(x, dim=1)
+    if kind in ("brightness_down", "brightness_up"):
+        return transforms.adjust_brightness(x, getattr(s, kind), dim=1, peak=255.0)
+    if kind in ("saturation_down", "saturation_up"):
+        return transforms.adjust_saturation(x, getattr(s, kind), dim=1, peak=255.0)
+    angle = s.angle if kind == "rotation_plus" else -s.angle
+    fill = tuple(255.0 * v for v in s.fill)
+    return geometry.rotate(x, angle, expand=False, fill=fill, interpolation=s.interpolation, dim=1)
+
+
+def _quantise_into(target: torch.Tensor, scaled: torch.Tensor) -> None:
+    """Write 0..255 floats into uint8 ``target`` rounding half up (consumes ``scaled``)."""
+    target.copy_(scaled.add_(0.5).clamp_(0.0, 255.0))
+
+
+def render(images: torch.Tensor, kinds: Iterable[str], settings: VariantSettings) -> dict[str, torch.Tensor]:
+    """Each kind's planar ``[B, 3, H, W]`` uint8 pixels, on the CPU, for a float IMAGE batch.
+
+    Planar because every step is cheapest so, and because Pillow builds an RGB image from three
+    planes (``Image.merge``) faster than from interleaved pixels.
+    """
+    kinds = list(kinds)
+    b, h, w, c = images.shape
+    out = {k: torch.empty((b, c, h, w), dtype=torch.uint8) for k in kinds}
+    for start, stop in chunks(images):
+        piece = images[start:stop]
+        planar = torch.empty((stop - start, c, h, w), dtype=torch.float32, device=images.device)
+        torch.mul(piece.permute(0, 3, 1, 2), 255.0, out=planar)  # one pass: transpose and scale
+        # flips commute with quantisation: they move 8-bit pixels, not floats
+        base = torch.empty_like(planar, dtype=torch.uint8)
+        if any(k.endswith("flip") for k in kinds):
+            _quantise_into(base, planar.clone())
+        for kind in kinds:
+            target = out[kind][start:stop]
+            if kind == "horizontal_flip":
+                target.copy_(base.flip(3))
+            elif kind == "vertical_flip":
+                target.copy_(base.flip(2))
+            else:
+                # a one-plane grey broadcasts to three
+                _quantise_into(target, _render_planar(planar, kind, settings))
+    return out
+
+
+def render_original(images: torch.Tensor) -> torch.Tensor:
+    """The batch itself as planar ``[B, 3, H, W]`` uint8 on the CPU."""
+    b, h, w, c = images.shape
+    out = torch.empty((b, c, h, w), dtype=torch.uint8)
+    for start, stop in chunks(images):
+        _quantise_into(out[start:stop], images[start:stop].permute(0, 3, 1, 2).mul(255.0))
+    return out
+
+
+def to_pil(planar: torch.Tensor) -> Image.Image:
+    """One ``[3, H, W]`` uint8 image as an RGB Pillow image."""
+    return Image.merge("RGB", [Image.fromarray(plane) for plane in planar.numpy()])

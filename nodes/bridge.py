@@ -1,0 +1,126 @@
+"""The one place the pack touches ComfyUI; every function also works without it.
+
+Inside ComfyUI: its folder_paths (model, input and output folders, extra_model_paths.yaml),
+its ProgressBar and its interrupt flag, its torch device. Outside: folders from environment
+variables (ATELIER_INPUT_DIR, ATELIER_OUTPUT_DIR, ATELIER_MODELS_DIR) or the working
+directory, tqdm, no cancel, CUDA when present.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from ..core.progress import Progress, TqdmProgress
+
+_output_override: Path | None = None
+
+
+def _folder_paths() -> ModuleType | None:
+    try:
+        import folder_paths  # ComfyUI's own module, importable only inside ComfyUI
+    except ImportError:
+        return None
+    return folder_paths
+
+
+def in_comfyui() -> bool:
+    return _folder_paths() is not None
+
+
+def set_output_directory(path: str | os.PathLike[str]) -> None:
+    """Where headless runs write (the CLI's --output); ComfyUI's own setting wins inside ComfyUI."""
+    global _output_override
+    _output_override = Path(path).expanduser().resolve()
+
+
+def output_directory() -> Path:
+    fp = _folder_paths()
+    if fp is not None:
+        return Path(fp.get_output_directory())
+    if _output_override is not None:
+        return _output_override
+    return Path(os.environ.get("ATELIER_OUTPUT_DIR", "output")).expanduser().resolve()
+
+
+def input_directory() -> Path:
+    fp = _folder_paths()
+    if fp is not None:
+        return Path(fp.get_input_directory())
+    return Path(os.environ.get("ATELIER_INPUT_DIR", "input")).expanduser().resolve()
+
+
+def resolve_input_folder(text: str) -> Path:
+    """An absolute folder as given; a relative one under ComfyUI's input folder, else the working directory."""
+    path = Path(text.strip()).expanduser()
+    if path.is_absolute():
+        return path
+    under_input = input_directory() / path
+    return under_input if under_input.exists() or in_comfyui() else path.resolve()
+
+
+def _models_dir() -> Path:
+    fp = _folder_paths()
+    if fp is not None:
+        return Path(fp.models_dir)
+    return Path(os.environ.get("ATELIER_MODELS_DIR", "models")).expanduser().resolve()
+
+
+def register_model_folder(kind: str, extensions: set[str]) -> str:
+    """Register ``models/atelier/<kind>`` as ComfyUI model folder ``atelier_<kind>``; returns the key.
+
+    Paths the user already gave for that key in extra_model_paths.yaml (loaded before custom
+    nodes) are kept and searched first; ours is added after them.
+    """
+    key = f"atelier_{kind}"
+    default = str(_models_dir() / "atelier" / kind)
+    fp = _folder_paths()
+    if fp is None:
+        return key
+    paths, exts = fp.folder_names_and_paths.get(key, ([], set()))
+    if default not in paths:
+        paths = [*paths, default]
+    fp.folder_names_and_paths[key] = (paths, set(exts) | set(extensions))
+    return key
+
+
+def model_folders(key: str) -> list[Path]:
+    """Every folder searched for models of ``key``, in order; the default one first outside ComfyUI."""
+    fp = _folder_paths()
+    if fp is not None:
+        return [Path(p) for p in fp.get_folder_paths(key)]
+    return [_models_dir() / "atelier" / key.removeprefix("atelier_")]
+
+
+class ComfyProgress:
+    """ComfyUI's progress bar on the running node, and its cancel button."""
+
+    def __init__(self, total: int) -> None:
+        from comfy.utils import ProgressBar
+
+        self._bar = ProgressBar(total)
+
+    def advance(self, steps: int = 1) -> None:
+        self._bar.update(steps)
+
+    def check_cancel(self) -> None:
+        import comfy.model_management
+
+        comfy.model_management.throw_exception_if_processing_interrupted()
+
+
+def progress(total: int, desc: str = "") -> Progress:
+    return ComfyProgress(total) if in_comfyui() else TqdmProgress(total, desc)
+
+
+def compute_device(choice: str = "auto") -> torch.device:
+    """``auto``: ComfyUI's torch device inside ComfyUI, else CUDA when present, else the CPU."""
+    if choice == "cpu":
+        return torch.device("cpu")
+    if in_comfyui():
+        import comfy.model_management
+
+        return comfy.model_management.get_torch_device()
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
