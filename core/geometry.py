@@ -37,12 +37,17 @@ def linear_part(angle: float, scale: float = 1.0, shear: float = 0.0) -> torch.T
 
 
 def expanded_size(linear: torch.Tensor, width: int, height: int) -> tuple[int, int]:
-    """Width and height of the smallest canvas that holds the warped ``width x height`` picture."""
-    corners = torch.tensor(
-        [[-width / 2, -height / 2], [width / 2, -height / 2], [width / 2, height / 2], [-width / 2, height / 2]],
-        dtype=torch.float64,
-    )
-    moved = corners @ linear.T
+    """Width and height of the smallest canvas that holds the warped ``width x height`` picture.
+
+    Pillow's rule, corners taken about the centre in absolute coordinates (so odd sizes round as
+    Pillow rounds them), and quarter turns swap the sides exactly, as Pillow's transpose does.
+    """
+    entries = linear.abs().flatten().tolist()
+    if sorted(entries) == [0.0, 0.0, 1.0, 1.0]:
+        return (height, width) if entries[0] == 0.0 else (width, height)
+    centre = torch.tensor([width / 2, height / 2], dtype=torch.float64)
+    corners = torch.tensor([[0, 0], [width, 0], [width, height], [0, height]], dtype=torch.float64) - centre
+    moved = corners @ linear.T + centre
     # rounding keeps float noise (1e-13) from adding a whole pixel row
     lo = torch.round(moved.min(0).values, decimals=9)
     hi = torch.round(moved.max(0).values, decimals=9)
