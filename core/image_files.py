@@ -105,9 +105,10 @@ def open_image(path: Path, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> Im
         raise ImageFolderError("empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # our own max_megapixels check below is the one that counts
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(path)
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
         raise ImageFolderError(f"refused as a possible decompression bomb: {exc}") from exc
     except (OSError, SyntaxError, ValueError) as exc:  # Pillow's UnidentifiedImageError is an OSError
         raise ImageFolderError(f"not a readable image: {exc}") from exc
