@@ -1,0 +1,46 @@
+"""The headless command line: the README's main job, and its errors."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import SAMPLES
+
+from atelier.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_main_job_multiplies_the_shipped_samples(tmp_path: Path) -> None:
+    # the exact command README.md gives, in a fresh interpreter
+    result = subprocess.run([sys.executable, "atelier_cli.py", "multiply", "examples/originals", "--output",
+                             str(tmp_path)], cwd=ROOT, capture_output=True, text=True, env={**os.environ})
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "atelier" / "augmented" / "v001"
+    assert f"wrote 40 images from 4 originals to {folder}" in result.stdout
+    records = [json.loads(x) for x in (folder / "manifest.jsonl").read_text().splitlines()]
+    assert len(records) == 40 == len(list(folder.glob("*.png")))
+    assert {r["variant"] for r in records} >= {"original", "rotation_+45", "gray_scale"}
+
+
+def test_convert_and_random_variants_with_a_recipe_file(tmp_path: Path) -> None:
+    assert main(["convert", str(SAMPLES), "--output", str(tmp_path), "--resize", "exact", "--width", "64",
+                 "--height", "64"]) == 0
+    assert len(list((tmp_path / "atelier" / "png" / "v001").glob("*.png"))) == 4
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"hflip": 1.0, "rotation": {"p": 1.0, "low": 5, "high": 5}}))
+    assert main(["multiply", str(SAMPLES), "--output", str(tmp_path), "--variants", "", "--no-original",
+                 "--random", "1", "--recipe", str(recipe), "--seed", "3"]) == 0
+    assert len(list((tmp_path / "atelier" / "augmented" / "v001").glob("*__random_01.png"))) == 4
+
+
+def test_errors_are_one_clear_line_and_exit_2(tmp_path: Path, capsys) -> None:
+    assert main(["multiply", str(tmp_path / "missing"), "--output", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["multiply", str(SAMPLES), "--output", str(tmp_path), "--subfolder", "../up"]) == 2
+    assert main(["multiply", str(SAMPLES), "--output", str(tmp_path), "--variants", "sepia"]) == 2
+    assert "unknown variant 'sepia'" in capsys.readouterr().err
+    assert not (tmp_path / "atelier").exists()

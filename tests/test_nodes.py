@@ -1,0 +1,134 @@
+"""The node classes exercised directly, as ComfyUI would call them."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from helpers import SAMPLES
+
+import atelier
+from atelier.nodes import augmentation as nodes
+from atelier.nodes import bridge
+
+
+def _defaults(cls: type, **overrides: Any) -> dict[str, Any]:
+    """Every widget input at its declared default, as a fresh node in the UI has them."""
+    values = {}
+    for name, spec in cls.INPUT_TYPES()["required"].items():
+        kind, options = spec[0], spec[1] if len(spec) > 1 else {}
+        if isinstance(kind, list):
+            values[name] = options.get("default", kind[0])
+        elif kind in ("INT", "FLOAT", "STRING", "BOOLEAN"):
+            values[name] = options["default"]
+    values.update(overrides)
+    return values
+
+
+@pytest.fixture
+def originals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "input" / "atelier" / "originals"
+    shutil.copytree(SAMPLES, folder, ignore=shutil.ignore_patterns("*.md"))
+    monkeypatch.setenv("ATELIER_INPUT_DIR", str(tmp_path / "input"))
+    return folder
+
+
+def test_every_node_is_registered_with_a_clear_name_category_and_tooltips() -> None:
+    assert atelier.NODE_CLASS_MAPPINGS.keys() == atelier.NODE_DISPLAY_NAME_MAPPINGS.keys()
+    for node_id, cls in atelier.NODE_CLASS_MAPPINGS.items():
+        assert node_id.startswith("Atelier") and atelier.NODE_DISPLAY_NAME_MAPPINGS[node_id].startswith("Atelier ")
+        assert cls.CATEGORY.startswith("Atelier/") and cls.DESCRIPTION
+        assert callable(getattr(cls(), cls.FUNCTION))
+        assert len(cls.RETURN_TYPES) == len(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES))
+        inputs = cls.INPUT_TYPES()
+        for group in ("required", "optional"):
+            for name, spec in inputs.get(group, {}).items():
+                assert spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
+
+
+def test_load_folder_resize_and_fill_then_multiply(originals: Path, output_dir: Path) -> None:
+    load = nodes.AtelierLoadImageFolder()
+    images, dataset, count, report = load.load(**_defaults(
+        nodes.AtelierLoadImageFolder, folder="atelier/originals", resize="longer_edge", size=128, pad="square",
+        pad_fill="most_frequent"))
+    assert images.shape == (4, 128, 128, 3) and count == 4 and images.dtype == torch.float32
+    assert dataset.stems == ["astronaut", "chelsea", "coffee", "rocket"] and "loaded 4" in report
+    preview, folder, files = nodes.AtelierMultiplyDataset().run(
+        **_defaults(nodes.AtelierMultiplyDataset, images=images, dataset=dataset, vertical_flip=False))
+    assert files == 4 * 9 and Path(folder) == output_dir / "atelier" / "augmented" / "v001"
+    assert preview.shape == (9, 128, 128, 3) and torch.allclose(preview[0], images[0], atol=1 / 255)
+    assert (Path(folder) / "chelsea__gray_scale.txt").read_text().startswith("a tabby cat")
+    assert not list(Path(folder).glob("*vertical_flip*"))
+
+
+def test_load_writes_png_copies_when_asked(originals: Path, output_dir: Path) -> None:
+    *_, report = nodes.AtelierLoadImageFolder().load(**_defaults(
+        nodes.AtelierLoadImageFolder, folder=str(originals), save_png_copies=True, resize="exact",
+        width=64, height=64))
+    copies = output_dir / "atelier" / "png" / "v001"
+    assert sorted(p.name for p in copies.glob("*.png")) == ["astronaut.png", "chelsea.png", "coffee.png",
+                                                             "rocket.png"]
+    assert len((copies / "manifest.jsonl").read_text().splitlines()) == 4 and str(copies) in report
+
+
+def test_load_refuses_mixed_sizes_before_decoding(originals: Path, output_dir: Path) -> None:
+    with pytest.raises(ValueError, match="different sizes"):
+        nodes.AtelierLoadImageFolder().load(**_defaults(nodes.AtelierLoadImageFolder, folder=str(originals)))
+
+
+def test_is_changed_follows_the_folder_contents(originals: Path) -> None:
+    before = nodes.AtelierLoadImageFolder.IS_CHANGED(folder=str(originals), recursive=False)
+    (originals / "chelsea.txt").write_text("another caption")
+    assert nodes.AtelierLoadImageFolder.IS_CHANGED(folder=str(originals), recursive=False) != before
+
+
+def test_recipe_and_augment_are_seeded() -> None:
+    (recipe,) = nodes.AtelierAugmentRecipe().build(**_defaults(nodes.AtelierAugmentRecipe, rotation_p=1.0))
+    images = torch.rand(3, 32, 48, 3)
+    run = nodes.AtelierAugmentImages().run
+    (a,), (b,) = run(images, recipe, 7, "cpu"), run(images, recipe, 7, "cpu")
+    assert torch.equal(a, b) and a.shape == images.shape and not torch.equal(a, images)
+
+
+def test_preprocess_node() -> None:
+    (out,) = nodes.AtelierPreprocessImages().run(torch.rand(2, 30, 60, 3), **_defaults(
+        nodes.AtelierPreprocessImages, resize="shorter_edge", size=16, crop="center", width=16, height=16))
+    assert out.shape == (2, 16, 16, 3)
+
+
+def test_multiply_bad_inputs_fail_before_any_file(output_dir: Path) -> None:
+    node, images = nodes.AtelierMultiplyDataset(), torch.rand(2, 16, 16, 3)
+    with pytest.raises(ValueError, match="relative path inside"):
+        node.run(**_defaults(nodes.AtelierMultiplyDataset, images=images, subfolder="../escape"))
+    with pytest.raises(ValueError, match="needs a recipe"):
+        node.run(**_defaults(nodes.AtelierMultiplyDataset, images=images, random_variants=2))
+    with pytest.raises(ValueError, match="dataset names 1"):
+        node.run(**_defaults(nodes.AtelierMultiplyDataset, images=images,
+                             dataset=nodes.DatasetInfo(["a"], [None], ["a.png"])))
+    assert not output_dir.exists() or not any(output_dir.rglob("*.png"))
+
+
+def test_multiply_without_dataset_names_files_and_records_random_seeds(output_dir: Path) -> None:
+    (recipe,) = nodes.AtelierAugmentRecipe().build(**_defaults(nodes.AtelierAugmentRecipe))
+    _, folder, files = nodes.AtelierMultiplyDataset().run(**_defaults(
+        nodes.AtelierMultiplyDataset, images=torch.rand(2, 16, 16, 3), random_variants=1, recipe=recipe, seed=4,
+        subfolder="sets/mine"))
+    assert files == 2 * 11
+    names = {p.name for p in Path(folder).glob("*.png")}
+    assert {"image_0001.png", "image_0002__random_01.png", "image_0002__saturation_up.png"} <= names
+    seeds = [json.loads(x)["seed"] for x in (Path(folder) / "manifest.jsonl").read_text().splitlines()]
+    assert sum(s is not None for s in seeds) == 2
+
+
+def test_bridge_outside_comfyui(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert not bridge.in_comfyui()
+    monkeypatch.setenv("ATELIER_MODELS_DIR", str(tmp_path / "models"))
+    assert bridge.register_model_folder("fid", {".pth"}) == "atelier_fid"
+    assert bridge.model_folders("atelier_fid") == [tmp_path / "models" / "atelier" / "fid"]
+    assert bridge.compute_device("cpu").type == "cpu"
+    p = bridge.progress(2)
+    p.advance(2)
+    p.check_cancel()
