@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import as_batch, photo
 
 from atelier.core import augment, transforms
 from atelier.core.augment import AugmentSpec, Range
 from atelier.core.progress import Cancelled
+
+from helpers import as_batch, photo
 
 FULL = AugmentSpec(hflip=0.5, vflip=0.5, grayscale=0.3, saturation=Range(0.5, -0.3, 0.3),
                    brightness=Range(0.5, 0.7, 1.3), rotation=Range(0.7, -30, 30), translate=Range(0.5, -0.1, 0.1),

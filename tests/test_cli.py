@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers import SAMPLES
-
 from atelier.cli import main
+
+from helpers import SAMPLES
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,12 +5,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import photo
 from PIL import Image
 
 from atelier.core.folder_dataset import load_folder
 from atelier.core.image_files import ImageFolderError, list_images, load_image
 from atelier.core.preprocess import PreprocessSpec
+
+from helpers import photo
 
 
 def _u8(path: Path, **kw: object) -> np.ndarray:

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import as_batch, photo, to_u8
 from PIL import Image, ImageEnhance, ImageOps
 
 from atelier.core import augment, multiply, variants
 from atelier.core.progress import Cancelled
+
+from helpers import as_batch, photo, to_u8
 
 NINE = ["brightness_down", "brightness_up", "gray_scale", "horizontal_flip", "rotation_+45", "rotation_-45",
         "saturation_down", "saturation_up", "vertical_flip"]

@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import SAMPLES
 
 import atelier
 from atelier.nodes import augmentation as nodes
 from atelier.nodes import bridge
+
+from helpers import SAMPLES
 
 
 def _defaults(cls: type, **overrides: Any) -> dict[str, Any]:

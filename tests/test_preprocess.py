@@ -4,11 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import as_batch, photo, to_u8
 from PIL import Image
 
 from atelier.core.colors import most_frequent_color, parse_color
 from atelier.core.preprocess import PreprocessSpec, preprocess
+
+from helpers import as_batch, photo, to_u8
 
 
 @pytest.mark.parametrize(("filt", "pil_filter"), [("bicubic", Image.BICUBIC), ("bilinear", Image.BILINEAR)])

@@ -13,9 +13,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from atelier.core import geometry, transforms
-from helpers import as_batch, photo, to_u8
 from PIL import Image, ImageEnhance, ImageOps
+
+from atelier.core import geometry, transforms
+
+from helpers import as_batch, photo, to_u8
 
 
 def _diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
