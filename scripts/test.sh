@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The tests, from a fresh clone: set up, lint, validate the pack as the Comfy Registry does, run pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh --test
+.venv/bin/python -m ruff check .
+# the registry's checks: pyproject metadata and the eval/exec scan; any warning fails the run here
+validate=$(DO_NOT_TRACK=1 .venv-tools/bin/comfy --skip-prompt --no-json node validate 2>&1 </dev/null)
+echo "$validate"
+if echo "$validate" | grep -qiE 'warning|error'; then echo "comfy node validate warned" >&2; exit 1; fi
+rm -rf .ruff_cache
+.venv/bin/python -m pytest "$@"
