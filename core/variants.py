@@ -131,6 +131,17 @@ def render_original(images: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def preview(images: torch.Tensor, kinds: Iterable[str], settings: VariantSettings,
+            include_original: bool = True) -> torch.Tensor:
+    """An IMAGE batch of the (8-bit exact) original and variants of every picture of ``images``."""
+    kinds = list(kinds)
+    rendered = render(images, kinds, settings)
+    planes = ([render_original(images)] if include_original else []) + [rendered[k] for k in kinds]
+    if not planes:
+        return images
+    return torch.cat(planes).permute(0, 2, 3, 1).float().div_(255.0)
+
+
 def to_pil(planar: torch.Tensor) -> Image.Image:
     """One ``[3, H, W]`` uint8 image as an RGB Pillow image."""
     return Image.merge("RGB", [Image.fromarray(plane) for plane in planar.numpy()])

@@ -293,10 +293,7 @@ class AtelierMultiplyDataset:
         random = multiply.RandomVariants(recipe, random_variants, seed) if random_variants and recipe else None
         written = multiply.multiply(originals, parent, kinds, settings, include_original, random,
                                     bridge.compute_device(device), bridge.progress(len(originals), "multiplying"))
-        first = images[:1]
-        rendered = variants.render(first, kinds, settings)
-        planes = ([variants.render_original(first)] if include_original else []) + [rendered[k] for k in kinds]
-        preview = torch.cat(planes).permute(0, 2, 3, 1).float().div(255.0) if planes else first
+        preview = variants.preview(images[:1], kinds, settings, include_original)
         return preview, str(written.folder), len(written.files)
 
 
