@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
-.venv/bin/python atelier_cli.py multiply examples/originals --output output "$@"
+.venv/bin/python atelier_cli.py multiply samples/originals --output output "$@"

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-SAMPLES = Path(__file__).resolve().parents[1] / "examples" / "originals"
+SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "originals"
 
 
 def photo(name: str = "chelsea.jpg", size: tuple[int, int] | None = None) -> np.ndarray:

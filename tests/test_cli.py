@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_main_job_multiplies_the_shipped_samples(tmp_path: Path) -> None:
     # the exact command README.md gives, in a fresh interpreter
-    result = subprocess.run([sys.executable, "atelier_cli.py", "multiply", "examples/originals", "--output",
+    result = subprocess.run([sys.executable, "atelier_cli.py", "multiply", "samples/originals", "--output",
                              str(tmp_path)], cwd=ROOT, capture_output=True, text=True, env={**os.environ})
     assert result.returncode == 0, result.stderr
     folder = tmp_path / "atelier" / "augmented" / "v001"

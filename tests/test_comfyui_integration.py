@@ -1,0 +1,284 @@
+"""The pack inside a real ComfyUI: it imports cleanly, its nodes are served, the bundled workflows run.
+
+Skipped unless ATELIER_COMFYUI_DIR names a ComfyUI folder with ``main.py`` and ``venv/bin/python`` (the
+layout ``shared/tools/comfyui-from-mirror.sh`` makes) whose ``custom_nodes`` links this checkout. The
+test starts its own server on a free port (``--cpu``, temporary input, output, temp and user folders,
+the sample originals copied to ``input/atelier/originals``), runs every workflow that needs no model
+weights through it with comfy-cli (ATELIER_COMFY_CLI, else ``comfy`` on PATH), checks what they wrote
+and stops the server.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import atelier
+from atelier.core import variants
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
+ORIGINALS = ROOT / "samples" / "originals"
+COMFYUI_DIR = Path(os.environ["ATELIER_COMFYUI_DIR"]).expanduser() if os.environ.get("ATELIER_COMFYUI_DIR") else None
+STARTUP_TIMEOUT_S = 300
+RUN_TIMEOUT_S = 600  # comfy-cli's per-event timeout
+UI_ONLY_NODES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
+
+pytestmark = [
+    pytest.mark.comfyui,
+    pytest.mark.skipif(
+        COMFYUI_DIR is None or not (COMFYUI_DIR / "main.py").is_file()
+        or not (COMFYUI_DIR / "venv" / "bin" / "python").exists(),
+        reason="set ATELIER_COMFYUI_DIR to a ComfyUI folder with main.py and venv/bin/python",
+    ),
+]
+
+
+@dataclass
+class Server:
+    url: str
+    host: str
+    port: int
+    input_dir: Path
+    output_dir: Path
+    log: Path
+    pack_folder: Path  # the custom_nodes entry that is this checkout
+
+    def get(self, route: str, timeout: float = 30) -> Any:
+        with urllib.request.urlopen(self.url + route, timeout=timeout) as response:  # noqa: S310 (loopback)
+            return json.loads(response.read())
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pack_folder(comfyui: Path) -> Path:
+    for entry in sorted((comfyui / "custom_nodes").iterdir()):
+        if entry.is_dir() and entry.resolve() == ROOT:
+            return entry
+    pytest.fail(f"no folder in {comfyui / 'custom_nodes'} is this checkout ({ROOT}); link it: "
+                f"ln -s {ROOT} {comfyui / 'custom_nodes' / 'comfyui-atelier'}")
+
+
+def _tail(path: Path, lines: int = 60) -> str:
+    text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)  # the server runs in a process group of its own (start_new_session)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    assert COMFYUI_DIR is not None
+    pack_folder = _pack_folder(COMFYUI_DIR)
+    base = tmp_path_factory.mktemp("comfyui")
+    folders = {name: base / name for name in ("input", "output", "temp", "user")}
+    for folder in folders.values():
+        folder.mkdir()
+    shutil.copytree(ORIGINALS, folders["input"] / "atelier" / "originals")
+    port = _free_port()
+    log = base / "server.log"
+    command = [
+        str(COMFYUI_DIR / "venv" / "bin" / "python"), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+        "--output-directory", str(folders["output"]), "--input-directory", str(folders["input"]),
+        "--temp-directory", str(folders["temp"]), "--disable-auto-launch",
+    ]
+    # keep the user folder and the database out of the ComfyUI tree, where this ComfyUI has those options
+    cli_args = COMFYUI_DIR / "comfy" / "cli_args.py"
+    known = cli_args.read_text(encoding="utf-8") if cli_args.exists() else ""
+    if '"--user-directory"' in known:
+        command += ["--user-directory", str(folders["user"])]
+    if '"--database-url"' in known:
+        command += ["--database-url", "sqlite:///:memory:"]
+    env = {**os.environ, "DO_NOT_TRACK": "1", "PYTHONUNBUFFERED": "1"}
+    with open(log, "wb") as log_file:
+        proc = subprocess.Popen(command, cwd=COMFYUI_DIR, stdout=log_file, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    srv = Server(f"http://127.0.0.1:{port}", "127.0.0.1", port, folders["input"], folders["output"], log, pack_folder)
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"ComfyUI exited with {proc.returncode} while starting:\n{_tail(log)}")
+            try:
+                srv.get("/system_stats", timeout=5)
+                break
+            except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
+                if time.monotonic() > deadline:
+                    pytest.fail(f"ComfyUI did not answer on port {port} within {STARTUP_TIMEOUT_S} s:\n{_tail(log)}")
+                time.sleep(0.5)
+        yield srv
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def object_info(server: Server) -> dict[str, Any]:
+    return server.get("/object_info", timeout=120)
+
+
+def _comfy_cli() -> str:
+    exe = os.environ.get("ATELIER_COMFY_CLI") or shutil.which("comfy")
+    if not exe or not os.access(exe, os.X_OK):
+        pytest.skip("comfy-cli not found: set ATELIER_COMFY_CLI or put `comfy` on PATH")
+    return exe
+
+
+def test_pack_imports_without_errors(server: Server) -> None:
+    log = server.log.read_text(encoding="utf-8", errors="replace")
+    folder = str(server.pack_folder)
+    failed = [line for line in log.splitlines()
+              if folder in line and ("IMPORT FAILED" in line or "Cannot import" in line)]
+    assert not failed, "\n".join(failed) + "\n" + _tail(server.log)
+    timed = [line for line in log.splitlines() if re.search(r"\d+\.\d+ seconds.*: " + re.escape(folder) + "$", line)]
+    assert timed, f"{folder} is not in ComfyUI's list of imported custom nodes:\n{_tail(server.log)}"
+
+
+def test_every_node_is_served(server: Server, object_info: dict[str, Any]) -> None:
+    module = f"custom_nodes.{server.pack_folder.name}"
+    for name, cls in atelier.NODE_CLASS_MAPPINGS.items():
+        assert name in object_info, f"{name} is missing from GET /object_info"
+        info = object_info[name]
+        assert info["python_module"] == module, f"{name} comes from {info['python_module']}, not {module}"
+        declared = cls.INPUT_TYPES()
+        for section in ("required", "optional"):
+            assert info["input_order"].get(section, []) == list(declared.get(section, {})), (name, section)
+        assert info["output"] == list(cls.RETURN_TYPES), name
+
+
+def test_workflows_are_offered_as_templates(server: Server) -> None:
+    # ComfyUI's template browser lists custom_nodes/<pack>/{example_workflows,workflows,...}/*.json
+    name = server.pack_folder.name
+    offered = server.get("/workflow_templates").get(name, [])
+    assert sorted(offered) == sorted(p.stem for p in WORKFLOWS), offered
+    for path in WORKFLOWS:
+        route = f"/api/workflow_templates/{name}/{path.name}"
+        try:
+            served = server.get(route)
+        except urllib.error.HTTPError as e:
+            # the route serves only the first of these folders that exists in the pack
+            folders = [f for f in ("example_workflows", "example", "examples", "workflow", "workflows")
+                       if (ROOT / f).is_dir()]
+            pytest.fail(f"GET {route}: HTTP {e.code}; the template browser lists {path.stem} but cannot load it. "
+                        f"Template folders in the pack: {folders}; ComfyUI serves the first one only.")
+        assert served == json.loads(path.read_text(encoding="utf-8")), path.name
+
+
+def _weights_needed(workflow: dict[str, Any], object_info: dict[str, Any]) -> list[str]:
+    """Nodes of the workflow with a COMBO of files the server has none of (checkpoints, LoRAs, ...)."""
+    needs = []
+    for node in workflow["nodes"]:
+        if node["type"] in UI_ONLY_NODES:
+            continue
+        info = object_info.get(node["type"])
+        assert info is not None, f"node {node['id']}: {node['type']} is not known to the server"
+        for section in ("required", "optional"):
+            for name, decl in (info["input"].get(section) or {}).items():
+                kind, opts = decl[0], (decl[1] if len(decl) > 1 and isinstance(decl[1], dict) else {})
+                if (isinstance(kind, list) and not kind) or (kind == "COMBO" and opts.get("options") == []):
+                    needs.append(f"{node['type']}.{name}")
+    return needs
+
+
+def _widget_values(node: dict[str, Any]) -> dict[str, Any]:
+    """An Atelier node's widget values by input name (the frontend's order: a seed is followed by its control)."""
+    spec = atelier.NODE_CLASS_MAPPINGS[node["type"]].INPUT_TYPES()
+    names = []
+    for section in ("required", "optional"):
+        for name, decl in spec.get(section, {}).items():
+            if isinstance(decl[0], list) or decl[0] in ("INT", "FLOAT", "STRING", "BOOLEAN"):
+                names.append(name)
+                if len(decl) > 1 and decl[1].get("control_after_generate"):
+                    names.append(f"{name}#control")
+    values = node["widgets_values"]
+    assert len(values) == len(names), (node["type"], values, names)
+    return dict(zip(names, values))
+
+
+def _version_folders(parent: Path) -> set[str]:
+    return {p.name for p in parent.iterdir() if re.fullmatch(r"v\d{3,}", p.name)} if parent.exists() else set()
+
+
+def _check_augment_dataset(server: Server, workflow: dict[str, Any], before: dict[str, set[str]]) -> None:
+    node = next(n for n in workflow["nodes"] if n["type"] == "AtelierMultiplyDataset")
+    w = _widget_values(node)
+    parent = server.output_dir / w["subfolder"]
+    new = sorted(_version_folders(parent) - before[w["subfolder"]])
+    assert len(new) == 1, f"expected one new version folder under {parent}, found {new}"
+    if not before[w["subfolder"]]:
+        assert new == ["v001"], new
+    folder = parent / new[0]
+    pngs = sorted(p.name for p in folder.glob("*.png"))
+    records = [json.loads(line) for line in (folder / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(records) == len(pngs), f"{len(records)} manifest lines, {len(pngs)} PNG files in {folder}"
+    assert sorted(r["file"] for r in records) == pngs
+    originals = sorted(p for p in ORIGINALS.iterdir() if p.suffix.lower() not in (".txt",))
+    per_original = int(w["include_original"]) + sum(bool(w[k]) for k in variants.KINDS) + w["random_variants"]
+    assert len(pngs) == len(originals) * per_original, (len(pngs), len(originals), per_original)
+    assert len({r["stem"] for r in records}) == len(originals)
+    for record in records:
+        data = (folder / record["file"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == record["sha256"], f"{record['file']}: sha256 differs"
+        assert data[:8] == b"\x89PNG\r\n\x1a\n", record["file"]
+        if record.get("caption_file"):
+            assert (folder / record["caption_file"]).is_file(), record["caption_file"]
+    captioned = [p for p in originals if p.with_suffix(".txt").exists()]
+    assert sum(1 for r in records if r.get("caption_file")) == len(captioned) * per_original
+    assert not list(parent.glob(".partial*")), "a partial folder was left behind"
+
+
+OUTPUT_CHECKS = {"augment_dataset.json": _check_augment_dataset}
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])
+def test_workflow_runs(path: Path, server: Server, object_info: dict[str, Any]) -> None:
+    workflow = json.loads(path.read_text(encoding="utf-8"))
+    needs = _weights_needed(workflow, object_info)
+    if needs:
+        pytest.skip(f"{path.name} needs model weights ({', '.join(sorted(set(needs)))})")
+    comfy = _comfy_cli()
+    subfolders = [_widget_values(n)["subfolder"] for n in workflow["nodes"] if n["type"] == "AtelierMultiplyDataset"]
+    before = {s: _version_folders(server.output_dir / s) for s in subfolders}
+    history_before = set(server.get("/history"))
+    command = [comfy, "--skip-prompt", "--no-json", "run", "--workflow", str(path), "--wait", "--where", "local",
+               "--host", server.host, "--port", str(server.port), "--timeout", str(RUN_TIMEOUT_S)]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "DO_NOT_TRACK": "1"},
+                            timeout=3 * RUN_TIMEOUT_S, cwd=ROOT)
+    report = (f"{' '.join(command)}\nrc {result.returncode}\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}\n"
+              "--- server log ---\n")
+    assert result.returncode == 0, report + _tail(server.log)
+    history = server.get("/history")
+    runs = [history[k] for k in history if k not in history_before]
+    assert runs, report + "no new prompt in /history\n" + _tail(server.log)
+    for run in runs:
+        status = run.get("status", {})
+        assert status.get("status_str") == "success" and status.get("completed"), (
+            report + json.dumps(status, indent=1)[:4000] + "\n" + _tail(server.log))
+    if path.name in OUTPUT_CHECKS:
+        OUTPUT_CHECKS[path.name](server, workflow, before)
