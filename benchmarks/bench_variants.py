@@ -4,14 +4,18 @@ Both start from the same ComfyUI IMAGE batch (float ``[B, H, W, 3]``) and end wi
 image of every variant, ready to save as PNG (saving costs both the same and is left out). The
 reference is the usual way a script or node is written: per image, to PIL, then one
 self-contained Pillow function per variant. Timings interleave the two, and the ratio of medians is
-reported. Run: ``python benchmarks/bench_variants.py [--device cuda] [--repeats 7]``.
+reported. ``--write`` times the whole job instead: the same variants written as PNG files (level
+4) by the Pillow loop, one after another, against the pack's multiply (which encodes on a thread
+pool while it renders). Run: ``python benchmarks/bench_variants.py [--device cuda] [--write]``.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from atelier_loader import load_pack  # noqa: E402
 
 load_pack()
-from atelier.core import variants  # noqa: E402
+from atelier.core import multiply, variants  # noqa: E402
 
 SETTINGS = variants.VariantSettings()
 
@@ -60,6 +64,16 @@ def ours(images: torch.Tensor) -> list[Image.Image]:
     return [variants.to_pil(p) for batch in planes.values() for p in batch]
 
 
+def pillow_loop_writing(images: torch.Tensor, folder: Path) -> None:
+    for i, pil in enumerate(pillow_loop(images)):
+        pil.save(folder / f"{i}.png", compress_level=4)
+
+
+def ours_writing(images: torch.Tensor, folder: Path) -> None:
+    originals = [multiply.Original(image, f"image_{i}") for i, image in enumerate(images)]
+    multiply.multiply(originals, folder, variants.KINDS, SETTINGS, include_original=False, device=images.device)
+
+
 def sample_batch(batch: int, size: int) -> torch.Tensor:
     from skimage import data
 
@@ -75,19 +89,35 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--write", action="store_true", help="time writing the PNG files too")
     args = parser.parse_args()
     images = sample_batch(args.batch, args.size)
     on_device = images.to(args.device)
-    ours(on_device), pillow_loop(images)  # warm-up
-    times: dict[str, list[float]] = {"pillow_loop": [], "atelier": []}
-    for _ in range(args.repeats):
-        for name, fn, x in (("pillow_loop", pillow_loop, images), ("atelier", ours, on_device)):
-            start = time.perf_counter()
-            fn(x)
-            times[name].append(time.perf_counter() - start)
+    scratch = Path(tempfile.mkdtemp(prefix="atelier-bench-"))
+    if args.write:
+        def reference(x: torch.Tensor) -> None:
+            pillow_loop_writing(x, Path(tempfile.mkdtemp(dir=scratch)))
+
+        def candidate(x: torch.Tensor) -> None:
+            ours_writing(x, Path(tempfile.mkdtemp(dir=scratch)))
+    else:
+        reference, candidate = pillow_loop, ours
+    try:
+        candidate(on_device), reference(images)  # warm-up
+        times: dict[str, list[float]] = {"pillow_loop": [], "atelier": []}
+        for _ in range(args.repeats):
+            for name, fn, x in (("pillow_loop", reference, images), ("atelier", candidate, on_device)):
+                start = time.perf_counter()
+                fn(x)
+                if x.device.type == "cuda":
+                    torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - start)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     report = {
-        "what": f"9 variants, {args.batch} images {args.size}x{args.size}",
+        "what": f"9 variants, {args.batch} images {args.size}x{args.size}"
+                + (", PNG files written" if args.write else ""),
         "device": str(on_device.device), "torch_threads": torch.get_num_threads(),
         "pillow_loop_s": round(med["pillow_loop"], 4), "atelier_s": round(med["atelier"], 4),
         "speedup": round(med["pillow_loop"] / med["atelier"], 2),

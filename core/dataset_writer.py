@@ -11,7 +11,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,16 +48,28 @@ def unique_stems(stems: list[str]) -> list[str]:
 
 
 class DatasetWriter:
-    """Collects files into a partial folder; ``commit`` publishes it as ``parent/vNNN``."""
+    """Collects files into a partial folder; ``commit`` publishes it as ``parent/vNNN``.
 
-    def __init__(self, parent: Path) -> None:
+    PNG encoding (zlib, which releases the GIL) dominates a dataset job, so files are made and
+    encoded on a small thread pool while the caller renders the next batch; the manifest keeps
+    the order in which images were added.
+    """
+
+    def __init__(self, parent: Path, workers: int | None = None) -> None:
         check_writable(parent)
         self.parent = parent
         self._work = Path(tempfile.mkdtemp(dir=parent, prefix=".partial-"))
-        self._files: list[str] = []
-        self._records: list[dict[str, object]] = []
+        self._pool = ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1))
+        self._pending: list[Future[dict[str, object]]] = []
 
-    def add_image(self, image: Image.Image, name: str, caption: str | None, record: dict[str, object]) -> None:
+    def add_image(self, make_image: Callable[[], Image.Image], name: str, caption: str | None,
+                  record: dict[str, object]) -> None:
+        """Queue ``make_image()`` to be written as ``<name>.png`` (with ``<name>.txt`` for a caption)."""
+        self._pending.append(self._pool.submit(self._write, make_image, name, caption, record))
+
+    def _write(self, make_image: Callable[[], Image.Image], name: str, caption: str | None,
+               record: dict[str, object]) -> dict[str, object]:
+        image = make_image()
         data = encode_png(image)
         file = f"{name}.png"
         (self._work / file).write_bytes(data)
@@ -66,11 +79,18 @@ class DatasetWriter:
             caption_file = f"{name}.txt"
             (self._work / caption_file).write_text(caption + "\n", encoding="utf-8")
             entry["caption_file"] = caption_file
-        self._files.append(file)
-        self._records.append(entry)
+        return entry
+
+    def wait(self, keep: int = 0) -> None:
+        """Block until at most ``keep`` files are still being written (bounds memory on long runs)."""
+        unfinished = [f for f in self._pending if not f.done()]
+        for future in unfinished[: max(0, len(unfinished) - keep)]:
+            future.result()
 
     def commit(self) -> WrittenDataset:
-        lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in self._records)
+        records = [f.result() for f in self._pending]  # raises the first write error, if any
+        self._pool.shutdown()
+        lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
         (self._work / MANIFEST).write_text(lines, encoding="utf-8")
         folder = new_version_folder(self.parent)  # reserves the name with an empty folder
         try:
@@ -78,9 +98,12 @@ class DatasetWriter:
         except OSError:  # Windows will not rename over a folder
             folder.rmdir()
             os.replace(self._work, folder)
-        return WrittenDataset(folder, [folder / f for f in self._files], self._records)
+        return WrittenDataset(folder, [folder / str(r["file"]) for r in records], records)
 
     def discard(self) -> None:
+        for future in self._pending:
+            future.cancel()
+        self._pool.shutdown(wait=True)
         shutil.rmtree(self._work, ignore_errors=True)
 
     def __enter__(self) -> "DatasetWriter":

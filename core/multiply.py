@@ -6,6 +6,7 @@ records source, variant, parameters, seed and sha256 of every file (see core.dat
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -84,11 +85,12 @@ def multiply(
                             for j in range(len(group))]
             if random is not None:
                 outputs += _random_outputs(batch, [stems[i] for i in group], random)
+            writer.wait(keep=2 * BATCH * 12)  # rendering runs ahead of encoding by about two batches
             for j, name, pixels, parameters, seed in outputs:
                 original = originals[group[j]]
+                file_stem = f"{stems[group[j]]}__{name}" if name else stems[group[j]]
                 writer.add_image(
-                    variants.to_pil(pixels), f"{stems[group[j]]}__{name}" if name else stems[group[j]],
-                    original.caption,
+                    functools.partial(variants.to_pil, pixels), file_stem, original.caption,
                     {"source": original.source, "stem": stems[group[j]], "variant": name or "original",
                      "parameters": parameters, "seed": seed},
                 )
