@@ -1,0 +1,154 @@
+"""LoRA training on a tiny SD-shaped UNet, and the kohya file ComfyUI's LoraLoader reads."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from atelier.core import lora_file
+from atelier.core.progress import Cancelled
+from atelier.training import lora_trainer as lt
+
+DATA = Path(__file__).parent / "data"
+
+
+def tiny_unet(seed: int = 0):
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=16, attention_head_dim=4, norm_num_groups=4)
+
+
+def tiny_data(n: int = 4, caption_dropout: float = 0.0) -> lt.TrainData:
+    g = torch.Generator().manual_seed(1)
+    return lt.TrainData(torch.randn(n, 4, 8, 8, generator=g), torch.randn(n, 5, 16, generator=g),
+                        torch.zeros(5, 16), caption_dropout)
+
+
+def _forward(unet, data: lt.TrainData) -> torch.Tensor:
+    unet.eval()
+    with torch.no_grad():
+        return unet(data.latents, torch.tensor([10, 500, 900, 999]), encoder_hidden_states=data.conditioning).sample
+
+
+def test_zero_initialised_lora_leaves_the_output_unchanged() -> None:
+    data = tiny_data()
+    unet = tiny_unet()
+    before = _forward(unet, data)
+    lt.add_lora(unet, lt.TrainConfig(rank=4, targets="all_linear_and_conv"))
+    assert torch.equal(_forward(unet, data), before)
+
+
+def test_loss_falls_when_overfitting_four_images(tmp_path: Path) -> None:
+    config = lt.TrainConfig(rank=4, alpha=4, lr=1e-2, steps=100, batch_size=4, seed=3, checkpoint_every=1000,
+                            targets="all_linear_and_conv")
+    result = lt.train_lora(tiny_unet(), tiny_data(), config, tmp_path)
+    first, last = sum(result.losses[:10]) / 10, sum(result.losses[-10:]) / 10
+    assert last < 0.8 * first, (first, last)
+
+
+def test_saved_file_loads_into_a_fresh_model_and_reproduces_it(tmp_path: Path) -> None:
+    config = lt.TrainConfig(rank=4, alpha=2.0, lr=1e-2, steps=5, seed=1, targets="all_linear_and_conv")
+    unet = tiny_unet()
+    lt.train_lora(unet, tiny_data(), config, tmp_path / "run")
+    tensors = lora_file.kohya_state_dict(unet)
+    path = tmp_path / "my.safetensors"
+    lora_file.write_safetensors(path, tensors, lora_file.metadata_strings({"ss_network_alpha": 2.0, "rank": 4}))
+    loaded, metadata = lora_file.read_lora(path)
+    assert metadata == {"ss_network_alpha": "2.0", "rank": "4"}
+    alphas = {v.item() for k, v in loaded.items() if k.endswith(".alpha")}
+    assert alphas == {2.0}  # the true alpha, not the rank
+    fresh = tiny_unet()
+    patched = lora_file.merge_into(fresh, loaded)
+    assert patched == len(list(lora_file.lora_modules(unet)))
+    assert torch.allclose(_forward(fresh, tiny_data()), _forward(unet, tiny_data()), atol=1e-5)
+
+
+def test_every_unet_key_is_one_comfyui_maps_for_sd15() -> None:
+    """On the real SD 1.5 UNet layout (meta tensors: no memory), with every layer kind targeted."""
+    from diffusers import UNet2DConditionModel
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(cross_attention_dim=768, attention_head_dim=8)  # SD 1.5's config
+    lt.add_lora(unet, lt.TrainConfig(rank=4, targets="all_linear_and_conv"))
+    names = {lora_file.unet_key(path) for path, _ in lora_file.lora_modules(unet)}
+    comfy = set(json.loads((DATA / "comfyui_sd15_unet_lora_names.json").read_text())["names"])
+    assert len(names) > 200 and names <= comfy, sorted(names - comfy)[:5]
+    attention = {lora_file.unet_key(p) for p, _ in lora_file.lora_modules(unet) if ".attn" in p}
+    assert "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q" in attention
+
+
+def test_text_encoder_names_follow_comfyui_whatever_the_transformers_layout() -> None:
+    assert (lora_file.text_encoder_key("text_model.encoder.layers.11.self_attn.q_proj")
+            == "lora_te_text_model_encoder_layers_11_self_attn_q_proj")
+    assert lora_file.text_encoder_key("encoder.layers.0.mlp.fc2") == "lora_te_text_model_encoder_layers_0_mlp_fc2"
+    with pytest.raises(ValueError, match="not a CLIP encoder layer"):
+        lora_file.text_encoder_key("text_model.embeddings.token_embedding")
+
+
+def _lora_weights(unet) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in unet.state_dict().items() if "lora_" in k}
+
+
+def test_resume_equals_a_run_that_never_stopped(tmp_path: Path) -> None:
+    config = lt.TrainConfig(rank=4, lr=1e-2, steps=6, checkpoint_every=2, seed=5, dropout=0.1, grad_accum=2,
+                            scheduler="cosine", warmup_steps=2)
+    straight = tiny_unet()
+    lt.train_lora(straight, tiny_data(caption_dropout=0.5), config, tmp_path / "a")
+
+    class CancelAfterThree:
+        done = 0
+
+        def advance(self, steps: int = 1) -> None:
+            self.done += steps
+
+        def check_cancel(self) -> None:
+            if self.done == 3:
+                raise Cancelled("user pressed cancel")
+
+    with pytest.raises(Cancelled):
+        lt.train_lora(tiny_unet(), tiny_data(caption_dropout=0.5), config, tmp_path / "b", CancelAfterThree())
+    resumed = tiny_unet()
+    result = lt.train_lora(resumed, tiny_data(caption_dropout=0.5), config, tmp_path / "b")
+    assert result.resumed_from == 3  # the cancel kept step 3, between regular checkpoints
+    a, b = _lora_weights(straight), _lora_weights(resumed)
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-7) for k in a)
+
+
+def test_a_checkpoint_from_other_settings_is_refused(tmp_path: Path) -> None:
+    lt.train_lora(tiny_unet(), tiny_data(), lt.TrainConfig(rank=4, steps=1), tmp_path)
+    with pytest.raises(ValueError, match="other settings"):
+        lt.train_lora(tiny_unet(), tiny_data(), lt.TrainConfig(rank=8, steps=2), tmp_path)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    data = tiny_data()
+    config = lt.TrainConfig(rank=4, steps=4, checkpoint_every=1, batch_size=4)
+    lt.train_lora(tiny_unet(), data, lt.TrainConfig(rank=4, steps=2, checkpoint_every=1, batch_size=4), tmp_path)
+    data.latents[0, 0, 0, 0] = float("nan")
+    with pytest.raises(lt.TrainingDiverged, match=r"at step 3; .*last good checkpoint \(step 2\)"):
+        lt.train_lora(tiny_unet(), data, config, tmp_path)
+    from atelier.training import checkpoints
+
+    assert checkpoints.load(tmp_path / "checkpoint")["step"] == 2
+
+
+def test_bf16_autocast_and_min_snr_run_on_the_cpu(tmp_path: Path) -> None:
+    config = lt.TrainConfig(rank=4, steps=2, mixed_precision="bf16", min_snr_gamma=5.0, noise_offset=0.05)
+    result = lt.train_lora(tiny_unet(), tiny_data(), config, tmp_path)
+    assert len(result.losses) == 2 and all(v == v for v in result.losses)
+
+
+def test_bad_settings_fail_before_training(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="rank 64 is above"):
+        lt.train_lora(tiny_unet(), tiny_data(), lt.TrainConfig(rank=64), tmp_path)
+    with pytest.raises(ValueError, match="scheduler"):
+        lt.TrainConfig(scheduler="sometimes")
+    with pytest.raises(ValueError, match="no training images"):
+        lt.TrainData(torch.zeros(0, 4, 8, 8), torch.zeros(0, 5, 16), torch.zeros(5, 16))
+    assert not (tmp_path / "checkpoint").exists()

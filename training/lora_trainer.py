@@ -1,0 +1,249 @@
+"""LoRA fine-tuning of an SD 1.5 UNet (diffusers + peft) on cached latents.
+
+Noise-prediction MSE on the DDPM forward process (T = 1000, SD 1.5's scaled-linear betas), with
+optional min-SNR weighting and noise offset; AdamW or 8-bit AdamW; diffusers' LR schedulers;
+gradient accumulation and clipping; fp16 (loss-scaled) or bf16 autocast.
+
+Every random draw of step ``s`` (which latents, noise, timesteps, caption dropout, LoRA dropout)
+comes from generators seeded with ``derive_seed(seed, s, micro_step)``, so a run resumed from a
+checkpoint continues exactly as a run that never stopped: a checkpoint needs only the LoRA
+weights, the optimizer, the LR scheduler and the step.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..core.augment import derive_seed
+from ..core.progress import Progress, SilentProgress
+from . import checkpoints
+
+TARGETS = {
+    "attention": ["to_q", "to_k", "to_v", "to_out.0"],
+    "all_linear": ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
+                   "time_emb_proj"],
+    "all_linear_and_conv": ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
+                            "time_emb_proj", "conv1", "conv2", "conv_shortcut", "conv"],
+}
+SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
+OPTIMIZERS = ("adamw", "adamw8bit")
+PRECISIONS = ("no", "fp16", "bf16")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    rank: int = 16
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: str = "attention"
+    steps: int = 1000
+    batch_size: int = 1
+    grad_accum: int = 1
+    lr: float = 1e-4
+    scheduler: str = "constant"
+    warmup_steps: int = 0
+    optimizer: str = "adamw"
+    max_grad_norm: float = 1.0  # 0: no clipping
+    mixed_precision: str = "no"
+    min_snr_gamma: float = 0.0  # 0: plain MSE
+    noise_offset: float = 0.0
+    seed: int = 0
+    checkpoint_every: int = 100
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.rank >= 1, "rank must be at least 1"), (self.alpha > 0, "alpha must be above 0"),
+            (0 <= self.dropout < 1, "dropout must lie in 0..1"), (self.targets in TARGETS, f"targets: {list(TARGETS)}"),
+            (self.steps >= 1, "steps must be at least 1"), (self.batch_size >= 1, "batch_size must be at least 1"),
+            (self.grad_accum >= 1, "grad_accum must be at least 1"), (self.lr > 0, "lr must be above 0"),
+            (self.scheduler in SCHEDULERS, f"scheduler: {SCHEDULERS}"),
+            (self.optimizer in OPTIMIZERS, f"optimizer: {OPTIMIZERS}"),
+            (self.mixed_precision in PRECISIONS, f"mixed_precision: {PRECISIONS}"),
+            (self.checkpoint_every >= 1, "checkpoint_every must be at least 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def fingerprint(self) -> str:
+        """What a checkpoint must match to be resumed (everything but the length of the run)."""
+        relevant = {k: v for k, v in asdict(self).items() if k not in ("steps", "checkpoint_every")}
+        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class TrainData:
+    """Cached inputs: VAE latents (already times the VAE scaling factor) and text conditioning."""
+
+    latents: torch.Tensor  # [N, 4, h, w]
+    conditioning: torch.Tensor  # [N, tokens, dim]
+    unconditional: torch.Tensor  # [tokens, dim], the empty prompt: used for caption dropout
+    caption_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.latents.shape[0] == 0:
+            raise ValueError("no training images")
+        if self.conditioning.shape[0] != self.latents.shape[0]:
+            raise ValueError("one conditioning per latent is needed")
+
+
+@dataclass
+class TrainResult:
+    step: int
+    losses: list[float] = field(default_factory=list)
+    resumed_from: int = 0
+
+
+def noise_scheduler():  # -> diffusers.DDPMScheduler
+    """SD 1.5's training noise schedule, built from its config (no hub access)."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                         prediction_type="epsilon", clip_sample=False)
+
+
+def add_lora(unet: nn.Module, config: TrainConfig) -> list[nn.Parameter]:
+    """Wrap the targeted layers with a zero-initialised LoRA (B = 0) and return its parameters."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    targets = TARGETS[config.targets]
+    matched = [(n, m) for n, m in unet.named_modules()
+               if isinstance(m, (nn.Linear, nn.Conv2d)) and any(n == t or n.endswith("." + t) for t in targets)]
+    if not matched:
+        raise ValueError(f"no layer of the UNet matches targets {config.targets!r}")
+    smallest = min(min(m.in_features, m.out_features) if isinstance(m, nn.Linear) else
+                   min(m.in_channels, m.out_channels) for _, m in matched)
+    if config.rank > smallest:
+        raise ValueError(f"rank {config.rank} is above what the targeted layers allow (at most {smallest})")
+    unet.requires_grad_(False)
+    lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout, init_lora_weights=True,
+                      target_modules=[n for n, _ in matched])
+    inject_adapter_in_model(lora, unet)
+    params = [p for n, p in unet.named_parameters() if "lora_" in n]
+    for p in params:
+        p.requires_grad_(True)
+        p.data = p.data.float()  # LoRA weights train in fp32 whatever the base dtype
+    return params
+
+
+def _optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw8bit":
+        try:
+            import bitsandbytes as bnb
+        except ImportError as exc:
+            raise RuntimeError("8-bit AdamW needs bitsandbytes (pip install bitsandbytes) and a CUDA GPU") from exc
+        return bnb.optim.AdamW8bit(params, lr=config.lr)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=1e-2)
+
+
+def _lr_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
+    from diffusers.optimization import get_scheduler
+
+    return get_scheduler(config.scheduler, optimizer, num_warmup_steps=config.warmup_steps,
+                         num_training_steps=config.steps)
+
+
+def _loss(unet: nn.Module, data: TrainData, config: TrainConfig, sched, step: int, micro: int) -> torch.Tensor:
+    device = next(unet.parameters()).device
+    gen = torch.Generator().manual_seed(derive_seed(config.seed, step, micro))
+    n = data.latents.shape[0]
+    idx = torch.randint(0, n, (config.batch_size,), generator=gen)
+    latents = data.latents[idx].to(device, torch.float32)
+    cond = data.conditioning[idx].clone()
+    drop = torch.rand(config.batch_size, generator=gen) < data.caption_dropout
+    cond[drop] = data.unconditional.to(cond.dtype)
+    noise = torch.randn(latents.shape, generator=gen).to(device)
+    if config.noise_offset:
+        noise = noise + config.noise_offset * torch.randn((*latents.shape[:2], 1, 1), generator=gen).to(device)
+    t = torch.randint(0, sched.config.num_train_timesteps, (config.batch_size,), generator=gen)
+    noisy = sched.add_noise(latents, noise, t.to(device))
+    torch.manual_seed(derive_seed(config.seed, "dropout", step, micro))  # LoRA dropout
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision)
+    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        pred = unet(noisy, t.to(device), encoder_hidden_states=cond.to(device)).sample
+    per_sample = (pred.float() - noise).pow(2).mean(dim=(1, 2, 3))
+    if config.min_snr_gamma:
+        ac = sched.alphas_cumprod.to(device)[t.to(device)]
+        snr = ac / (1 - ac)
+        per_sample = per_sample * torch.clamp(snr, max=config.min_snr_gamma) / snr
+    return per_sample.mean()
+
+
+def train_lora(unet: nn.Module, data: TrainData, config: TrainConfig, run_dir: Path,
+               progress: Progress | None = None) -> TrainResult:
+    """Train (or resume, if ``run_dir/checkpoint`` holds a matching one) a LoRA on ``unet`` in place."""
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    params = add_lora(unet, config)
+    if config.gradient_checkpointing and hasattr(unet, "enable_gradient_checkpointing"):
+        unet.enable_gradient_checkpointing()
+    unet.train()
+    optimizer = _optimizer(params, config)
+    lr_scheduler = _lr_scheduler(optimizer, config)
+    sched = noise_scheduler()
+    scaler = torch.amp.GradScaler("cuda", enabled=config.mixed_precision == "fp16"
+                                  and next(unet.parameters()).device.type == "cuda")
+    checkpoint = run_dir / "checkpoint"
+    result = TrainResult(step=0)
+    if checkpoint.exists():
+        state = checkpoints.load(checkpoint)
+        if state["fingerprint"] != config.fingerprint():
+            raise ValueError(f"{checkpoint} was made with other settings; use a new run folder or the same settings")
+        set_peft_model_state_dict(unet, state["lora"])
+        optimizer.load_state_dict(state["optimizer"])
+        lr_scheduler.load_state_dict(state["lr_scheduler"])
+        result = TrainResult(step=state["step"], losses=list(state["losses"]), resumed_from=state["step"])
+    saved_step = result.step
+
+    def save() -> None:
+        nonlocal saved_step
+        checkpoints.save(checkpoint, {
+            "fingerprint": config.fingerprint(), "step": result.step, "losses": result.losses,
+            "lora": get_peft_model_state_dict(unet), "optimizer": optimizer.state_dict(),
+            "lr_scheduler": lr_scheduler.state_dict()})
+        saved_step = result.step
+
+    progress = progress or SilentProgress(config.steps)
+    progress.advance(result.step)
+    try:
+        while result.step < config.steps:
+            progress.check_cancel()
+            optimizer.zero_grad(set_to_none=True)
+            total = 0.0
+            for micro in range(config.grad_accum):
+                loss = _loss(unet, data, config, sched, result.step, micro)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"loss became {loss.item()} at step {result.step + 1}; stopped, and the last good checkpoint "
+                        f"(step {saved_step}) is kept in {checkpoint}. Lower the learning rate or use bf16/fp32.")
+                scaler.scale(loss / config.grad_accum).backward()
+                total += loss.item() / config.grad_accum
+            if config.max_grad_norm:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            lr_scheduler.step()
+            result.step += 1
+            result.losses.append(total)
+            progress.advance()
+            if result.step % config.checkpoint_every == 0 or result.step == config.steps:
+                save()
+    except TrainingDiverged:
+        raise
+    except BaseException:
+        # cancel (ours or ComfyUI's interrupt), Ctrl-C or a crash: keep every finished step
+        if result.step > saved_step:
+            save()
+        raise
+    return result
