@@ -10,6 +10,7 @@ import torch
 from atelier.core import lora_file
 from atelier.core.progress import Cancelled
 from atelier.training import lora_trainer as lt
+from atelier.training.data import Bucket, TrainData
 
 DATA = Path(__file__).parent / "data"
 
@@ -24,16 +25,17 @@ def tiny_unet(seed: int = 0):
         cross_attention_dim=16, attention_head_dim=4, norm_num_groups=4)
 
 
-def tiny_data(n: int = 4, caption_dropout: float = 0.0) -> lt.TrainData:
+def tiny_data(n: int = 4, caption_dropout: float = 0.0) -> TrainData:
     g = torch.Generator().manual_seed(1)
-    return lt.TrainData(torch.randn(n, 4, 8, 8, generator=g), torch.randn(n, 5, 16, generator=g),
-                        torch.zeros(5, 16), caption_dropout)
+    return TrainData([Bucket(torch.randn(n, 4, 8, 8, generator=g), torch.randn(n, 5, 16, generator=g))],
+                     torch.zeros(5, 16), caption_dropout)
 
 
-def _forward(unet, data: lt.TrainData) -> torch.Tensor:
+def _forward(unet, data: TrainData) -> torch.Tensor:
     unet.eval()
+    b = data.buckets[0]
     with torch.no_grad():
-        return unet(data.latents, torch.tensor([10, 500, 900, 999]), encoder_hidden_states=data.conditioning).sample
+        return unet(b.latents, torch.tensor([10, 500, 900, 999]), encoder_hidden_states=b.conditioning).sample
 
 
 def test_zero_initialised_lora_leaves_the_output_unchanged() -> None:
@@ -130,7 +132,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> No
     data = tiny_data()
     config = lt.TrainConfig(rank=4, steps=4, checkpoint_every=1, batch_size=4)
     lt.train_lora(tiny_unet(), data, lt.TrainConfig(rank=4, steps=2, checkpoint_every=1, batch_size=4), tmp_path)
-    data.latents[0, 0, 0, 0] = float("nan")
+    data.buckets[0].latents[0, 0, 0, 0] = float("nan")
     with pytest.raises(lt.TrainingDiverged, match=r"at step 3; .*last good checkpoint \(step 2\)"):
         lt.train_lora(tiny_unet(), data, config, tmp_path)
     from atelier.training import checkpoints
@@ -150,5 +152,5 @@ def test_bad_settings_fail_before_training(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="scheduler"):
         lt.TrainConfig(scheduler="sometimes")
     with pytest.raises(ValueError, match="no training images"):
-        lt.TrainData(torch.zeros(0, 4, 8, 8), torch.zeros(0, 5, 16), torch.zeros(5, 16))
+        TrainData([Bucket(torch.zeros(0, 4, 8, 8), torch.zeros(0, 5, 16))], torch.zeros(5, 16))
     assert not (tmp_path / "checkpoint").exists()

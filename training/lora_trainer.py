@@ -22,6 +22,7 @@ from torch import nn
 from ..core.augment import derive_seed
 from ..core.progress import Progress, SilentProgress
 from . import checkpoints
+from .data import TrainData
 
 TARGETS = {
     "attention": ["to_q", "to_k", "to_v", "to_out.0"],
@@ -79,22 +80,6 @@ class TrainConfig:
         """What a checkpoint must match to be resumed (everything but the length of the run)."""
         relevant = {k: v for k, v in asdict(self).items() if k not in ("steps", "checkpoint_every")}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
-
-
-@dataclass
-class TrainData:
-    """Cached inputs: VAE latents (already times the VAE scaling factor) and text conditioning."""
-
-    latents: torch.Tensor  # [N, 4, h, w]
-    conditioning: torch.Tensor  # [N, tokens, dim]
-    unconditional: torch.Tensor  # [tokens, dim], the empty prompt: used for caption dropout
-    caption_dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.latents.shape[0] == 0:
-            raise ValueError("no training images")
-        if self.conditioning.shape[0] != self.latents.shape[0]:
-            raise ValueError("one conditioning per latent is needed")
 
 
 @dataclass
@@ -156,10 +141,10 @@ def _lr_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
 def _loss(unet: nn.Module, data: TrainData, config: TrainConfig, sched, step: int, micro: int) -> torch.Tensor:
     device = next(unet.parameters()).device
     gen = torch.Generator().manual_seed(derive_seed(config.seed, step, micro))
-    n = data.latents.shape[0]
-    idx = torch.randint(0, n, (config.batch_size,), generator=gen)
-    latents = data.latents[idx].to(device, torch.float32)
-    cond = data.conditioning[idx].clone()
+    bucket = data.buckets[int(torch.multinomial(data.sizes, 1, generator=gen))]  # one shape per batch
+    idx = torch.randint(0, bucket.latents.shape[0], (config.batch_size,), generator=gen)
+    latents = bucket.latents[idx].to(device, torch.float32)
+    cond = bucket.conditioning[idx].clone()
     drop = torch.rand(config.batch_size, generator=gen) < data.caption_dropout
     cond[drop] = data.unconditional.to(cond.dtype)
     noise = torch.randn(latents.shape, generator=gen).to(device)

@@ -1,0 +1,91 @@
+"""From a diffusers SD 1.5 folder and a set of pictures to cached training data, and a LoRA file."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from atelier.core import lora_file, sd15
+from atelier.training import data as td
+from atelier.training import lora_trainer as lt
+
+from helpers import as_batch, photo, tiny_sd15_folder
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory: pytest.TempPathFactory) -> sd15.SD15Parts:
+    return sd15.load_diffusers_folder(tiny_sd15_folder(tmp_path_factory.mktemp("sd15")))
+
+
+def test_buckets_keep_area_and_aspect() -> None:
+    sizes = td.bucket_sizes(512)
+    assert sizes == [(384, 640), (448, 576), (512, 512), (576, 448), (640, 384)]
+    assert all(w % 64 == 0 and h % 64 == 0 and w * h <= 512 * 512 for w, h in sizes)
+    assert td.nearest_bucket(1920, 1080, sizes) == (640, 384)
+    assert td.nearest_bucket(1000, 1000, sizes) == (512, 512)
+
+
+def test_fit_to_bucket_covers_and_centre_crops() -> None:
+    image = as_batch(photo("chelsea.jpg"))[0]  # 320x211
+    out = td.fit_to_bucket(image, (64, 48))
+    assert out.shape == (48, 64, 3)
+
+
+def test_prompts_from_trigger_and_captions() -> None:
+    assert td.caption_for("a cat", "sks", True) == "sks, a cat"
+    assert td.caption_for("a cat", "", False) == "" and td.caption_for(None, "sks", True) == "sks"
+
+
+def test_build_caches_latents_per_bucket_and_warns_on_upscaling(parts: sd15.SD15Parts) -> None:
+    images = [as_batch(photo("chelsea.jpg"))[0], as_batch(photo("coffee.webp"))[0], torch.rand(20, 20, 3)]
+    prompts = ["a cat", "coffee", ""]
+
+    def encode(texts: list[str]) -> torch.Tensor:
+        return sd15.encode_prompts(parts.text_encoder, parts.tokenizer, texts)
+
+    assert td.bucket_sizes(64, 16) == [(48, 80), (64, 64), (80, 48)]
+    data = td.build(images, prompts, parts.vae, encode, resolution=64, step=16, caption_dropout=0.1)
+    shapes = sorted(tuple(b.latents.shape) for b in data.buckets)
+    assert shapes == [(1, 4, 32, 32), (2, 4, 24, 40)]  # the 80x48 landscape and 64x64 buckets; the VAE halves
+    assert data.buckets[0].conditioning.shape[1:] == (77, 768) and data.unconditional.shape == (77, 768)
+    assert data.warnings == ["image 3 (20x20) upscaled to its 64x64 bucket"]
+    again = td.build(images, prompts, parts.vae, encode, resolution=64, step=16)
+    assert all(torch.equal(a.latents, b.latents) for a, b in zip(data.buckets, again.buckets))  # seeded
+    with pytest.raises(ValueError, match="smaller than its 64x64 bucket"):
+        td.build(images, prompts, parts.vae, encode, resolution=64, step=16, upscale=False)
+
+
+def test_folder_to_lora_file_end_to_end(parts: sd15.SD15Parts, tmp_path: Path) -> None:
+    images = [as_batch(photo(n, (48, 32)))[0] for n in ("chelsea.jpg", "coffee.webp", "rocket.png")]
+
+    def encode(texts: list[str]) -> torch.Tensor:
+        return sd15.encode_prompts(parts.text_encoder, parts.tokenizer, texts)
+
+    data = td.build(images, ["sks cat", "sks cup", "sks rocket"], parts.vae, encode, resolution=32, step=16)
+    lt.train_lora(parts.unet, data, lt.TrainConfig(rank=4, alpha=2, steps=3, lr=1e-3), tmp_path / "run")
+    tensors = lora_file.kohya_state_dict(parts.unet)
+    # 4 transformer blocks (down, mid, two up) x 8 projections (attn1, attn2: q, k, v, out) x 3 keys
+    assert all(k.startswith("lora_unet_") for k in tensors) and len(tensors) == 4 * 8 * 3
+    lora_file.write_safetensors(tmp_path / "sks.safetensors", tensors, {"rank": "4"})
+    assert (tmp_path / "sks.safetensors").stat().st_size > 0
+
+
+def test_other_model_families_are_named_and_refused(tmp_path: Path) -> None:
+    base = {"in_channels": 4, "out_channels": 4, "cross_attention_dim": 768}
+    assert sd15.identify(base) == "sd15"
+    assert sd15.identify({**base, "cross_attention_dim": 1024}).startswith("SD 2.x")
+    assert sd15.identify({**base, "cross_attention_dim": 2048, "addition_embed_type": "text_time"}).startswith("SDXL")
+    assert "v-prediction" in sd15.identify(base, {"prediction_type": "v_prediction"})
+    assert "inpainting" in sd15.identify({**base, "in_channels": 9})
+    folder = tmp_path / "sdxl"
+    for sub in ("unet", "vae", "text_encoder", "tokenizer"):
+        (folder / sub).mkdir(parents=True)
+    (folder / "unet" / "config.json").write_text(json.dumps({**base, "addition_embed_type": "text_time"}))
+    for sub in ("vae", "text_encoder"):
+        (folder / sub / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="holds SDXL"):
+        sd15.load_diffusers_folder(folder)
+    with pytest.raises(FileNotFoundError, match="lacks unet/config.json"):
+        sd15.load_diffusers_folder(tmp_path / "nothing")
