@@ -82,6 +82,30 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: di
         raise
 
 
+def save_lora(folder: Path, name: str, tensors: dict[str, torch.Tensor], metadata: dict[str, object]) -> Path:
+    """Write ``<name>.safetensors`` into ``folder`` (ComfyUI's ``loras``) under a safe name that never
+    replaces an existing file: ``name_2``, ``name_3``... when it is taken."""
+    from .output_paths import safe_name
+
+    stem = safe_name(name, "LoRA name")
+    folder.mkdir(parents=True, exist_ok=True)
+    number = 1
+    while True:
+        path = folder / (f"{stem}.safetensors" if number == 1 else f"{stem}_{number}.safetensors")
+        try:
+            with open(path, "x"):  # reserve the name; the rename below replaces this empty file
+                pass
+            break
+        except FileExistsError:
+            number += 1
+    try:
+        write_safetensors(path, tensors, metadata_strings(metadata))
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def read_lora(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors import safe_open
     from safetensors.torch import load_file

@@ -89,3 +89,29 @@ def test_other_model_families_are_named_and_refused(tmp_path: Path) -> None:
         sd15.load_diffusers_folder(folder)
     with pytest.raises(FileNotFoundError, match="lacks unet/config.json"):
         sd15.load_diffusers_folder(tmp_path / "nothing")
+
+
+def test_a_whole_job_writes_a_lora_with_metadata_samples_and_a_loss_plot(tmp_path: Path) -> None:
+    from atelier.training import lora_job
+
+    from helpers import SAMPLES
+
+    parts = sd15.load_diffusers_folder(tiny_sd15_folder(tmp_path / "model"))
+    loras = tmp_path / "loras"
+    (loras).mkdir()
+    (loras / "my_style.safetensors").write_bytes(b"someone else's file")
+    job = lora_job.LoraJob(images=str(SAMPLES), name="my style", trigger="sks", resolution=64, bucket_step=16,
+                           train=lt.TrainConfig(rank=4, alpha=1.0, steps=4, checkpoint_every=2),
+                           sample_every=2, sample_prompts=("sks, a cat",), sample_steps=2)
+    result = lora_job.run(parts, job, loras, tmp_path / "run")
+    assert result.lora_path == loras / "my_style_2.safetensors"  # never replaces an existing file
+    assert (loras / "my_style.safetensors").read_bytes() == b"someone else's file"
+    tensors, meta = lora_file.read_lora(result.lora_path)
+    assert meta["ss_network_alpha"] == "1.0" and meta["ss_steps"] == "4" and meta["ss_num_train_images"] == "4"
+    assert all(isinstance(v, str) for v in meta.values()) and json.loads(meta["atelier_train_config"])["rank"] == 4
+    assert {v.item() for k, v in tensors.items() if k.endswith(".alpha")} == {1.0}
+    assert len(result.losses) == 4 and result.loss_plot.size == (640, 360)
+    assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir()) == ["step_000002_01.png",
+                                                                                 "step_000004_01.png"]
+    assert len(result.samples) == 2 and result.samples[0].size == (64, 64)
+    assert (tmp_path / "run" / "loss.png").exists()

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -121,6 +123,15 @@ def add_lora(unet: nn.Module, config: TrainConfig) -> list[nn.Parameter]:
     return params
 
 
+def _check_disk(run_dir: Path, params: list[nn.Parameter]) -> None:
+    """A checkpoint holds the LoRA and two Adam moments, written beside the previous one."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    need = sum(p.numel() for p in params) * 4 * 3 * 2 + (16 << 20)
+    free = shutil.disk_usage(run_dir).free
+    if free < need:
+        raise OSError(f"not enough disk for a checkpoint in {run_dir}: {free >> 20} MiB free, {need >> 20} MiB needed")
+
+
 def _optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "adamw8bit":
         try:
@@ -165,11 +176,16 @@ def _loss(unet: nn.Module, data: TrainData, config: TrainConfig, sched, step: in
 
 
 def train_lora(unet: nn.Module, data: TrainData, config: TrainConfig, run_dir: Path,
-               progress: Progress | None = None) -> TrainResult:
-    """Train (or resume, if ``run_dir/checkpoint`` holds a matching one) a LoRA on ``unet`` in place."""
+               progress: Progress | None = None,
+               on_step: Callable[[int, float], None] | None = None) -> TrainResult:
+    """Train (or resume, if ``run_dir/checkpoint`` holds a matching one) a LoRA on ``unet`` in place.
+
+    ``on_step(step, loss)`` runs after every optimizer step (sample images, previews).
+    """
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
     params = add_lora(unet, config)
+    _check_disk(run_dir, params)
     if config.gradient_checkpointing and hasattr(unet, "enable_gradient_checkpointing"):
         unet.enable_gradient_checkpointing()
     unet.train()
@@ -224,6 +240,8 @@ def train_lora(unet: nn.Module, data: TrainData, config: TrainConfig, run_dir: P
             progress.advance()
             if result.step % config.checkpoint_every == 0 or result.step == config.steps:
                 save()
+            if on_step is not None:
+                on_step(result.step, total)
     except TrainingDiverged:
         raise
     except BaseException:

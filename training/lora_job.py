@@ -1,0 +1,144 @@
+"""A whole LoRA run: originals (and their augmented or styled copies) in, a LoRA file out.
+
+Checks everything it can before the loop starts (images, captions, folders, settings), encodes
+latents and prompts once and moves the VAE and text encoder off the GPU, trains with
+checkpoints and resume, draws sample images every N steps, and writes the LoRA into the
+``loras`` folder with kohya keys, the true alpha and string metadata.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from ..core import lora_file, plots, sd15
+from ..core.folder_dataset import load_folder
+from ..core.image_files import check_writable
+from ..core.output_paths import safe_name
+from ..core.progress import Progress, SilentProgress
+from . import data as train_data
+from . import lora_trainer
+
+TRAINER_VERSION = "atelier-lora 0.1"
+
+
+@dataclass(frozen=True)
+class LoraJob:
+    images: str  # folder of images with optional <stem>.txt captions
+    name: str = "atelier_lora"
+    trigger: str = ""
+    use_captions: bool = True
+    caption_dropout: float = 0.0
+    resolution: int = 512
+    bucket_step: int = 64
+    upscale_small: bool = True
+    train: lora_trainer.TrainConfig = field(default_factory=lora_trainer.TrainConfig)
+    sample_every: int = 0  # 0: samples only at the end
+    sample_prompts: tuple[str, ...] = ()
+    sample_steps: int = 20
+    sample_seed: int = 0
+
+
+@dataclass
+class JobResult:
+    lora_path: Path
+    losses: list[float]
+    loss_plot: Image.Image
+    samples: list[Image.Image]
+    warnings: list[str]
+    resumed_from: int
+
+
+def model_hash(path: Path | None) -> str:
+    """sha256 of the base model's weights file, as a short hex string ('unknown' without a file)."""
+    if path is None or not path.is_file():
+        return "unknown"
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@torch.no_grad()
+def sample_images(parts: sd15.SD15Parts, prompts: list[str], seed: int, steps: int, size: int) -> list[Image.Image]:
+    """Generate with the LoRA-patched UNet through diffusers' SD pipeline and a DDIM scheduler."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1)
+    device = next(parts.unet.parameters()).device
+    pipe = StableDiffusionPipeline(vae=parts.vae.to(device), text_encoder=parts.text_encoder.to(device),
+                                   tokenizer=parts.tokenizer, unet=parts.unet, scheduler=scheduler,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    was_training = parts.unet.training
+    parts.unet.eval()
+    images = []
+    for i, prompt in enumerate(prompts):
+        gen = torch.Generator(device="cpu").manual_seed(seed + i)
+        images += pipe(prompt, num_inference_steps=steps, generator=gen, height=size, width=size).images
+    parts.unet.train(was_training)
+    parts.vae.to("cpu")
+    parts.text_encoder.to("cpu")
+    return images
+
+
+def run(parts: sd15.SD15Parts, job: LoraJob, loras_dir: Path, run_dir: Path, device: torch.device | str = "cpu",
+        base_model_file: Path | None = None, progress: Progress | None = None) -> JobResult:
+    """Train a LoRA on ``job.images`` and save it into ``loras_dir``; checkpoints live in ``run_dir``."""
+    safe_name(job.name, "LoRA name")
+    check_writable(loras_dir)
+    check_writable(run_dir)
+    dataset = load_folder(job.images)
+    prompts = [train_data.caption_for(i.caption, job.trigger, job.use_captions) for i in dataset.images]
+    progress = progress or SilentProgress(len(dataset.images) + job.train.steps)
+    device = torch.device(device)
+
+    parts.vae.to(device)
+    parts.text_encoder.to(device)
+
+    def encode(texts: list[str]) -> torch.Tensor:
+        return sd15.encode_prompts(parts.text_encoder, parts.tokenizer, texts)
+
+    data = train_data.build([i.image for i in dataset.images], prompts, parts.vae, encode, job.resolution,
+                            job.bucket_step, job.upscale_small, job.caption_dropout, job.train.seed, progress)
+    parts.vae.to("cpu")  # latents are cached: the VAE and text encoder leave the GPU for the loop
+    parts.text_encoder.to("cpu")
+    parts.unet.to(device)
+    samples: list[Image.Image] = []
+    sample_size = job.resolution
+    prompts_to_sample = list(job.sample_prompts)
+
+    sample_dir = run_dir / "samples"
+
+    def take_samples(step: int) -> None:
+        new = sample_images(parts, prompts_to_sample, job.sample_seed, job.sample_steps, sample_size)
+        sample_dir.mkdir(exist_ok=True)
+        for i, image in enumerate(new):
+            image.save(sample_dir / f"step_{step:06d}_{i + 1:02d}.png")
+        samples.extend(new)
+
+    def on_step(step: int, loss: float) -> None:
+        if prompts_to_sample and job.sample_every and step % job.sample_every == 0 and step < job.train.steps:
+            take_samples(step)
+
+    result = lora_trainer.train_lora(parts.unet, data, job.train, run_dir, progress, on_step)
+    if prompts_to_sample:
+        take_samples(result.step)
+    metadata = {
+        "ss_base_model_hash": model_hash(base_model_file), "ss_network_dim": job.train.rank,
+        "ss_network_alpha": job.train.alpha, "ss_steps": result.step, "ss_resolution": job.resolution,
+        "ss_num_train_images": len(dataset.images), "atelier_trigger": job.trigger,
+        "atelier_use_captions": job.use_captions, "atelier_caption_dropout": job.caption_dropout,
+        "atelier_targets": job.train.targets, "atelier_train_config": asdict(job.train),
+        "ss_training_comment": TRAINER_VERSION, "atelier_trainer_version": TRAINER_VERSION,
+    }
+    path = lora_file.save_lora(loras_dir, job.name, lora_file.kohya_state_dict(parts.unet), metadata)
+    plot = plots.loss_curve(result.losses)
+    plot.save(run_dir / "loss.png")
+    return JobResult(path, result.losses, plot, samples, dataset.report().splitlines()[1:] + data.warnings,
+                     result.resumed_from)
