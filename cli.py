@@ -2,6 +2,7 @@
 
     python atelier_cli.py multiply FOLDER --output OUT [--variants ...] [--random N --seed S]
     python atelier_cli.py convert FOLDER --output OUT      # png copies ("tif to png")
+    python atelier_cli.py train FOLDER --model DIFFUSERS_SD15 --loras LORAS --run RUN [options]
 """
 from __future__ import annotations
 
@@ -59,7 +60,68 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("convert", help="write the folder's pictures as PNG copies (tif to png), preprocessed")
     _add_loading(c)
     c.set_defaults(subfolder="atelier/png")
+    _add_train(sub)
     return parser
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from .training.lora_trainer import OPTIMIZERS, PRECISIONS, SCHEDULERS, TARGETS, TrainConfig
+
+    d = TrainConfig()
+    t = sub.add_parser("train", help="train an SD 1.5 LoRA on a folder of images (resumes from --run)")
+    t.add_argument("folder", help="training images with optional <stem>.txt captions")
+    t.add_argument("--model", required=True, help="local diffusers SD 1.5 folder (unet/, vae/, text_encoder/, ...)")
+    t.add_argument("--loras", required=True, help="where the LoRA file goes (ComfyUI/models/loras)")
+    t.add_argument("--run", required=True, help="run folder: checkpoints, samples, loss plot; rerun to resume")
+    t.add_argument("--name", default="atelier_lora")
+    t.add_argument("--trigger", default="", help="trigger word put before every caption")
+    t.add_argument("--no-captions", action="store_true", help="ignore caption sidecars")
+    t.add_argument("--caption-dropout", type=float, default=0.0)
+    t.add_argument("--resolution", type=int, default=512)
+    t.add_argument("--no-upscale", action="store_true", help="refuse images smaller than their bucket")
+    for name, value in (("rank", d.rank), ("steps", d.steps), ("batch-size", d.batch_size),
+                        ("grad-accum", d.grad_accum), ("warmup-steps", d.warmup_steps), ("seed", d.seed),
+                        ("checkpoint-every", d.checkpoint_every), ("sample-every", 0), ("sample-steps", 20)):
+        t.add_argument(f"--{name}", type=int, default=value)
+    for name, value in (("alpha", d.alpha), ("dropout", d.dropout), ("lr", d.lr), ("max-grad-norm", d.max_grad_norm),
+                        ("min-snr-gamma", d.min_snr_gamma), ("noise-offset", d.noise_offset)):
+        t.add_argument(f"--{name}", type=float, default=value)
+    t.add_argument("--targets", choices=list(TARGETS), default=d.targets)
+    t.add_argument("--scheduler", choices=SCHEDULERS, default=d.scheduler)
+    t.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
+    t.add_argument("--mixed-precision", choices=PRECISIONS, default=d.mixed_precision)
+    t.add_argument("--gradient-checkpointing", action="store_true")
+    t.add_argument("--sample-prompt", action="append", default=[], help="prompt for sample images (repeatable)")
+    t.add_argument("--device", default="auto", help="auto (CUDA when present) or cpu")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .core import sd15
+    from .training import lora_job
+    from .training.lora_trainer import TrainConfig
+
+    config = TrainConfig(
+        rank=args.rank, alpha=args.alpha, dropout=args.dropout, targets=args.targets, steps=args.steps,
+        batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, scheduler=args.scheduler,
+        warmup_steps=args.warmup_steps, optimizer=args.optimizer, max_grad_norm=args.max_grad_norm,
+        mixed_precision=args.mixed_precision, min_snr_gamma=args.min_snr_gamma, noise_offset=args.noise_offset,
+        seed=args.seed, checkpoint_every=args.checkpoint_every, gradient_checkpointing=args.gradient_checkpointing)
+    job = lora_job.LoraJob(
+        images=args.folder, name=args.name, trigger=args.trigger, use_captions=not args.no_captions,
+        caption_dropout=args.caption_dropout, resolution=args.resolution, upscale_small=not args.no_upscale,
+        train=config, sample_every=args.sample_every, sample_prompts=tuple(args.sample_prompt),
+        sample_steps=args.sample_steps, sample_seed=args.seed)
+    parts = sd15.load_diffusers_folder(args.model)
+    weights = Path(args.model) / "unet" / "diffusion_pytorch_model.safetensors"
+    result = lora_job.run(parts, job, Path(args.loras), Path(args.run), bridge.compute_device(args.device),
+                          weights, bridge.progress(config.steps + len(list_images(args.folder)), "training"))
+    for warning in result.warnings:
+        print(f"note: {warning}", file=sys.stderr)
+    if result.resumed_from:
+        print(f"resumed from step {result.resumed_from}")
+    print(f"loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f} over {len(result.losses)} steps")
+    print(f"wrote {result.lora_path}")
+    return 0
 
 
 def _recipe(path: str | None) -> augment.AugmentSpec:
@@ -74,6 +136,12 @@ def _recipe(path: str | None) -> augment.AugmentSpec:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "train":
+        try:
+            return _train(args)
+        except (ImageFolderError, ValueError, OSError, RuntimeError) as exc:
+            print(f"atelier: {exc}", file=sys.stderr)
+            return 2
     try:
         pad_color = None if args.pad_color == "most_frequent" else parse_color(args.pad_color)
         spec = PreprocessSpec(args.resize, args.size, args.width, args.height, args.pad, pad_color, args.crop,

@@ -44,3 +44,19 @@ def test_errors_are_one_clear_line_and_exit_2(tmp_path: Path, capsys) -> None:
     assert main(["multiply", str(SAMPLES), "--output", str(tmp_path), "--variants", "sepia"]) == 2
     assert "unknown variant 'sepia'" in capsys.readouterr().err
     assert not (tmp_path / "atelier").exists()
+
+
+def test_train_writes_a_lora_and_resumes_from_its_run_folder(tmp_path: Path, capsys) -> None:
+    from helpers import tiny_sd15_folder
+
+    model = tiny_sd15_folder(tmp_path / "model")
+    args = ["train", str(SAMPLES), "--model", str(model), "--loras", str(tmp_path / "loras"), "--run",
+            str(tmp_path / "run"), "--resolution", "64", "--rank", "4", "--steps", "2", "--checkpoint-every", "1",
+            "--device", "cpu", "--name", "demo"]
+    assert main(args) == 0
+    assert "wrote " + str(tmp_path / "loras" / "demo.safetensors") in capsys.readouterr().out
+    assert main([*args[:-4], "--steps", "3", "--device", "cpu", "--name", "demo"]) == 0
+    out = capsys.readouterr().out
+    assert "resumed from step 2" in out and "demo_2.safetensors" in out
+    assert main([*args[:2], "--model", str(tmp_path), *args[4:]]) == 2
+    assert "not a diffusers SD 1.5 folder" in capsys.readouterr().err
