@@ -80,6 +80,10 @@ class Draws:
     scale: torch.Tensor
     shear: torch.Tensor
 
+    def select(self, index: slice | list[int]) -> "Draws":
+        """The draws of some images of the batch."""
+        return Draws(*(getattr(self, f.name)[index] for f in fields(Draws)))
+
     @property
     def warps(self) -> torch.Tensor:
         return (self.angle != 0) | (self.translate != 0).any(1) | (self.scale != 1) | (self.shear != 0)
@@ -158,7 +162,7 @@ def augment(images: torch.Tensor, spec: AugmentSpec, seed: int, progress: Progre
     outs = []
     for start, stop in chunks(images):
         progress.check_cancel()
-        part = Draws(*(getattr(draws, f.name)[start:stop] for f in fields(Draws)))
+        part = draws.select(slice(start, stop))
         outs.append(apply(images[start:stop], spec, part, out_size))
         progress.advance(stop - start)
     return torch.cat(outs)

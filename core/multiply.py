@@ -108,7 +108,7 @@ def _random_outputs(batch: torch.Tensor, stems: list[str], random: RandomVariant
         # with expand each picture keeps the canvas it alone needs, so it is redone one at a time
         groups = [[j] for j in range(len(stems))] if random.spec.expand else [list(range(len(stems)))]
         for members in groups:
-            part = augment.Draws(*(getattr(draws, name)[members] for name in augment.Draws.__dataclass_fields__))
+            part = draws.select(members)
             h, w = batch.shape[1:3]
             out = augment.apply(batch[members], random.spec, part, augment.canvas(random.spec, part, w, h))
             planes = variants.render_original(out)
