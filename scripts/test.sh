@@ -9,4 +9,6 @@ validate=$(DO_NOT_TRACK=1 .venv-tools/bin/comfy --skip-prompt --no-json node val
 echo "$validate"
 if echo "$validate" | grep -qiE 'warning|error'; then echo "comfy node validate warned" >&2; exit 1; fi
 rm -rf .ruff_cache
-.venv/bin/python -m pytest "$@"
+# rootdir is tests/: the checkout itself is a package (ComfyUI imports it), and pytest would import its
+# __init__.py under the folder's name, which fails when that name is no identifier (comfyui-atelier)
+.venv/bin/python -m pytest --rootdir=tests -c pyproject.toml tests "$@"
