@@ -2,7 +2,7 @@
 
     python atelier_cli.py multiply FOLDER --output OUT [--variants ...] [--random N --seed S]
     python atelier_cli.py convert FOLDER --output OUT      # png copies ("tif to png")
-    python atelier_cli.py train FOLDER --model DIFFUSERS_SD15 --loras LORAS --run RUN [options]
+    python atelier_cli.py train FOLDER --model SD15_CHECKPOINT_OR_FOLDER --loras LORAS --run RUN [options]
 """
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     d = TrainConfig()
     t = sub.add_parser("train", help="train an SD 1.5 LoRA on a folder of images (resumes from --run)")
     t.add_argument("folder", help="training images with optional <stem>.txt captions")
-    t.add_argument("--model", required=True, help="local diffusers SD 1.5 folder (unet/, vae/, text_encoder/, ...)")
+    t.add_argument("--model", required=True, help="SD 1.5 checkpoint file or local diffusers folder")
     t.add_argument("--loras", required=True, help="where the LoRA file goes (ComfyUI/models/loras)")
     t.add_argument("--run", required=True, help="run folder: checkpoints, samples, loss plot; rerun to resume")
     t.add_argument("--name", default="atelier_lora")
@@ -96,7 +96,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .core import sd15
+    from .core import sd15_checkpoint
     from .training import lora_job
     from .training.lora_trainer import TrainConfig
 
@@ -111,8 +111,7 @@ def _train(args: argparse.Namespace) -> int:
         caption_dropout=args.caption_dropout, resolution=args.resolution, upscale_small=not args.no_upscale,
         train=config, sample_every=args.sample_every, sample_prompts=tuple(args.sample_prompt),
         sample_steps=args.sample_steps, sample_seed=args.seed)
-    parts = sd15.load_diffusers_folder(args.model)
-    weights = Path(args.model) / "unet" / "diffusion_pytorch_model.safetensors"
+    parts, weights = sd15_checkpoint.load(args.model)
     result = lora_job.run(parts, job, Path(args.loras), Path(args.run), bridge.compute_device(args.device),
                           weights, bridge.progress(config.steps + len(list_images(args.folder)), "training"))
     for warning in result.warnings:

@@ -1,6 +1,7 @@
 """Test helpers: real photographs from the shipped samples, IMAGE batches, 8-bit views."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -61,3 +62,92 @@ def tiny_sd15_folder(root: Path) -> Path:
                   sample_size=32).save_pretrained(root / "vae")
     DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).save_pretrained(root / "scheduler")
     return root
+
+
+def tiny_sd15_parts():
+    """SD 1.5-shaped diffusers parts small enough for the CPU, with SD 1.5's fixed hyper-parameters
+    (8 attention heads, 32 norm groups, 64-d CLIP heads) so they survive a round trip through the
+    original checkpoint layout."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from atelier.core.clip_tokenizer import sd15_tokenizer
+    from atelier.core.sd15 import SD15Parts
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(sample_size=8, layers_per_block=1, block_out_channels=(32, 64),
+                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=768,
+                                attention_head_dim=8)
+    vae = AutoencoderKL(block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, layers_per_block=1,
+                        sample_size=32)
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=64, num_hidden_layers=1,
+                                        num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu",
+                                        bos_token_id=49406, eos_token_id=49407))
+    return SD15Parts(unet=unet, vae=vae, text_encoder=text, tokenizer=sd15_tokenizer())
+
+
+_RESNET_TO_LDM = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0", "conv2": "out_layers.3",
+                  "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}
+
+
+def _unet_to_ldm(unet) -> dict[str, torch.Tensor]:
+    """The diffusers UNet's weights under the original (CompVis) names, written from the two layouts."""
+    per_level = unet.config.layers_per_block
+    keys = unet.state_dict()
+    fixed = {"time_embedding.linear_1.": "time_embed.0.", "time_embedding.linear_2.": "time_embed.2.",
+             "conv_in.": "input_blocks.0.0.", "conv_norm_out.": "out.0.", "conv_out.": "out.2."}
+
+    def block(kind: str, rest: str) -> str:
+        if kind == "attentions":
+            return "1." + rest
+        name, _, tail = rest.partition(".")
+        return f"0.{_RESNET_TO_LDM[name]}.{tail}"
+
+    out = {}
+    for key, value in keys.items():
+        new = next((repl + key[len(src):] for src, repl in fixed.items() if key.startswith(src)), key)
+        if m := re.match(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
+            new = f"input_blocks.{1 + int(m[1]) * (per_level + 1) + int(m[3])}.{block(m[2], m[4])}"
+        elif m := re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", key):
+            new = f"input_blocks.{(int(m[1]) + 1) * (per_level + 1)}.0.op.{m[2]}"
+        elif m := re.match(r"mid_block\.(resnets|attentions)\.(\d+)\.(.+)", key):
+            new = f"middle_block.{1 if m[1] == 'attentions' else 2 * int(m[2])}.{block(m[1], m[3])[2:]}"
+        elif m := re.match(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
+            new = f"output_blocks.{int(m[1]) * (per_level + 1) + int(m[3])}.{block(m[2], m[4])}"
+        elif m := re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)", key):
+            has_attention = any(k.startswith(f"up_blocks.{m[1]}.attentions.") for k in keys)
+            new = f"output_blocks.{int(m[1]) * (per_level + 1) + per_level}.{2 if has_attention else 1}.conv.{m[2]}"
+        out["model.diffusion_model." + new] = value
+    return out
+
+
+def _vae_to_ldm(vae) -> dict[str, torch.Tensor]:
+    levels = len(vae.config.block_out_channels)
+    attn = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
+    out = {}
+    for key, value in vae.state_dict().items():
+        new = key.replace("conv_norm_out", "norm_out").replace("conv_shortcut", "nin_shortcut")
+        new = re.sub(r"encoder\.down_blocks\.(\d+)\.resnets\.", r"encoder.down.\1.block.", new)
+        new = re.sub(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.", r"encoder.down.\1.downsample.", new)
+        new = re.sub(r"decoder\.up_blocks\.(\d+)\.resnets\.",
+                     lambda m: f"decoder.up.{levels - 1 - int(m[1])}.block.", new)
+        new = re.sub(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.",
+                     lambda m: f"decoder.up.{levels - 1 - int(m[1])}.upsample.", new)
+        new = re.sub(r"mid_block\.resnets\.(\d+)\.", lambda m: f"mid.block_{int(m[1]) + 1}.", new)
+        if m := re.match(r"(encoder|decoder)\.mid_block\.attentions\.0\.(.+)\.(weight|bias)$", key):
+            new = f"{m[1]}.mid.attn_1.{attn[m[2]]}.{m[3]}"
+            if m[3] == "weight" and m[2] != "group_norm":
+                value = value[:, :, None, None]  # the original VAE attention uses 1x1 convolutions
+        out["first_stage_model." + new] = value
+    return out
+
+
+def to_ldm_checkpoint(parts) -> dict[str, torch.Tensor]:
+    """A single-file SD 1.5 checkpoint (original layout) of diffusers parts, written independently of
+    the loader's converter so a round trip tests it."""
+    text = {k if k.startswith("text_model.") else "text_model." + k: v
+            for k, v in parts.text_encoder.state_dict().items() if not k.endswith("position_ids")}
+    return {**_unet_to_ldm(parts.unet), **_vae_to_ldm(parts.vae),
+            **{"cond_stage_model.transformer." + k: v.clone() for k, v in text.items()}}

@@ -60,3 +60,17 @@ def test_train_writes_a_lora_and_resumes_from_its_run_folder(tmp_path: Path, cap
     assert "resumed from step 2" in out and "demo_2.safetensors" in out
     assert main([*args[:2], "--model", str(tmp_path), *args[4:]]) == 2
     assert "not a diffusers SD 1.5 folder" in capsys.readouterr().err
+
+
+def test_train_from_a_single_file_checkpoint(tmp_path: Path, capsys) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from helpers import tiny_sd15_parts, to_ldm_checkpoint
+
+    checkpoint = tmp_path / "tiny_sd15.safetensors"
+    save_file({k: v.contiguous() for k, v in to_ldm_checkpoint(tiny_sd15_parts()).items()}, str(checkpoint))
+    assert main(["train", str(SAMPLES), "--model", str(checkpoint), "--loras", str(tmp_path / "loras"), "--run",
+                 str(tmp_path / "run"), "--resolution", "64", "--rank", "4", "--steps", "2", "--device", "cpu"]) == 0
+    assert "wrote " in capsys.readouterr().out
+    tensors = load_file(str(tmp_path / "loras" / "atelier_lora.safetensors"))
+    assert any(k.startswith("lora_unet_down_blocks_0_attentions_0") for k in tensors)
