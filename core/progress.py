@@ -5,7 +5,7 @@ ProgressBar and interrupt flag, everything else gets a tqdm bar with no cancel.
 """
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Cancelled(RuntimeError):
@@ -17,6 +17,12 @@ class Progress(Protocol):
 
     def check_cancel(self) -> None:
         """Raise (``Cancelled`` or the host's own interrupt) if the user pressed cancel."""
+
+    def status(self, text: str) -> None:
+        """A short live figure beside the bar (the current loss)."""
+
+    def preview(self, image: Any) -> None:
+        """A PIL image shown while the work runs (ComfyUI's node preview); ignored elsewhere."""
 
 
 class TqdmProgress:
@@ -35,6 +41,12 @@ class TqdmProgress:
     def check_cancel(self) -> None:
         return None
 
+    def status(self, text: str) -> None:
+        self._bar.set_postfix_str(text, refresh=False)
+
+    def preview(self, image: Any) -> None:
+        return None
+
 
 class SilentProgress:
     """For library calls and tests that want no output."""
@@ -42,9 +54,17 @@ class SilentProgress:
     def __init__(self, total: int = 0, desc: str = "") -> None:
         self.total = total
         self.done = 0
+        self.last_status = ""
+        self.previews: list[Any] = []
 
     def advance(self, steps: int = 1) -> None:
         self.done += steps
 
     def check_cancel(self) -> None:
         return None
+
+    def status(self, text: str) -> None:
+        self.last_status = text
+
+    def preview(self, image: Any) -> None:
+        self.previews.append(image)

@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import torch
 
 from ..core.progress import Progress, TqdmProgress
 
 _output_override: Path | None = None
+PREVIEW_SIZE = 512
 
 
 def _folder_paths() -> ModuleType | None:
@@ -110,6 +112,12 @@ class ComfyProgress:
 
         comfy.model_management.throw_exception_if_processing_interrupted()
 
+    def status(self, text: str) -> None:
+        return None  # ComfyUI's bar shows no text; the loss reaches the user through the previews and the plot
+
+    def preview(self, image: Any) -> None:
+        self._bar.update_absolute(self._bar.current, None, ("PNG", image, PREVIEW_SIZE))
+
 
 def progress(total: int, desc: str = "") -> Progress:
     return ComfyProgress(total) if in_comfyui() else TqdmProgress(total, desc)
@@ -124,3 +132,36 @@ def compute_device(choice: str = "auto") -> torch.device:
 
         return comfy.model_management.get_torch_device()
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def loras_directory() -> Path:
+    """Where a trained LoRA goes: ComfyUI's first ``loras`` folder, else ``<models>/loras``."""
+    fp = _folder_paths()
+    if fp is not None:
+        return Path(fp.get_folder_paths("loras")[0])
+    return _models_dir() / "loras"
+
+
+def sd15_weights(model: Any, clip: Any, vae: Any) -> dict[str, torch.Tensor]:
+    """What Load Checkpoint gave, as one original-layout state dict on the CPU.
+
+    Patches already on the MODEL or CLIP (LoRAs applied upstream) are baked in, as ComfyUI's own
+    checkpoint saving does; ComfyUI's copies then leave the GPU so training has it to itself.
+    """
+    import comfy.model_management as mm
+
+    mm.load_models_gpu([model, clip.load_model()], force_patch_weights=True)
+    state = model.model.state_dict_for_saving(clip.get_sd(), vae.get_sd())
+    state = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+    mm.unload_all_models()
+    mm.soft_empty_cache()
+    return state
+
+
+def apply_lora(model: Any, clip: Any, path: Path, strength: float) -> tuple[Any, Any]:
+    """The MODEL and CLIP with the LoRA file applied by ComfyUI's own loader (as LoraLoader does)."""
+    import comfy.sd
+    import comfy.utils
+
+    return comfy.sd.load_lora_for_models(model, clip, comfy.utils.load_torch_file(str(path), safe_load=True),
+                                         strength, strength)

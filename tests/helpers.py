@@ -29,6 +29,19 @@ def to_u8(images: torch.Tensor) -> np.ndarray:
     return (images.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).numpy()
 
 
+def node_defaults(cls: type, **overrides: object) -> dict[str, object]:
+    """Every widget input at its declared default, as a fresh node in the UI has them."""
+    values = {}
+    for name, spec in cls.INPUT_TYPES()["required"].items():
+        kind, options = spec[0], spec[1] if len(spec) > 1 else {}
+        if isinstance(kind, list):
+            values[name] = options.get("default", kind[0])
+        elif kind in ("INT", "FLOAT", "STRING", "BOOLEAN"):
+            values[name] = options["default"]
+    values.update(overrides)
+    return values
+
+
 def tiny_sd15_folder(root: Path) -> Path:
     """A diffusers SD 1.5 folder with SD 1.5's signature (768-d text, 4 latent channels) but tiny layers
     and random weights, and a byte-level BPE tokenizer made from scratch."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -13,20 +12,7 @@ import atelier
 from atelier.nodes import augmentation as nodes
 from atelier.nodes import bridge
 
-from helpers import SAMPLES
-
-
-def _defaults(cls: type, **overrides: Any) -> dict[str, Any]:
-    """Every widget input at its declared default, as a fresh node in the UI has them."""
-    values = {}
-    for name, spec in cls.INPUT_TYPES()["required"].items():
-        kind, options = spec[0], spec[1] if len(spec) > 1 else {}
-        if isinstance(kind, list):
-            values[name] = options.get("default", kind[0])
-        elif kind in ("INT", "FLOAT", "STRING", "BOOLEAN"):
-            values[name] = options["default"]
-    values.update(overrides)
-    return values
+from helpers import SAMPLES, node_defaults
 
 
 @pytest.fixture
@@ -52,13 +38,13 @@ def test_every_node_is_registered_with_a_clear_name_category_and_tooltips() -> N
 
 def test_load_folder_resize_and_fill_then_multiply(originals: Path, output_dir: Path) -> None:
     load = nodes.AtelierLoadImageFolder()
-    images, dataset, count, report = load.load(**_defaults(
+    images, dataset, count, report = load.load(**node_defaults(
         nodes.AtelierLoadImageFolder, folder="atelier/originals", resize="longer_edge", size=128, pad="square",
         pad_fill="most_frequent"))
     assert images.shape == (4, 128, 128, 3) and count == 4 and images.dtype == torch.float32
     assert dataset.stems == ["astronaut", "chelsea", "coffee", "rocket"] and "loaded 4" in report
     preview, folder, files = nodes.AtelierMultiplyDataset().run(
-        **_defaults(nodes.AtelierMultiplyDataset, images=images, dataset=dataset, vertical_flip=False))
+        **node_defaults(nodes.AtelierMultiplyDataset, images=images, dataset=dataset, vertical_flip=False))
     assert files == 4 * 9 and Path(folder) == output_dir / "atelier" / "augmented" / "v001"
     assert preview.shape == (9, 128, 128, 3) and torch.allclose(preview[0], images[0], atol=1 / 255)
     assert (Path(folder) / "chelsea__gray_scale.txt").read_text().startswith("a tabby cat")
@@ -66,7 +52,7 @@ def test_load_folder_resize_and_fill_then_multiply(originals: Path, output_dir: 
 
 
 def test_load_writes_png_copies_when_asked(originals: Path, output_dir: Path) -> None:
-    *_, report = nodes.AtelierLoadImageFolder().load(**_defaults(
+    *_, report = nodes.AtelierLoadImageFolder().load(**node_defaults(
         nodes.AtelierLoadImageFolder, folder=str(originals), save_png_copies=True, resize="exact",
         width=64, height=64))
     copies = output_dir / "atelier" / "png" / "v001"
@@ -77,7 +63,7 @@ def test_load_writes_png_copies_when_asked(originals: Path, output_dir: Path) ->
 
 def test_load_refuses_mixed_sizes_before_decoding(originals: Path, output_dir: Path) -> None:
     with pytest.raises(ValueError, match="different sizes"):
-        nodes.AtelierLoadImageFolder().load(**_defaults(nodes.AtelierLoadImageFolder, folder=str(originals)))
+        nodes.AtelierLoadImageFolder().load(**node_defaults(nodes.AtelierLoadImageFolder, folder=str(originals)))
 
 
 def test_is_changed_follows_the_folder_contents(originals: Path) -> None:
@@ -87,7 +73,7 @@ def test_is_changed_follows_the_folder_contents(originals: Path) -> None:
 
 
 def test_recipe_and_augment_are_seeded() -> None:
-    (recipe,) = nodes.AtelierAugmentRecipe().build(**_defaults(nodes.AtelierAugmentRecipe, rotation_p=1.0))
+    (recipe,) = nodes.AtelierAugmentRecipe().build(**node_defaults(nodes.AtelierAugmentRecipe, rotation_p=1.0))
     images = torch.rand(3, 32, 48, 3)
     run = nodes.AtelierAugmentImages().run
     (a,), (b,) = run(images, recipe, 7, "cpu"), run(images, recipe, 7, "cpu")
@@ -95,7 +81,7 @@ def test_recipe_and_augment_are_seeded() -> None:
 
 
 def test_preprocess_node() -> None:
-    (out,) = nodes.AtelierPreprocessImages().run(torch.rand(2, 30, 60, 3), **_defaults(
+    (out,) = nodes.AtelierPreprocessImages().run(torch.rand(2, 30, 60, 3), **node_defaults(
         nodes.AtelierPreprocessImages, resize="shorter_edge", size=16, crop="center", width=16, height=16))
     assert out.shape == (2, 16, 16, 3)
 
@@ -103,18 +89,18 @@ def test_preprocess_node() -> None:
 def test_multiply_bad_inputs_fail_before_any_file(output_dir: Path) -> None:
     node, images = nodes.AtelierMultiplyDataset(), torch.rand(2, 16, 16, 3)
     with pytest.raises(ValueError, match="relative path inside"):
-        node.run(**_defaults(nodes.AtelierMultiplyDataset, images=images, subfolder="../escape"))
+        node.run(**node_defaults(nodes.AtelierMultiplyDataset, images=images, subfolder="../escape"))
     with pytest.raises(ValueError, match="needs a recipe"):
-        node.run(**_defaults(nodes.AtelierMultiplyDataset, images=images, random_variants=2))
+        node.run(**node_defaults(nodes.AtelierMultiplyDataset, images=images, random_variants=2))
     with pytest.raises(ValueError, match="dataset names 1"):
-        node.run(**_defaults(nodes.AtelierMultiplyDataset, images=images,
+        node.run(**node_defaults(nodes.AtelierMultiplyDataset, images=images,
                              dataset=nodes.DatasetInfo(["a"], [None], ["a.png"])))
     assert not output_dir.exists() or not any(output_dir.rglob("*.png"))
 
 
 def test_multiply_without_dataset_names_files_and_records_random_seeds(output_dir: Path) -> None:
-    (recipe,) = nodes.AtelierAugmentRecipe().build(**_defaults(nodes.AtelierAugmentRecipe))
-    _, folder, files = nodes.AtelierMultiplyDataset().run(**_defaults(
+    (recipe,) = nodes.AtelierAugmentRecipe().build(**node_defaults(nodes.AtelierAugmentRecipe))
+    _, folder, files = nodes.AtelierMultiplyDataset().run(**node_defaults(
         nodes.AtelierMultiplyDataset, images=torch.rand(2, 16, 16, 3), random_variants=1, recipe=recipe, seed=4,
         subfolder="sets/mine"))
     assert files == 2 * 11

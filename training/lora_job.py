@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from ..core import lora_file, plots, sd15
-from ..core.folder_dataset import load_folder
+from ..core.folder_dataset import FolderDataset, load_folder
 from ..core.image_files import check_writable
 from ..core.output_paths import safe_name
 from ..core.progress import Progress, SilentProgress
@@ -27,7 +27,7 @@ TRAINER_VERSION = "atelier-lora 0.1"
 
 @dataclass(frozen=True)
 class LoraJob:
-    images: str  # folder of images with optional <stem>.txt captions
+    images: str  # folder of images with optional <stem>.txt captions ("" when the pictures come as tensors)
     name: str = "atelier_lora"
     trigger: str = ""
     use_captions: bool = True
@@ -78,9 +78,11 @@ def sample_images(parts: sd15.SD15Parts, prompts: list[str], seed: int, steps: i
     was_training = parts.unet.training
     parts.unet.eval()
     images = []
+    dtype = next(p for n, p in parts.unet.named_parameters() if "lora_" not in n).dtype
     for i, prompt in enumerate(prompts):
         gen = torch.Generator(device="cpu").manual_seed(seed + i)
-        images += pipe(prompt, num_inference_steps=steps, generator=gen, height=size, width=size).images
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):  # a half-precision base
+            images += pipe(prompt, num_inference_steps=steps, generator=gen, height=size, width=size).images
     parts.unet.train(was_training)
     parts.vae.to("cpu")
     parts.text_encoder.to("cpu")
@@ -88,12 +90,15 @@ def sample_images(parts: sd15.SD15Parts, prompts: list[str], seed: int, steps: i
 
 
 def run(parts: sd15.SD15Parts, job: LoraJob, loras_dir: Path, run_dir: Path, device: torch.device | str = "cpu",
-        base_model_file: Path | None = None, progress: Progress | None = None) -> JobResult:
-    """Train a LoRA on ``job.images`` and save it into ``loras_dir``; checkpoints live in ``run_dir``."""
+        base_model_file: Path | None = None, progress: Progress | None = None,
+        dataset: FolderDataset | None = None, base_model_hash: str | None = None) -> JobResult:
+    """Train a LoRA on ``dataset`` (by default the folder ``job.images``) and save it into ``loras_dir``;
+    checkpoints live in ``run_dir``."""
     safe_name(job.name, "LoRA name")
+    lora_trainer.targeted_layers(parts.unet, job.train)
+    dataset = dataset or load_folder(job.images)
     check_writable(loras_dir)
     check_writable(run_dir)
-    dataset = load_folder(job.images)
     prompts = [train_data.caption_for(i.caption, job.trigger, job.use_captions) for i in dataset.images]
     progress = progress or SilentProgress(len(dataset.images) + job.train.steps)
     device = torch.device(device)
@@ -108,7 +113,8 @@ def run(parts: sd15.SD15Parts, job: LoraJob, loras_dir: Path, run_dir: Path, dev
                             job.bucket_step, job.upscale_small, job.caption_dropout, job.train.seed, progress)
     parts.vae.to("cpu")  # latents are cached: the VAE and text encoder leave the GPU for the loop
     parts.text_encoder.to("cpu")
-    parts.unet.to(device)
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(job.train.mixed_precision)
+    parts.unet.to(device, weight_dtype)  # frozen weights in the autocast dtype, as diffusers' scripts keep them
     samples: list[Image.Image] = []
     sample_size = job.resolution
     prompts_to_sample = list(job.sample_prompts)
@@ -120,9 +126,11 @@ def run(parts: sd15.SD15Parts, job: LoraJob, loras_dir: Path, run_dir: Path, dev
         sample_dir.mkdir(exist_ok=True)
         for i, image in enumerate(new):
             image.save(sample_dir / f"step_{step:06d}_{i + 1:02d}.png")
+            progress.preview(image)
         samples.extend(new)
 
     def on_step(step: int, loss: float) -> None:
+        progress.status(f"loss {loss:.4f}")
         if prompts_to_sample and job.sample_every and step % job.sample_every == 0 and step < job.train.steps:
             take_samples(step)
 
@@ -130,7 +138,7 @@ def run(parts: sd15.SD15Parts, job: LoraJob, loras_dir: Path, run_dir: Path, dev
     if prompts_to_sample:
         take_samples(result.step)
     metadata = {
-        "ss_base_model_hash": model_hash(base_model_file), "ss_network_dim": job.train.rank,
+        "ss_base_model_hash": base_model_hash or model_hash(base_model_file), "ss_network_dim": job.train.rank,
         "ss_network_alpha": job.train.alpha, "ss_steps": result.step, "ss_resolution": job.resolution,
         "ss_num_train_images": len(dataset.images), "atelier_trigger": job.trigger,
         "atelier_use_captions": job.use_captions, "atelier_caption_dropout": job.caption_dropout,

@@ -99,10 +99,8 @@ def noise_scheduler():  # -> diffusers.DDPMScheduler
                          prediction_type="epsilon", clip_sample=False)
 
 
-def add_lora(unet: nn.Module, config: TrainConfig) -> list[nn.Parameter]:
-    """Wrap the targeted layers with a zero-initialised LoRA (B = 0) and return its parameters."""
-    from peft import LoraConfig, inject_adapter_in_model
-
+def targeted_layers(unet: nn.Module, config: TrainConfig) -> list[tuple[str, nn.Module]]:
+    """The layers the LoRA wraps; a clear error when none match or the rank is above what they allow."""
     targets = TARGETS[config.targets]
     matched = [(n, m) for n, m in unet.named_modules()
                if isinstance(m, (nn.Linear, nn.Conv2d)) and any(n == t or n.endswith("." + t) for t in targets)]
@@ -112,6 +110,14 @@ def add_lora(unet: nn.Module, config: TrainConfig) -> list[nn.Parameter]:
                    min(m.in_channels, m.out_channels) for _, m in matched)
     if config.rank > smallest:
         raise ValueError(f"rank {config.rank} is above what the targeted layers allow (at most {smallest})")
+    return matched
+
+
+def add_lora(unet: nn.Module, config: TrainConfig) -> list[nn.Parameter]:
+    """Wrap the targeted layers with a zero-initialised LoRA (B = 0) and return its parameters."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    matched = targeted_layers(unet, config)
     unet.requires_grad_(False)
     lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout, init_lora_weights=True,
                       target_modules=[n for n, _ in matched])

@@ -1,0 +1,187 @@
+"""The LoRA trainer's node: MODEL, CLIP and VAE from Load Checkpoint plus training pictures in; the
+model with the new LoRA, its file in ComfyUI's ``loras`` folder, the loss curve and samples out."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..core import plots
+from ..core.folder_dataset import FolderDataset, load_folder
+from ..core.image_files import ImageFolderError, LoadedImage, list_images
+from ..core.output_paths import safe_name
+from ..training.lora_trainer import OPTIMIZERS, PRECISIONS, SCHEDULERS, TARGETS, TrainConfig
+from . import bridge
+from .augmentation import DATASET, DatasetInfo, _float, _int
+
+CATEGORY = "Atelier/Training"
+RUNS_SUBFOLDER = "atelier/lora_runs"
+
+
+def _pictures(folder: str, images: torch.Tensor | None, captions: str | None,
+              dataset: DatasetInfo | None) -> tuple[FolderDataset, str]:
+    """The training pictures and a digest that names them (a rerun on the same pictures resumes)."""
+    if images is not None:
+        lines = [line.strip() for line in (captions or "").splitlines()]
+        if dataset is not None and not any(lines):
+            lines = [c or "" for c in dataset.captions]
+        if any(lines) and len(lines) not in (1, len(images)):
+            raise ValueError(f"{len(lines)} caption lines for {len(images)} images: give one line per image, "
+                             "one line for all, or none")
+        per_image = lines * len(images) if len(lines) == 1 else lines or [""] * len(images)
+        stems = dataset.stems if dataset is not None and len(dataset.stems) == len(images) else \
+            [f"image_{i + 1:04d}" for i in range(len(images))]
+        loaded = [LoadedImage(Path(stem), images[i].float().contiguous(), per_image[i] or None)
+                  for i, stem in enumerate(stems)]
+        digest = hashlib.sha256(images.float().cpu().numpy().tobytes())
+        digest.update(json.dumps(per_image).encode())
+        return FolderDataset(loaded), digest.hexdigest()
+    if not folder.strip():
+        raise ValueError("no training images: set 'folder' or wire an IMAGE batch into 'images'")
+    path = bridge.resolve_input_folder(folder)
+    files = list_images(path)
+    stamp = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    stamp += [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in (f.with_suffix(".txt") for f in files)
+              if p.exists()]
+    return load_folder(path), hashlib.sha256(repr((str(path), stamp)).encode()).hexdigest()
+
+
+def _stack(images: list[Any]) -> torch.Tensor:
+    tensors = [plots.to_image_tensor(img)[0] for img in images]
+    h = max(t.shape[0] for t in tensors)
+    w = max(t.shape[1] for t in tensors)
+    return torch.stack([torch.nn.functional.pad(t, (0, 0, 0, w - t.shape[1], 0, h - t.shape[0])) for t in tensors])
+
+
+class AtelierTrainLoRA:
+    DESCRIPTION = ("Fine-tune SD 1.5 with a LoRA on a folder of pictures (optional <stem>.txt captions), such as a "
+                   "version folder from Multiply Dataset, or on an IMAGE batch with captions. Returns the model and "
+                   "CLIP with the LoRA applied, the LoRA file (also listed in Load LoRA), the loss curve and samples. "
+                   "Checkpoints go to output/atelier/lora_runs: running the same graph again after a cancel or "
+                   "crash resumes where it stopped, and raising 'steps' continues a finished run.")
+    CATEGORY = CATEGORY
+    FUNCTION = "train"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("MODEL", "CLIP", "STRING", "IMAGE", "IMAGE")
+    RETURN_NAMES = ("model", "clip", "lora_path", "loss_curve", "samples")
+    OUTPUT_TOOLTIPS = ("The input model with the trained LoRA applied at 'strength'.",
+                       "The input CLIP (unchanged weights; the LoRA trains the UNet).",
+                       "The saved .safetensors file (kohya keys), in ComfyUI's loras folder.",
+                       "Loss per step (light) and smoothed (dark).", "Images sampled with the LoRA at the end.")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        d = TrainConfig()
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "SD 1.5 model from Load Checkpoint (other families are refused)."}),
+                "clip": ("CLIP", {"tooltip": "The checkpoint's CLIP; encodes the captions."}),
+                "vae": ("VAE", {"tooltip": "The checkpoint's VAE; encodes the pictures to latents once."}),
+                "folder": ("STRING", {"default": "", "tooltip": "Training pictures with optional <stem>.txt captions "
+                                      "(absolute, or relative to ComfyUI's input folder). Ignored when 'images' is "
+                                      "wired."}),
+                "name": ("STRING", {"default": "atelier_lora", "tooltip": "File name in the loras folder; never "
+                                    "overwrites (name_2, name_3...)."}),
+                "steps": _int(1000, 1, 1_000_000, "Optimizer steps."),
+                "rank": _int(d.rank, 1, 1024, "LoRA rank (capacity)."),
+                "alpha": _float(d.alpha, 0.01, 1024.0, "LoRA alpha; the update is scaled by alpha / rank.", 0.5),
+                "learning_rate": _float(d.lr, 1e-7, 1.0, "AdamW learning rate.", 1e-5),
+                "resolution": _int(512, 64, 2048, "Training size: buckets of about resolution^2 pixels.", 64),
+                "seed": _int(0, 0, 2**31 - 1, "Seeds everything: latents, noise, timesteps, dropout."),
+                "targets": (list(TARGETS), {"default": d.targets, "tooltip": "attention: to_q/k/v/out; all_linear: "
+                            "also feed-forward, projections, time embedding; all_linear_and_conv: also convolutions."}),
+                "batch_size": _int(d.batch_size, 1, 64, "Pictures per step (one bucket shape per batch)."),
+                "grad_accum": _int(d.grad_accum, 1, 128, "Batches accumulated per optimizer step."),
+                "scheduler": (list(SCHEDULERS), {"default": d.scheduler, "tooltip": "Learning-rate schedule."}),
+                "warmup_steps": _int(d.warmup_steps, 0, 100_000, "Warm-up steps for the schedule."),
+                "optimizer": (list(OPTIMIZERS), {"default": d.optimizer, "tooltip": "adamw8bit needs bitsandbytes "
+                              "and a CUDA GPU; it saves optimizer memory."}),
+                "mixed_precision": (list(PRECISIONS), {"default": "fp16", "tooltip": "fp16 (loss-scaled) or bf16 "
+                                    "autocast with the frozen weights in that precision; 'no' trains in fp32."}),
+                "gradient_checkpointing": ("BOOLEAN", {"default": True, "tooltip": "Trade compute for memory."}),
+                "min_snr_gamma": _float(d.min_snr_gamma, 0.0, 20.0, "Min-SNR loss weighting (5 is usual); 0: off.",
+                                        0.5),
+                "noise_offset": _float(d.noise_offset, 0.0, 1.0, "Noise offset (0.05-0.1 helps very dark/bright "
+                                       "pictures); 0: off."),
+                "lora_dropout": _float(d.dropout, 0.0, 0.9, "Dropout inside the LoRA layers."),
+                "max_grad_norm": _float(d.max_grad_norm, 0.0, 100.0, "Gradient clipping; 0: off.", 0.1),
+                "trigger": ("STRING", {"default": "", "tooltip": "Trigger word put before every caption."}),
+                "use_captions": ("BOOLEAN", {"default": True, "tooltip": "Train on captions; off: the trigger word "
+                                 "alone, or the empty prompt (unconditional fine-tuning) without one."}),
+                "caption_dropout": _float(0.0, 0.0, 1.0, "Share of steps trained on the empty prompt."),
+                "upscale_small": ("BOOLEAN", {"default": True, "tooltip": "Upscale pictures smaller than their "
+                                  "bucket (listed as notes); off: refuse them."}),
+                "checkpoint_every": _int(d.checkpoint_every, 1, 100_000, "Steps between resumable checkpoints."),
+                "sample_prompts": ("STRING", {"multiline": True, "default": "", "tooltip": "One prompt per line for "
+                                   "sample images; empty: the trigger word."}),
+                "sample_every": _int(0, 0, 100_000, "Also sample every N steps (shown as previews); 0: at the end "
+                                     "only."),
+                "sample_steps": _int(20, 1, 150, "DDIM steps per sample image."),
+                "strength": _float(1.0, -4.0, 4.0, "Strength of the LoRA on the returned model and CLIP."),
+            },
+            "optional": {
+                "images": ("IMAGE", {"tooltip": "Training pictures as a batch (instead of 'folder')."}),
+                "captions": ("STRING", {"forceInput": True, "tooltip": "Captions for 'images', one line per image "
+                             "(or one line for all)."}),
+                "dataset": (DATASET, {"tooltip": "Names and captions from Load Image Folder, for 'images'."}),
+            },
+        }
+
+    def train(self, model: Any, clip: Any, vae: Any, folder: str, name: str, steps: int, rank: int, alpha: float,
+              learning_rate: float, resolution: int, seed: int, targets: str, batch_size: int, grad_accum: int,
+              scheduler: str, warmup_steps: int, optimizer: str, mixed_precision: str, gradient_checkpointing: bool,
+              min_snr_gamma: float, noise_offset: float, lora_dropout: float, max_grad_norm: float, trigger: str,
+              use_captions: bool, caption_dropout: float, upscale_small: bool, checkpoint_every: int,
+              sample_prompts: str, sample_every: int, sample_steps: int, strength: float,
+              images: torch.Tensor | None = None, captions: str | None = None,
+              dataset: DatasetInfo | None = None) -> tuple[Any, ...]:
+        from ..core import sd15_checkpoint
+        from ..training import lora_job
+
+        config = TrainConfig(rank=rank, alpha=alpha, dropout=lora_dropout, targets=targets, steps=steps,
+                             batch_size=batch_size, grad_accum=grad_accum, lr=learning_rate, scheduler=scheduler,
+                             warmup_steps=warmup_steps, optimizer=optimizer, max_grad_norm=max_grad_norm,
+                             mixed_precision=mixed_precision, min_snr_gamma=min_snr_gamma, noise_offset=noise_offset,
+                             seed=seed, checkpoint_every=checkpoint_every,
+                             gradient_checkpointing=gradient_checkpointing)
+        stem = safe_name(name, "LoRA name")
+        prompts = tuple(line.strip() for line in sample_prompts.splitlines() if line.strip()) or (trigger.strip(),)
+        job = lora_job.LoraJob(images="", name=stem, trigger=trigger, use_captions=use_captions,
+                               caption_dropout=caption_dropout, resolution=resolution, upscale_small=upscale_small,
+                               train=config, sample_every=sample_every, sample_prompts=prompts,
+                               sample_steps=sample_steps, sample_seed=seed)
+        try:
+            pictures, pictures_digest = _pictures(folder, images, captions, dataset)
+        except ImageFolderError as exc:
+            raise ValueError(str(exc)) from exc
+        weights = bridge.sd15_weights(model, clip, vae)
+        family = sd15_checkpoint.identify(weights)
+        if family != "sd15":
+            raise ValueError(f"the MODEL/CLIP/VAE hold {family}; the LoRA trainer trains SD 1.5")
+        base_hash = sd15_checkpoint.state_dict_hash(weights)
+        parts = sd15_checkpoint.parts_from_state_dict(weights)
+        del weights
+        settings = {k: v for k, v in job.__dict__.items() if k not in ("train", "sample_every", "sample_prompts",
+                                                                       "sample_steps")}
+        run_key = hashlib.sha256(json.dumps([config.fingerprint(), pictures_digest, base_hash, settings],
+                                            sort_keys=True, default=str).encode()).hexdigest()[:12]
+        run_dir = bridge.output_directory() / RUNS_SUBFOLDER / f"{stem}-{run_key}"
+        total = len(pictures.images) + steps
+        result = lora_job.run(parts, job, bridge.loras_directory(), run_dir, bridge.compute_device(),
+                              progress=bridge.progress(total, "training LoRA"), dataset=pictures,
+                              base_model_hash=base_hash)
+        del parts
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        for warning in result.warnings:
+            print(f"[Atelier] {warning}")
+        new_model, new_clip = bridge.apply_lora(model, clip, result.lora_path, strength)
+        return (new_model, new_clip, str(result.lora_path), plots.to_image_tensor(result.loss_plot),
+                _stack(result.samples))
+
+
+NODE_CLASS_MAPPINGS = {"AtelierTrainLoRA": AtelierTrainLoRA}
+NODE_DISPLAY_NAME_MAPPINGS = {"AtelierTrainLoRA": "Atelier Train LoRA (SD 1.5)"}
