@@ -1,5 +1,6 @@
 """The ComfyUI face of the pack: node classes only, one module per part."""
-from . import augmentation, lora
+from . import augmentation, fid, lora
 
-NODE_CLASS_MAPPINGS = {**augmentation.NODE_CLASS_MAPPINGS, **lora.NODE_CLASS_MAPPINGS}
-NODE_DISPLAY_NAME_MAPPINGS = {**augmentation.NODE_DISPLAY_NAME_MAPPINGS, **lora.NODE_DISPLAY_NAME_MAPPINGS}
+_PARTS = (augmentation, lora, fid)
+NODE_CLASS_MAPPINGS = {k: v for part in _PARTS for k, v in part.NODE_CLASS_MAPPINGS.items()}
+NODE_DISPLAY_NAME_MAPPINGS = {k: v for part in _PARTS for k, v in part.NODE_DISPLAY_NAME_MAPPINGS.items()}
