@@ -44,7 +44,8 @@ class AtelierFID:
                 "folder_b": ("STRING", {"default": "atelier/originals", "tooltip": "Second set: " + folder_tip}),
                 "kid_subsets": _int(100, 1, 10_000, "KID: how many random subsets are averaged."),
                 "kid_subset_size": _int(1000, 2, 100_000, "KID: images per subset (clipped to the smaller set)."),
-                "seed": _int(0, 0, 2**31 - 1, "KID's subset draws."),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": True,
+                                 "tooltip": "KID's subset draws."}),
                 "batch_size": _int(50, 1, 1024, "Images per Inception forward pass."),
             },
             "optional": {

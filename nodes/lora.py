@@ -90,7 +90,8 @@ class AtelierTrainLoRA:
                 "alpha": _float(d.alpha, 0.01, 1024.0, "LoRA alpha; the update is scaled by alpha / rank.", 0.5),
                 "learning_rate": _float(d.lr, 1e-7, 1.0, "AdamW learning rate.", 1e-5),
                 "resolution": _int(512, 64, 2048, "Training size: buckets of about resolution^2 pixels.", 64),
-                "seed": _int(0, 0, 2**31 - 1, "Seeds everything: latents, noise, timesteps, dropout."),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": True,
+                                 "tooltip": "Seeds everything: latents, noise, timesteps, dropout."}),
                 "targets": (list(TARGETS), {"default": d.targets, "tooltip": "attention: to_q/k/v/out; all_linear: "
                             "also feed-forward, projections, time embedding; all_linear_and_conv: also convolutions."}),
                 "batch_size": _int(d.batch_size, 1, 64, "Pictures per step (one bucket shape per batch)."),
