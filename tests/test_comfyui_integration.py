@@ -37,6 +37,7 @@ COMFYUI_DIR = Path(os.environ["ATELIER_COMFYUI_DIR"]).expanduser() if os.environ
 STARTUP_TIMEOUT_S = 300
 RUN_TIMEOUT_S = 600  # comfy-cli's per-event timeout
 UI_ONLY_NODES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
+CHECKPOINT = "v1-5-pruned-emaonly.safetensors"  # the name train_lora.json asks for
 
 pytestmark = [
     pytest.mark.comfyui,
@@ -93,6 +94,37 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=30)
 
 
+def _test_models(root: Path) -> Path:
+    """An extra_model_paths.yaml naming a checkpoint ComfyUI detects as SD 1.5 (full-size CLIP and VAE with random
+    weights, a two-level UNet of SD 1.5's width) and random FID Inception weights under ``atelier_fid``."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from helpers import tiny_sd15_parts, to_ldm_checkpoint
+    from safetensors.torch import save_file
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from atelier.core import fid
+
+    parts = tiny_sd15_parts()
+    torch.manual_seed(0)
+    parts.unet = UNet2DConditionModel(sample_size=8, layers_per_block=1, block_out_channels=(320, 640),
+                                      down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                      up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=768,
+                                      attention_head_dim=8)
+    parts.vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                              up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, layers_per_block=2)
+    parts.text_encoder = CLIPTextModel(CLIPTextConfig(hidden_act="quick_gelu", bos_token_id=49406, eos_token_id=49407))
+    (root / "checkpoints").mkdir(parents=True)
+    state = {k: v.half().contiguous() for k, v in to_ldm_checkpoint(parts).items()}
+    save_file(state, str(root / "checkpoints" / CHECKPOINT))
+    (root / "fid").mkdir()
+    torch.save(fid.FIDInceptionV3().state_dict(), root / "fid" / fid.FID_WEIGHTS_NAME)
+    config = root / "extra_model_paths.yaml"
+    config.write_text(f"atelier_test:\n  base_path: {root}\n  checkpoints: checkpoints\n  atelier_fid: fid\n",
+                      encoding="utf-8")
+    return config
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     assert COMFYUI_DIR is not None
@@ -102,12 +134,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     for folder in folders.values():
         folder.mkdir()
     shutil.copytree(ORIGINALS, folders["input"] / "atelier" / "originals")
+    models = _test_models(base / "models")
     port = _free_port()
     log = base / "server.log"
     command = [
         str(COMFYUI_DIR / "venv" / "bin" / "python"), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
         "--output-directory", str(folders["output"]), "--input-directory", str(folders["input"]),
-        "--temp-directory", str(folders["temp"]), "--disable-auto-launch",
+        "--temp-directory", str(folders["temp"]), "--disable-auto-launch", "--extra-model-paths-config", str(models),
     ]
     # keep the user folder and the database out of the ComfyUI tree, where this ComfyUI has those options
     cli_args = COMFYUI_DIR / "comfy" / "cli_args.py"
@@ -212,9 +245,11 @@ def _widget_values(node: dict[str, Any]) -> dict[str, Any]:
     names = []
     for section in ("required", "optional"):
         for name, decl in spec.get(section, {}).items():
-            if isinstance(decl[0], list) or decl[0] in ("INT", "FLOAT", "STRING", "BOOLEAN"):
+            opts = decl[1] if len(decl) > 1 else {}
+            if isinstance(decl[0], list) or (decl[0] in ("INT", "FLOAT", "STRING", "BOOLEAN")
+                                             and not opts.get("forceInput")):
                 names.append(name)
-                if len(decl) > 1 and decl[1].get("control_after_generate"):
+                if opts.get("control_after_generate"):
                     names.append(f"{name}#control")
     values = node["widgets_values"]
     assert len(values) == len(names), (node["type"], values, names)
@@ -253,7 +288,47 @@ def _check_augment_dataset(server: Server, workflow: dict[str, Any], before: dic
     assert not list(parent.glob(".partial*")), "a partial folder was left behind"
 
 
-OUTPUT_CHECKS = {"augment_dataset.json": _check_augment_dataset}
+def _set_widgets(node: dict[str, Any], **values: Any) -> None:
+    names = list(_widget_values(node))
+    for name, value in values.items():
+        node["widgets_values"][names.index(name)] = value
+
+
+def _cpu_sized_training(workflow: dict[str, Any]) -> None:
+    """train_lora.json at a size a CPU runs in a minute or two: 64 px, 2 steps, a 2-step sampler."""
+    for node in workflow["nodes"]:
+        if node["type"] == "AtelierTrainLoRA":
+            _set_widgets(node, steps=2, rank=4, resolution=64, sample_steps=2, mixed_precision="no",
+                         gradient_checkpointing=False, name="integration_lora")
+        elif node["type"] == "AtelierMultiplyDataset":
+            _set_widgets(node, random_variants=0)
+        elif node["type"] == "EmptyLatentImage":
+            node["widgets_values"] = [64, 64, 2]
+        elif node["type"] == "KSampler":
+            node["widgets_values"][2] = 2  # sampler steps
+
+
+def _check_train_lora(server: Server, workflow: dict[str, Any], before: dict[str, set[str]]) -> None:
+    from safetensors.torch import load_file
+
+    loras = sorted((COMFYUI_DIR / "models" / "loras").glob("integration_lora*.safetensors"))
+    assert loras, "the trainer wrote no LoRA into ComfyUI's loras folder"
+    try:
+        keys = set(load_file(str(loras[-1])))
+        assert any(k.startswith("lora_unet_down_blocks_0_attentions_0_") for k in keys), sorted(keys)[:5]
+        assert loras[-1].name in server.get("/object_info/LoraLoader")["LoraLoader"]["input"]["required"][
+            "lora_name"][0], "the new LoRA is not in LoraLoader's list"
+    finally:
+        for path in loras:
+            path.unlink()
+    assert len(list(server.output_dir.glob("atelier/lora_samples*.png"))) >= 2, "KSampler's samples were not saved"
+    fid_node = next(str(n["id"]) for n in workflow["nodes"] if n["type"] == "AtelierFID")
+    texts = [run["outputs"].get(fid_node, {}).get("text") for run in server.get("/history").values()]
+    assert any(t and "FID" in t[0] for t in texts), texts
+
+
+OUTPUT_CHECKS = {"augment_dataset.json": _check_augment_dataset, "train_lora.json": _check_train_lora}
+CPU_SIZED = {"train_lora.json": _cpu_sized_training}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])
@@ -263,6 +338,10 @@ def test_workflow_runs(path: Path, server: Server, object_info: dict[str, Any]) 
     if needs:
         pytest.skip(f"{path.name} needs model weights ({', '.join(sorted(set(needs)))})")
     comfy = _comfy_cli()
+    if path.name in CPU_SIZED:
+        CPU_SIZED[path.name](workflow)
+        path = server.output_dir.parent / path.name
+        path.write_text(json.dumps(workflow), encoding="utf-8")
     subfolders = [_widget_values(n)["subfolder"] for n in workflow["nodes"] if n["type"] == "AtelierMultiplyDataset"]
     before = {s: _version_folders(server.output_dir / s) for s in subfolders}
     history_before = set(server.get("/history"))
