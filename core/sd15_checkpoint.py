@@ -146,7 +146,8 @@ def parts_from_state_dict(state_dict: dict[str, torch.Tensor], dtype: torch.dtyp
 
     from .clip_tokenizer import sd15_tokenizer
 
-    sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
+    # always copies: ComfyUI hands over inference-mode tensors, which autograd refuses to save
+    sd = {k: v.to(dtype, copy=True) if v.is_floating_point() else v.clone() for k, v in state_dict.items()}
     original = copy.deepcopy(_v1())
     original["model"]["params"]["unet_config"]["params"] = unet_params(sd)
     original["model"]["params"]["first_stage_config"]["params"]["ddconfig"] = vae_ddconfig(sd)

@@ -7,7 +7,9 @@ directory, tqdm, no cancel, CUDA when present.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -165,3 +167,10 @@ def apply_lora(model: Any, clip: Any, path: Path, strength: float) -> tuple[Any,
 
     return comfy.sd.load_lora_for_models(model, clip, comfy.utils.load_torch_file(str(path), safe_load=True),
                                          strength, strength)
+
+
+@contextlib.contextmanager
+def training_mode() -> Iterator[None]:
+    """Autograd on for the training loops: ComfyUI runs every node under ``torch.inference_mode()``."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield

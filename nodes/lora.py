@@ -158,27 +158,28 @@ class AtelierTrainLoRA:
             pictures, pictures_digest = _pictures(folder, images, captions, dataset)
         except ImageFolderError as exc:
             raise ValueError(str(exc)) from exc
-        weights = bridge.sd15_weights(model, clip, vae)
-        family = sd15_checkpoint.identify(weights)
-        if family != "sd15":
-            raise ValueError(f"the MODEL/CLIP/VAE hold {family}; the LoRA trainer trains SD 1.5")
-        base_hash = sd15_checkpoint.state_dict_hash(weights)
-        parts = sd15_checkpoint.parts_from_state_dict(weights)
-        del weights
-        settings = {k: v for k, v in job.__dict__.items() if k not in ("train", "sample_every", "sample_prompts",
-                                                                       "sample_steps")}
-        run_key = hashlib.sha256(json.dumps([config.fingerprint(), pictures_digest, base_hash, settings],
-                                            sort_keys=True, default=str).encode()).hexdigest()[:12]
-        run_dir = bridge.output_directory() / RUNS_SUBFOLDER / f"{stem}-{run_key}"
-        total = len(pictures.images) + steps
-        result = lora_job.run(parts, job, bridge.loras_directory(), run_dir, bridge.compute_device(),
-                              progress=bridge.progress(total, "training LoRA"), dataset=pictures,
-                              base_model_hash=base_hash)
-        del parts
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        for warning in result.warnings:
-            print(f"[Atelier] {warning}")
+        with bridge.training_mode():
+            weights = bridge.sd15_weights(model, clip, vae)
+            family = sd15_checkpoint.identify(weights)
+            if family != "sd15":
+                raise ValueError(f"the MODEL/CLIP/VAE hold {family}; the LoRA trainer trains SD 1.5")
+            base_hash = sd15_checkpoint.state_dict_hash(weights)
+            parts = sd15_checkpoint.parts_from_state_dict(weights)
+            del weights
+            settings = {k: v for k, v in job.__dict__.items() if k not in ("train", "sample_every", "sample_prompts",
+                                                                           "sample_steps")}
+            run_key = hashlib.sha256(json.dumps([config.fingerprint(), pictures_digest, base_hash, settings],
+                                                sort_keys=True, default=str).encode()).hexdigest()[:12]
+            run_dir = bridge.output_directory() / RUNS_SUBFOLDER / f"{stem}-{run_key}"
+            total = len(pictures.images) + steps
+            result = lora_job.run(parts, job, bridge.loras_directory(), run_dir, bridge.compute_device(),
+                                  progress=bridge.progress(total, "training LoRA"), dataset=pictures,
+                                  base_model_hash=base_hash)
+            del parts
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            for warning in result.warnings:
+                print(f"[Atelier] {warning}")
         new_model, new_clip = bridge.apply_lora(model, clip, result.lora_path, strength)
         return (new_model, new_clip, str(result.lora_path), plots.to_image_tensor(result.loss_plot),
                 _stack(result.samples))

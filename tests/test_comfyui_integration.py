@@ -99,11 +99,12 @@ def _test_models(root: Path) -> Path:
     weights, a two-level UNet of SD 1.5's width) and random FID Inception weights under ``atelier_fid``."""
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from helpers import tiny_sd15_parts, to_ldm_checkpoint
     from safetensors.torch import save_file
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from atelier.core import fid
+
+    from helpers import tiny_sd15_parts, to_ldm_checkpoint
 
     parts = tiny_sd15_parts()
     torch.manual_seed(0)
@@ -113,7 +114,9 @@ def _test_models(root: Path) -> Path:
                                       attention_head_dim=8)
     parts.vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
                               up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, layers_per_block=2)
-    parts.text_encoder = CLIPTextModel(CLIPTextConfig(hidden_act="quick_gelu", bos_token_id=49406, eos_token_id=49407))
+    parts.text_encoder = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                                      num_attention_heads=12, max_position_embeddings=77,
+                                                      hidden_act="quick_gelu", bos_token_id=49406, eos_token_id=49407))
     (root / "checkpoints").mkdir(parents=True)
     state = {k: v.half().contiguous() for k, v in to_ldm_checkpoint(parts).items()}
     save_file(state, str(root / "checkpoints" / CHECKPOINT))

@@ -64,6 +64,15 @@ def test_trains_saves_into_loras_and_applies_the_file(comfy) -> None:
     assert samples.shape == (1, 64, 64, 3) and 0.0 <= float(samples.min()) <= float(samples.max()) <= 1.0
 
 
+def test_trains_under_comfyuis_inference_mode(comfy) -> None:
+    # ComfyUI runs every node under torch.inference_mode(), and what it loaded are inference tensors
+    with torch.inference_mode():
+        comfy["weights"] = {k: v.clone() for k, v in comfy["weights"].items()}
+        batch = as_batch(photo("chelsea.jpg", (96, 64)), photo("rocket.png", (96, 64)))
+        _, _, path, loss, _ = _train(folder="", images=batch, captions="a cat\na rocket")
+    assert Path(path).is_file() and loss.shape[0] == 1
+
+
 def test_running_the_graph_again_resumes_the_same_run(comfy) -> None:
     _train()
     _train(steps=3)
