@@ -1,11 +1,12 @@
 """The pack inside a real ComfyUI: it imports cleanly, its nodes are served, the bundled workflows run.
 
 Skipped unless ATELIER_COMFYUI_DIR names a ComfyUI folder with ``main.py`` and ``venv/bin/python`` (the
-layout ``shared/tools/comfyui-from-mirror.sh`` makes) whose ``custom_nodes`` links this checkout. The
-test starts its own server on a free port (``--cpu``, temporary input, output, temp and user folders,
-the sample originals copied to ``input/atelier/originals``), runs every workflow that needs no model
-weights through it with comfy-cli (ATELIER_COMFY_CLI, else ``comfy`` on PATH), checks what they wrote
-and stops the server.
+layout ``shared/tools/comfyui-from-mirror.sh`` makes, with the pack's requirements installed in that venv)
+whose ``custom_nodes`` links this checkout. The test starts its own server on a free port (``--cpu``,
+temporary input, output, temp and user folders, the sample originals copied to ``input/atelier/originals``,
+an extra_model_paths.yaml with a small random checkpoint ComfyUI detects as SD 1.5 and random FID weights),
+runs every workflow through it with comfy-cli (ATELIER_COMFY_CLI, else ``comfy`` on PATH), the training
+workflow shrunk to a CPU's size, checks what they wrote and stops the server.
 """
 from __future__ import annotations
 
