@@ -84,13 +84,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         ("checkpoint-every", d.checkpoint_every), ("sample-every", 0), ("sample-steps", 20)):
         t.add_argument(f"--{name}", type=int, default=value)
     for name, value in (("alpha", d.alpha), ("dropout", d.dropout), ("lr", d.lr), ("max-grad-norm", d.max_grad_norm),
-                        ("min-snr-gamma", d.min_snr_gamma), ("noise-offset", d.noise_offset)):
+                        ("min-snr-gamma", d.min_snr_gamma), ("noise-offset", d.noise_offset),
+                        ("text-encoder-lr", d.text_encoder_lr)):
         t.add_argument(f"--{name}", type=float, default=value)
     t.add_argument("--targets", choices=list(TARGETS), default=d.targets)
     t.add_argument("--scheduler", choices=SCHEDULERS, default=d.scheduler)
     t.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
     t.add_argument("--mixed-precision", choices=PRECISIONS, default=d.mixed_precision)
     t.add_argument("--gradient-checkpointing", action="store_true")
+    t.add_argument("--train-text-encoder", action="store_true", help="also a LoRA on the text encoder's attention")
     t.add_argument("--sample-prompt", action="append", default=[], help="prompt for sample images (repeatable)")
     t.add_argument("--device", default="auto", help="auto (CUDA when present) or cpu")
 
@@ -105,7 +107,8 @@ def _train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, scheduler=args.scheduler,
         warmup_steps=args.warmup_steps, optimizer=args.optimizer, max_grad_norm=args.max_grad_norm,
         mixed_precision=args.mixed_precision, min_snr_gamma=args.min_snr_gamma, noise_offset=args.noise_offset,
-        seed=args.seed, checkpoint_every=args.checkpoint_every, gradient_checkpointing=args.gradient_checkpointing)
+        seed=args.seed, checkpoint_every=args.checkpoint_every, gradient_checkpointing=args.gradient_checkpointing,
+        train_text_encoder=args.train_text_encoder, text_encoder_lr=args.text_encoder_lr)
     job = lora_job.LoraJob(
         images=args.folder, name=args.name, trigger=args.trigger, use_captions=not args.no_captions,
         caption_dropout=args.caption_dropout, resolution=args.resolution, upscale_small=not args.no_upscale,

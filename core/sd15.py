@@ -15,6 +15,7 @@ import torch
 
 LATENT_CHANNELS = 4
 TEXT_DIM = 768
+MAX_TOKENS = 77
 
 
 @dataclass
@@ -65,10 +66,14 @@ def load_diffusers_folder(folder: str | Path, dtype: torch.dtype = torch.float32
     )
 
 
+def tokenize(tokenizer: Any, prompts: list[str]) -> torch.Tensor:
+    """``[N, 77]`` token ids, prompts padded/truncated to SD 1.5's 77 tokens."""
+    return tokenizer(prompts, padding="max_length", truncation=True, max_length=MAX_TOKENS,
+                     return_tensors="pt").input_ids
+
+
 @torch.no_grad()
 def encode_prompts(text_encoder: Any, tokenizer: Any, prompts: list[str]) -> torch.Tensor:
-    """``[N, 77, 768]`` last hidden states, prompts padded/truncated to the tokenizer's length."""
-    tokens = tokenizer(prompts, padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
-                       return_tensors="pt")
+    """``[N, 77, 768]`` last hidden states of the prompts."""
     device = next(text_encoder.parameters()).device
-    return text_encoder(tokens.input_ids.to(device)).last_hidden_state.float().cpu()
+    return text_encoder(tokenize(tokenizer, prompts).to(device)).last_hidden_state.float().cpu()

@@ -68,7 +68,7 @@ class AtelierTrainLoRA:
     RETURN_TYPES = ("MODEL", "CLIP", "STRING", "IMAGE", "IMAGE")
     RETURN_NAMES = ("model", "clip", "lora_path", "loss_curve", "samples")
     OUTPUT_TOOLTIPS = ("The input model with the trained LoRA applied at 'strength'.",
-                       "The input CLIP (unchanged weights; the LoRA trains the UNet).",
+                       "The input CLIP, with the text encoder's LoRA when 'train_text_encoder' is on.",
                        "The saved .safetensors file (kohya keys), in ComfyUI's loras folder.",
                        "Loss per step (light) and smoothed (dark).", "Images sampled with the LoRA at the end.")
 
@@ -107,6 +107,10 @@ class AtelierTrainLoRA:
                                         0.5),
                 "noise_offset": _float(d.noise_offset, 0.0, 1.0, "Noise offset (0.05-0.1 helps very dark/bright "
                                        "pictures); 0: off."),
+                "train_text_encoder": ("BOOLEAN", {"default": False, "tooltip": "Also train a LoRA on the text "
+                                       "encoder's attention (same rank and alpha); the CLIP output then carries it."}),
+                "text_encoder_lr": _float(d.text_encoder_lr, 1e-7, 1.0, "Learning rate of the text encoder's LoRA "
+                                          "(usually below the UNet's).", 1e-5),
                 "lora_dropout": _float(d.dropout, 0.0, 0.9, "Dropout inside the LoRA layers."),
                 "max_grad_norm": _float(d.max_grad_norm, 0.0, 100.0, "Gradient clipping; 0: off.", 0.1),
                 "trigger": ("STRING", {"default": "", "tooltip": "Trigger word put before every caption."}),
@@ -134,7 +138,8 @@ class AtelierTrainLoRA:
     def train(self, model: Any, clip: Any, vae: Any, folder: str, name: str, steps: int, rank: int, alpha: float,
               learning_rate: float, resolution: int, seed: int, targets: str, batch_size: int, grad_accum: int,
               scheduler: str, warmup_steps: int, optimizer: str, mixed_precision: str, gradient_checkpointing: bool,
-              min_snr_gamma: float, noise_offset: float, lora_dropout: float, max_grad_norm: float, trigger: str,
+              min_snr_gamma: float, noise_offset: float, train_text_encoder: bool, text_encoder_lr: float,
+              lora_dropout: float, max_grad_norm: float, trigger: str,
               use_captions: bool, caption_dropout: float, upscale_small: bool, checkpoint_every: int,
               sample_prompts: str, sample_every: int, sample_steps: int, strength: float,
               images: torch.Tensor | None = None, captions: str | None = None,
@@ -147,7 +152,8 @@ class AtelierTrainLoRA:
                              warmup_steps=warmup_steps, optimizer=optimizer, max_grad_norm=max_grad_norm,
                              mixed_precision=mixed_precision, min_snr_gamma=min_snr_gamma, noise_offset=noise_offset,
                              seed=seed, checkpoint_every=checkpoint_every,
-                             gradient_checkpointing=gradient_checkpointing)
+                             gradient_checkpointing=gradient_checkpointing,
+                             train_text_encoder=train_text_encoder, text_encoder_lr=text_encoder_lr)
         stem = safe_name(name, "LoRA name")
         prompts = tuple(line.strip() for line in sample_prompts.splitlines() if line.strip()) or (trigger.strip(),)
         job = lora_job.LoraJob(images="", name=stem, trigger=trigger, use_captions=use_captions,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,57 @@ def test_resume_equals_a_run_that_never_stopped(tmp_path: Path) -> None:
     assert result.resumed_from == 3  # the cancel kept step 3, between regular checkpoints
     a, b = _lora_weights(straight), _lora_weights(resumed)
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-7) for k in a)
+
+
+def tiny_text_encoder(seed: int = 0):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    return CLIPTextModel(CLIPTextConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                        num_attention_heads=2, max_position_embeddings=5))
+
+
+def tiny_token_data(n: int = 4, caption_dropout: float = 0.0) -> TrainData:
+    g = torch.Generator().manual_seed(1)
+    return TrainData([Bucket(torch.randn(n, 4, 8, 8, generator=g), torch.randint(0, 50, (n, 5), generator=g))],
+                     torch.zeros(5, dtype=torch.long), caption_dropout)
+
+
+def test_text_encoder_lora_trains_saves_under_comfyui_names_and_reproduces(tmp_path: Path) -> None:
+    config = lt.TrainConfig(rank=4, alpha=2.0, lr=1e-2, text_encoder_lr=1e-2, steps=4, seed=2,
+                            train_text_encoder=True)
+    unet, text = tiny_unet(), tiny_text_encoder()
+    lt.train_lora(unet, tiny_token_data(), config, tmp_path / "run", text_encoder=text)
+    trained_b = [m.lora_B["default"].weight for _, m in lora_file.lora_modules(text)]
+    assert len(trained_b) == 8 and all(w.abs().sum() > 0 for w in trained_b)  # q, k, v, out of 2 layers
+    tensors = lora_file.kohya_state_dict(unet, text)
+    te_keys = {k.rsplit(".", 2)[0] for k in tensors if k.startswith("lora_te_")}
+    assert "lora_te_text_model_encoder_layers_1_self_attn_out_proj" in te_keys and len(te_keys) == 8
+    ids = torch.randint(0, 50, (2, 5), generator=torch.Generator().manual_seed(3))
+    text.eval()
+    with torch.no_grad():
+        expected = text(ids).last_hidden_state
+        fresh = tiny_text_encoder()
+        te_only = {k: v for k, v in tensors.items() if k.startswith("lora_te_")}
+        assert lora_file.merge_into(fresh, te_only, to_key=lora_file.text_encoder_key) == 8
+        torch.testing.assert_close(fresh(ids).last_hidden_state, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_resume_with_the_text_encoder_equals_a_run_that_never_stopped(tmp_path: Path) -> None:
+    config = lt.TrainConfig(rank=2, lr=1e-2, steps=4, checkpoint_every=2, seed=4, train_text_encoder=True)
+    straight_unet, straight_text = tiny_unet(), tiny_text_encoder()
+    lt.train_lora(straight_unet, tiny_token_data(caption_dropout=0.5), config, tmp_path / "a",
+                  text_encoder=straight_text)
+    lt.train_lora(tiny_unet(), tiny_token_data(caption_dropout=0.5), replace(config, steps=2), tmp_path / "b",
+                  text_encoder=tiny_text_encoder())
+    unet, text = tiny_unet(), tiny_text_encoder()
+    assert lt.train_lora(unet, tiny_token_data(caption_dropout=0.5), config, tmp_path / "b",
+                         text_encoder=text).resumed_from == 2
+    for a, b in ((straight_unet, unet), (straight_text, text)):
+        wa, wb = _lora_weights(a), _lora_weights(b)
+        assert wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], atol=1e-7) for k in wa)
+    with pytest.raises(ValueError, match="needs the text encoder"):
+        lt.train_lora(tiny_unet(), tiny_token_data(), config, tmp_path / "c")
 
 
 def test_a_checkpoint_from_other_settings_is_refused(tmp_path: Path) -> None:

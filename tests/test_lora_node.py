@@ -73,6 +73,13 @@ def test_trains_under_comfyuis_inference_mode(comfy) -> None:
     assert Path(path).is_file() and loss.shape[0] == 1
 
 
+def test_text_encoder_lora_reaches_the_file(comfy) -> None:
+    _, _, path, _, _ = _train(train_text_encoder=True, name="with_te")
+    tensors, _ = lora_file.read_lora(Path(path))
+    assert "lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight" in tensors
+    assert any(k.startswith("lora_unet_") for k in tensors)
+
+
 def test_running_the_graph_again_resumes_the_same_run(comfy) -> None:
     _train()
     _train(steps=3)

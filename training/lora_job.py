@@ -71,6 +71,8 @@ def sample_images(parts: sd15.SD15Parts, prompts: list[str], seed: int, steps: i
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
                               set_alpha_to_one=False, steps_offset=1)
     device = next(parts.unet.parameters()).device
+    text_device, text_training = next(parts.text_encoder.parameters()).device, parts.text_encoder.training
+    parts.text_encoder.eval()
     pipe = StableDiffusionPipeline(vae=parts.vae.to(device), text_encoder=parts.text_encoder.to(device),
                                    tokenizer=parts.tokenizer, unet=parts.unet, scheduler=scheduler,
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
@@ -85,7 +87,7 @@ def sample_images(parts: sd15.SD15Parts, prompts: list[str], seed: int, steps: i
             images += pipe(prompt, num_inference_steps=steps, generator=gen, height=size, width=size).images
     parts.unet.train(was_training)
     parts.vae.to("cpu")
-    parts.text_encoder.to("cpu")
+    parts.text_encoder.to(text_device).train(text_training)  # back where the loop (if any) needs it
     return images
 
 
@@ -96,6 +98,8 @@ def run(parts: sd15.SD15Parts, job: LoraJob, loras_dir: Path, run_dir: Path, dev
     checkpoints live in ``run_dir``."""
     safe_name(job.name, "LoRA name")
     lora_trainer.targeted_layers(parts.unet, job.train)
+    if job.train.train_text_encoder:
+        lora_trainer.targeted_layers(parts.text_encoder, job.train, text_encoder=True)
     dataset = dataset or load_folder(job.images)
     check_writable(loras_dir)
     check_writable(run_dir)
@@ -106,13 +110,17 @@ def run(parts: sd15.SD15Parts, job: LoraJob, loras_dir: Path, run_dir: Path, dev
     parts.vae.to(device)
     parts.text_encoder.to(device)
 
+    train_te = job.train.train_text_encoder
+
     def encode(texts: list[str]) -> torch.Tensor:
+        if train_te:  # the text encoder trains too: keep token ids, encoded every step
+            return sd15.tokenize(parts.tokenizer, texts)
         return sd15.encode_prompts(parts.text_encoder, parts.tokenizer, texts)
 
     data = train_data.build([i.image for i in dataset.images], prompts, parts.vae, encode, job.resolution,
                             job.bucket_step, job.upscale_small, job.caption_dropout, job.train.seed, progress)
-    parts.vae.to("cpu")  # latents are cached: the VAE and text encoder leave the GPU for the loop
-    parts.text_encoder.to("cpu")
+    parts.vae.to("cpu")  # latents are cached: the VAE (and the text encoder, unless it trains) leave the GPU
+    parts.text_encoder.to(device if train_te else "cpu")
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(job.train.mixed_precision)
     parts.unet.to(device, weight_dtype)  # frozen weights in the autocast dtype, as diffusers' scripts keep them
     samples: list[Image.Image] = []
@@ -134,7 +142,8 @@ def run(parts: sd15.SD15Parts, job: LoraJob, loras_dir: Path, run_dir: Path, dev
         if prompts_to_sample and job.sample_every and step % job.sample_every == 0 and step < job.train.steps:
             take_samples(step)
 
-    result = lora_trainer.train_lora(parts.unet, data, job.train, run_dir, progress, on_step)
+    result = lora_trainer.train_lora(parts.unet, data, job.train, run_dir, progress, on_step,
+                                     parts.text_encoder if train_te else None)
     if prompts_to_sample:
         take_samples(result.step)
     metadata = {
@@ -145,7 +154,8 @@ def run(parts: sd15.SD15Parts, job: LoraJob, loras_dir: Path, run_dir: Path, dev
         "atelier_targets": job.train.targets, "atelier_train_config": asdict(job.train),
         "ss_training_comment": TRAINER_VERSION, "atelier_trainer_version": TRAINER_VERSION,
     }
-    path = lora_file.save_lora(loras_dir, job.name, lora_file.kohya_state_dict(parts.unet), metadata)
+    tensors = lora_file.kohya_state_dict(parts.unet, parts.text_encoder if train_te else None)
+    path = lora_file.save_lora(loras_dir, job.name, tensors, metadata)
     plot = plots.loss_curve(result.losses)
     plot.save(run_dir / "loss.png")
     return JobResult(path, result.losses, plot, samples, dataset.report().splitlines()[1:] + data.warnings,

@@ -33,6 +33,7 @@ TARGETS = {
     "all_linear_and_conv": ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
                             "time_emb_proj", "conv1", "conv2", "conv_shortcut", "conv"],
 }
+TEXT_ENCODER_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")  # CLIP's attention projections
 SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 OPTIMIZERS = ("adamw", "adamw8bit")
 PRECISIONS = ("no", "fp16", "bf16")
@@ -62,6 +63,8 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 100
     gradient_checkpointing: bool = False
+    train_text_encoder: bool = False  # also a LoRA on the text encoder's attention (same rank and alpha)
+    text_encoder_lr: float = 5e-5
 
     def __post_init__(self) -> None:
         checks = [
@@ -73,6 +76,7 @@ class TrainConfig:
             (self.optimizer in OPTIMIZERS, f"optimizer: {OPTIMIZERS}"),
             (self.mixed_precision in PRECISIONS, f"mixed_precision: {PRECISIONS}"),
             (self.checkpoint_every >= 1, "checkpoint_every must be at least 1"),
+            (self.text_encoder_lr > 0, "text_encoder_lr must be above 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -99,13 +103,13 @@ def noise_scheduler():  # -> diffusers.DDPMScheduler
                          prediction_type="epsilon", clip_sample=False)
 
 
-def targeted_layers(unet: nn.Module, config: TrainConfig) -> list[tuple[str, nn.Module]]:
+def targeted_layers(model: nn.Module, config: TrainConfig, text_encoder: bool = False) -> list[tuple[str, nn.Module]]:
     """The layers the LoRA wraps; a clear error when none match or the rank is above what they allow."""
-    targets = TARGETS[config.targets]
-    matched = [(n, m) for n, m in unet.named_modules()
+    targets = TEXT_ENCODER_TARGETS if text_encoder else TARGETS[config.targets]
+    matched = [(n, m) for n, m in model.named_modules()
                if isinstance(m, (nn.Linear, nn.Conv2d)) and any(n == t or n.endswith("." + t) for t in targets)]
     if not matched:
-        raise ValueError(f"no layer of the UNet matches targets {config.targets!r}")
+        raise ValueError(f"no layer of the {'text encoder' if text_encoder else 'UNet'} matches the LoRA targets")
     smallest = min(min(m.in_features, m.out_features) if isinstance(m, nn.Linear) else
                    min(m.in_channels, m.out_channels) for _, m in matched)
     if config.rank > smallest:
@@ -113,11 +117,12 @@ def targeted_layers(unet: nn.Module, config: TrainConfig) -> list[tuple[str, nn.
     return matched
 
 
-def add_lora(unet: nn.Module, config: TrainConfig) -> list[nn.Parameter]:
-    """Wrap the targeted layers with a zero-initialised LoRA (B = 0) and return its parameters."""
+def add_lora(unet: nn.Module, config: TrainConfig, text_encoder: bool = False) -> list[nn.Parameter]:
+    """Wrap the targeted layers (of the UNet, or the text encoder) with a zero-initialised LoRA (B = 0)
+    and return its parameters."""
     from peft import LoraConfig, inject_adapter_in_model
 
-    matched = targeted_layers(unet, config)
+    matched = targeted_layers(unet, config, text_encoder)
     unet.requires_grad_(False)
     lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout, init_lora_weights=True,
                       target_modules=[n for n, _ in matched])
@@ -138,14 +143,14 @@ def _check_disk(run_dir: Path, params: list[nn.Parameter]) -> None:
         raise OSError(f"not enough disk for a checkpoint in {run_dir}: {free >> 20} MiB free, {need >> 20} MiB needed")
 
 
-def _optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+def _optimizer(groups: list[dict], config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "adamw8bit":
         try:
             import bitsandbytes as bnb
         except ImportError as exc:
             raise RuntimeError("8-bit AdamW needs bitsandbytes (pip install bitsandbytes) and a CUDA GPU") from exc
-        return bnb.optim.AdamW8bit(params, lr=config.lr)
-    return torch.optim.AdamW(params, lr=config.lr, weight_decay=1e-2)
+        return bnb.optim.AdamW8bit(groups, lr=config.lr)
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=1e-2)
 
 
 def _lr_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
@@ -155,7 +160,8 @@ def _lr_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
                          num_training_steps=config.steps)
 
 
-def _loss(unet: nn.Module, data: TrainData, config: TrainConfig, sched, step: int, micro: int) -> torch.Tensor:
+def _loss(unet: nn.Module, data: TrainData, config: TrainConfig, sched, step: int, micro: int,
+          text_encoder: nn.Module | None = None) -> torch.Tensor:
     device = next(unet.parameters()).device
     gen = torch.Generator().manual_seed(derive_seed(config.seed, step, micro))
     bucket = data.buckets[int(torch.multinomial(data.sizes, 1, generator=gen))]  # one shape per batch
@@ -172,6 +178,8 @@ def _loss(unet: nn.Module, data: TrainData, config: TrainConfig, sched, step: in
     torch.manual_seed(derive_seed(config.seed, "dropout", step, micro))  # LoRA dropout
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision)
     with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        if text_encoder is not None:  # the conditioning is token ids, encoded with the LoRA-carrying encoder
+            cond = text_encoder(cond.to(device)).last_hidden_state
         pred = unet(noisy, t.to(device), encoder_hidden_states=cond.to(device)).sample
     per_sample = (pred.float() - noise).pow(2).mean(dim=(1, 2, 3))
     if config.min_snr_gamma:
@@ -183,19 +191,31 @@ def _loss(unet: nn.Module, data: TrainData, config: TrainConfig, sched, step: in
 
 def train_lora(unet: nn.Module, data: TrainData, config: TrainConfig, run_dir: Path,
                progress: Progress | None = None,
-               on_step: Callable[[int, float], None] | None = None) -> TrainResult:
+               on_step: Callable[[int, float], None] | None = None,
+               text_encoder: nn.Module | None = None) -> TrainResult:
     """Train (or resume, if ``run_dir/checkpoint`` holds a matching one) a LoRA on ``unet`` in place.
 
-    ``on_step(step, loss)`` runs after every optimizer step (sample images, previews).
+    With ``config.train_text_encoder``, ``text_encoder`` gets a LoRA too and ``data`` holds token ids
+    (``[n, tokens]``) where it otherwise holds prompt embeddings. ``on_step(step, loss)`` runs after
+    every optimizer step (sample images, previews).
     """
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
+    if config.train_text_encoder and text_encoder is None:
+        raise ValueError("train_text_encoder needs the text encoder")
+    text_encoder = text_encoder if config.train_text_encoder else None
     params = add_lora(unet, config)
+    groups = [{"params": params}]
+    if text_encoder is not None:
+        te_params = add_lora(text_encoder, config, text_encoder=True)
+        groups.append({"params": te_params, "lr": config.text_encoder_lr})
+        params = params + te_params
+        text_encoder.train()
     _check_disk(run_dir, params)
     if config.gradient_checkpointing and hasattr(unet, "enable_gradient_checkpointing"):
         unet.enable_gradient_checkpointing()
     unet.train()
-    optimizer = _optimizer(params, config)
+    optimizer = _optimizer(groups, config)
     lr_scheduler = _lr_scheduler(optimizer, config)
     sched = noise_scheduler()
     scaler = torch.amp.GradScaler("cuda", enabled=config.mixed_precision == "fp16"
@@ -207,6 +227,8 @@ def train_lora(unet: nn.Module, data: TrainData, config: TrainConfig, run_dir: P
         if state["fingerprint"] != config.fingerprint():
             raise ValueError(f"{checkpoint} was made with other settings; use a new run folder or the same settings")
         set_peft_model_state_dict(unet, state["lora"])
+        if text_encoder is not None:
+            set_peft_model_state_dict(text_encoder, state["lora_te"])
         optimizer.load_state_dict(state["optimizer"])
         lr_scheduler.load_state_dict(state["lr_scheduler"])
         result = TrainResult(step=state["step"], losses=list(state["losses"]), resumed_from=state["step"])
@@ -214,10 +236,12 @@ def train_lora(unet: nn.Module, data: TrainData, config: TrainConfig, run_dir: P
 
     def save() -> None:
         nonlocal saved_step
-        checkpoints.save(checkpoint, {
-            "fingerprint": config.fingerprint(), "step": result.step, "losses": result.losses,
-            "lora": get_peft_model_state_dict(unet), "optimizer": optimizer.state_dict(),
-            "lr_scheduler": lr_scheduler.state_dict()})
+        state = {"fingerprint": config.fingerprint(), "step": result.step, "losses": result.losses,
+                 "lora": get_peft_model_state_dict(unet), "optimizer": optimizer.state_dict(),
+                 "lr_scheduler": lr_scheduler.state_dict()}
+        if text_encoder is not None:
+            state["lora_te"] = get_peft_model_state_dict(text_encoder)
+        checkpoints.save(checkpoint, state)
         saved_step = result.step
 
     progress = progress or SilentProgress(config.steps)
@@ -228,7 +252,7 @@ def train_lora(unet: nn.Module, data: TrainData, config: TrainConfig, run_dir: P
             optimizer.zero_grad(set_to_none=True)
             total = 0.0
             for micro in range(config.grad_accum):
-                loss = _loss(unet, data, config, sched, result.step, micro)
+                loss = _loss(unet, data, config, sched, result.step, micro, text_encoder)
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(
                         f"loss became {loss.item()} at step {result.step + 1}; stopped, and the last good checkpoint "
