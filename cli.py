@@ -115,8 +115,9 @@ def _train(args: argparse.Namespace) -> int:
         train=config, sample_every=args.sample_every, sample_prompts=tuple(args.sample_prompt),
         sample_steps=args.sample_steps, sample_seed=args.seed)
     parts, weights = sd15_checkpoint.load(args.model)
+    total = config.steps + len(list_images(args.folder))
     result = lora_job.run(parts, job, Path(args.loras), Path(args.run), bridge.compute_device(args.device),
-                          weights, bridge.progress(config.steps + len(list_images(args.folder)), "training"))
+                          lora_job.model_hash(weights), bridge.progress(total, "training"))
     for warning in result.warnings:
         print(f"note: {warning}", file=sys.stderr)
     if result.resumed_from:

@@ -66,8 +66,9 @@ def small_sd15() -> sd15.SD15Parts:
 def _pictures(args: argparse.Namespace) -> tuple[list[torch.Tensor], list[str]]:
     """The same square crops and captions for both sides (the reference has no buckets)."""
     size = (args.resolution, args.resolution)
-    images = [train_data.fit_to_bucket(i.image, size) for i in load_folder(PICTURES).images]
-    captions = [train_data.caption_for(i.caption, "atl", True) for i in load_folder(PICTURES).images]
+    loaded = load_folder(PICTURES).images
+    images = [train_data.fit_to_bucket(i.image, size) for i in loaded]
+    captions = [train_data.caption_for(i.caption, "atl", True) for i in loaded]
     return images, captions
 
 

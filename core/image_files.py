@@ -68,6 +68,19 @@ def list_images(folder: str | os.PathLike[str], recursive: bool = False) -> list
     return files
 
 
+def folder_fingerprint(files: list[Path]) -> str:
+    """A digest of the pictures and their caption sidecars (paths, sizes, modification times): it changes
+    when any of them is added, removed or rewritten."""
+    import hashlib
+
+    stamp = [(str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files]
+    for p in files:
+        sidecar = p.with_suffix(".txt")
+        if sidecar.exists():
+            stamp.append((str(sidecar), sidecar.stat().st_mtime_ns, sidecar.stat().st_size))
+    return hashlib.sha256(repr(stamp).encode()).hexdigest()
+
+
 def read_caption(image_path: Path) -> str | None:
     """The ``<stem>.txt`` sidecar beside an image, stripped; ``None`` if there is none."""
     sidecar = image_path.with_suffix(CAPTION_EXTENSION)

@@ -129,11 +129,12 @@ def _assign(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], what: s
 
 
 def parts_from_state_dict(state_dict: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32,
-                          tokenizer: Any = None) -> SD15Parts:
-    """Diffusers UNet and VAE, transformers text encoder and tokenizer from an ldm-layout SD 1.5."""
+                          tokenizer: Any = None, source: str = "the checkpoint") -> SD15Parts:
+    """Diffusers UNet and VAE, transformers text encoder and tokenizer from an ldm-layout SD 1.5;
+    anything else is refused by name, the error naming ``source``."""
     family = identify(state_dict)
     if family != "sd15":
-        raise ValueError(f"the checkpoint holds {family}; the LoRA trainer trains SD 1.5")
+        raise ValueError(f"{source} holds {family}; the LoRA trainer trains SD 1.5")
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import (
         convert_ldm_clip_checkpoint,
@@ -162,7 +163,8 @@ def parts_from_state_dict(state_dict: dict[str, torch.Tensor], dtype: torch.dtyp
     clip_sd = convert_ldm_clip_checkpoint(sd)
     if not hasattr(text_encoder, "text_model"):  # transformers >= 5.6 has no text_model level
         clip_sd = {k.removeprefix("text_model."): v for k, v in clip_sd.items()}
-    clip_sd = {k: v for k, v in clip_sd.items() if k in text_encoder.state_dict()}
+    known = text_encoder.state_dict().keys()
+    clip_sd = {k: v for k, v in clip_sd.items() if k in known}
     _assign(text_encoder, clip_sd, "text encoder")
     return SD15Parts(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer or sd15_tokenizer())
 
@@ -184,11 +186,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def load_single_file(path: str | Path, dtype: torch.dtype = torch.float32) -> SD15Parts:
     """SD 1.5 from one checkpoint file (the kind ComfyUI keeps in ``models/checkpoints``)."""
-    state_dict = read_state_dict(path)
-    family = identify(state_dict)
-    if family != "sd15":
-        raise ValueError(f"{Path(path).name!r} holds {family}; the LoRA trainer trains SD 1.5")
-    return parts_from_state_dict(state_dict, dtype)
+    return parts_from_state_dict(read_state_dict(path), dtype, source=repr(Path(path).name))
 
 
 def load(path: str | Path, dtype: torch.dtype = torch.float32) -> tuple[SD15Parts, Path]:

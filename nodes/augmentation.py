@@ -1,7 +1,6 @@
 """Nodes of the augmentation part: load and preprocess a folder, augment a batch, multiply a dataset."""
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +10,7 @@ from ..core import augment, multiply, variants
 from ..core.colors import parse_color
 from ..core.folder_dataset import load_folder
 from ..core.geometry import INTERPOLATIONS
-from ..core.image_files import DEFAULT_MAX_MEGAPIXELS, list_images
+from ..core.image_files import DEFAULT_MAX_MEGAPIXELS, folder_fingerprint, list_images
 from ..core.output_paths import safe_subfolder
 from ..core.preprocess import CROP_MODES, FILTERS, PAD_MODES, RESIZE_MODES, PreprocessSpec, preprocess
 from . import bridge
@@ -101,12 +100,7 @@ class AtelierLoadImageFolder:
             files = list_images(bridge.resolve_input_folder(folder), recursive)
         except ValueError:
             return "missing"
-        stamp = [(str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files]
-        for p in files:
-            sidecar = p.with_suffix(".txt")
-            if sidecar.exists():
-                stamp.append((str(sidecar), sidecar.stat().st_mtime_ns, sidecar.stat().st_size))
-        return hashlib.sha256(repr(stamp).encode()).hexdigest()
+        return folder_fingerprint(files)
 
     def load(self, folder: str, recursive: bool, alpha_background: str, max_megapixels: float,
              save_png_copies: bool, png_subfolder: str, **pre: Any) -> tuple[Any, ...]:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..core import fid
@@ -75,9 +74,7 @@ class AtelierFID:
                 path = bridge.resolve_input_folder(folder)
                 feats.append(fid.folder_features(model, path, cache, batch_size, device))
         del model
-        a, b = (np.asarray(f) for f in feats)
-        if min(a.shape[0], b.shape[0]) < 2:
-            raise ValueError("FID and KID need at least 2 images per set")
+        a, b = feats
         fid_value = fid.fid_from_features(a, b)
         kid, kid_std = fid.kid_from_features(a, b, kid_subsets, kid_subset_size, seed)
         report = (f"FID {fid_value:.3f}  KID {kid:.5f} ± {kid_std:.5f}  ({a.shape[0]} vs {b.shape[0]} images; "

@@ -11,7 +11,7 @@ import torch
 
 from ..core import plots
 from ..core.folder_dataset import FolderDataset, load_folder
-from ..core.image_files import ImageFolderError, LoadedImage, list_images
+from ..core.image_files import ImageFolderError, LoadedImage, folder_fingerprint, list_images
 from ..core.output_paths import safe_name
 from ..training.lora_trainer import OPTIMIZERS, PRECISIONS, SCHEDULERS, TARGETS, TrainConfig
 from . import bridge
@@ -42,18 +42,7 @@ def _pictures(folder: str, images: torch.Tensor | None, captions: str | None,
     if not folder.strip():
         raise ValueError("no training images: set 'folder' or wire an IMAGE batch into 'images'")
     path = bridge.resolve_input_folder(folder)
-    files = list_images(path)
-    stamp = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-    stamp += [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in (f.with_suffix(".txt") for f in files)
-              if p.exists()]
-    return load_folder(path), hashlib.sha256(repr((str(path), stamp)).encode()).hexdigest()
-
-
-def _stack(images: list[Any]) -> torch.Tensor:
-    tensors = [plots.to_image_tensor(img)[0] for img in images]
-    h = max(t.shape[0] for t in tensors)
-    w = max(t.shape[1] for t in tensors)
-    return torch.stack([torch.nn.functional.pad(t, (0, 0, 0, w - t.shape[1], 0, h - t.shape[0])) for t in tensors])
+    return load_folder(path), folder_fingerprint(list_images(path))
 
 
 class AtelierTrainLoRA:
@@ -166,29 +155,21 @@ class AtelierTrainLoRA:
             raise ValueError(str(exc)) from exc
         with bridge.training_mode():
             weights = bridge.sd15_weights(model, clip, vae)
-            family = sd15_checkpoint.identify(weights)
-            if family != "sd15":
-                raise ValueError(f"the MODEL/CLIP/VAE hold {family}; the LoRA trainer trains SD 1.5")
+            parts = sd15_checkpoint.parts_from_state_dict(weights, source="the MODEL/CLIP/VAE")
             base_hash = sd15_checkpoint.state_dict_hash(weights)
-            parts = sd15_checkpoint.parts_from_state_dict(weights)
             del weights
-            settings = {k: v for k, v in job.__dict__.items() if k not in ("train", "sample_every", "sample_prompts",
-                                                                           "sample_steps")}
-            run_key = hashlib.sha256(json.dumps([config.fingerprint(), pictures_digest, base_hash, settings],
-                                                sort_keys=True, default=str).encode()).hexdigest()[:12]
-            run_dir = bridge.output_directory() / RUNS_SUBFOLDER / f"{stem}-{run_key}"
+            run_dir = bridge.output_directory() / RUNS_SUBFOLDER / lora_job.run_name(job, pictures_digest, base_hash)
             total = len(pictures.images) + steps
-            result = lora_job.run(parts, job, bridge.loras_directory(), run_dir, bridge.compute_device(),
-                                  progress=bridge.progress(total, "training LoRA"), dataset=pictures,
-                                  base_model_hash=base_hash)
+            result = lora_job.run(parts, job, bridge.loras_directory(), run_dir, bridge.compute_device(), base_hash,
+                                  bridge.progress(total, "training LoRA"), pictures)
             del parts
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             for warning in result.warnings:
                 print(f"[Atelier] {warning}")
         new_model, new_clip = bridge.apply_lora(model, clip, result.lora_path, strength)
-        return (new_model, new_clip, str(result.lora_path), plots.to_image_tensor(result.loss_plot),
-                _stack(result.samples))
+        samples = torch.cat([plots.to_image_tensor(img) for img in result.samples])  # all at the sample size
+        return new_model, new_clip, str(result.lora_path), plots.to_image_tensor(result.loss_plot), samples
 
 
 NODE_CLASS_MAPPINGS = {"AtelierTrainLoRA": AtelierTrainLoRA}

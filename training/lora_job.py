@@ -8,6 +8,7 @@ checkpoints and resume, draws sample images every N steps, and writes the LoRA i
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -63,6 +64,15 @@ def model_hash(path: Path | None) -> str:
     return digest.hexdigest()
 
 
+def run_name(job: LoraJob, pictures_digest: str, base_model_hash: str) -> str:
+    """``<name>-<key>``: the key changes with the settings (not the number of steps or the sampling), the
+    pictures and the base model, so running the same job again finds its checkpoint and resumes."""
+    settings = {k: v for k, v in asdict(job).items()
+                if k not in ("sample_every", "sample_prompts", "sample_steps", "train")}
+    key = json.dumps([job.train.fingerprint(), pictures_digest, base_model_hash, settings], sort_keys=True)
+    return f"{safe_name(job.name, 'LoRA name')}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
 @torch.no_grad()
 def sample_images(parts: sd15.SD15Parts, prompts: list[str], seed: int, steps: int, size: int) -> list[Image.Image]:
     """Generate with the LoRA-patched UNet through diffusers' SD pipeline and a DDIM scheduler."""
@@ -92,8 +102,8 @@ def sample_images(parts: sd15.SD15Parts, prompts: list[str], seed: int, steps: i
 
 
 def run(parts: sd15.SD15Parts, job: LoraJob, loras_dir: Path, run_dir: Path, device: torch.device | str = "cpu",
-        base_model_file: Path | None = None, progress: Progress | None = None,
-        dataset: FolderDataset | None = None, base_model_hash: str | None = None) -> JobResult:
+        base_model_hash: str = "unknown", progress: Progress | None = None,
+        dataset: FolderDataset | None = None) -> JobResult:
     """Train a LoRA on ``dataset`` (by default the folder ``job.images``) and save it into ``loras_dir``;
     checkpoints live in ``run_dir``."""
     safe_name(job.name, "LoRA name")
@@ -147,7 +157,7 @@ def run(parts: sd15.SD15Parts, job: LoraJob, loras_dir: Path, run_dir: Path, dev
     if prompts_to_sample:
         take_samples(result.step)
     metadata = {
-        "ss_base_model_hash": base_model_hash or model_hash(base_model_file), "ss_network_dim": job.train.rank,
+        "ss_base_model_hash": base_model_hash, "ss_network_dim": job.train.rank,
         "ss_network_alpha": job.train.alpha, "ss_steps": result.step, "ss_resolution": job.resolution,
         "ss_num_train_images": len(dataset.images), "atelier_trigger": job.trigger,
         "atelier_use_captions": job.use_captions, "atelier_caption_dropout": job.caption_dropout,
