@@ -91,6 +91,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--scheduler", choices=SCHEDULERS, default=d.scheduler)
     t.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
     t.add_argument("--mixed-precision", choices=PRECISIONS, default=d.mixed_precision)
+    t.add_argument("--qlora", action="store_true", help="frozen UNet linear layers in 4-bit NF4 (CUDA, bitsandbytes)")
     t.add_argument("--gradient-checkpointing", action="store_true")
     t.add_argument("--train-text-encoder", action="store_true", help="also a LoRA on the text encoder's attention")
     t.add_argument("--sample-prompt", action="append", default=[], help="prompt for sample images (repeatable)")
@@ -108,15 +109,17 @@ def _train(args: argparse.Namespace) -> int:
         warmup_steps=args.warmup_steps, optimizer=args.optimizer, max_grad_norm=args.max_grad_norm,
         mixed_precision=args.mixed_precision, min_snr_gamma=args.min_snr_gamma, noise_offset=args.noise_offset,
         seed=args.seed, checkpoint_every=args.checkpoint_every, gradient_checkpointing=args.gradient_checkpointing,
-        train_text_encoder=args.train_text_encoder, text_encoder_lr=args.text_encoder_lr)
+        train_text_encoder=args.train_text_encoder, text_encoder_lr=args.text_encoder_lr, qlora=args.qlora)
     job = lora_job.LoraJob(
         images=args.folder, name=args.name, trigger=args.trigger, use_captions=not args.no_captions,
         caption_dropout=args.caption_dropout, resolution=args.resolution, upscale_small=not args.no_upscale,
         train=config, sample_every=args.sample_every, sample_prompts=tuple(args.sample_prompt),
         sample_steps=args.sample_steps, sample_seed=args.seed)
+    device = bridge.compute_device(args.device)
+    lora_job.check_device(config, device)  # before the model loads
     parts, weights = sd15_checkpoint.load(args.model)
     total = config.steps + len(list_images(args.folder))
-    result = lora_job.run(parts, job, Path(args.loras), Path(args.run), bridge.compute_device(args.device),
+    result = lora_job.run(parts, job, Path(args.loras), Path(args.run), device,
                           lora_job.model_hash(weights), bridge.progress(total, "training"))
     for warning in result.warnings:
         print(f"note: {warning}", file=sys.stderr)

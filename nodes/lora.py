@@ -87,8 +87,10 @@ class AtelierTrainLoRA:
                 "grad_accum": _int(d.grad_accum, 1, 128, "Batches accumulated per optimizer step."),
                 "scheduler": (list(SCHEDULERS), {"default": d.scheduler, "tooltip": "Learning-rate schedule."}),
                 "warmup_steps": _int(d.warmup_steps, 0, 100_000, "Warm-up steps for the schedule."),
-                "optimizer": (list(OPTIMIZERS), {"default": d.optimizer, "tooltip": "adamw8bit needs bitsandbytes "
-                              "and a CUDA GPU; it saves optimizer memory."}),
+                "optimizer": (list(OPTIMIZERS), {"default": d.optimizer, "tooltip": "adamw8bit (needs bitsandbytes) "
+                              "keeps Adam's moments in 8 bits: less memory."}),
+                "qlora": ("BOOLEAN", {"default": d.qlora, "tooltip": "QLoRA: keep the frozen UNet's linear layers in "
+                          "4-bit NF4 (double quantization) for the least memory; needs bitsandbytes and a CUDA GPU."}),
                 "mixed_precision": (list(PRECISIONS), {"default": "fp16", "tooltip": "fp16 (loss-scaled) or bf16 "
                                     "autocast with the frozen weights in that precision; 'no' trains in fp32."}),
                 "gradient_checkpointing": ("BOOLEAN", {"default": True, "tooltip": "Trade compute for memory."}),
@@ -126,9 +128,9 @@ class AtelierTrainLoRA:
 
     def train(self, model: Any, clip: Any, vae: Any, folder: str, name: str, steps: int, rank: int, alpha: float,
               learning_rate: float, resolution: int, seed: int, targets: str, batch_size: int, grad_accum: int,
-              scheduler: str, warmup_steps: int, optimizer: str, mixed_precision: str, gradient_checkpointing: bool,
-              min_snr_gamma: float, noise_offset: float, train_text_encoder: bool, text_encoder_lr: float,
-              lora_dropout: float, max_grad_norm: float, trigger: str,
+              scheduler: str, warmup_steps: int, optimizer: str, qlora: bool, mixed_precision: str,
+              gradient_checkpointing: bool, min_snr_gamma: float, noise_offset: float, train_text_encoder: bool,
+              text_encoder_lr: float, lora_dropout: float, max_grad_norm: float, trigger: str,
               use_captions: bool, caption_dropout: float, upscale_small: bool, checkpoint_every: int,
               sample_prompts: str, sample_every: int, sample_steps: int, strength: float,
               images: torch.Tensor | None = None, captions: str | None = None,
@@ -142,13 +144,15 @@ class AtelierTrainLoRA:
                              mixed_precision=mixed_precision, min_snr_gamma=min_snr_gamma, noise_offset=noise_offset,
                              seed=seed, checkpoint_every=checkpoint_every,
                              gradient_checkpointing=gradient_checkpointing,
-                             train_text_encoder=train_text_encoder, text_encoder_lr=text_encoder_lr)
+                             train_text_encoder=train_text_encoder, text_encoder_lr=text_encoder_lr, qlora=qlora)
         stem = safe_name(name, "LoRA name")
         prompts = tuple(line.strip() for line in sample_prompts.splitlines() if line.strip()) or (trigger.strip(),)
         job = lora_job.LoraJob(images="", name=stem, trigger=trigger, use_captions=use_captions,
                                caption_dropout=caption_dropout, resolution=resolution, upscale_small=upscale_small,
                                train=config, sample_every=sample_every, sample_prompts=prompts,
                                sample_steps=sample_steps, sample_seed=seed)
+        device = bridge.compute_device()
+        lora_job.check_device(config, device)  # before ComfyUI's weights are copied out
         try:
             pictures, pictures_digest = _pictures(folder, images, captions, dataset)
         except ImageFolderError as exc:
@@ -160,7 +164,7 @@ class AtelierTrainLoRA:
             del weights
             run_dir = bridge.output_directory() / RUNS_SUBFOLDER / lora_job.run_name(job, pictures_digest, base_hash)
             total = len(pictures.images) + steps
-            result = lora_job.run(parts, job, bridge.loras_directory(), run_dir, bridge.compute_device(), base_hash,
+            result = lora_job.run(parts, job, bridge.loras_directory(), run_dir, device, base_hash,
                                   bridge.progress(total, "training LoRA"), pictures)
             del parts
             if torch.cuda.is_available():

@@ -60,6 +60,9 @@ def test_train_writes_a_lora_and_resumes_from_its_run_folder(tmp_path: Path, cap
     assert "resumed from step 2" in out and "demo_2.safetensors" in out
     assert main([*args[:2], "--model", str(tmp_path), *args[4:]]) == 2
     assert "not a diffusers SD 1.5 folder" in capsys.readouterr().err
+    assert main([*args[:6], "--run", str(tmp_path / "run_q"), *args[8:], "--qlora"]) == 2
+    assert "QLoRA (4-bit NF4 base) runs on a CUDA GPU only" in capsys.readouterr().err
+    assert not (tmp_path / "run_q").exists()
 
 
 def test_train_from_a_single_file_checkpoint(tmp_path: Path, capsys) -> None:

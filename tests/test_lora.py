@@ -32,8 +32,8 @@ def tiny_data(n: int = 4, caption_dropout: float = 0.0) -> TrainData:
                      torch.zeros(5, 16), caption_dropout)
 
 
-def _forward(unet, data: TrainData) -> torch.Tensor:
-    unet.eval()
+def _forward(unet, data: TrainData, train_mode: bool = False) -> torch.Tensor:
+    unet.train(train_mode)
     b = data.buckets[0]
     with torch.no_grad():
         return unet(b.latents, torch.tensor([10, 500, 900, 999]), encoder_hidden_states=b.conditioning).sample

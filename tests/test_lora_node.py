@@ -29,6 +29,7 @@ def comfy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, output_dir: Path, che
 
     def sd15_weights(model, clip, vae):
         assert (model, clip, vae) == (MODEL, CLIP, VAE)
+        seen["weights_read"] = True
         return dict(seen["weights"])
 
     def apply_lora(model, clip, path, strength):
@@ -37,6 +38,7 @@ def comfy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, output_dir: Path, che
 
     monkeypatch.setattr(bridge, "sd15_weights", sd15_weights)
     monkeypatch.setattr(bridge, "apply_lora", apply_lora)
+    monkeypatch.setattr(bridge, "compute_device", lambda choice="auto": torch.device("cpu"))  # tiny models
     monkeypatch.setenv("ATELIER_MODELS_DIR", str(tmp_path / "models"))
     monkeypatch.setenv("ATELIER_INPUT_DIR", str(tmp_path / "input"))
     shutil.copytree(SAMPLES, tmp_path / "input" / "originals", ignore=shutil.ignore_patterns("*.md"))
@@ -105,6 +107,9 @@ def test_bad_input_fails_before_any_training(comfy) -> None:
         _train(folder="")
     with pytest.raises(ValueError, match="does not exist|no readable image"):
         _train(folder="missing")
+    with pytest.raises(ValueError, match="QLoRA .* CUDA GPU only"):
+        _train(qlora=True)
+    assert "weights_read" not in comfy
     comfy["weights"]["conditioner.embedders.0.transformer.x"] = torch.zeros(1)
     with pytest.raises(ValueError, match="SDXL"):
         _train()

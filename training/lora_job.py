@@ -8,6 +8,7 @@ checkpoints and resume, draws sample images every N steps, and writes the LoRA i
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from ..core.output_paths import safe_name
 from ..core.progress import Progress, SilentProgress
 from . import data as train_data
 from . import lora_trainer
+from .quantize import require_bitsandbytes
 
 TRAINER_VERSION = "atelier-lora 0.1"
 
@@ -101,11 +103,36 @@ def sample_images(parts: sd15.SD15Parts, prompts: list[str], seed: int, steps: i
     return images
 
 
+def attention_backend(unet: torch.nn.Module, device: torch.device) -> tuple[str, str | None]:
+    """xformers' memory-efficient attention where it is installed and the UNet trains on CUDA, else PyTorch
+    SDPA (diffusers' default); returns the backend and, when an installed xformers failed, why."""
+    if device.type != "cuda" or importlib.util.find_spec("xformers") is None:
+        return "sdpa", None
+    try:
+        unet.enable_xformers_memory_efficient_attention()
+    except Exception as exc:  # noqa: BLE001 - an xformers build that does not match this torch or GPU
+        return "sdpa", f"xformers is installed but unusable here ({exc}); PyTorch SDPA attention is used"
+    return "xformers", None
+
+
+def check_device(config: lora_trainer.TrainConfig, device: torch.device) -> None:
+    """What the optimizer and quantization settings need, checked before any long work."""
+    if config.qlora:
+        if device.type != "cuda":
+            raise ValueError(f"QLoRA (4-bit NF4 base) runs on a CUDA GPU only, not on {device.type}; "
+                             "turn qlora off, or use 8-bit AdamW and gradient checkpointing to save memory")
+        require_bitsandbytes("QLoRA")
+    if config.optimizer == "adamw8bit":
+        require_bitsandbytes("8-bit AdamW")
+
+
 def run(parts: sd15.SD15Parts, job: LoraJob, loras_dir: Path, run_dir: Path, device: torch.device | str = "cpu",
         base_model_hash: str = "unknown", progress: Progress | None = None,
         dataset: FolderDataset | None = None) -> JobResult:
     """Train a LoRA on ``dataset`` (by default the folder ``job.images``) and save it into ``loras_dir``;
     checkpoints live in ``run_dir``."""
+    device = torch.device(device)
+    check_device(job.train, device)
     safe_name(job.name, "LoRA name")
     lora_trainer.targeted_layers(parts.unet, job.train)
     if job.train.train_text_encoder:
@@ -115,7 +142,6 @@ def run(parts: sd15.SD15Parts, job: LoraJob, loras_dir: Path, run_dir: Path, dev
     check_writable(run_dir)
     prompts = [train_data.caption_for(i.caption, job.trigger, job.use_captions) for i in dataset.images]
     progress = progress or SilentProgress(len(dataset.images) + job.train.steps)
-    device = torch.device(device)
 
     parts.vae.to(device)
     parts.text_encoder.to(device)
@@ -131,8 +157,9 @@ def run(parts: sd15.SD15Parts, job: LoraJob, loras_dir: Path, run_dir: Path, dev
                             job.bucket_step, job.upscale_small, job.caption_dropout, job.train.seed, progress)
     parts.vae.to("cpu")  # latents are cached: the VAE (and the text encoder, unless it trains) leave the GPU
     parts.text_encoder.to(device if train_te else "cpu")
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(job.train.mixed_precision)
-    parts.unet.to(device, weight_dtype)  # frozen weights in the autocast dtype, as diffusers' scripts keep them
+    # frozen weights in the autocast dtype, as diffusers' scripts keep them (QLoRA quantizes them on the device)
+    parts.unet.to(device, lora_trainer.autocast_dtype(job.train))
+    attention, attention_warning = attention_backend(parts.unet, device)
     samples: list[Image.Image] = []
     sample_size = job.resolution
     prompts_to_sample = list(job.sample_prompts)
@@ -161,12 +188,12 @@ def run(parts: sd15.SD15Parts, job: LoraJob, loras_dir: Path, run_dir: Path, dev
         "ss_network_alpha": job.train.alpha, "ss_steps": result.step, "ss_resolution": job.resolution,
         "ss_num_train_images": len(dataset.images), "atelier_trigger": job.trigger,
         "atelier_use_captions": job.use_captions, "atelier_caption_dropout": job.caption_dropout,
-        "atelier_targets": job.train.targets, "atelier_train_config": asdict(job.train),
+        "atelier_targets": job.train.targets, "atelier_attention": attention, "atelier_train_config": asdict(job.train),
         "ss_training_comment": TRAINER_VERSION, "atelier_trainer_version": TRAINER_VERSION,
     }
     tensors = lora_file.kohya_state_dict(parts.unet, parts.text_encoder if train_te else None)
     path = lora_file.save_lora(loras_dir, job.name, tensors, metadata)
     plot = plots.loss_curve(result.losses)
     plot.save(run_dir / "loss.png")
-    return JobResult(path, result.losses, plot, samples, dataset.report().splitlines()[1:] + data.warnings,
-                     result.resumed_from)
+    warnings = dataset.report().splitlines()[1:] + data.warnings + ([attention_warning] if attention_warning else [])
+    return JobResult(path, result.losses, plot, samples, warnings, result.resumed_from)

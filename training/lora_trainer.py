@@ -1,8 +1,9 @@
 """LoRA fine-tuning of an SD 1.5 UNet (diffusers + peft) on cached latents.
 
 Noise-prediction MSE on the DDPM forward process (T = 1000, SD 1.5's scaled-linear betas), with
-optional min-SNR weighting and noise offset; AdamW or 8-bit AdamW; diffusers' LR schedulers;
-gradient accumulation and clipping; fp16 (loss-scaled) or bf16 autocast.
+optional min-SNR weighting and noise offset; AdamW or 8-bit AdamW; QLoRA (the frozen UNet's linear
+layers in 4-bit NF4); diffusers' LR schedulers; gradient accumulation and clipping; fp16 (loss-scaled)
+or bf16 autocast.
 
 Every random draw of step ``s`` (which latents, noise, timesteps, caption dropout, LoRA dropout)
 comes from generators seeded with ``derive_seed(seed, s, micro_step)``, so a run resumed from a
@@ -25,6 +26,7 @@ from ..core.augment import derive_seed
 from ..core.progress import Progress, SilentProgress
 from . import checkpoints
 from .data import TrainData
+from .quantize import quantize_linear_nf4, require_bitsandbytes
 
 TARGETS = {
     "attention": ["to_q", "to_k", "to_v", "to_out.0"],
@@ -65,6 +67,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     train_text_encoder: bool = False  # also a LoRA on the text encoder's attention (same rank and alpha)
     text_encoder_lr: float = 5e-5
+    qlora: bool = False  # the frozen UNet's linear layers in 4-bit NF4 with double quantization
 
     def __post_init__(self) -> None:
         checks = [
@@ -145,11 +148,7 @@ def _check_disk(run_dir: Path, params: list[nn.Parameter]) -> None:
 
 def _optimizer(groups: list[dict], config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "adamw8bit":
-        try:
-            import bitsandbytes as bnb
-        except ImportError as exc:
-            raise RuntimeError("8-bit AdamW needs bitsandbytes (pip install bitsandbytes) and a CUDA GPU") from exc
-        return bnb.optim.AdamW8bit(groups, lr=config.lr)
+        return require_bitsandbytes("8-bit AdamW").optim.AdamW8bit(groups, lr=config.lr, weight_decay=1e-2)
     return torch.optim.AdamW(groups, lr=config.lr, weight_decay=1e-2)
 
 
@@ -158,6 +157,10 @@ def _lr_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
 
     return get_scheduler(config.scheduler, optimizer, num_warmup_steps=config.warmup_steps,
                          num_training_steps=config.steps)
+
+
+def autocast_dtype(config: TrainConfig) -> torch.dtype | None:
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision)
 
 
 def _loss(unet: nn.Module, data: TrainData, config: TrainConfig, sched, step: int, micro: int,
@@ -176,7 +179,7 @@ def _loss(unet: nn.Module, data: TrainData, config: TrainConfig, sched, step: in
     t = torch.randint(0, sched.config.num_train_timesteps, (config.batch_size,), generator=gen)
     noisy = sched.add_noise(latents, noise, t.to(device))
     torch.manual_seed(derive_seed(config.seed, "dropout", step, micro))  # LoRA dropout
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision)
+    dtype = autocast_dtype(config)
     with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         if text_encoder is not None:  # the conditioning is token ids, encoded with the LoRA-carrying encoder
             cond = text_encoder(cond.to(device)).last_hidden_state
@@ -204,6 +207,8 @@ def train_lora(unet: nn.Module, data: TrainData, config: TrainConfig, run_dir: P
     if config.train_text_encoder and text_encoder is None:
         raise ValueError("train_text_encoder needs the text encoder")
     text_encoder = text_encoder if config.train_text_encoder else None
+    if config.qlora:
+        quantize_linear_nf4(unet, autocast_dtype(config) or torch.float32)
     params = add_lora(unet, config)
     groups = [{"params": params}]
     if text_encoder is not None:
