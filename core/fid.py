@@ -16,7 +16,6 @@ sub-folder per network, so scoring the same originals again costs nothing.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import warnings
 from collections.abc import Iterable, Sequence
@@ -29,6 +28,7 @@ from torch import nn
 
 from .image_files import ImageFolderError, list_images, load_image, open_image
 from .progress import Progress, SilentProgress
+from .state_dicts import mismatch, read_weights
 
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + FID_WEIGHTS_NAME
@@ -273,32 +273,17 @@ def load_fid_inception(locations: str | os.PathLike[str] | Iterable[str | os.Pat
     path = find_fid_weights(locations)
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
-    try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, refused globals, truncated zip: all mean "not this file"
-        raise ValueError(f"cannot read FID Inception weights {str(path)!r}: {exc}") from exc
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{str(path)!r} is not a state dict of tensors; expected pytorch-fid's {FID_WEIGHTS_NAME}")
+    state = read_weights(path, "FID Inception weights")
     model = FIDInceptionV3()
     expected = model.state_dict()
-    state = dict(state)
     for key in expected:  # files saved before BatchNorm counted batches lack these; eval never reads them
         if key.endswith(".num_batches_tracked") and key not in state:
             state[key] = torch.zeros((), dtype=torch.long)
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong_shape = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or wrong_shape:
-        def few(keys: list[str]) -> str:
-            return ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
-
-        problems = [f"{len(missing)} missing ({few(missing)})" if missing else "",
-                    f"{len(unexpected)} unexpected ({few(unexpected)})" if unexpected else "",
-                    f"{len(wrong_shape)} with another shape ({few(wrong_shape)})" if wrong_shape else ""]
+    problems = mismatch(expected, state)
+    if problems:
         raise ValueError(
-            f"{str(path)!r} is not the FID Inception weights file: keys " + "; ".join(p for p in problems if p)
-            + f". Use pytorch-fid's {FID_WEIGHTS_NAME} from {FID_WEIGHTS_URL} (torchvision's inception_v3 "
-            "weights are a different network)."
+            f"{str(path)!r} is not the FID Inception weights file: keys {problems}. Use pytorch-fid's "
+            f"{FID_WEIGHTS_NAME} from {FID_WEIGHTS_URL} (torchvision's inception_v3 weights are a different network)."
         )
     model.load_state_dict(state, strict=True)
     if digest != FID_WEIGHTS_SHA256:
@@ -391,7 +376,7 @@ def _read_cached(path: Path, digest: str, fingerprint: str) -> torch.Tensor | No
 
 
 def _write_cached(path: Path, value: torch.Tensor, digest: str, fingerprint: str) -> None:
-    from .lora_file import write_safetensors
+    from .state_dicts import write_safetensors
 
     try:
         write_safetensors(path, {"features": value.contiguous()},

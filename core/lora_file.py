@@ -8,15 +8,14 @@ ComfyUI silently drops.
 """
 from __future__ import annotations
 
-import json
-import os
 import re
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from .state_dicts import save_new_file
 
 UNET_PREFIX = "lora_unet_"
 TE_PREFIX = "lora_te_"
@@ -65,45 +64,9 @@ def kohya_state_dict(unet: nn.Module, text_encoder: nn.Module | None = None,
     return out
 
 
-def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Write beside ``path`` under a temporary name, then rename into place."""
-    from safetensors.torch import save_file
-
-    if not all(isinstance(v, str) for v in metadata.values()):
-        raise TypeError("safetensors metadata values must all be strings")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_lora(folder: Path, name: str, tensors: dict[str, torch.Tensor], metadata: dict[str, object]) -> Path:
-    """Write ``<name>.safetensors`` into ``folder`` (ComfyUI's ``loras``) under a safe name that never
-    replaces an existing file: ``name_2``, ``name_3``... when it is taken."""
-    from .output_paths import safe_name
-
-    stem = safe_name(name, "LoRA name")
-    folder.mkdir(parents=True, exist_ok=True)
-    number = 1
-    while True:
-        path = folder / (f"{stem}.safetensors" if number == 1 else f"{stem}_{number}.safetensors")
-        try:
-            with open(path, "x"):  # reserve the name; the rename below replaces this empty file
-                pass
-            break
-        except FileExistsError:
-            number += 1
-    try:
-        write_safetensors(path, tensors, metadata_strings(metadata))
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``<name>.safetensors`` into ``folder`` (ComfyUI's ``loras``), never replacing a file."""
+    return save_new_file(folder, name, tensors, metadata, "LoRA name")
 
 
 def read_lora(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -138,8 +101,3 @@ def merge_into(model: nn.Module, tensors: dict[str, torch.Tensor], to_key=unet_k
                 delta = up @ down
             module.weight += (scale * delta).to(module.weight.dtype)
     return len(stems)
-
-
-def metadata_strings(values: dict[str, object]) -> dict[str, str]:
-    """Metadata as safetensors wants it: every value a string (JSON for anything but str)."""
-    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from atelier.core import lora_file
+from atelier.core import lora_file, state_dicts
 from atelier.core.progress import Cancelled
 from atelier.training import lora_trainer as lt
 from atelier.training.data import Bucket, TrainData
@@ -61,7 +61,7 @@ def test_saved_file_loads_into_a_fresh_model_and_reproduces_it(tmp_path: Path) -
     lt.train_lora(unet, tiny_data(), config, tmp_path / "run")
     tensors = lora_file.kohya_state_dict(unet)
     path = tmp_path / "my.safetensors"
-    lora_file.write_safetensors(path, tensors, lora_file.metadata_strings({"ss_network_alpha": 2.0, "rank": 4}))
+    state_dicts.write_safetensors(path, tensors, state_dicts.metadata_strings({"ss_network_alpha": 2.0, "rank": 4}))
     loaded, metadata = lora_file.read_lora(path)
     assert metadata == {"ss_network_alpha": "2.0", "rank": "4"}
     alphas = {v.item() for k, v in loaded.items() if k.endswith(".alpha")}

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from atelier.core import lora_file, sd15
+from atelier.core import lora_file, sd15, state_dicts
 from atelier.training import data as td
 from atelier.training import lora_trainer as lt
 
@@ -68,7 +68,7 @@ def test_folder_to_lora_file_end_to_end(parts: sd15.SD15Parts, tmp_path: Path) -
     tensors = lora_file.kohya_state_dict(parts.unet)
     # 4 transformer blocks (down, mid, two up) x 8 projections (attn1, attn2: q, k, v, out) x 3 keys
     assert all(k.startswith("lora_unet_") for k in tensors) and len(tensors) == 4 * 8 * 3
-    lora_file.write_safetensors(tmp_path / "sks.safetensors", tensors, {"rank": "4"})
+    state_dicts.write_safetensors(tmp_path / "sks.safetensors", tensors, {"rank": "4"})
     assert (tmp_path / "sks.safetensors").stat().st_size > 0
 
 

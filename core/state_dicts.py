@@ -1,0 +1,88 @@
+"""Reading weight files safely and saying exactly how a state dict differs from what a network needs."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+def read_weights(path: Path, what: str) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors`` file, or of a ``.pth``/``.pt`` state dict read with ``weights_only``."""
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, refused globals, truncated files: all mean "not this file"
+        raise ValueError(f"cannot read {what} {str(path)!r}: {exc}") from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{str(path)!r} is not a state dict of tensors ({what})")
+    return dict(state)
+
+
+def mismatch(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str:
+    """'' when ``state`` has exactly the keys and shapes of ``expected``, else which keys are missing,
+    unexpected or of another shape (the first few of each)."""
+    def few(keys: list[str]) -> str:
+        return ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong_shape = [f"{k} {tuple(state[k].shape)} not {tuple(expected[k].shape)}" for k in expected
+                   if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    problems = [f"{len(missing)} missing ({few(missing)})" if missing else "",
+                f"{len(unexpected)} unexpected ({few(unexpected)})" if unexpected else "",
+                f"{len(wrong_shape)} with another shape ({few(wrong_shape)})" if wrong_shape else ""]
+    return "; ".join(p for p in problems if p)
+
+
+def metadata_strings(values: dict[str, object]) -> dict[str, str]:
+    """Metadata as safetensors wants it: every value a string (JSON for anything but str)."""
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
+
+
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write beside ``path`` under a temporary name, then rename into place."""
+    from safetensors.torch import save_file
+
+    if not all(isinstance(v, str) for v in metadata.values()):
+        raise TypeError("safetensors metadata values must all be strings")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_new_file(folder: Path, name: str, tensors: dict[str, torch.Tensor], metadata: dict[str, object],
+                  what: str = "name") -> Path:
+    """Write ``<name>.safetensors`` into ``folder`` under a safe name that never replaces an existing file
+    (``name_2``, ``name_3``... when it is taken)."""
+    from .output_paths import safe_name
+
+    stem = safe_name(name, what)
+    folder.mkdir(parents=True, exist_ok=True)
+    number = 1
+    while True:
+        path = folder / (f"{stem}.safetensors" if number == 1 else f"{stem}_{number}.safetensors")
+        try:
+            with open(path, "x"):  # reserve the name; the rename below replaces this empty file
+                pass
+            break
+        except FileExistsError:
+            number += 1
+    try:
+        write_safetensors(path, tensors, metadata_strings(metadata))
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
