@@ -12,6 +12,7 @@ from atelier.core import lora_file, state_dicts
 from atelier.core.progress import Cancelled
 from atelier.training import lora_trainer as lt
 from atelier.training.data import Bucket, TrainData
+from atelier.training.loop import TrainingDiverged
 
 DATA = Path(__file__).parent / "data"
 
@@ -185,7 +186,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> No
     config = lt.TrainConfig(rank=4, steps=4, checkpoint_every=1, batch_size=4)
     lt.train_lora(tiny_unet(), data, lt.TrainConfig(rank=4, steps=2, checkpoint_every=1, batch_size=4), tmp_path)
     data.buckets[0].latents[0, 0, 0, 0] = float("nan")
-    with pytest.raises(lt.TrainingDiverged, match=r"at step 3; .*last good checkpoint \(step 2\)"):
+    with pytest.raises(TrainingDiverged, match=r"at step 3; .*last good checkpoint \(step 2\)"):
         lt.train_lora(tiny_unet(), data, config, tmp_path)
     from atelier.training import checkpoints
 

@@ -26,6 +26,7 @@ from ..core.augment import derive_seed
 from ..core.progress import Progress, SilentProgress
 from . import checkpoints
 from .data import TrainData
+from .loop import check_finite, run_steps
 from .quantize import quantize_linear_nf4, require_bitsandbytes
 
 TARGETS = {
@@ -39,10 +40,6 @@ TEXT_ENCODER_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")  # CLIP's atte
 SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 OPTIMIZERS = ("adamw", "adamw8bit")
 PRECISIONS = ("no", "fp16", "bf16")
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 @dataclass(frozen=True)
@@ -237,51 +234,34 @@ def train_lora(unet: nn.Module, data: TrainData, config: TrainConfig, run_dir: P
         optimizer.load_state_dict(state["optimizer"])
         lr_scheduler.load_state_dict(state["lr_scheduler"])
         result = TrainResult(step=state["step"], losses=list(state["losses"]), resumed_from=state["step"])
-    saved_step = result.step
 
-    def save() -> None:
-        nonlocal saved_step
-        state = {"fingerprint": config.fingerprint(), "step": result.step, "losses": result.losses,
+    def save(step: int) -> None:
+        state = {"fingerprint": config.fingerprint(), "step": step, "losses": result.losses,
                  "lora": get_peft_model_state_dict(unet), "optimizer": optimizer.state_dict(),
                  "lr_scheduler": lr_scheduler.state_dict()}
         if text_encoder is not None:
             state["lora_te"] = get_peft_model_state_dict(text_encoder)
         checkpoints.save(checkpoint, state)
-        saved_step = result.step
 
-    progress = progress or SilentProgress(config.steps)
-    progress.advance(result.step)
-    try:
-        while result.step < config.steps:
-            progress.check_cancel()
-            optimizer.zero_grad(set_to_none=True)
-            total = 0.0
-            for micro in range(config.grad_accum):
-                loss = _loss(unet, data, config, sched, result.step, micro, text_encoder)
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"loss became {loss.item()} at step {result.step + 1}; stopped, and the last good checkpoint "
-                        f"(step {saved_step}) is kept in {checkpoint}. Lower the learning rate or use bf16/fp32.")
-                scaler.scale(loss / config.grad_accum).backward()
-                total += loss.item() / config.grad_accum
-            if config.max_grad_norm:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            lr_scheduler.step()
-            result.step += 1
-            result.losses.append(total)
-            progress.advance()
-            if result.step % config.checkpoint_every == 0 or result.step == config.steps:
-                save()
-            if on_step is not None:
-                on_step(result.step, total)
-    except TrainingDiverged:
-        raise
-    except BaseException:
-        # cancel (ours or ComfyUI's interrupt), Ctrl-C or a crash: keep every finished step
-        if result.step > saved_step:
-            save()
-        raise
+    def step(index: int) -> float:
+        optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for micro in range(config.grad_accum):
+            loss = _loss(unet, data, config, sched, index, micro, text_encoder)
+            check_finite(loss.item())
+            scaler.scale(loss / config.grad_accum).backward()
+            total += loss.item() / config.grad_accum
+        if config.max_grad_norm:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        lr_scheduler.step()
+        result.step = index + 1
+        result.losses.append(total)
+        return total
+
+    run_steps(result.step, config.steps, step, save, config.checkpoint_every,
+              progress or SilentProgress(config.steps), checkpoint, on_step,
+              "Lower the learning rate or use bf16/fp32.")
     return result

@@ -1,0 +1,179 @@
+"""Stylize pictures with an AdaIN model: any size, several weighted styles, masks, colour preservation.
+
+Pictures larger than ``tile`` on a side run in tiles. Encoding: each tile with ``overlap`` pixels of
+context on every side (tile origins on the 8-pixel pooling grid), keeping only its core, so the
+relu4_1 map of the whole picture is assembled exactly. The style transfer then runs on that whole
+map, so the statistics are those of the whole picture, never of a tile. Decoding: the same tiles
+with context, cross-faded over ``overlap / 2`` pixels around each seam. The decoder's output is
+a multiple of 8 (ceil pooling) and is cropped back to the input's size.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from . import color_preservation
+from .adain_model import MIN_SIDE, AdaINModel
+from .feature_transfer import METHODS, check_mask_count, region_weights, style_target, transfer
+from .progress import Progress, SilentProgress
+
+
+@dataclass(frozen=True)
+class StyleOptions:
+    alpha: float = 1.0  # 1: all style; 0: the decoder's reconstruction of the content
+    method: str = "adain"
+    preserve_color: str = "none"
+    tile: int = 1024  # pixels; larger pictures run in tiles of about this size
+    overlap: int = 64  # pixels of context around each tile (a multiple of 8); half of it is cross-faded
+
+    def __post_init__(self) -> None:
+        checks = [
+            (0.0 <= self.alpha <= 1.0, "alpha must lie in 0..1"),
+            (self.method in METHODS, f"method must be one of {METHODS}"),
+            (self.preserve_color in color_preservation.MODES,
+             f"preserve_color must be one of {color_preservation.MODES}"),
+            (self.tile >= 64 and self.tile % 8 == 0, "tile must be a multiple of 8, at least 64"),
+            (0 <= self.overlap <= self.tile and self.overlap % 8 == 0,
+             "overlap must be a multiple of 8 between 0 and the tile size"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+def check_pictures(images: torch.Tensor, what: str) -> None:
+    """``[B, H, W, 3]`` RGB of at least MIN_SIDE pixels a side, or a clear error."""
+    if images.dim() != 4:
+        raise ValueError(f"{what} must be an IMAGE batch [B, H, W, 3], not a tensor of shape {tuple(images.shape)}")
+    channels = images.shape[-1]
+    if channels != 3:
+        kind = {1: "greyscale", 2: "greyscale with alpha", 4: "RGBA"}.get(channels, f"{channels}-channel")
+        raise ValueError(f"{what} is {kind}; style transfer takes RGB pictures (convert it to RGB first, for "
+                         "example by loading it with Load Image, which drops alpha into a separate MASK)")
+    if images.shape[0] == 0:
+        raise ValueError(f"{what} holds no picture")
+    if min(images.shape[1:3]) < MIN_SIDE:
+        raise ValueError(f"{what} is {images.shape[2]}x{images.shape[1]} pixels; style transfer needs at least "
+                         f"{MIN_SIDE}x{MIN_SIDE}")
+
+
+def normalised_weights(weights: list[float] | None, styles: int) -> list[float]:
+    if weights is None or not weights:
+        return [1.0 / styles] * styles
+    if len(weights) != styles:
+        raise ValueError(f"{len(weights)} style weight(s) for {styles} style picture(s): give one weight per style")
+    if any(w < 0 or not math.isfinite(w) for w in weights) or sum(weights) <= 0:
+        raise ValueError(f"style weights must be non-negative with a positive sum, not {weights}")
+    return [w / sum(weights) for w in weights]
+
+
+def _spans(length: int, tile: int) -> list[tuple[int, int]]:
+    """About equal spans covering ``0..length``, at most ``tile`` long, starting on the 8-pixel grid."""
+    count = math.ceil(length / tile)
+    starts = [min(length, round(i * length / count / 8) * 8) for i in range(count)]
+    return list(zip(starts, [*starts[1:], length]))
+
+
+def encode(model: AdaINModel, image: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
+    """relu4_1 features (float32) of ``[1, 3, H, W]``, in tiles when a side exceeds ``tile``."""
+    height, width = image.shape[-2:]
+    if height <= tile and width <= tile:
+        return model.encode(image).float()
+    out = torch.empty(1, model.channels, math.ceil(height / 8), math.ceil(width / 8), device=image.device)
+    for y0, y1 in _spans(height, tile):
+        for x0, x1 in _spans(width, tile):
+            ys, xs = max(0, y0 - overlap), max(0, x0 - overlap)
+            piece = model.encode(image[..., ys:min(height, y1 + overlap), xs:min(width, x1 + overlap)]).float()
+            fy, fx, ny, nx = (y0 - ys) // 8, (x0 - xs) // 8, math.ceil((y1 - y0) / 8), math.ceil((x1 - x0) / 8)
+            out[..., y0 // 8:y0 // 8 + ny, x0 // 8:x0 // 8 + nx] = piece[..., fy:fy + ny, fx:fx + nx]
+    return out
+
+
+def _ramp(start: int, stop: int, core: tuple[int, int], length: int, blend: int, device: torch.device
+          ) -> torch.Tensor:
+    """Weights over ``start..stop`` rising across the seam before ``core`` and falling after it, so that
+    neighbouring tiles' weights add up to 1."""
+    p = torch.arange(start, stop, device=device, dtype=torch.float32) + 0.5
+    w = torch.ones_like(p)
+    if blend:
+        if core[0] > 0:
+            w = w * ((p - (core[0] - blend)) / (2 * blend)).clamp(0, 1)
+        if core[1] < length:
+            w = w * (((core[1] + blend) - p) / (2 * blend)).clamp(0, 1)
+    return w
+
+
+def decode(model: AdaINModel, features: torch.Tensor, size: tuple[int, int], tile: int, overlap: int
+           ) -> torch.Tensor:
+    """``[1, 3, H, W]`` pictures from relu4_1 features, in cross-faded tiles when a side exceeds ``tile``."""
+    height, width = size
+    if height <= tile and width <= tile:
+        return model.decode(features)[..., :height, :width].float()
+    fh, fw = features.shape[-2:]
+    canvas = torch.zeros(1, 3, height, width, device=features.device)
+    weight = torch.zeros(1, 1, height, width, device=features.device)
+    blend, margin = overlap // 2, overlap // 8
+    for y0, y1 in _spans(height, tile):
+        for x0, x1 in _spans(width, tile):
+            fys, fxs = max(0, y0 // 8 - margin), max(0, x0 // 8 - margin)
+            fye, fxe = min(fh, math.ceil(y1 / 8) + margin), min(fw, math.ceil(x1 / 8) + margin)
+            piece = model.decode(features[..., fys:fye, fxs:fxe]).float()
+            ky0, ky1 = max(0, y0 - blend), min(height, y1 + blend)
+            kx0, kx1 = max(0, x0 - blend), min(width, x1 + blend)
+            w = (_ramp(ky0, ky1, (y0, y1), height, blend, canvas.device)[:, None]
+                 * _ramp(kx0, kx1, (x0, x1), width, blend, canvas.device)[None, :])
+            crop = piece[..., ky0 - 8 * fys:ky1 - 8 * fys, kx0 - 8 * fxs:kx1 - 8 * fxs]
+            canvas[..., ky0:ky1, kx0:kx1] += crop * w
+            weight[..., ky0:ky1, kx0:kx1] += w
+    return canvas / weight
+
+
+def _planar(image: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return image.permute(2, 0, 1)[None].to(device, torch.float32)
+
+
+def stylize(model: AdaINModel, content: torch.Tensor, styles: list[torch.Tensor], options: StyleOptions,
+            style_weights: list[float] | None = None, masks: torch.Tensor | None = None,
+            device: torch.device | str = "cpu", progress: Progress | None = None) -> torch.Tensor:
+    """``content`` (``[B, H, W, 3]`` 0..1) in the style of ``styles`` (each ``[h, w, 3]``, any size), mixed by
+    ``style_weights`` or placed by ``masks`` (``[M, H, W]``, see feature_transfer.region_weights)."""
+    check_pictures(content, "content")
+    if not styles:
+        raise ValueError("no style picture")
+    for i, style in enumerate(styles):
+        check_pictures(style[None], f"style {i + 1}")
+    weights = normalised_weights(style_weights, len(styles))
+    if masks is not None:
+        masks = masks[None] if masks.dim() == 2 else masks
+        if tuple(masks.shape[-2:]) != tuple(content.shape[1:3]):
+            raise ValueError(f"the mask is {masks.shape[-1]}x{masks.shape[-2]} but the content is "
+                             f"{content.shape[2]}x{content.shape[1]}: they must be the same size")
+        check_mask_count(masks.shape[0], len(styles))
+    device = torch.device(device)
+    progress = progress or SilentProgress(content.shape[0])
+    height, width = content.shape[1:3]
+    results = []
+    targets = None
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+        for b in range(content.shape[0]):
+            progress.check_cancel()
+            image = content[b].float()
+            if targets is None or options.preserve_color == "match_style_colors":
+                pictures = [color_preservation.match_colors(s.float(), image)
+                            if options.preserve_color == "match_style_colors" else s.float() for s in styles]
+                targets = [style_target(encode(model, _planar(p, device), options.tile, options.overlap),
+                                        options.method) for p in pictures]
+            features = encode(model, _planar(image, device), options.tile, options.overlap)
+            regions = None if masks is None else region_weights(masks.to(device), len(styles), weights,
+                                                                tuple(features.shape[-2:]))
+            moved = transfer(features, targets, options.method, weights, regions)
+            blended = options.alpha * moved + (1 - options.alpha) * features if options.alpha < 1 else moved
+            out = decode(model, blended, (height, width), options.tile, options.overlap)[0].permute(1, 2, 0)
+            out = out.float().clamp(0, 1)
+            if options.preserve_color == "luminance_only":
+                out = color_preservation.luminance_only(out, image.to(out.device))
+            results.append(out.cpu())
+            progress.advance()
+    return torch.stack(results)
