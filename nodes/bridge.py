@@ -98,6 +98,15 @@ def model_folders(key: str) -> list[Path]:
     return [_models_dir() / "atelier" / key.removeprefix("atelier_")]
 
 
+def model_files(key: str) -> list[str]:
+    """Names of the files in the folders of ``key`` (ComfyUI's own list inside ComfyUI), for a dropdown."""
+    fp = _folder_paths()
+    if fp is not None:
+        return list(fp.get_filename_list(key))
+    names = {p.name for folder in model_folders(key) if folder.is_dir() for p in folder.iterdir() if p.is_file()}
+    return sorted(names)
+
+
 class ComfyProgress:
     """ComfyUI's progress bar on the running node, and its cancel button."""
 

@@ -1,0 +1,287 @@
+"""Nodes of the style-transfer part: load an AdaIN model, stylize, make style-augmented datasets, train a decoder."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..core import adain_model, plots
+from ..core.color_preservation import MODES as COLOR_MODES
+from ..core.feature_transfer import METHODS
+from ..core.folder_dataset import load_folder
+from ..core.image_files import ImageFolderError, load_image
+from ..core.output_paths import safe_name, safe_subfolder
+from ..core.stylize import StyleOptions
+from . import bridge
+from .augmentation import DATASET, DatasetInfo, _float, _int
+
+CATEGORY = "Atelier/Style"
+ADAIN = "ATELIER_ADAIN"
+ADAIN_KIND = "adain"
+RUNS_SUBFOLDER = "atelier/adain_runs"
+NEW_DECODER = "(new decoder)"
+
+
+def adain_key() -> str:
+    return bridge.register_model_folder(ADAIN_KIND, {".pth", ".pt", ".safetensors"})
+
+
+def _weights_path(name: str, what: str) -> Any:
+    return adain_model.find_weights(name, bridge.model_folders(adain_key()), what)
+
+
+def _choices(default: str) -> list[str]:
+    files = bridge.model_files(adain_key())
+    return files if default in files else [default, *files]
+
+
+STYLE_INPUTS: dict[str, tuple[Any, ...]] = {
+    "alpha": _float(1.0, 0.0, 1.0, "Style strength: 1 all style, 0 the decoder's reconstruction of the content."),
+    "method": (list(METHODS), {"default": "adain", "tooltip": "adain: match each feature channel's mean and std; "
+                               "efdm: match the whole distribution (more faithful style, same cost)."}),
+    "preserve_color": (list(COLOR_MODES), {"default": "none", "tooltip": "match_style_colors: give the style picture "
+                       "the content's colour mean and covariance first; luminance_only: keep the content's colours "
+                       "and take only the stylized luminance."}),
+    "tile": _int(1024, 64, 8192, "Pictures larger than this (pixels) run in tiles, so huge pictures fit in GPU "
+                 "memory; statistics still come from the whole picture.", 8),
+    "overlap": _int(64, 0, 512, "Context around each tile (pixels, multiple of 8); 64 and above give results "
+                    "equal to untiled ones, half of it is cross-faded.", 8),
+}
+
+
+def _options(alpha: float, method: str, preserve_color: str, tile: int, overlap: int) -> StyleOptions:
+    return StyleOptions(alpha=alpha, method=method, preserve_color=preserve_color, tile=tile, overlap=overlap)
+
+
+def parse_weights(text: str) -> list[float] | None:
+    """'0.7, 0.3' -> [0.7, 0.3]; empty -> None (equal weights)."""
+    parts = [p for p in text.replace(";", ",").split(",") if p.strip()]
+    if not parts:
+        return None
+    try:
+        return [float(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"style_weights must be numbers separated by commas, like '0.7, 0.3'; got {text!r}") from None
+
+
+class AtelierLoadAdaIN:
+    DESCRIPTION = ("Load an AdaIN style-transfer model from models/atelier/adain: the normalised VGG-19 encoder "
+                   "(vgg_normalised.pth) and a decoder (decoder.pth, or one trained by Atelier Train AdaIN Decoder).")
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (ADAIN,)
+    RETURN_NAMES = ("adain_model",)
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "encoder": (_choices(adain_model.ENCODER_FILE), {"default": adain_model.ENCODER_FILE,
+                        "tooltip": "The normalised VGG-19 weights in models/atelier/adain."}),
+            "decoder": (_choices(adain_model.DECODER_FILE), {"default": adain_model.DECODER_FILE,
+                        "tooltip": "The decoder weights in models/atelier/adain."}),
+        }}
+
+    def load(self, encoder: str, decoder: str) -> tuple[adain_model.AdaINModel]:
+        return (adain_model.load_model(_weights_path(encoder, "encoder file"), _weights_path(decoder, "decoder file")),)
+
+
+class AtelierStylize:
+    DESCRIPTION = ("Arbitrary style transfer (AdaIN or EFDM) of every content picture: one style, several styles "
+                   "mixed by weights (batch them), or placed by masks. Any size; large pictures run in tiles.")
+    CATEGORY = CATEGORY
+    FUNCTION = "run"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("images",)
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "adain_model": (ADAIN, {"tooltip": "From Atelier Load AdaIN Model."}),
+                "content": ("IMAGE", {"tooltip": "Pictures to stylize; each keeps its size."}),
+                "style": ("IMAGE", {"tooltip": "Style picture, or a batch of several styles (Batch Images)."}),
+                **STYLE_INPUTS,
+                "style_weights": ("STRING", {"default": "", "tooltip": "One weight per style picture, like '0.7, "
+                                  "0.3' (normalised to sum 1); empty: equal weights."}),
+            },
+            "optional": {
+                "mask": ("MASK", {"tooltip": "Where each style goes, at the content's size: one mask per style, or "
+                                  "one fewer (the last style takes the rest; with two styles: style 1 inside the "
+                                  "mask, style 2 outside)."}),
+            },
+        }
+
+    def run(self, adain_model: adain_model.AdaINModel, content: torch.Tensor, style: torch.Tensor, alpha: float,
+            method: str, preserve_color: str, tile: int, overlap: int, style_weights: str,
+            mask: torch.Tensor | None = None) -> tuple[torch.Tensor]:
+        from ..core.stylize import stylize
+
+        options = _options(alpha, method, preserve_color, tile, overlap)
+        device = bridge.compute_device()
+        try:
+            out = stylize(adain_model.to(device), content, list(style), options, parse_weights(style_weights), mask,
+                          device, bridge.progress(content.shape[0], "stylizing"))
+        finally:
+            adain_model.to("cpu")
+        return (out,)
+
+
+def _style_pictures(style_folder: str, styles: torch.Tensor | None) -> list[Any]:
+    from ..core.style_augment import StylePicture
+
+    if styles is not None:
+        return [StylePicture(styles[i], f"style_{i + 1:02d}", f"styles[{i}]") for i in range(styles.shape[0])]
+    if not style_folder.strip():
+        raise ValueError("give a style_folder or wire style pictures into 'styles'")
+    try:
+        loaded = load_folder(bridge.resolve_input_folder(style_folder))
+    except ImageFolderError as exc:
+        raise ValueError(str(exc)) from exc
+    return [StylePicture(item.image, item.stem, str(item.path)) for item in loaded.images]
+
+
+class AtelierStyleAugment:
+    DESCRIPTION = ("Virtual training pictures: every original crossed with every style picture (or a seeded sample "
+                   "of the pairs), written with caption sidecars and a manifest.jsonl into a new version folder "
+                   "(v001, v002, ...) that Atelier Train LoRA can take.")
+    CATEGORY = CATEGORY
+    FUNCTION = "run"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("IMAGE", "STRING", "INT")
+    RETURN_NAMES = ("preview", "folder", "files")
+    OUTPUT_TOOLTIPS = ("The first original's stylized copies.", "The version folder written.",
+                       "How many images were written.")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "adain_model": (ADAIN, {"tooltip": "From Atelier Load AdaIN Model."}),
+                "images": ("IMAGE", {"tooltip": "The originals."}),
+                "style_folder": ("STRING", {"default": "atelier/styles", "tooltip": "Folder of style pictures "
+                                 "(absolute, or inside ComfyUI's input folder); ignored when 'styles' is wired."}),
+                "subfolder": ("STRING", {"default": "atelier/styled", "tooltip": "Inside ComfyUI's output folder; "
+                              "each run adds a new vNNN folder here."}),
+                "pairs": _int(0, 0, 100_000, "How many (original, style) pairs to draw at random; 0: all of them."),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": True,
+                                 "tooltip": "Seed of the pair draw."}),
+                "include_original": ("BOOLEAN", {"default": True, "tooltip": "Also write each original."}),
+                **STYLE_INPUTS,
+            },
+            "optional": {
+                "dataset": (DATASET, {"tooltip": "Names and captions from Load Image Folder; without it files are "
+                                      "named image_0001... and have no captions."}),
+                "styles": ("IMAGE", {"tooltip": "Style pictures as a batch, instead of style_folder."}),
+            },
+        }
+
+    def run(self, adain_model: adain_model.AdaINModel, images: torch.Tensor, style_folder: str, subfolder: str,
+            pairs: int, seed: int, include_original: bool, alpha: float, method: str, preserve_color: str,
+            tile: int, overlap: int, dataset: DatasetInfo | None = None,
+            styles: torch.Tensor | None = None) -> tuple[Any, ...]:
+        from ..core.multiply import Original
+        from ..core.style_augment import style_augment
+
+        options = _options(alpha, method, preserve_color, tile, overlap)
+        if dataset is not None and len(dataset.stems) != images.shape[0]:
+            raise ValueError(f"dataset names {len(dataset.stems)} pictures but the batch has {images.shape[0]}")
+        width = max(4, len(str(images.shape[0])))
+        info = dataset or DatasetInfo([f"image_{i + 1:0{width}d}" for i in range(images.shape[0])],
+                                      [None] * images.shape[0], [f"batch[{i}]" for i in range(images.shape[0])])
+        originals = [Original(images[i], info.stems[i], info.captions[i], info.sources[i])
+                     for i in range(images.shape[0])]
+        pictures = _style_pictures(style_folder, styles)
+        parent = safe_subfolder(bridge.output_directory(), subfolder)
+        device = bridge.compute_device()
+        try:
+            written = style_augment(adain_model.to(device), originals, pictures, parent, options, pairs, seed,
+                                    include_original, device, bridge.progress(len(originals) * len(pictures),
+                                                                              "style augmentation"))
+        finally:
+            adain_model.to("cpu")
+        first = [f for f, r in zip(written.files, written.records) if r["stem"] == written.records[0]["stem"]]
+        preview = torch.stack([load_image(f) for f in first[:8]]) if first else images[:1]
+        return preview, str(written.folder), len(written.files)
+
+
+class AtelierTrainAdaINDecoder:
+    DESCRIPTION = ("Train an AdaIN decoder from scratch, or fine-tune one, on a content folder and a style folder "
+                   "(content loss + style_weight x style loss; Adam with inverse decay; random crops). Resumes "
+                   "after a cancel when queued again; saves safetensors into models/atelier/adain.")
+    CATEGORY = CATEGORY
+    FUNCTION = "train"
+    OUTPUT_NODE = True
+    RETURN_TYPES = (ADAIN, "STRING", "IMAGE")
+    RETURN_NAMES = ("adain_model", "decoder_path", "loss_curve")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        from ..training.adain_decoder import DecoderConfig
+
+        d = DecoderConfig()
+        return {
+            "required": {
+                "encoder": (_choices(adain_model.ENCODER_FILE), {"default": adain_model.ENCODER_FILE,
+                            "tooltip": "The normalised VGG-19 weights in models/atelier/adain (frozen)."}),
+                "init_decoder": ([NEW_DECODER, *bridge.model_files(adain_key())], {"default": NEW_DECODER,
+                                 "tooltip": "Start from scratch, or fine-tune this decoder."}),
+                "content_folder": ("STRING", {"default": "atelier/content", "tooltip": "Folder of content pictures "
+                                   "(absolute, or inside ComfyUI's input folder)."}),
+                "style_folder": ("STRING", {"default": "atelier/styles", "tooltip": "Folder of style pictures."}),
+                "name": ("STRING", {"default": "atelier_decoder", "tooltip": "File name of the trained decoder."}),
+                "steps": _int(d.steps, 1, 1_000_000, "Optimizer steps."),
+                "batch_size": _int(d.batch_size, 1, 64, "Content/style pairs per step."),
+                "learning_rate": _float(d.lr, 1e-7, 1.0, "Adam learning rate.", 1e-5),
+                "lr_decay": _float(d.lr_decay, 0.0, 1.0, "Inverse decay: lr / (1 + lr_decay x step).", 1e-5),
+                "style_weight": _float(d.style_weight, 0.0, 1000.0, "Lambda: weight of the style loss.", 0.5),
+                "resize_to": _int(d.resize_to, 16, 4096, "Pictures are resized to this on the shorter side.", 8),
+                "crop": _int(d.crop, 16, 4096, "Random square crops of this size are trained on.", 8),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": True,
+                                 "tooltip": "Seeds the picture and crop draws."}),
+                "checkpoint_every": _int(d.checkpoint_every, 1, 1_000_000, "Steps between resumable checkpoints."),
+                "preview_every": _int(500, 0, 1_000_000, "Show content, style and result every N steps; 0: never."),
+            },
+        }
+
+    def train(self, encoder: str, init_decoder: str, content_folder: str, style_folder: str, name: str, steps: int,
+              batch_size: int, learning_rate: float, lr_decay: float, style_weight: float, resize_to: int, crop: int,
+              seed: int, checkpoint_every: int, preview_every: int) -> tuple[Any, ...]:
+        from ..training import adain_decoder
+
+        config = adain_decoder.DecoderConfig(steps, batch_size, learning_rate, lr_decay, style_weight, resize_to,
+                                             crop, seed, checkpoint_every)
+        stem = safe_name(name, "decoder name")
+        init = None if init_decoder == NEW_DECODER else _weights_path(init_decoder, "decoder file")
+        model = adain_model.load_model(_weights_path(encoder, "encoder file"), init)
+        content = bridge.resolve_input_folder(content_folder)
+        style = bridge.resolve_input_folder(style_folder)
+        run_dir = bridge.output_directory() / RUNS_SUBFOLDER / adain_decoder.run_name(
+            stem, config, model, content, style)
+        with bridge.training_mode():
+            result = adain_decoder.train_decoder(model, content, style, config, run_dir, bridge.compute_device(),
+                                                 bridge.progress(steps, "training decoder"), preview_every)
+        model.to("cpu")
+        path = adain_decoder.save_trained(model, result, config, adain_model_folder(), stem,
+                                          init_decoder if init else "scratch")
+        plot = adain_decoder.loss_plot(result, config)
+        plot.save(run_dir / "loss.png")
+        return model, str(path), plots.to_image_tensor(plot)
+
+
+def adain_model_folder() -> Any:
+    """Where trained decoders go: the first models/atelier/adain folder."""
+    return bridge.model_folders(adain_key())[0]
+
+
+NODE_CLASS_MAPPINGS = {
+    "AtelierLoadAdaIN": AtelierLoadAdaIN,
+    "AtelierStylize": AtelierStylize,
+    "AtelierStyleAugment": AtelierStyleAugment,
+    "AtelierTrainAdaINDecoder": AtelierTrainAdaINDecoder,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "AtelierLoadAdaIN": "Atelier Load AdaIN Model",
+    "AtelierStylize": "Atelier Stylize (AdaIN)",
+    "AtelierStyleAugment": "Atelier Style Augmentation",
+    "AtelierTrainAdaINDecoder": "Atelier Train AdaIN Decoder",
+}
