@@ -20,8 +20,8 @@ METHODS = ("adain", "efdm")
 
 
 def mean_std(features: torch.Tensor, weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std of ``[B, C, h, w]`` as ``[B, C, 1, 1]``: unbiased over the whole map (as the
-    reference AdaIN), or over a region given by ``weight`` (``[h, w]``, non-negative)."""
+    """Per-channel mean and std of ``[B, C, h, w]`` as ``[B, C, 1, 1]``, unbiased as the reference AdaIN takes
+    them, over the whole map or over a region given by ``weight`` (``[h, w]``, non-negative)."""
     x = features.float().flatten(2)
     if weight is None:
         mean, var = x.mean(-1), x.var(-1)
@@ -29,7 +29,7 @@ def mean_std(features: torch.Tensor, weight: torch.Tensor | None = None) -> tupl
         w = weight.float().flatten().to(x.device)
         total = w.sum().clamp_min(1e-8)
         mean = (x * w).sum(-1) / total
-        var = ((x - mean.unsqueeze(-1)).pow(2) * w).sum(-1) / total
+        var = ((x - mean.unsqueeze(-1)).pow(2) * w).sum(-1) / (total - 1).clamp_min(1e-8)  # unbiased for 0/1 masks
     return mean[..., None, None], (var + EPS).sqrt()[..., None, None]
 
 

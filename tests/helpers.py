@@ -164,3 +164,39 @@ def to_ldm_checkpoint(parts) -> dict[str, torch.Tensor]:
             for k, v in parts.text_encoder.state_dict().items() if not k.endswith("position_ids")}
     return {**_unet_to_ldm(parts.unet), **_vae_to_ldm(parts.vae),
             **{"cond_stage_model.transformer." + k: v.clone() for k, v in text.items()}}
+
+
+def tiny_adain_state_dicts(base: int = 4, seed: int = 0) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Random AdaIN weights in the public files' layout: the whole normalised VGG-19 (to relu5_4, indices 0..51,
+    as vgg_normalised.pth holds it) and the decoder (indices 1..28, as decoder.pth), ``base`` channels wide.
+
+    The first 1x1 convolution is VGG's own normalisation (RGB 0..1 to mean-free BGR 0..255) and the rest is
+    He-initialised, so features have the scale trained VGG features have.
+    """
+    from atelier.core.adain_model import build_decoder, build_encoder
+
+    torch.manual_seed(seed)
+    encoder, decoder = build_encoder(base), build_decoder(base)
+    with torch.no_grad():
+        encoder[0].weight.copy_(torch.eye(3).flip(0)[:, :, None, None] * 255)
+        encoder[0].bias.copy_(-torch.tensor([103.939, 116.779, 123.68]))
+    for net in (encoder, decoder):
+        for layer in net:
+            if isinstance(layer, torch.nn.Conv2d) and layer.kernel_size == (3, 3):
+                torch.nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+                torch.nn.init.uniform_(layer.bias, -0.05, 0.05)
+    vgg = dict(encoder.state_dict())
+    deep = base * 8
+    for index in (31, 34, 37, 41, 44, 47, 50):  # the public file's layers past relu4_1 (conv indices + 1)
+        vgg[f"{index + 1}.weight"] = torch.randn(deep, deep, 3, 3) * 0.01
+        vgg[f"{index + 1}.bias"] = torch.zeros(deep)
+    return vgg, dict(decoder.state_dict())
+
+
+def tiny_adain_files(folder: Path, base: int = 4, seed: int = 0) -> tuple[Path, Path]:
+    """``vgg_normalised.pth`` and ``decoder.pth`` as the public release saves them (plain torch.save)."""
+    vgg, decoder = tiny_adain_state_dicts(base, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(vgg, folder / "vgg_normalised.pth")
+    torch.save(decoder, folder / "decoder.pth")
+    return folder / "vgg_normalised.pth", folder / "decoder.pth"
