@@ -140,12 +140,16 @@ def load_decoder(path: Path) -> nn.Sequential:
     return _checked(path, build_decoder(base), state, "decoder (the encoder's mirror)")
 
 
-def load_model(encoder_path: Path, decoder_path: Path | None = None) -> AdaINModel:
-    """Encoder and decoder from their files; without a decoder file, a freshly initialised decoder (to train)."""
+def load_model(encoder_path: Path, decoder_path: Path | None = None, seed: int = 0) -> AdaINModel:
+    """Encoder and decoder from their files; without a decoder file, a new decoder initialised from ``seed``
+    (to train from scratch)."""
     encoder = load_encoder(encoder_path)
     base = encoder[2].out_channels
     if decoder_path is None:
-        return AdaINModel(encoder, build_decoder(base), _sha256(encoder_path), "new")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            decoder = build_decoder(base)
+        return AdaINModel(encoder, decoder, _sha256(encoder_path), f"new (seed {seed})")
     decoder = load_decoder(decoder_path)
     if decoder[1].in_channels != encoder[-2].out_channels:
         raise ValueError(f"decoder {str(decoder_path)!r} takes {decoder[1].in_channels}-channel features but the "

@@ -252,7 +252,7 @@ class AtelierTrainAdaINDecoder:
                                              crop, seed, checkpoint_every)
         stem = safe_name(name, "decoder name")
         init = None if init_decoder == NEW_DECODER else _weights_path(init_decoder, "decoder file")
-        model = adain_model.load_model(_weights_path(encoder, "encoder file"), init)
+        model = adain_model.load_model(_weights_path(encoder, "encoder file"), init, seed)
         content = bridge.resolve_input_folder(content_folder)
         style = bridge.resolve_input_folder(style_folder)
         run_dir = bridge.output_directory() / RUNS_SUBFOLDER / adain_decoder.run_name(
