@@ -1,0 +1,114 @@
+"""The style nodes as ComfyUI calls them, with tiny AdaIN files in models/atelier/adain."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from atelier.core.folder_dataset import load_folder
+from atelier.nodes.augmentation import DatasetInfo
+from atelier.nodes.style import (
+    AtelierLoadAdaIN,
+    AtelierStyleAugment,
+    AtelierStylize,
+    AtelierTrainAdaINDecoder,
+    parse_weights,
+)
+
+from helpers import SAMPLES, as_batch, node_defaults, photo, tiny_adain_files
+
+
+@pytest.fixture
+def models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, output_dir: Path) -> Path:
+    monkeypatch.setenv("ATELIER_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("ATELIER_INPUT_DIR", str(tmp_path / "input"))
+    folder = tmp_path / "models" / "atelier" / "adain"
+    tiny_adain_files(folder)
+    styles = tmp_path / "input" / "atelier" / "styles"
+    styles.mkdir(parents=True)
+    for name in ("coffee.webp", "rocket.png"):
+        shutil.copy(SAMPLES / name, styles / name)
+    return folder
+
+
+def _load():
+    return AtelierLoadAdaIN().load("vgg_normalised.pth", "decoder.pth")[0]
+
+
+def test_the_loader_lists_the_folder_and_names_a_missing_file(models: Path) -> None:
+    choices = AtelierLoadAdaIN.INPUT_TYPES()["required"]["decoder"][0]
+    assert "decoder.pth" in choices and "vgg_normalised.pth" in choices
+    assert _load().channels == 32
+    with pytest.raises(FileNotFoundError, match=r"'other\.pth' is not in .*atelier/adain"):
+        AtelierLoadAdaIN().load("vgg_normalised.pth", "other.pth")
+
+
+def test_stylize_two_styles_with_a_mask(models: Path) -> None:
+    content = as_batch(photo("chelsea.jpg", (70, 50)), photo("astronaut.tif", (70, 50)))
+    styles = as_batch(photo("coffee.webp", (48, 48)), photo("rocket.png", (48, 48)))
+    mask = torch.zeros(1, 50, 70)
+    mask[:, :, :35] = 1
+    node = AtelierStylize()
+    values = node_defaults(AtelierStylize)
+    (out,) = node.run(_load(), content, styles, **{**values, "style_weights": "1, 3"}, mask=mask)
+    assert out.shape == content.shape and out.dtype == torch.float32
+    (single,) = node.run(_load(), content, styles[:1], **values)
+    assert not torch.allclose(out, single)
+    with pytest.raises(ValueError, match="numbers separated by commas"):
+        node.run(_load(), content, styles, **{**values, "style_weights": "a lot"})
+    assert parse_weights(" 0.7; 0.3 ") == [0.7, 0.3] and parse_weights("") is None
+
+
+def test_style_augmentation_writes_a_dataset_the_lora_trainer_reads(models: Path, output_dir: Path) -> None:
+    images = as_batch(photo("chelsea.jpg", (64, 48)), photo("astronaut.tif", (64, 48)))
+    info = DatasetInfo(["cat", "astronaut"], ["a cat", None], ["cat.jpg", "astronaut.tif"])
+    values = node_defaults(AtelierStyleAugment, subfolder="atelier/styled")
+    preview, folder, files = AtelierStyleAugment().run(_load(), images, **values, dataset=info)
+    folder = Path(folder)
+    assert folder == output_dir / "atelier" / "styled" / "v001" and files == 2 + 2 * 2
+    names = sorted(p.name for p in folder.glob("*.png"))
+    assert names == ["astronaut.png", "astronaut__style_coffee.png", "astronaut__style_rocket.png", "cat.png",
+                     "cat__style_coffee.png", "cat__style_rocket.png"]
+    assert (folder / "cat__style_rocket.txt").read_text(encoding="utf-8") == "a cat\n"
+    assert not (folder / "astronaut__style_coffee.txt").exists()
+    records = [json.loads(line) for line in (folder / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+    styled = [r for r in records if r["variant"].startswith("style_")]
+    assert {r["parameters"]["style"] for r in styled} == {"coffee", "rocket"}
+    assert all(r["parameters"]["alpha"] == 1.0 and r["parameters"]["method"] == "adain" for r in styled)
+    assert preview.shape == (3, 48, 64, 3)  # the first original and its two stylized copies
+    assert len(load_folder(folder).images) == 6  # what Atelier Train LoRA reads
+    # a seeded sample of the pairs, into the next version
+    _, again, count = AtelierStyleAugment().run(_load(), images, **{**values, "pairs": 3, "seed": 5,
+                                                                   "include_original": False}, dataset=info)
+    assert Path(again).name == "v002" and count == 3
+
+
+def test_style_augmentation_needs_styles(models: Path) -> None:
+    images = as_batch(photo("chelsea.jpg", (64, 48)))
+    values = node_defaults(AtelierStyleAugment, style_folder="missing")
+    with pytest.raises(ValueError, match="does not exist"):
+        AtelierStyleAugment().run(_load(), images, **values)
+    with pytest.raises(ValueError, match="RGBA"):
+        AtelierStyleAugment().run(_load(), images, **node_defaults(AtelierStyleAugment),
+                                  styles=torch.rand(1, 32, 32, 4))
+
+
+def test_train_decoder_saves_into_the_adain_folder_and_resumes(models: Path, output_dir: Path) -> None:
+    values = node_defaults(AtelierTrainAdaINDecoder, content_folder=str(SAMPLES), steps=3, batch_size=2,
+                           resize_to=48, crop=32, checkpoint_every=2, preview_every=2, name="my style")
+    model, path, curve = AtelierTrainAdaINDecoder().train(**values)
+    assert Path(path) == models / "my_style.safetensors" and curve.shape[-1] == 3
+    runs = list((output_dir / "atelier" / "adain_runs").iterdir())
+    assert len(runs) == 1 and (runs[0] / "loss.png").exists()
+    assert "my_style.safetensors" in AtelierLoadAdaIN.INPUT_TYPES()["required"]["decoder"][0]
+    loaded = AtelierLoadAdaIN().load("vgg_normalised.pth", "my_style.safetensors")[0]
+    x = torch.randn(1, 32, 4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.decode(x), model.decode(x))
+    _, second, _ = AtelierTrainAdaINDecoder().train(**values)  # queued again: the finished run is reused
+    assert Path(second).name == "my_style_2.safetensors" and len(list(runs[0].parent.iterdir())) == 1
+    with pytest.raises(ValueError, match="holds no image|does not exist"):
+        AtelierTrainAdaINDecoder().train(**{**values, "style_folder": "nowhere"})
