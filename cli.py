@@ -3,6 +3,8 @@
     python atelier_cli.py multiply FOLDER --output OUT [--variants ...] [--random N --seed S]
     python atelier_cli.py convert FOLDER --output OUT      # png copies ("tif to png")
     python atelier_cli.py train FOLDER --model SD15_CHECKPOINT_OR_FOLDER --loras LORAS --run RUN [options]
+    python atelier_cli.py style FOLDER --styles STYLE_FOLDER --encoder VGG --decoder DECODER --output OUT
+    python atelier_cli.py train-decoder CONTENT STYLES --encoder VGG --out-dir ADAIN_FOLDER --run RUN [options]
 """
 from __future__ import annotations
 
@@ -61,7 +63,98 @@ def _parser() -> argparse.ArgumentParser:
     _add_loading(c)
     c.set_defaults(subfolder="atelier/png")
     _add_train(sub)
+    _add_style(sub)
+    _add_train_decoder(sub)
     return parser
+
+
+def _add_style(sub: argparse._SubParsersAction) -> None:
+    from .core.color_preservation import MODES
+    from .core.feature_transfer import METHODS
+    from .core.stylize import StyleOptions
+
+    d = StyleOptions()
+    s = sub.add_parser("style", help="style augmentation: every original crossed with every style picture")
+    s.add_argument("folder", help="folder of originals (with optional <stem>.txt captions)")
+    s.add_argument("--styles", required=True, help="folder of style pictures")
+    s.add_argument("--encoder", required=True, help="vgg_normalised.pth (or an Atelier safetensors encoder)")
+    s.add_argument("--decoder", required=True, help="decoder.pth or a decoder trained by train-decoder")
+    s.add_argument("--output", default="output", help="output root folder (default: ./output)")
+    s.add_argument("--subfolder", default="atelier/styled", help="inside the output root; gets vNNN folders")
+    s.add_argument("--pairs", type=int, default=0, help="random (original, style) pairs to make; 0: all")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--no-original", action="store_true", help="do not write the originals themselves")
+    s.add_argument("--alpha", type=float, default=d.alpha)
+    s.add_argument("--method", choices=METHODS, default=d.method)
+    s.add_argument("--preserve-color", choices=MODES, default=d.preserve_color)
+    s.add_argument("--tile", type=int, default=d.tile)
+    s.add_argument("--overlap", type=int, default=d.overlap)
+    s.add_argument("--device", default="auto", help="auto (CUDA when present) or cpu")
+
+
+def _style(args: argparse.Namespace) -> int:
+    from .core import adain_model
+    from .core.style_augment import StylePicture, style_augment
+    from .core.stylize import StyleOptions
+
+    options = StyleOptions(args.alpha, args.method, args.preserve_color, args.tile, args.overlap)
+    model = adain_model.load_model(Path(args.encoder), Path(args.decoder))
+    originals = [multiply.Original(i.image, i.stem, i.caption, str(i.path)) for i in load_folder(args.folder).images]
+    styles = [StylePicture(i.image, i.stem, str(i.path)) for i in load_folder(args.styles).images]
+    bridge.set_output_directory(args.output)
+    parent = safe_subfolder(bridge.output_directory(), args.subfolder)
+    device = bridge.compute_device(args.device)
+    plan = len(originals) * len(styles) if args.pairs <= 0 else min(args.pairs, len(originals) * len(styles))
+    written = style_augment(model.to(device), originals, styles, parent, options, args.pairs, args.seed,
+                            not args.no_original, device, bridge.progress(plan, "stylizing"))
+    print(f"wrote {len(written.files)} images from {len(originals)} originals and {len(styles)} styles to "
+          f"{written.folder}")
+    return 0
+
+
+def _add_train_decoder(sub: argparse._SubParsersAction) -> None:
+    from .training.adain_decoder import DecoderConfig
+
+    d = DecoderConfig()
+    t = sub.add_parser("train-decoder", help="train or fine-tune an AdaIN decoder (resumes from --run)")
+    t.add_argument("content", help="folder of content pictures")
+    t.add_argument("styles", help="folder of style pictures")
+    t.add_argument("--encoder", required=True, help="vgg_normalised.pth")
+    t.add_argument("--init-decoder", help="decoder to fine-tune; without it, a new one from --seed")
+    t.add_argument("--out-dir", required=True, help="where the decoder goes (ComfyUI/models/atelier/adain)")
+    t.add_argument("--run", required=True, help="run folder: checkpoints and loss plot; rerun to resume")
+    t.add_argument("--name", default="atelier_decoder")
+    for name, value in (("steps", d.steps), ("batch-size", d.batch_size), ("resize-to", d.resize_to),
+                        ("crop", d.crop), ("seed", d.seed), ("checkpoint-every", d.checkpoint_every)):
+        t.add_argument(f"--{name}", type=int, default=value)
+    for name, value in (("lr", d.lr), ("lr-decay", d.lr_decay), ("style-weight", d.style_weight)):
+        t.add_argument(f"--{name}", type=float, default=value)
+    t.add_argument("--device", default="auto", help="auto (CUDA when present) or cpu")
+
+
+def _train_decoder(args: argparse.Namespace) -> int:
+    from .core import adain_model
+    from .core.output_paths import safe_name
+    from .training import adain_decoder
+
+    config = adain_decoder.DecoderConfig(args.steps, args.batch_size, args.lr, args.lr_decay, args.style_weight,
+                                         args.resize_to, args.crop, args.seed, args.checkpoint_every)
+    name = safe_name(args.name, "decoder name")
+    init = Path(args.init_decoder) if args.init_decoder else None
+    model = adain_model.load_model(Path(args.encoder), init, args.seed)
+    run_dir = Path(args.run)
+    result = adain_decoder.train_decoder(model, args.content, args.styles, config, run_dir,
+                                         bridge.compute_device(args.device), bridge.progress(config.steps, "decoder"))
+    if result.resumed_from:
+        print(f"resumed from step {result.resumed_from}")
+    model.to("cpu")
+    path = adain_decoder.save_trained(model, result, config, Path(args.out_dir), name,
+                                      str(init) if init else "scratch")
+    adain_decoder.loss_plot(result, config).save(run_dir / "loss.png")
+    content, style = result.losses[-1]
+    print(f"content loss {content:.4f}, style loss {style:.4f} after {result.step} steps")
+    print(f"wrote {path}")
+    return 0
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -142,9 +235,10 @@ def _recipe(path: str | None) -> augment.AugmentSpec:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "train":
+    jobs = {"train": _train, "style": _style, "train-decoder": _train_decoder}
+    if args.command in jobs:
         try:
-            return _train(args)
+            return jobs[args.command](args)
         except (ImageFolderError, ValueError, OSError, RuntimeError) as exc:
             print(f"atelier: {exc}", file=sys.stderr)
             return 2

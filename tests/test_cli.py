@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +78,28 @@ def test_train_from_a_single_file_checkpoint(tmp_path: Path, capsys) -> None:
     assert "wrote " in capsys.readouterr().out
     tensors = load_file(str(tmp_path / "loras" / "atelier_lora.safetensors"))
     assert any(k.startswith("lora_unet_down_blocks_0_attentions_0") for k in tensors)
+
+
+def test_style_augmentation_and_decoder_training_headless(tmp_path: Path, capsys) -> None:
+    from helpers import tiny_adain_files
+
+    encoder, decoder = tiny_adain_files(tmp_path / "adain")
+    styles = tmp_path / "styles"
+    styles.mkdir()
+    shutil.copy(SAMPLES / "coffee.webp", styles / "coffee.webp")
+    assert main(["style", str(SAMPLES), "--styles", str(styles), "--encoder", str(encoder), "--decoder",
+                 str(decoder), "--output", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    folder = tmp_path / "out" / "atelier" / "styled" / "v001"
+    assert "wrote 8 images from 4 originals and 1 styles" in capsys.readouterr().out
+    assert (folder / "rocket__style_coffee.png").exists() and (folder / "rocket__style_coffee.txt").exists()
+    args = ["train-decoder", str(SAMPLES), str(styles), "--encoder", str(encoder), "--out-dir",
+            str(tmp_path / "adain"), "--run", str(tmp_path / "run"), "--batch-size", "2", "--resize-to", "48",
+            "--crop", "32", "--device", "cpu", "--name", "mine"]
+    assert main([*args, "--steps", "2"]) == 0
+    assert "wrote " + str(tmp_path / "adain" / "mine.safetensors") in capsys.readouterr().out
+    assert main([*args, "--steps", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "resumed from step 2" in out and "mine_2.safetensors" in out
+    assert main(["style", str(SAMPLES), "--styles", str(styles), "--encoder", str(decoder), "--decoder",
+                 str(decoder), "--output", str(tmp_path / "out")]) == 2
+    assert "does not fit the AdaIN encoder" in capsys.readouterr().err
