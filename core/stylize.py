@@ -91,47 +91,50 @@ def encode(model: AdaINModel, image: torch.Tensor, tile: int, overlap: int) -> t
     return out
 
 
-def _ramp(start: int, stop: int, core: tuple[int, int], length: int, blend: int, device: torch.device
-          ) -> torch.Tensor:
-    """Weights over ``start..stop`` rising across the seam before ``core`` and falling after it, so that
-    neighbouring tiles' weights add up to 1."""
-    p = torch.arange(start, stop, device=device, dtype=torch.float32) + 0.5
-    w = torch.ones_like(p)
-    if blend:
-        if core[0] > 0:
-            w = w * ((p - (core[0] - blend)) / (2 * blend)).clamp(0, 1)
-        if core[1] < length:
-            w = w * (((core[1] + blend) - p) / (2 * blend)).clamp(0, 1)
-    return w
+def _fades(length: int, tile: int, blend: int, device: torch.device
+            ) -> list[tuple[int, int, int, int, torch.Tensor]]:
+    """For each span along one side: its core start, kept start and end, and the weights over the kept range:
+    rising across the seam before the core and falling after it, normalised so that all spans' weights add
+    up to 1 everywhere (tile weights are products of two of these, so they add up to 1 too)."""
+    total = torch.zeros(length, device=device)
+    fades = []
+    for start, stop in _spans(length, tile):
+        k0, k1 = max(0, start - blend), min(length, stop + blend)
+        p = torch.arange(k0, k1, device=device, dtype=torch.float32) + 0.5
+        w = torch.ones_like(p)
+        if blend and start > 0:
+            w = w * ((p - (start - blend)) / (2 * blend)).clamp(0, 1)
+        if blend and stop < length:
+            w = w * (((stop + blend) - p) / (2 * blend)).clamp(0, 1)
+        total[k0:k1] += w
+        fades.append((start, stop, k0, k1, w))
+    return [(start, stop, k0, k1, w / total[k0:k1]) for start, stop, k0, k1, w in fades]
 
 
-def decode(model: AdaINModel, features: torch.Tensor, size: tuple[int, int], tile: int, overlap: int
-           ) -> torch.Tensor:
-    """``[1, 3, H, W]`` pictures from relu4_1 features, in cross-faded tiles when a side exceeds ``tile``."""
-    height, width = size
+def decode(model: AdaINModel, features: torch.Tensor, out: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
+    """Decode relu4_1 features into ``out`` (``[H, W, 3]``), in cross-faded tiles when a side exceeds ``tile``.
+
+    The cross-fade weights add up to 1 everywhere, so tiles are summed straight into ``out``.
+    """
+    height, width = out.shape[:2]
     if height <= tile and width <= tile:
-        return model.decode(features)[..., :height, :width].float()
+        return out.copy_(model.decode(features)[0, :, :height, :width].permute(1, 2, 0))
     fh, fw = features.shape[-2:]
-    canvas = torch.zeros(1, 3, height, width, device=features.device)
-    weight = torch.zeros(1, 1, height, width, device=features.device)
+    out.zero_()
     blend, margin = overlap // 2, overlap // 8
-    for y0, y1 in _spans(height, tile):
-        for x0, x1 in _spans(width, tile):
+    for y0, y1, ky0, ky1, wy in _fades(height, tile, blend, out.device):
+        for x0, x1, kx0, kx1, wx in _fades(width, tile, blend, out.device):
             fys, fxs = max(0, y0 // 8 - margin), max(0, x0 // 8 - margin)
             fye, fxe = min(fh, math.ceil(y1 / 8) + margin), min(fw, math.ceil(x1 / 8) + margin)
-            piece = model.decode(features[..., fys:fye, fxs:fxe]).float()
-            ky0, ky1 = max(0, y0 - blend), min(height, y1 + blend)
-            kx0, kx1 = max(0, x0 - blend), min(width, x1 + blend)
-            w = (_ramp(ky0, ky1, (y0, y1), height, blend, canvas.device)[:, None]
-                 * _ramp(kx0, kx1, (x0, x1), width, blend, canvas.device)[None, :])
-            crop = piece[..., ky0 - 8 * fys:ky1 - 8 * fys, kx0 - 8 * fxs:kx1 - 8 * fxs]
-            canvas[..., ky0:ky1, kx0:kx1] += crop * w
-            weight[..., ky0:ky1, kx0:kx1] += w
-    return canvas / weight
+            piece = model.decode(features[..., fys:fye, fxs:fxe])[0].permute(1, 2, 0).float()
+            crop = piece[ky0 - 8 * fys:ky1 - 8 * fys, kx0 - 8 * fxs:kx1 - 8 * fxs]
+            out[ky0:ky1, kx0:kx1] += crop * (wy[:, None] * wx[None, :])[..., None]
+    return out
 
 
 def _planar(image: torch.Tensor, device: torch.device) -> torch.Tensor:
-    return image.permute(2, 0, 1)[None].to(device, torch.float32)
+    """``[H, W, 3]`` as ``[1, 3, H, W]`` in channels-last memory, the layout convolutions run fastest in."""
+    return image[None].to(device, torch.float32).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
 
 
 def stylize(model: AdaINModel, content: torch.Tensor, styles: list[torch.Tensor], options: StyleOptions,
@@ -154,7 +157,7 @@ def stylize(model: AdaINModel, content: torch.Tensor, styles: list[torch.Tensor]
     device = torch.device(device)
     progress = progress or SilentProgress(content.shape[0])
     height, width = content.shape[1:3]
-    results = []
+    results = torch.empty(content.shape, dtype=torch.float32)
     targets = None
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
         for b in range(content.shape[0]):
@@ -169,11 +172,13 @@ def stylize(model: AdaINModel, content: torch.Tensor, styles: list[torch.Tensor]
             regions = None if masks is None else region_weights(masks.to(device), len(styles), weights,
                                                                 tuple(features.shape[-2:]))
             moved = transfer(features, targets, options.method, weights, regions)
-            blended = options.alpha * moved + (1 - options.alpha) * features if options.alpha < 1 else moved
-            out = decode(model, blended, (height, width), options.tile, options.overlap)[0].permute(1, 2, 0)
-            out = out.float().clamp(0, 1)
+            if options.alpha < 1:
+                moved = moved.mul_(options.alpha).add_(features, alpha=1 - options.alpha)
+            del features
+            out = results[b] if device.type == "cpu" else torch.empty(height, width, 3, device=device)
+            decode(model, moved, out, options.tile, options.overlap).clamp_(0, 1)
             if options.preserve_color == "luminance_only":
                 out = color_preservation.luminance_only(out, image.to(out.device))
-            results.append(out.cpu())
+            results[b] = out.cpu() if out is not results[b] else out
             progress.advance()
-    return torch.stack(results)
+    return results

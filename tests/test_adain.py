@@ -53,7 +53,7 @@ def test_alpha_zero_returns_the_decoders_reconstruction_of_the_content(model: am
     content = _picture("astronaut.tif", (60, 44))  # not a multiple of 8: the output is cropped back
     out = stylize(model, content, [_picture("coffee.webp", (48, 48))[0]], StyleOptions(alpha=0.0))
     with torch.no_grad():
-        planar = content[0].permute(2, 0, 1)[None]  # as stylize lays it out, so the convolutions sum alike
+        planar = content.permute(0, 3, 1, 2)  # channels-last, as stylize lays it out: convolutions sum alike
         expected = model.decode(model.encode(planar))[..., :44, :60].clamp(0, 1).permute(0, 2, 3, 1)
     assert out.shape == content.shape
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
