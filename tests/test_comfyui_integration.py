@@ -105,7 +105,7 @@ def _test_models(root: Path) -> Path:
 
     from atelier.core import fid
 
-    from helpers import tiny_sd15_parts, to_ldm_checkpoint
+    from helpers import tiny_adain_files, tiny_sd15_parts, to_ldm_checkpoint
 
     parts = tiny_sd15_parts()
     torch.manual_seed(0)
@@ -123,10 +123,27 @@ def _test_models(root: Path) -> Path:
     save_file(state, str(root / "checkpoints" / CHECKPOINT))
     (root / "fid").mkdir()
     torch.save(fid.FIDInceptionV3().state_dict(), root / "fid" / fid.FID_WEIGHTS_NAME)
+    tiny_adain_files(root / "adain", base=8)
     config = root / "extra_model_paths.yaml"
-    config.write_text(f"atelier_test:\n  base_path: {root}\n  checkpoints: checkpoints\n  atelier_fid: fid\n",
-                      encoding="utf-8")
+    config.write_text(f"atelier_test:\n  base_path: {root}\n  checkpoints: checkpoints\n  atelier_fid: fid\n"
+                      "  atelier_adain: adain\n", encoding="utf-8")
     return config
+
+
+def _style_inputs(input_dir: Path) -> None:
+    """Style pictures for Style Augmentation, and the pictures style_transfer.json's Load Image nodes name."""
+    from PIL import Image
+
+    (input_dir / "atelier" / "styles").mkdir(parents=True)
+    for name in ("coffee.webp", "rocket.png"):
+        shutil.copy(ORIGINALS / name, input_dir / "atelier" / "styles" / name)
+    content = Image.open(ORIGINALS / "chelsea.jpg").convert("RGB").resize((96, 64))
+    content.save(input_dir / "atelier_content.png")
+    for i, name in enumerate(("coffee.webp", "rocket.png"), 1):
+        Image.open(ORIGINALS / name).convert("RGB").resize((64, 64)).save(input_dir / f"atelier_style_{i}.png")
+    mask = Image.new("RGB", content.size)
+    mask.paste((255, 255, 255), (0, 0, content.width // 2, content.height))
+    mask.save(input_dir / "atelier_mask.png")
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +155,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     for folder in folders.values():
         folder.mkdir()
     shutil.copytree(ORIGINALS, folders["input"] / "atelier" / "originals")
+    _style_inputs(folders["input"])
     models = _test_models(base / "models")
     port = _free_port()
     log = base / "server.log"
@@ -329,9 +347,22 @@ def _check_train_lora(server: Server, workflow: dict[str, Any], before: dict[str
     fid_node = next(str(n["id"]) for n in workflow["nodes"] if n["type"] == "AtelierFID")
     texts = [run["outputs"].get(fid_node, {}).get("text") for run in server.get("/history").values()]
     assert any(t and "FID" in t[0] for t in texts), texts
+    styled = _version_folders(server.output_dir / "atelier" / "styled")
+    assert styled, "Style Augmentation wrote no version folder"
+    newest = server.output_dir / "atelier" / "styled" / max(styled)
+    assert len(list(newest.glob("*__style_*.png"))) == 4 * 2, "expected 4 originals x 2 styles"
 
 
-OUTPUT_CHECKS = {"augment_dataset.json": _check_augment_dataset, "train_lora.json": _check_train_lora}
+def _check_style_transfer(server: Server, workflow: dict[str, Any], before: dict[str, set[str]]) -> None:
+    from PIL import Image
+
+    saved = sorted(server.output_dir.glob("atelier/stylized*.png"))
+    assert saved, "the stylized picture was not saved"
+    assert Image.open(saved[-1]).size == (96, 64), "the stylized picture lost the content's size"
+
+
+OUTPUT_CHECKS = {"augment_dataset.json": _check_augment_dataset, "train_lora.json": _check_train_lora,
+                 "style_transfer.json": _check_style_transfer}
 CPU_SIZED = {"train_lora.json": _cpu_sized_training}
 
 
