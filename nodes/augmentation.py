@@ -29,6 +29,17 @@ class DatasetInfo:
     sources: list[str]
 
 
+def originals_from_batch(images: torch.Tensor, dataset: DatasetInfo | None) -> list[multiply.Original]:
+    """The pictures of a batch with their names and captions (``image_0001``... without a dataset)."""
+    if dataset is not None and len(dataset.stems) != images.shape[0]:
+        raise ValueError(f"dataset names {len(dataset.stems)} pictures but the batch has {images.shape[0]}")
+    width = max(4, len(str(images.shape[0])))
+    info = dataset or DatasetInfo([f"image_{i + 1:0{width}d}" for i in range(images.shape[0])],
+                                  [None] * images.shape[0], [f"batch[{i}]" for i in range(images.shape[0])])
+    return [multiply.Original(images[i], info.stems[i], info.captions[i], info.sources[i])
+            for i in range(images.shape[0])]
+
+
 def _int(default: int, lo: int, hi: int, tip: str, step: int = 1) -> tuple[str, dict[str, Any]]:
     return ("INT", {"default": default, "min": lo, "max": hi, "step": step, "tooltip": tip})
 
@@ -276,14 +287,8 @@ class AtelierMultiplyDataset:
         kinds = [k for k in variants.KINDS if toggles.get(k, False)]
         if random_variants and recipe is None:
             raise ValueError("random_variants needs a recipe: connect an Atelier Augmentation Recipe")
-        if dataset is not None and len(dataset.stems) != images.shape[0]:
-            raise ValueError(f"dataset names {len(dataset.stems)} pictures but the batch has {images.shape[0]}")
+        originals = originals_from_batch(images, dataset)
         parent = safe_subfolder(bridge.output_directory(), subfolder)
-        width = max(4, len(str(images.shape[0])))
-        info = dataset or DatasetInfo([f"image_{i + 1:0{width}d}" for i in range(images.shape[0])],
-                                      [None] * images.shape[0], [f"batch[{i}]" for i in range(images.shape[0])])
-        originals = [multiply.Original(images[i], info.stems[i], info.captions[i], info.sources[i])
-                     for i in range(images.shape[0])]
         random = multiply.RandomVariants(recipe, random_variants, seed) if random_variants and recipe else None
         written = multiply.multiply(originals, parent, kinds, settings, include_original, random,
                                     bridge.compute_device(device), bridge.progress(len(originals), "multiplying"))

@@ -13,7 +13,7 @@ from ..core.image_files import ImageFolderError, load_image
 from ..core.output_paths import safe_name, safe_subfolder
 from ..core.stylize import StyleOptions
 from . import bridge
-from .augmentation import DATASET, DatasetInfo, _float, _int
+from .augmentation import DATASET, DatasetInfo, _float, _int, originals_from_batch
 
 CATEGORY = "Atelier/Style"
 ADAIN = "ATELIER_ADAIN"
@@ -179,17 +179,10 @@ class AtelierStyleAugment:
             pairs: int, seed: int, include_original: bool, alpha: float, method: str, preserve_color: str,
             tile: int, overlap: int, dataset: DatasetInfo | None = None,
             styles: torch.Tensor | None = None) -> tuple[Any, ...]:
-        from ..core.multiply import Original
         from ..core.style_augment import style_augment
 
         options = _options(alpha, method, preserve_color, tile, overlap)
-        if dataset is not None and len(dataset.stems) != images.shape[0]:
-            raise ValueError(f"dataset names {len(dataset.stems)} pictures but the batch has {images.shape[0]}")
-        width = max(4, len(str(images.shape[0])))
-        info = dataset or DatasetInfo([f"image_{i + 1:0{width}d}" for i in range(images.shape[0])],
-                                      [None] * images.shape[0], [f"batch[{i}]" for i in range(images.shape[0])])
-        originals = [Original(images[i], info.stems[i], info.captions[i], info.sources[i])
-                     for i in range(images.shape[0])]
+        originals = originals_from_batch(images, dataset)
         pictures = _style_pictures(style_folder, styles)
         parent = safe_subfolder(bridge.output_directory(), subfolder)
         device = bridge.compute_device()

@@ -200,3 +200,25 @@ def tiny_adain_files(folder: Path, base: int = 4, seed: int = 0) -> tuple[Path, 
     torch.save(vgg, folder / "vgg_normalised.pth")
     torch.save(decoder, folder / "decoder.pth")
     return folder / "vgg_normalised.pth", folder / "decoder.pth"
+
+
+class CancelAfter:
+    """A progress whose cancel button is pressed once ``steps`` steps are done."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps, self.done = steps, 0
+
+    def advance(self, steps: int = 1) -> None:
+        self.done += steps
+
+    def check_cancel(self) -> None:
+        from atelier.core.progress import Cancelled
+
+        if self.done == self.steps:
+            raise Cancelled("user pressed cancel")
+
+    def status(self, text: str) -> None:
+        return None
+
+    def preview(self, image: object) -> None:
+        return None

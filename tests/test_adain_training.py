@@ -14,7 +14,7 @@ from atelier.core.progress import Cancelled
 from atelier.training import adain_decoder as ad
 from atelier.training.loop import TrainingDiverged
 
-from helpers import SAMPLES, tiny_adain_files
+from helpers import SAMPLES, CancelAfter, tiny_adain_files
 
 CONFIG = ad.DecoderConfig(steps=4, batch_size=2, crop=32, resize_to=48, lr=1e-3, checkpoint_every=2, seed=3)
 
@@ -51,22 +51,8 @@ def test_training_lowers_the_loss(files, styles: Path, tmp_path: Path) -> None:
 def test_resume_equals_a_run_that_never_stopped(files, styles: Path, tmp_path: Path) -> None:
     straight = _model(files)
     ad.train_decoder(straight, SAMPLES, styles, CONFIG, tmp_path / "a")
-
-    class CancelAfterThree:
-        done = 0
-
-        def advance(self, steps: int = 1) -> None:
-            self.done += steps
-
-        def check_cancel(self) -> None:
-            if self.done == 3:
-                raise Cancelled("user pressed cancel")
-
-        def status(self, text: str) -> None:
-            return None
-
     with pytest.raises(Cancelled):
-        ad.train_decoder(_model(files), SAMPLES, styles, CONFIG, tmp_path / "b", progress=CancelAfterThree())
+        ad.train_decoder(_model(files), SAMPLES, styles, CONFIG, tmp_path / "b", progress=CancelAfter(3))
     resumed = _model(files)
     result = ad.train_decoder(resumed, SAMPLES, styles, CONFIG, tmp_path / "b")
     assert result.resumed_from == 3 and len(result.losses) == 4

@@ -14,6 +14,8 @@ from atelier.training import lora_trainer as lt
 from atelier.training.data import Bucket, TrainData
 from atelier.training.loop import TrainingDiverged
 
+from helpers import CancelAfter
+
 DATA = Path(__file__).parent / "data"
 
 
@@ -104,19 +106,8 @@ def test_resume_equals_a_run_that_never_stopped(tmp_path: Path) -> None:
                             scheduler="cosine", warmup_steps=2)
     straight = tiny_unet()
     lt.train_lora(straight, tiny_data(caption_dropout=0.5), config, tmp_path / "a")
-
-    class CancelAfterThree:
-        done = 0
-
-        def advance(self, steps: int = 1) -> None:
-            self.done += steps
-
-        def check_cancel(self) -> None:
-            if self.done == 3:
-                raise Cancelled("user pressed cancel")
-
     with pytest.raises(Cancelled):
-        lt.train_lora(tiny_unet(), tiny_data(caption_dropout=0.5), config, tmp_path / "b", CancelAfterThree())
+        lt.train_lora(tiny_unet(), tiny_data(caption_dropout=0.5), config, tmp_path / "b", CancelAfter(3))
     resumed = tiny_unet()
     result = lt.train_lora(resumed, tiny_data(caption_dropout=0.5), config, tmp_path / "b")
     assert result.resumed_from == 3  # the cancel kept step 3, between regular checkpoints

@@ -56,8 +56,7 @@ class DecoderConfig:
                 raise ValueError(message)
 
     def fingerprint(self) -> str:
-        relevant = {k: v for k, v in asdict(self).items() if k not in ("steps", "checkpoint_every")}
-        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+        return checkpoints.fingerprint(self)
 
 
 @dataclass
@@ -143,10 +142,8 @@ def train_decoder(model: AdaINModel, content_folder: str | Path, style_folder: s
     optimizer = torch.optim.Adam(model.decoder.parameters(), lr=config.lr)
     checkpoint = run_dir / "checkpoint"
     result = DecoderResult(step=0)
-    if checkpoint.exists():
-        state = checkpoints.load(checkpoint)
-        if state["fingerprint"] != config.fingerprint():
-            raise ValueError(f"{checkpoint} was made with other settings; use a new run folder or the same settings")
+    state = checkpoints.load_matching(checkpoint, config.fingerprint())
+    if state is not None:
         model.decoder.load_state_dict(state["decoder"])
         optimizer.load_state_dict(state["optimizer"])
         result = DecoderResult(state["step"], [tuple(v) for v in state["losses"]], state["step"])

@@ -5,10 +5,12 @@ leaves the last good one in place.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -74,3 +76,19 @@ def load(folder: Path) -> dict[str, Any]:
     tensors = load_file(str(folder / "tensors.safetensors"))
     skeleton = json.loads((folder / "state.json").read_text(encoding="utf-8"))
     return {name: _join(state, tensors) for name, state in skeleton.items()}
+
+
+def fingerprint(config: Any) -> str:
+    """What a checkpoint must match to be resumed: a settings dataclass without the length of the run."""
+    relevant = {k: v for k, v in asdict(config).items() if k not in ("steps", "checkpoint_every")}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_matching(folder: Path, expected: str) -> dict[str, Any] | None:
+    """The checkpoint in ``folder``, if any; one made with other settings is an error."""
+    if not folder.exists() and not folder.with_name(f".{folder.name}.old").exists():
+        return None
+    state = load(folder)
+    if state["fingerprint"] != expected:
+        raise ValueError(f"{folder} was made with other settings; use a new run folder or the same settings")
+    return state

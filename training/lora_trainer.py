@@ -12,11 +12,9 @@ weights, the optimizer, the LR scheduler and the step.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -83,9 +81,7 @@ class TrainConfig:
                 raise ValueError(message)
 
     def fingerprint(self) -> str:
-        """What a checkpoint must match to be resumed (everything but the length of the run)."""
-        relevant = {k: v for k, v in asdict(self).items() if k not in ("steps", "checkpoint_every")}
-        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+        return checkpoints.fingerprint(self)
 
 
 @dataclass
@@ -224,10 +220,8 @@ def train_lora(unet: nn.Module, data: TrainData, config: TrainConfig, run_dir: P
                                   and next(unet.parameters()).device.type == "cuda")
     checkpoint = run_dir / "checkpoint"
     result = TrainResult(step=0)
-    if checkpoint.exists():
-        state = checkpoints.load(checkpoint)
-        if state["fingerprint"] != config.fingerprint():
-            raise ValueError(f"{checkpoint} was made with other settings; use a new run folder or the same settings")
+    state = checkpoints.load_matching(checkpoint, config.fingerprint())
+    if state is not None:
         set_peft_model_state_dict(unet, state["lora"])
         if text_encoder is not None:
             set_peft_model_state_dict(text_encoder, state["lora_te"])
