@@ -68,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _numbers(parser: argparse.ArgumentParser, kind: type, **defaults: float) -> None:
+    """``--some-name`` options of one numeric type, from ``some_name=default``."""
+    for name, value in defaults.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=value)
+
+
 def _add_style(sub: argparse._SubParsersAction) -> None:
     from .core.color_preservation import MODES
     from .core.feature_transfer import METHODS
@@ -94,7 +100,7 @@ def _add_style(sub: argparse._SubParsersAction) -> None:
 
 def _style(args: argparse.Namespace) -> int:
     from .core import adain_model
-    from .core.style_augment import StylePicture, style_augment
+    from .core.style_augment import StylePicture, plan_pairs, style_augment
     from .core.stylize import StyleOptions
 
     options = StyleOptions(args.alpha, args.method, args.preserve_color, args.tile, args.overlap)
@@ -104,9 +110,9 @@ def _style(args: argparse.Namespace) -> int:
     bridge.set_output_directory(args.output)
     parent = safe_subfolder(bridge.output_directory(), args.subfolder)
     device = bridge.compute_device(args.device)
-    plan = len(originals) * len(styles) if args.pairs <= 0 else min(args.pairs, len(originals) * len(styles))
+    total = len(plan_pairs(len(originals), len(styles), args.pairs, args.seed))
     written = style_augment(model.to(device), originals, styles, parent, options, args.pairs, args.seed,
-                            not args.no_original, device, bridge.progress(plan, "stylizing"))
+                            not args.no_original, device, bridge.progress(total, "stylizing"))
     print(f"wrote {len(written.files)} images from {len(originals)} originals and {len(styles)} styles to "
           f"{written.folder}")
     return 0
@@ -124,11 +130,9 @@ def _add_train_decoder(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--out-dir", required=True, help="where the decoder goes (ComfyUI/models/atelier/adain)")
     t.add_argument("--run", required=True, help="run folder: checkpoints and loss plot; rerun to resume")
     t.add_argument("--name", default="atelier_decoder")
-    for name, value in (("steps", d.steps), ("batch-size", d.batch_size), ("resize-to", d.resize_to),
-                        ("crop", d.crop), ("seed", d.seed), ("checkpoint-every", d.checkpoint_every)):
-        t.add_argument(f"--{name}", type=int, default=value)
-    for name, value in (("lr", d.lr), ("lr-decay", d.lr_decay), ("style-weight", d.style_weight)):
-        t.add_argument(f"--{name}", type=float, default=value)
+    _numbers(t, int, steps=d.steps, batch_size=d.batch_size, resize_to=d.resize_to, crop=d.crop, seed=d.seed,
+             checkpoint_every=d.checkpoint_every)
+    _numbers(t, float, lr=d.lr, lr_decay=d.lr_decay, style_weight=d.style_weight)
     t.add_argument("--device", default="auto", help="auto (CUDA when present) or cpu")
 
 
@@ -172,14 +176,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--caption-dropout", type=float, default=0.0)
     t.add_argument("--resolution", type=int, default=512)
     t.add_argument("--no-upscale", action="store_true", help="refuse images smaller than their bucket")
-    for name, value in (("rank", d.rank), ("steps", d.steps), ("batch-size", d.batch_size),
-                        ("grad-accum", d.grad_accum), ("warmup-steps", d.warmup_steps), ("seed", d.seed),
-                        ("checkpoint-every", d.checkpoint_every), ("sample-every", 0), ("sample-steps", 20)):
-        t.add_argument(f"--{name}", type=int, default=value)
-    for name, value in (("alpha", d.alpha), ("dropout", d.dropout), ("lr", d.lr), ("max-grad-norm", d.max_grad_norm),
-                        ("min-snr-gamma", d.min_snr_gamma), ("noise-offset", d.noise_offset),
-                        ("text-encoder-lr", d.text_encoder_lr)):
-        t.add_argument(f"--{name}", type=float, default=value)
+    _numbers(t, int, rank=d.rank, steps=d.steps, batch_size=d.batch_size, grad_accum=d.grad_accum,
+             warmup_steps=d.warmup_steps, seed=d.seed, checkpoint_every=d.checkpoint_every, sample_every=0,
+             sample_steps=20)
+    _numbers(t, float, alpha=d.alpha, dropout=d.dropout, lr=d.lr, max_grad_norm=d.max_grad_norm,
+             min_snr_gamma=d.min_snr_gamma, noise_offset=d.noise_offset, text_encoder_lr=d.text_encoder_lr)
     t.add_argument("--targets", choices=list(TARGETS), default=d.targets)
     t.add_argument("--scheduler", choices=SCHEDULERS, default=d.scheduler)
     t.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)

@@ -8,7 +8,6 @@ Input pictures are RGB 0..1: the encoder's first 1x1 convolution does VGG's own 
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .state_dicts import mismatch, read_weights, save_new_file
+from .state_dicts import file_sha256, mismatch, read_weights, save_new_file
 
 ENCODER_FILE = "vgg_normalised.pth"
 DECODER_FILE = "decoder.pth"
@@ -109,14 +108,6 @@ def find_weights(name: str, folders: Iterable[str | os.PathLike[str]], what: str
         "safetensors files written there.")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _checked(path: Path, net: nn.Sequential, state: dict[str, torch.Tensor], what: str) -> nn.Sequential:
     problems = mismatch(net.state_dict(), state)
     if problems:
@@ -149,12 +140,12 @@ def load_model(encoder_path: Path, decoder_path: Path | None = None, seed: int =
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             decoder = build_decoder(base)
-        return AdaINModel(encoder, decoder, _sha256(encoder_path), f"new (seed {seed})")
+        return AdaINModel(encoder, decoder, file_sha256(encoder_path), f"new (seed {seed})")
     decoder = load_decoder(decoder_path)
     if decoder[1].in_channels != encoder[-2].out_channels:
         raise ValueError(f"decoder {str(decoder_path)!r} takes {decoder[1].in_channels}-channel features but the "
                          f"encoder {str(encoder_path)!r} gives {encoder[-2].out_channels}: they are not a pair")
-    return AdaINModel(encoder, decoder, _sha256(encoder_path), _sha256(decoder_path))
+    return AdaINModel(encoder, decoder, file_sha256(encoder_path), file_sha256(decoder_path))
 
 
 def save_decoder(decoder: nn.Sequential, folder: Path, name: str, metadata: dict[str, object]) -> Path:

@@ -28,7 +28,7 @@ from torch import nn
 
 from .image_files import ImageFolderError, list_images, load_image, open_image
 from .progress import Progress, SilentProgress
-from .state_dicts import mismatch, read_weights
+from .state_dicts import file_sha256, mismatch, read_weights, state_dict_sha256
 
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + FID_WEIGHTS_NAME
@@ -271,8 +271,7 @@ def load_fid_inception(locations: str | os.PathLike[str] | Iterable[str | os.Pat
     of another layout is a ValueError naming the keys that differ.
     """
     path = find_fid_weights(locations)
-    data = path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
+    digest = file_sha256(path)
     state = read_weights(path, "FID Inception weights")
     model = FIDInceptionV3()
     expected = model.state_dict()
@@ -347,14 +346,7 @@ def model_fingerprint(model: nn.Module) -> str:
     """SHA-256 naming the network's weights: the weights file's own hash when it was loaded from one,
     otherwise a hash of the state dict (names, dtypes, shapes and values)."""
     known = getattr(model, "weights_sha256", None)
-    if known:
-        return known
-    h = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    return known or state_dict_sha256(model.state_dict())
 
 
 def _read_cached(path: Path, digest: str, fingerprint: str) -> torch.Tensor | None:

@@ -37,6 +37,19 @@ class FolderDataset:
         return "\n".join(lines)
 
 
+def batch_dataset(images: torch.Tensor, captions: list[str], stems: list[str]) -> tuple[FolderDataset, str]:
+    """An IMAGE batch (``[B, H, W, 3]``) with one caption and name per picture as a dataset, and a digest of
+    its pixels and captions that names it (a rerun on the same pictures finds the same run)."""
+    import hashlib
+    import json
+
+    loaded = [LoadedImage(Path(stem), images[i].float().contiguous(), captions[i] or None)
+              for i, stem in enumerate(stems)]
+    digest = hashlib.sha256(images.float().cpu().numpy().tobytes())
+    digest.update(json.dumps(captions).encode())
+    return FolderDataset(loaded), digest.hexdigest()
+
+
 def load_folder(
     folder: str | os.PathLike[str],
     spec: PreprocessSpec = PreprocessSpec(),

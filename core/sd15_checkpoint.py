@@ -197,15 +197,3 @@ def load(path: str | Path, dtype: torch.dtype = torch.float32) -> tuple[SD15Part
     if path.is_dir():
         return load_diffusers_folder(path, dtype), path / "unet" / "diffusion_pytorch_model.safetensors"
     return load_single_file(path, dtype), path
-
-
-def state_dict_hash(state_dict: dict[str, torch.Tensor]) -> str:
-    """sha256 of the weights themselves (names, dtypes, shapes and bytes), for models that come without a file."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for key in sorted(state_dict):
-        tensor = state_dict[key].detach().cpu().contiguous()
-        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()

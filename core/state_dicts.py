@@ -1,6 +1,7 @@
 """Reading weight files safely and saying exactly how a state dict differs from what a network needs."""
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -8,6 +9,26 @@ import tempfile
 from pathlib import Path
 
 import torch
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, read in blocks (weight files run to gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def state_dict_sha256(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 of the weights themselves (names, dtypes, shapes and bytes), for models that come without a file."""
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        tensor = state_dict[key].detach().cpu().contiguous()
+        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        # flattened first: a 0-d tensor (BatchNorm's counter) cannot be viewed as bytes
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
 
 
 def read_weights(path: Path, what: str) -> dict[str, torch.Tensor]:

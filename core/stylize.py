@@ -175,10 +175,12 @@ def stylize(model: AdaINModel, content: torch.Tensor, styles: list[torch.Tensor]
             if options.alpha < 1:
                 moved = moved.mul_(options.alpha).add_(features, alpha=1 - options.alpha)
             del features
-            out = results[b] if device.type == "cpu" else torch.empty(height, width, 3, device=device)
+            slot = results[b]
+            out = slot if device.type == "cpu" else torch.empty(height, width, 3, device=device)
             decode(model, moved, out, options.tile, options.overlap).clamp_(0, 1)
             if options.preserve_color == "luminance_only":
                 out = color_preservation.luminance_only(out, image.to(out.device))
-            results[b] = out.cpu() if out is not results[b] else out
+            if out is not slot:  # decoded on the GPU, or recoloured
+                slot.copy_(out)
             progress.advance()
     return results

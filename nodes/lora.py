@@ -2,17 +2,15 @@
 model with the new LoRA, its file in ComfyUI's ``loras`` folder, the loss curve and samples out."""
 from __future__ import annotations
 
-import hashlib
-import json
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..core import plots
-from ..core.folder_dataset import FolderDataset, load_folder
-from ..core.image_files import ImageFolderError, LoadedImage, folder_fingerprint, list_images
+from ..core.folder_dataset import FolderDataset, batch_dataset, load_folder
+from ..core.image_files import ImageFolderError, folder_fingerprint, list_images
 from ..core.output_paths import safe_name
+from ..core.state_dicts import state_dict_sha256
 from ..training.lora_trainer import OPTIMIZERS, PRECISIONS, SCHEDULERS, TARGETS, TrainConfig
 from . import bridge
 from .augmentation import DATASET, DatasetInfo, _float, _int
@@ -34,11 +32,7 @@ def _pictures(folder: str, images: torch.Tensor | None, captions: str | None,
         per_image = lines * len(images) if len(lines) == 1 else lines or [""] * len(images)
         stems = dataset.stems if dataset is not None and len(dataset.stems) == len(images) else \
             [f"image_{i + 1:04d}" for i in range(len(images))]
-        loaded = [LoadedImage(Path(stem), images[i].float().contiguous(), per_image[i] or None)
-                  for i, stem in enumerate(stems)]
-        digest = hashlib.sha256(images.float().cpu().numpy().tobytes())
-        digest.update(json.dumps(per_image).encode())
-        return FolderDataset(loaded), digest.hexdigest()
+        return batch_dataset(images, per_image, stems)
     if not folder.strip():
         raise ValueError("no training images: set 'folder' or wire an IMAGE batch into 'images'")
     path = bridge.resolve_input_folder(folder)
@@ -160,7 +154,7 @@ class AtelierTrainLoRA:
         with bridge.training_mode():
             weights = bridge.sd15_weights(model, clip, vae)
             parts = sd15_checkpoint.parts_from_state_dict(weights, source="the MODEL/CLIP/VAE")
-            base_hash = sd15_checkpoint.state_dict_hash(weights)
+            base_hash = state_dict_sha256(weights)
             del weights
             run_dir = bridge.output_directory() / RUNS_SUBFOLDER / lora_job.run_name(job, pictures_digest, base_hash)
             total = len(pictures.images) + steps

@@ -179,7 +179,7 @@ class AtelierStyleAugment:
             pairs: int, seed: int, include_original: bool, alpha: float, method: str, preserve_color: str,
             tile: int, overlap: int, dataset: DatasetInfo | None = None,
             styles: torch.Tensor | None = None) -> tuple[Any, ...]:
-        from ..core.style_augment import style_augment
+        from ..core.style_augment import plan_pairs, style_augment
 
         options = _options(alpha, method, preserve_color, tile, overlap)
         originals = originals_from_batch(images, dataset)
@@ -187,9 +187,9 @@ class AtelierStyleAugment:
         parent = safe_subfolder(bridge.output_directory(), subfolder)
         device = bridge.compute_device()
         try:
+            total = len(plan_pairs(len(originals), len(pictures), pairs, seed))
             written = style_augment(adain_model.to(device), originals, pictures, parent, options, pairs, seed,
-                                    include_original, device, bridge.progress(len(originals) * len(pictures),
-                                                                              "style augmentation"))
+                                    include_original, device, bridge.progress(total, "style augmentation"))
         finally:
             adain_model.to("cpu")
         first = [f for f, r in zip(written.files, written.records) if r["stem"] == written.records[0]["stem"]]

@@ -21,6 +21,7 @@ from ..core.folder_dataset import FolderDataset, load_folder
 from ..core.image_files import check_writable
 from ..core.output_paths import safe_name
 from ..core.progress import Progress, SilentProgress
+from ..core.state_dicts import file_sha256
 from . import data as train_data
 from . import lora_trainer
 from .quantize import require_bitsandbytes
@@ -57,13 +58,7 @@ class JobResult:
 
 def model_hash(path: Path | None) -> str:
     """sha256 of the base model's weights file, as a short hex string ('unknown' without a file)."""
-    if path is None or not path.is_file():
-        return "unknown"
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path) if path is not None and path.is_file() else "unknown"
 
 
 def run_name(job: LoraJob, pictures_digest: str, base_model_hash: str) -> str:
