@@ -67,14 +67,33 @@ class DatasetWriter:
         """Queue ``make_image()`` to be written as ``<name>.png`` (with ``<name>.txt`` for a caption)."""
         self._pending.append(self._pool.submit(self._write, make_image, name, caption, record))
 
+    def add_copy(self, source: Path, name: str, caption: str | None, record: dict[str, object]) -> None:
+        """Queue an existing picture to be copied byte for byte as ``<name><its suffix>``; ``name`` may hold
+        one sub-folder (``landscape/view``)."""
+        self._pending.append(self._pool.submit(self._copy, source, name, caption, record))
+
+    def add_text(self, file: str, text: str) -> None:
+        """A text file (a report) written into the version beside the pictures."""
+        (self._work / file).write_text(text, encoding="utf-8")
+
     def _write(self, make_image: Callable[[], Image.Image], name: str, caption: str | None,
                record: dict[str, object]) -> dict[str, object]:
         image = make_image()
         data = encode_png(image)
         file = f"{name}.png"
         (self._work / file).write_bytes(data)
-        entry = {"file": file, **record, "width": image.width, "height": image.height,
-                 "sha256": hashlib.sha256(data).hexdigest()}
+        entry = {"file": file, **record, "width": image.width, "height": image.height}
+        return self._finish(entry, data, name, caption)
+
+    def _copy(self, source: Path, name: str, caption: str | None, record: dict[str, object]) -> dict[str, object]:
+        data = source.read_bytes()
+        file = f"{name}{source.suffix.lower()}"
+        (self._work / file).parent.mkdir(parents=True, exist_ok=True)
+        (self._work / file).write_bytes(data)
+        return self._finish({"file": file, **record}, data, name, caption)
+
+    def _finish(self, entry: dict[str, object], data: bytes, name: str, caption: str | None) -> dict[str, object]:
+        entry["sha256"] = hashlib.sha256(data).hexdigest()
         if caption is not None:
             caption_file = f"{name}.txt"
             (self._work / caption_file).write_text(caption + "\n", encoding="utf-8")

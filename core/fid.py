@@ -15,7 +15,6 @@ sub-folder per network, so scoring the same originals again costs nothing.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from collections.abc import Iterable, Sequence
@@ -26,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .feature_cache import FeatureCache
 from .image_files import ImageFolderError, list_images, load_image, open_image
 from .progress import Progress, SilentProgress
 from .state_dicts import file_sha256, mismatch, read_weights, state_dict_sha256
@@ -349,34 +349,6 @@ def model_fingerprint(model: nn.Module) -> str:
     return known or state_dict_sha256(model.state_dict())
 
 
-def _read_cached(path: Path, digest: str, fingerprint: str) -> torch.Tensor | None:
-    from safetensors import safe_open
-
-    if not path.is_file():
-        return None
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if (meta.get("format"), meta.get("sha256"), meta.get("model")) != (CACHE_FORMAT, digest, fingerprint):
-                return None
-            value = f.get_tensor("features")
-    except Exception:  # a damaged or foreign cache file is recomputed, never trusted
-        return None
-    if value.dim() != 1 or not torch.isfinite(value).all():
-        return None
-    return value.float()
-
-
-def _write_cached(path: Path, value: torch.Tensor, digest: str, fingerprint: str) -> None:
-    from .state_dicts import write_safetensors
-
-    try:
-        write_safetensors(path, {"features": value.contiguous()},
-                          {"format": CACHE_FORMAT, "sha256": digest, "model": fingerprint})
-    except OSError as exc:
-        warnings.warn(f"could not cache FID features in {str(path.parent)!r}: {exc}", stacklevel=3)
-
-
 def folder_features(model: nn.Module, paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
                     cache_dir: str | os.PathLike[str] | None = None, batch_size: int = 50,
                     device: str | torch.device | None = None, progress: Progress | None = None) -> np.ndarray:
@@ -394,22 +366,17 @@ def folder_features(model: nn.Module, paths: Sequence[str | os.PathLike[str]] | 
         raise ImageFolderError("no image files given: FID/KID need images")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    fingerprint = model_fingerprint(model)
-    cache = None
-    if cache_dir is not None:
-        tag = hashlib.sha256(f"{CACHE_FORMAT}|{fingerprint}".encode()).hexdigest()[:16]
-        cache = Path(cache_dir).expanduser() / tag
-
+    cache = FeatureCache(cache_dir, CACHE_FORMAT, model_fingerprint(model)) if cache_dir is not None else None
     digests: list[str] = []
     for path in files:
         try:
-            digests.append(hashlib.sha256(path.read_bytes()).hexdigest())
+            digests.append(file_sha256(path))
         except OSError as exc:
             raise ImageFolderError(f"cannot read {str(path)!r}: {exc}") from exc
     found: dict[str, torch.Tensor] = {}
     if cache is not None:
         for digest in dict.fromkeys(digests):
-            value = _read_cached(cache / f"{digest}.safetensors", digest, fingerprint)
+            value = cache.get(digest)
             if value is not None:
                 found[digest] = value
     todo = {d: p for d, p in zip(digests, files) if d not in found}  # one file per distinct content
@@ -441,7 +408,7 @@ def folder_features(model: nn.Module, paths: Sequence[str | os.PathLike[str]] | 
             for (digest, _), value in zip(group, values):
                 found[digest] = value.clone()
                 if cache is not None:
-                    _write_cached(cache / f"{digest}.safetensors", found[digest], digest, fingerprint)
+                    cache.put(digest, found[digest])
             progress.advance(len(group))
     return torch.stack([found[d] for d in digests]).numpy()
 

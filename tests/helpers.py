@@ -222,3 +222,29 @@ class CancelAfter:
 
     def preview(self, image: object) -> None:
         return None
+
+
+def tiny_clip_folder(root: Path, tokenizer_files: bool = True, projection_dim: int = 16) -> Path:
+    """A transformers CLIP folder with OpenAI CLIP's vocabulary but tiny random towers, a 32 px processor
+    config and (optionally) the tokenizer files."""
+    import json
+
+    from transformers import CLIPConfig, CLIPModel
+
+    from atelier.core.clip_tokenizer import sd15_tokenizer
+
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config={"vocab_size": 49408, "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "max_position_embeddings": 77, "bos_token_id": 49406,
+                     "eos_token_id": 49407},
+        vision_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8},
+        projection_dim=projection_dim)
+    CLIPModel(config).save_pretrained(root)
+    (root / "preprocessor_config.json").write_text(json.dumps({
+        "size": {"shortest_edge": 32}, "crop_size": {"height": 32, "width": 32}, "do_center_crop": True,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711]}))
+    if tokenizer_files:
+        sd15_tokenizer().save_pretrained(root)
+    return root
