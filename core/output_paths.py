@@ -41,3 +41,18 @@ def new_version_folder(parent: Path) -> Path:
             return candidate
         except FileExistsError:
             number += 1
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a text file under a temporary name beside it, then rename it into place."""
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -248,3 +248,41 @@ def tiny_clip_folder(root: Path, tokenizer_files: bool = True, projection_dim: i
     if tokenizer_files:
         sd15_tokenizer().save_pretrained(root)
     return root
+
+
+def tiny_blip2_folder(root: Path, num_query_tokens: int = 4) -> Path:
+    """A transformers BLIP-2 folder (OPT language model) with tiny random towers, a byte-level BPE tokenizer
+    made from scratch with an ``<image>`` token, and a 32 px processor config."""
+    import json
+
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import Blip2Config, Blip2ForConditionalGeneration, GPT2Tokenizer
+
+    torch.manual_seed(0)
+    chars = sorted(ByteLevel.alphabet())
+    vocab = {t: i for i, t in enumerate(["<pad>", "</s>", "<unk>", *chars])}
+    try:  # transformers 5 builds from the tables, 4 from files
+        tokenizer = GPT2Tokenizer(vocab=vocab, merges=[], bos_token="</s>", eos_token="</s>", pad_token="<pad>",
+                                  unk_token="<unk>")
+    except TypeError:
+        (root / "vocab.json").write_text(json.dumps(vocab))
+        (root / "merges.txt").write_text("#version: 0.2\n")
+        tokenizer = GPT2Tokenizer(str(root / "vocab.json"), str(root / "merges.txt"), bos_token="</s>",
+                                  eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+    tokenizer.add_tokens(["<image>"], special_tokens=True)
+    tokenizer.save_pretrained(root)
+    image_token = tokenizer.convert_tokens_to_ids("<image>")
+    config = Blip2Config(
+        vision_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8},
+        qformer_config={"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                        "intermediate_size": 37, "encoder_hidden_size": 32, "vocab_size": 100},
+        text_config={"model_type": "opt", "vocab_size": len(tokenizer), "hidden_size": 32, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "ffn_dim": 37, "word_embed_proj_dim": 32,
+                     "max_position_embeddings": 128, "bos_token_id": 1, "eos_token_id": 1, "pad_token_id": 0},
+        num_query_tokens=num_query_tokens, image_token_index=image_token)
+    Blip2ForConditionalGeneration(config).save_pretrained(root)
+    (root / "preprocessor_config.json").write_text(json.dumps({
+        "size": {"height": 32, "width": 32}, "do_center_crop": False,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711]}))
+    return root

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from ..core import lora_file, plots, sd15
+from ..core.bitsandbytes_support import require_bitsandbytes
 from ..core.folder_dataset import FolderDataset, load_folder
 from ..core.image_files import check_writable
 from ..core.output_paths import safe_name
@@ -24,7 +25,6 @@ from ..core.progress import Progress, SilentProgress
 from ..core.state_dicts import file_sha256
 from . import data as train_data
 from . import lora_trainer
-from .quantize import require_bitsandbytes
 
 TRAINER_VERSION = "atelier-lora 0.1"
 

@@ -21,11 +21,12 @@ import torch
 from torch import nn
 
 from ..core.augment import derive_seed
+from ..core.bitsandbytes_support import require_bitsandbytes
 from ..core.progress import Progress, SilentProgress
 from . import checkpoints
 from .data import TrainData
 from .loop import check_finite, run_steps
-from .quantize import quantize_linear_nf4, require_bitsandbytes
+from .quantize import quantize_linear_nf4
 
 TARGETS = {
     "attention": ["to_q", "to_k", "to_v", "to_out.0"],

@@ -5,18 +5,10 @@ when it is missing, before any long work starts.
 """
 from __future__ import annotations
 
-from types import ModuleType
-
 import torch
 from torch import nn
 
-
-def require_bitsandbytes(purpose: str) -> ModuleType:
-    try:
-        import bitsandbytes
-    except ImportError as exc:
-        raise RuntimeError(f"{purpose} needs bitsandbytes: pip install bitsandbytes (with a CUDA GPU)") from exc
-    return bitsandbytes
+from ..core.bitsandbytes_support import require_bitsandbytes
 
 
 def quantize_linear_nf4(model: nn.Module, compute_dtype: torch.dtype) -> int:

@@ -1,0 +1,74 @@
+"""The keyword safety filter for texts meant for people: no URLs, no e-mail addresses, no blocked words.
+
+Blocked words default to sales talk (a curator's text describes a work; it does not sell it), in
+English and Korean. A blocked word is removed with any number or currency figure right beside it;
+a hashtag holding one is dropped whole.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+DEFAULT_BLOCKED = ("auction", "auctions", "price", "prices", "priced", "pricing", "for sale", "sale", "sales",
+                   "buy", "buying", "sell", "selling", "discount", "bid", "bids", "bidding", "investment",
+                   "경매", "가격", "판매", "할인", "구매")
+_URL = re.compile(r"(?:https?://|ftp://|www\.)\S+|\b[\w.-]+\.(?:com|net|org|io|kr|co|shop|store)(?:/\S*)?\b",
+                  re.IGNORECASE)
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_MONEY = r"(?:[$€£¥₩]\s?\d[\d,.]*|\d[\d,.]*\s?(?:[$€£¥₩]|usd|eur|krw|dollars?|won|원))"
+
+
+def parse_blocked(text: str) -> list[str]:
+    """A comma- or line-separated word list, as a node's input gives it."""
+    return [w.strip() for w in re.split(r"[,\n]", text) if w.strip()]
+
+
+_SENTENCE = re.compile(r"(?<=[.!?。])\s+|\n+")
+
+
+class SafetyFilter:
+    """Cleans texts: a sentence with a URL, an e-mail address, a price or a blocked word is dropped; a text of
+    one sentence (a title, a name) loses just the offending words."""
+
+    def __init__(self, blocked: Iterable[str] = DEFAULT_BLOCKED) -> None:
+        self.blocked = sorted({w.strip().casefold() for w in blocked if w.strip()}, key=len, reverse=True)
+        # English words need word edges ("sale" is not in "salamander"); Korean nouns take particles ("경매는")
+        parts = [rf"\b{re.escape(w)}\b" if w.isascii() else re.escape(w) for w in self.blocked]
+        parts = [p.replace(r"\ ", r"\s+") for p in parts]
+        self._words = re.compile("|".join(parts), re.IGNORECASE) if parts else None
+        self._money = re.compile(_MONEY, re.IGNORECASE)
+
+    def _offending(self, text: str) -> list[re.Pattern[str]]:
+        patterns = [_EMAIL, _URL, self._money] + ([self._words] if self._words is not None else [])
+        return [p for p in patterns if p.search(text)]
+
+    def clean(self, text: str) -> str:
+        sentences = [s for s in _SENTENCE.split(text.strip()) if s.strip()]
+        if len(sentences) > 1:
+            return " ".join(s.strip() for s in sentences if not self._offending(s))
+        for pattern in self._offending(text):
+            text = pattern.sub("", text)
+        text = re.sub(r"\(\s*\)|\[\s*\]", "", text)
+        text = re.sub(r"[ \t]+([,.;:!?])", r"\1", text)
+        text = re.sub(r"([,;:])(?:\s*[,;:])+", r"\1", text)
+        return re.sub(r"\s{2,}", " ", text).strip(" ,;:")
+
+    def allows(self, text: str) -> bool:
+        """False for a text that holds a URL, an e-mail address, a price or a blocked word."""
+        return not self._offending(text)
+
+    def clean_value(self, value: Any) -> Any:
+        """Every string inside a JSON-like value cleaned; lists lose items that clean to nothing."""
+        if isinstance(value, str):
+            return self.clean(value)
+        if isinstance(value, list):
+            cleaned = [self.clean_value(v) for v in value]
+            return [v for v in cleaned if v not in ("", None)]
+        if isinstance(value, dict):
+            return {k: self.clean_value(v) for k, v in value.items()}
+        return value
+
+    def hashtags(self, tags: Iterable[str]) -> list[str]:
+        """Hashtags run words together, so a blocked word anywhere inside one drops it (#sale2024)."""
+        return [t for t in tags if self.allows(t) and not any(w.replace(" ", "") in t.casefold() for w in self.blocked)]
