@@ -191,7 +191,8 @@ def describe_folder(folder: Path, safety: SafetyFilter, metadata: dict[str, Meta
         labels = entries.get(name, {}).get("labels", {})
         text = curate_text(labels, read_caption(path) or "", metadata.get(path.stem, Metadata()), safety)
         records.append({"file": name, **text.record})
-        catalogue.append(f"## {text.record.get('title') or path.stem}\n\n{text.paragraph}\n\n{' '.join(text.hashtags)}\n")
+        heading = text.record.get("title") or path.stem
+        catalogue.append(f"## {heading}\n\n{text.paragraph}\n\n{' '.join(text.hashtags)}\n")
         progress.advance()
     write_text_atomic(folder / "curation.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     write_text_atomic(folder / "curation.md", "\n".join(catalogue))
