@@ -73,6 +73,21 @@ class CurateOptions:
     keep_best: str = "resolution"  # which of a cluster of near-duplicates stays: most pixels, or best sort score
     subfolders_by: str = ""  # a group: each picture goes into a folder named after its label there
 
+    def check(self, taxonomy: Taxonomy) -> tuple[list[Rule], list[Rule], list[Rule]]:
+        """The keep, drop and sort rules, parsed against ``taxonomy``; any mistake raises before work starts."""
+        if self.keep_best not in KEEP_BEST:
+            raise ValueError(f"keep_best must be one of {', '.join(KEEP_BEST)}, got {self.keep_best!r}")
+        if not 0.0 <= self.dedup_threshold <= 1.0:
+            raise ValueError(f"dedup_threshold must be from 0 (off) to 1, got {self.dedup_threshold}")
+        keep, drop = parse_rules(self.keep, taxonomy), parse_rules(self.drop, taxonomy)
+        sort_rule = parse_rules(self.sort_by, taxonomy)[:1] if self.sort_by.strip() else []
+        if self.keep_best == "score" and not sort_rule:
+            raise ValueError("keep_best 'score' ranks near-duplicates by the sort_by label's score: give sort_by")
+        if self.subfolders_by and self.subfolders_by not in taxonomy.groups:
+            raise TaxonomyError(f"subfolders_by names group {self.subfolders_by!r}, which taxonomy {taxonomy.name!r}"
+                                f" does not have (groups: {', '.join(taxonomy.groups)})")
+        return keep, drop, sort_rule
+
 
 @dataclass
 class CurationPlan:
@@ -109,17 +124,7 @@ def near_duplicate_clusters(embeddings: torch.Tensor, threshold: float, block: i
 def plan_curation(index: FolderIndex, results: list[dict[str, Any]], taxonomy: Taxonomy,
                   options: CurateOptions) -> CurationPlan:
     """Which pictures stay, in which order, and why each other one goes."""
-    if options.keep_best not in KEEP_BEST:
-        raise ValueError(f"keep_best must be one of {', '.join(KEEP_BEST)}, got {options.keep_best!r}")
-    if not 0.0 <= options.dedup_threshold <= 1.0:
-        raise ValueError(f"dedup_threshold must be from 0 (off) to 1, got {options.dedup_threshold}")
-    keep, drop = parse_rules(options.keep, taxonomy), parse_rules(options.drop, taxonomy)
-    sort_rule = parse_rules(options.sort_by, taxonomy)[:1] if options.sort_by.strip() else []
-    if options.keep_best == "score" and not sort_rule:
-        raise ValueError("keep_best 'score' ranks near-duplicates by the sort_by label's score: give sort_by")
-    if options.subfolders_by and options.subfolders_by not in taxonomy.groups:
-        raise TaxonomyError(f"subfolders_by names group {options.subfolders_by!r}, which taxonomy {taxonomy.name!r} "
-                            f"does not have (groups: {', '.join(taxonomy.groups)})")
+    keep, drop, sort_rule = options.check(taxonomy)
 
     def sort_score(row: int) -> float:
         rule = sort_rule[0]

@@ -85,7 +85,9 @@ def _opening(meta: Metadata, labels: dict[str, list[dict[str, Any]]]) -> str:
         made += f" on {meta.material}" if meta.technique or medium else f" in {meta.material}"
     if meta.size:
         made += f", {meta.size}"
-    return _sentence(f"{subject} is {made}")
+    if made != "a work":
+        return _sentence(f"{subject} is {made}")
+    return _sentence(subject) if subject != "This work" else ""
 
 
 def _label_sentences(labels: dict[str, list[dict[str, Any]]]) -> list[str]:

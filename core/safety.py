@@ -27,14 +27,21 @@ def parse_blocked(text: str) -> list[str]:
 _SENTENCE = re.compile(r"(?<=[.!?。])\s+|\n+")
 
 
+def _is_prose(text: str) -> bool:
+    """A sentence (words ending in . ! ? or 。) rather than a name or a title."""
+    text = text.strip()
+    return " " in text and text[-1:] in ".!?。"
+
+
 class SafetyFilter:
-    """Cleans texts: a sentence with a URL, an e-mail address, a price or a blocked word is dropped; a text of
-    one sentence (a title, a name) loses just the offending words."""
+    """Cleans texts: a sentence with a URL, an e-mail address, a price or a blocked word is dropped; a text
+    that is not a sentence (a title, a name) loses just the offending words."""
 
     def __init__(self, blocked: Iterable[str] = DEFAULT_BLOCKED) -> None:
         self.blocked = sorted({w.strip().casefold() for w in blocked if w.strip()}, key=len, reverse=True)
         # English words need word edges ("sale" is not in "salamander"); Korean nouns take particles ("경매는")
-        parts = [rf"\b{re.escape(w)}\b" if w.isascii() else re.escape(w) for w in self.blocked]
+        # English words also match their plain inflections (price: prices, priced, pricing)
+        parts = [rf"\b{re.escape(w)}(?:s|es|d|ed|ing)?\b" if w.isascii() else re.escape(w) for w in self.blocked]
         parts = [p.replace(r"\ ", r"\s+") for p in parts]
         self._words = re.compile("|".join(parts), re.IGNORECASE) if parts else None
         self._money = re.compile(_MONEY, re.IGNORECASE)
@@ -45,7 +52,7 @@ class SafetyFilter:
 
     def clean(self, text: str) -> str:
         sentences = [s for s in _SENTENCE.split(text.strip()) if s.strip()]
-        if len(sentences) > 1:
+        if len(sentences) > 1 or _is_prose(text):
             return " ".join(s.strip() for s in sentences if not self._offending(s))
         for pattern in self._offending(text):
             text = pattern.sub("", text)

@@ -107,6 +107,13 @@ def model_files(key: str) -> list[str]:
     return sorted(names)
 
 
+def model_dirs(key: str) -> list[str]:
+    """Names of the transformers model folders (with a config.json) in the folders of ``key``, for a dropdown."""
+    from ..core.hf_folders import model_subfolders
+
+    return model_subfolders(model_folders(key))
+
+
 class ComfyProgress:
     """ComfyUI's progress bar on the running node, and its cancel button."""
 

@@ -1,0 +1,249 @@
+"""Nodes of the BLIP-2 captioner: load, caption pictures, caption a dataset, curator texts."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import torch
+
+from ..core import blip2
+from ..core.curation_text import METADATA_FIELDS, Metadata, curate_text
+from ..core.hf_folders import find_model_folder
+from ..core.safety import DEFAULT_BLOCKED, SafetyFilter, parse_blocked
+from . import bridge
+from .augmentation import _float, _int
+from .curator import model_choices
+
+CATEGORY = "Atelier/Caption"
+BLIP2 = "ATELIER_BLIP2"
+BLIP2_KIND = "blip2"
+
+
+def blip2_key() -> str:
+    return bridge.register_model_folder(BLIP2_KIND, {".safetensors", ".bin", ".json"})
+
+
+CAPTION_INPUTS: dict[str, tuple[Any, ...]] = {
+    "prompt": ("STRING", {"default": "", "multiline": True, "tooltip": "Text the caption continues, such as "
+               "'Question: what style is this artwork? Answer:'. Empty: a plain caption."}),
+    "max_new_tokens": _int(40, 1, 512, "Longest caption, in tokens."),
+    "min_new_tokens": _int(0, 0, 512, "Shortest caption, in tokens."),
+    "num_beams": _int(3, 1, 16, "Beam search width (1: greedy); with sampling on, each beam samples."),
+    "sampling": ("BOOLEAN", {"default": False, "tooltip": "Sample words (varied captions) instead of searching for "
+                 "the likeliest caption."}),
+    "temperature": _float(1.0, 0.05, 5.0, "Sampling temperature: lower is safer, higher more varied."),
+    "top_p": _float(0.9, 0.05, 1.0, "Sampling keeps the smallest set of words whose probability reaches top_p."),
+    "repetition_penalty": _float(1.0, 1.0, 3.0, "Above 1 discourages repeated words."),
+    "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": True,
+                     "tooltip": "Seed of sampling; the same seed and batch size give the same captions."}),
+    "batch_size": _int(8, 1, 256, "Pictures captioned at once."),
+    "unload_after": ("BOOLEAN", {"default": False, "tooltip": "Free the model's memory when done (load it again "
+                     "to caption more)."}),
+}
+
+
+def _settings(prompt: str, max_new_tokens: int, min_new_tokens: int, num_beams: int, sampling: bool,
+              temperature: float, top_p: float, repetition_penalty: float, seed: int) -> blip2.CaptionSettings:
+    settings = blip2.CaptionSettings(prompt.strip(), max_new_tokens, min_new_tokens, num_beams, sampling,
+                                     temperature, top_p, repetition_penalty, seed)
+    settings.check()
+    return settings
+
+
+class AtelierLoadBLIP2:
+    DESCRIPTION = ("Load BLIP-2 (image captioning and questions) from a folder in models/atelier/blip2 or the "
+                   "Hugging Face cache; Salesforce/blip2-opt-2.7b is the recommended one. 8-bit and 4-bit need "
+                   "bitsandbytes and a CUDA GPU.")
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (BLIP2,)
+    RETURN_NAMES = ("blip2_model",)
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "model": (model_choices(blip2_key(), blip2.DEFAULT_BLIP2), {"default": blip2.DEFAULT_BLIP2,
+                      "tooltip": "A BLIP-2 model folder in models/atelier/blip2, or a Hugging Face id found in the "
+                                 "local cache (never downloaded)."}),
+            "precision": (list(blip2.PRECISIONS), {"default": "auto", "tooltip": "auto: fp16 on a GPU, fp32 on the "
+                          "CPU. 8bit (~4 GB for OPT-2.7B) and 4bit (~2.5 GB) load through bitsandbytes on CUDA."}),
+            "device": (["auto", "cpu"], {"default": "auto", "tooltip": "auto: ComfyUI's GPU when there is one."}),
+        }}
+
+    def load(self, model: str, precision: str, device: str) -> tuple[Any]:
+        folder = find_model_folder(model, bridge.model_folders(blip2_key()), "BLIP-2", blip2.DEFAULT_BLIP2)
+        return (blip2.load_blip2(folder, bridge.compute_device(device), precision),)
+
+
+class AtelierCaptionImages:
+    DESCRIPTION = "Caption an IMAGE batch with BLIP-2, in batches; one caption per line, in batch order."
+    CATEGORY = CATEGORY
+    FUNCTION = "caption"
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("captions",)
+    OUTPUT_TOOLTIPS = ("One caption per picture, one per line (the LoRA trainer's 'captions' input reads this).",)
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "blip2_model": (BLIP2, {"tooltip": "From Atelier Load BLIP-2."}),
+            "images": ("IMAGE", {"tooltip": "The pictures to caption."}),
+            **CAPTION_INPUTS,
+        }}
+
+    def caption(self, blip2_model: blip2.Blip2Model, images: torch.Tensor, prompt: str, max_new_tokens: int,
+                min_new_tokens: int, num_beams: int, sampling: bool, temperature: float, top_p: float,
+                repetition_penalty: float, seed: int, batch_size: int, unload_after: bool) -> tuple[str]:
+        settings = _settings(prompt, max_new_tokens, min_new_tokens, num_beams, sampling, temperature, top_p,
+                             repetition_penalty, seed)
+        if images.dim() != 4 or images.shape[-1] != 3 or images.shape[0] == 0:
+            raise ValueError(f"expected an IMAGE batch [B, H, W, 3], got shape {list(images.shape)}")
+        captions = blip2.caption_images(blip2_model, images, settings, batch_size,
+                                        bridge.progress(images.shape[0], "captioning"))
+        if unload_after:
+            blip2_model.unload()
+        return ("\n".join(captions),)
+
+
+class AtelierCaptionDataset:
+    DESCRIPTION = ("Write a <stem>.txt caption beside every picture of a folder, the captions the LoRA trainer reads. "
+                   "Existing captions are kept unless 'overwrite' is on; pictures that fail to decode are listed.")
+    CATEGORY = CATEGORY
+    FUNCTION = "caption"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("STRING", "STRING")
+    RETURN_NAMES = ("folder", "report")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "blip2_model": (BLIP2, {"tooltip": "From Atelier Load BLIP-2."}),
+            "folder": ("STRING", {"default": "atelier/dataset", "tooltip": "Folder of pictures (absolute, or inside "
+                       "ComfyUI's input folder), such as a version folder from Curate Folder or Multiply Dataset."}),
+            "trigger": ("STRING", {"default": "", "tooltip": "Word put before every caption ('sks_style, a ...')."}),
+            "overwrite": ("BOOLEAN", {"default": False, "tooltip": "Replace captions that already exist."}),
+            "recursive": ("BOOLEAN", {"default": False, "tooltip": "Also caption pictures in sub-folders."}),
+            **CAPTION_INPUTS,
+        }}
+
+    def caption(self, blip2_model: blip2.Blip2Model, folder: str, trigger: str, overwrite: bool, recursive: bool,
+                prompt: str, max_new_tokens: int, min_new_tokens: int, num_beams: int, sampling: bool,
+                temperature: float, top_p: float, repetition_penalty: float, seed: int, batch_size: int,
+                unload_after: bool) -> tuple[str, str]:
+        from ..core.image_files import list_images
+
+        settings = _settings(prompt, max_new_tokens, min_new_tokens, num_beams, sampling, temperature, top_p,
+                             repetition_penalty, seed)
+        path = bridge.resolve_input_folder(folder)
+        total = len(list_images(path, recursive))
+        report = blip2.caption_folder(blip2_model, path, settings, trigger, overwrite, batch_size, recursive,
+                                      bridge.progress(total, "captioning"))
+        if unload_after:
+            blip2_model.unload()
+        return str(path), report.report()
+
+
+def _safety(blocked_words: str) -> SafetyFilter:
+    return SafetyFilter(parse_blocked(blocked_words))
+
+
+BLOCKED_INPUT = ("STRING", {"default": ", ".join(DEFAULT_BLOCKED), "multiline": True, "tooltip": "Words removed "
+                 "from everything this node outputs (with URLs and e-mail addresses, always); comma-separated. "
+                 "A sentence holding one is dropped."})
+
+
+class AtelierCurationText:
+    DESCRIPTION = ("A curator-style paragraph, a JSON record and hashtags for one work, from its CLIP labels, a "
+                   "BLIP-2 description and your metadata. A safety filter removes URLs, e-mail addresses and "
+                   "blocked words (sales talk by default) from all three.")
+    CATEGORY = CATEGORY
+    FUNCTION = "write"
+    RETURN_TYPES = ("STRING", "STRING", "STRING")
+    RETURN_NAMES = ("paragraph", "record_json", "hashtags")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        fields = {name: ("STRING", {"default": "", "multiline": name == "artist_note",
+                                    "tooltip": f"The work's {name.replace('_', ' ')} (optional)."})
+                  for name in METADATA_FIELDS}
+        return {
+            "required": {
+                **fields,
+                "picture_index": _int(0, 0, 100_000, "Which picture of labels_json and descriptions this is about."),
+                "blocked_words": BLOCKED_INPUT,
+            },
+            "optional": {
+                "labels_json": ("STRING", {"forceInput": True, "tooltip": "From Atelier Label Images."}),
+                "descriptions": ("STRING", {"forceInput": True, "tooltip": "From Atelier Caption Images: one "
+                                 "description per line."}),
+            },
+        }
+
+    def write(self, title: str, artist: str, year: str, material: str, technique: str, size: str,
+              artist_note: str, picture_index: int, blocked_words: str, labels_json: str | None = None,
+              descriptions: str | None = None) -> tuple[str, str, str]:
+        labels: dict[str, Any] = {}
+        if labels_json:
+            try:
+                records = json.loads(labels_json)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"labels_json is not JSON from Atelier Label Images: {exc}") from None
+            if not isinstance(records, list) or not records:
+                raise ValueError("labels_json must be the list Atelier Label Images outputs")
+            if picture_index >= len(records):
+                raise ValueError(f"picture_index {picture_index} is past the {len(records)} labelled picture(s)")
+            labels = records[picture_index].get("labels", {})
+        lines = [line for line in (descriptions or "").splitlines()]
+        if lines and picture_index >= len(lines):
+            raise ValueError(f"picture_index {picture_index} is past the {len(lines)} description line(s)")
+        description = lines[picture_index] if lines else ""
+        meta = Metadata(title, artist, year, material, technique, size, artist_note)
+        text = curate_text(labels, description, meta, _safety(blocked_words))
+        return text.paragraph, text.record_json(), " ".join(text.hashtags)
+
+
+class AtelierDescribeFolder:
+    DESCRIPTION = ("Curation texts for every picture of a dataset version (such as Curate Folder's, captioned by "
+                   "Caption Dataset): labels from its manifest, the caption as description, metadata matched by "
+                   "file name. Writes curation.jsonl and a readable curation.md into the folder.")
+    CATEGORY = CATEGORY
+    FUNCTION = "describe"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("STRING", "STRING")
+    RETURN_NAMES = ("records_json", "catalogue")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "folder": ("STRING", {"default": "", "tooltip": "The dataset version folder (absolute, or inside "
+                       "ComfyUI's input folder); wire Curate Folder's or Caption Dataset's 'folder' here."}),
+            "metadata_file": ("STRING", {"default": "", "tooltip": "Optional JSON (picture name -> {title, artist, "
+                              "year, material, technique, size, artist_note}) or CSV with a 'file' column."}),
+            "blocked_words": BLOCKED_INPUT,
+        }}
+
+    def describe(self, folder: str, metadata_file: str, blocked_words: str) -> tuple[str, str]:
+        from ..core.curation_text import describe_folder, read_metadata
+        from ..core.image_files import list_images
+
+        path = bridge.resolve_input_folder(folder)
+        metadata = read_metadata(bridge.resolve_input_folder(metadata_file)) if metadata_file.strip() else None
+        total = len(list_images(path, recursive=True))
+        records = describe_folder(path, _safety(blocked_words), metadata, bridge.progress(total, "describing"))
+        return json.dumps(records, ensure_ascii=False, indent=1), (path / "curation.md").read_text(encoding="utf-8")
+
+
+NODE_CLASS_MAPPINGS = {
+    "AtelierLoadBLIP2": AtelierLoadBLIP2,
+    "AtelierCaptionImages": AtelierCaptionImages,
+    "AtelierCaptionDataset": AtelierCaptionDataset,
+    "AtelierCurationText": AtelierCurationText,
+    "AtelierDescribeFolder": AtelierDescribeFolder,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "AtelierLoadBLIP2": "Atelier Load BLIP-2",
+    "AtelierCaptionImages": "Atelier Caption Images",
+    "AtelierCaptionDataset": "Atelier Caption Dataset",
+    "AtelierCurationText": "Atelier Curation Text",
+    "AtelierDescribeFolder": "Atelier Describe Folder",
+}

@@ -1,0 +1,304 @@
+"""Nodes of the CLIP taxonomy curator: load CLIP and a taxonomy, label, curate a folder, retrieve, evaluate."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..core import clip_model, curate, image_index, retrieval, taxonomy, zero_shot
+from ..core.hf_folders import find_model_folder
+from ..core.image_files import load_image
+from ..core.output_paths import safe_subfolder
+from . import bridge
+from .augmentation import _float, _int
+
+CATEGORY = "Atelier/Curate"
+CLIP = "ATELIER_CLIP"
+TAXONOMY = "ATELIER_TAXONOMY"
+CLIP_KIND = "clip"
+CACHE_SUBFOLDER = "atelier/clip_cache"
+LANGUAGES = ["en", "ko"]
+
+
+def clip_key() -> str:
+    return bridge.register_model_folder(CLIP_KIND, {".safetensors", ".bin", ".json"})
+
+
+def model_choices(key: str, default: str) -> list[str]:
+    found = bridge.model_dirs(key)
+    return found if default in found else [default, *found]
+
+
+def _cache_dir() -> Path:
+    return bridge.output_directory() / CACHE_SUBFOLDER
+
+
+def _language() -> tuple[str, dict[str, Any]]:
+    return (LANGUAGES, {"default": "en", "tooltip": "Language of the label names in tags and texts (a taxonomy "
+                        "may give names in any language; English is the fallback)."})
+
+
+def _batch_size(default: int = 32) -> tuple[str, dict[str, Any]]:
+    return _int(default, 1, 1024, "Pictures per forward pass; larger is faster until memory runs out.")
+
+
+def _index(clip: clip_model.ClipModel, folder: str, batch_size: int, recursive: bool) -> image_index.FolderIndex:
+    from ..core.image_files import list_images
+
+    clip_model.refuse_comfy_clip(clip)
+    path = bridge.resolve_input_folder(folder)
+    files = list_images(path, recursive)  # a missing or empty folder fails here, before any work
+    return image_index.index_folder(clip, files, _cache_dir(), batch_size,
+                                    progress=bridge.progress(len(files), "embedding pictures"))
+
+
+class AtelierLoadCLIP:
+    DESCRIPTION = ("Load a whole CLIP (image and text towers) for zero-shot labelling and retrieval, from a folder in "
+                   "models/atelier/clip or the Hugging Face cache; ViT-L/14 (openai/clip-vit-large-patch14) is the "
+                   "recommended one. ComfyUI's CLIP_VISION lacks the text tower, so it cannot be used here.")
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (CLIP,)
+    RETURN_NAMES = ("clip_model",)
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "model": (model_choices(clip_key(), clip_model.DEFAULT_CLIP), {"default": clip_model.DEFAULT_CLIP,
+                      "tooltip": "A CLIP model folder in models/atelier/clip, or a Hugging Face id found in the "
+                                 "local cache (never downloaded)."}),
+            "precision": (["auto", "fp16", "bf16", "fp32"], {"default": "auto", "tooltip": "auto: fp16 on a GPU, "
+                          "fp32 on the CPU. Cached embeddings are kept per precision."}),
+            "device": (["auto", "cpu"], {"default": "auto", "tooltip": "auto: ComfyUI's GPU when there is one."}),
+        }}
+
+    def load(self, model: str, precision: str, device: str) -> tuple[Any]:
+        folder = find_model_folder(model, bridge.model_folders(clip_key()), "CLIP", clip_model.DEFAULT_CLIP)
+        return (clip_model.load_clip(folder, bridge.compute_device(device), precision),)
+
+
+class AtelierLoadTaxonomy:
+    DESCRIPTION = ("A taxonomy for zero-shot labelling: one shipped with the pack (artworks, scenes, spaces) or your "
+                   "own YAML/JSON file (see taxonomies/README.md in the pack). Parse errors give the line.")
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (TAXONOMY, "STRING")
+    RETURN_NAMES = ("taxonomy", "summary")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        shipped = taxonomy.shipped_taxonomies()
+        return {"required": {
+            "taxonomy": (shipped, {"default": "artworks", "tooltip": "A taxonomy that comes with the pack."}),
+            "custom_file": ("STRING", {"default": "", "tooltip": "Your own taxonomy file (absolute, or inside "
+                            "ComfyUI's input folder); when given it is used instead of the one above."}),
+        }}
+
+    def load(self, taxonomy: str, custom_file: str) -> tuple[Any, str]:
+        from ..core.taxonomy import load_taxonomy
+
+        source = str(bridge.resolve_input_folder(custom_file)) if custom_file.strip() else taxonomy
+        loaded = load_taxonomy(source)
+        lines = [f"{loaded.name}: {len(loaded.groups)} group(s)"]
+        lines += [f"{g.name} ({g.mode}): {', '.join(g.labels)}" for g in loaded.groups.values()]
+        return loaded, "\n".join(lines)
+
+
+class AtelierLabelImages:
+    DESCRIPTION = ("Zero-shot labels for an IMAGE batch against a taxonomy: prompt ensembles, scores per label, "
+                   "hierarchy, thresholds, top-k and exclusive groups. Outputs JSON (labels and every score per "
+                   "picture) and tags (one line per picture).")
+    CATEGORY = CATEGORY
+    FUNCTION = "label"
+    RETURN_TYPES = ("STRING", "STRING")
+    RETURN_NAMES = ("labels_json", "tags")
+    OUTPUT_TOOLTIPS = ("A JSON list, one object per picture: chosen labels per group and all scores.",
+                       "Comma-separated label names, one line per picture.")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "clip_model": (CLIP, {"tooltip": "From Atelier Load CLIP."}),
+            "taxonomy": (TAXONOMY, {"tooltip": "From Atelier Load Taxonomy."}),
+            "images": ("IMAGE", {"tooltip": "The pictures to label."}),
+            "language": _language(),
+            "batch_size": _batch_size(),
+        }}
+
+    def label(self, clip_model: clip_model.ClipModel, taxonomy: taxonomy.Taxonomy, images: torch.Tensor,
+              language: str, batch_size: int) -> tuple[str, str]:
+        from ..core import clip_model as clip_core
+
+        clip_core.refuse_comfy_clip(clip_model)
+        if images.dim() != 4 or images.shape[-1] != 3 or images.shape[0] == 0:
+            raise ValueError(f"expected an IMAGE batch [B, H, W, 3], got shape {list(images.shape)}")
+        bank = zero_shot.build_label_bank(clip_model, taxonomy)
+        progress = bridge.progress(images.shape[0], "labelling")
+        rows = []
+        for start in range(0, images.shape[0], batch_size):
+            progress.check_cancel()
+            rows.append(clip_model.embed_images(images[start:start + batch_size]))
+            progress.advance(min(batch_size, images.shape[0] - start))
+        results = zero_shot.label_embeddings(bank, torch.cat(rows), language)
+        tags = "\n".join(", ".join(zero_shot.tags(r, taxonomy, language)) for r in results)
+        return zero_shot.to_json(results), tags
+
+
+class AtelierCurateFolder:
+    DESCRIPTION = ("Label every picture of a folder, keep or drop by labels and scores, sort, remove near-duplicates "
+                   "(keeping the best of each cluster), and copy what stays (with caption sidecars) into a new "
+                   "vNNN version folder with a manifest of labels and scores. Embeddings are cached, so a second "
+                   "run over the same folder encodes nothing.")
+    CATEGORY = CATEGORY
+    FUNCTION = "curate"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("STRING", "STRING", "STRING", "INT")
+    RETURN_NAMES = ("folder", "labels_json", "report", "kept")
+    OUTPUT_TOOLTIPS = ("The version folder written.", "Labels and scores of every picture of the source folder.",
+                       "What was kept, dropped (and why) and skipped.", "How many pictures were kept.")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "clip_model": (CLIP, {"tooltip": "From Atelier Load CLIP."}),
+            "taxonomy": (TAXONOMY, {"tooltip": "From Atelier Load Taxonomy."}),
+            "folder": ("STRING", {"default": "atelier/collection", "tooltip": "Folder of pictures (absolute, or "
+                       "inside ComfyUI's input folder). Files that fail to decode are skipped and listed."}),
+            "keep": ("STRING", {"default": "", "multiline": True, "tooltip": "Keep rules, comma- or line-separated: "
+                     "'medium:oil_painting' (label chosen), 'landscape>=0.3' (score at least). Empty: keep all."}),
+            "require_all": ("BOOLEAN", {"default": False, "tooltip": "Keep only pictures matching every keep rule "
+                            "(off: any one)."}),
+            "drop": ("STRING", {"default": "", "multiline": True, "tooltip": "Drop rules, same form; a picture "
+                     "matching any is dropped."}),
+            "sort_by": ("STRING", {"default": "", "tooltip": "A label: pictures sorted by its score, highest first, "
+                        "and numbered in that order. Empty: folder order."}),
+            "dedup_threshold": _float(0.95, 0.0, 1.0, "Cosine similarity of CLIP embeddings at which two pictures "
+                                      "count as near-duplicates; 0 turns removal off.", 0.005),
+            "keep_best": (list(curate.KEEP_BEST), {"default": "resolution", "tooltip": "Which of a cluster of "
+                          "near-duplicates stays: the one with most pixels, or the best sort_by score."}),
+            "subfolders_by": ("STRING", {"default": "", "tooltip": "A group name: each picture goes into a sub-folder "
+                              "named after its label in that group. Empty: one flat folder."}),
+            "subfolder": ("STRING", {"default": "atelier/curated", "tooltip": "Inside ComfyUI's output folder; "
+                          "each run adds a new vNNN folder here."}),
+            "language": _language(),
+            "batch_size": _batch_size(),
+            "recursive": ("BOOLEAN", {"default": False, "tooltip": "Also read pictures in sub-folders."}),
+        }}
+
+    def curate(self, clip_model: clip_model.ClipModel, taxonomy: taxonomy.Taxonomy, folder: str, keep: str,
+               require_all: bool, drop: str, sort_by: str, dedup_threshold: float, keep_best: str,
+               subfolders_by: str, subfolder: str, language: str, batch_size: int,
+               recursive: bool) -> tuple[str, str, str, int]:
+        options = curate.CurateOptions(keep, require_all, drop, sort_by, dedup_threshold, keep_best,
+                                       subfolders_by.strip())
+        parent = safe_subfolder(bridge.output_directory(), subfolder)
+        options.check(taxonomy)
+        bank = zero_shot.build_label_bank(clip_model, taxonomy)
+        index = _index(clip_model, folder, batch_size, recursive)
+        results = zero_shot.label_embeddings(bank, index.embeddings, language)
+        plan = curate.plan_curation(index, results, taxonomy, options)
+        written = curate.write_curated(index, results, taxonomy, plan, options, parent, language,
+                                       bridge.progress(len(plan.order), "writing"))
+        records = [{"file": str(f), **r} for f, r in zip(index.files, results)]
+        report = [index.report(), f"kept {len(plan.order)} of {len(index.files)} into {written.folder}"]
+        report += [f"dropped {index.files[row].name}: {why}" for row, why in sorted(plan.dropped.items())]
+        return str(written.folder), zero_shot.to_json(records), "\n".join(report), len(plan.order)
+
+
+def _fit(image: torch.Tensor, size: int) -> torch.Tensor:
+    """A picture scaled to fit ``size`` x ``size`` and padded with black, so results of any size make a batch."""
+    import torch.nn.functional as F
+
+    height, width = image.shape[:2]
+    scale = size / max(height, width)
+    new = (max(1, round(height * scale)), max(1, round(width * scale)))
+    planar = F.interpolate(image.permute(2, 0, 1)[None], size=new, mode="bilinear", antialias=True,
+                           align_corners=False)[0]
+    out = torch.zeros(3, size, size)
+    top, left = (size - new[0]) // 2, (size - new[1]) // 2
+    out[:, top:top + new[0], left:left + new[1]] = planar.clamp(0, 1)
+    return out.permute(1, 2, 0)
+
+
+class AtelierRetrieveImages:
+    DESCRIPTION = ("Text to pictures: the top-K pictures of a folder nearest a text query in CLIP space, from the "
+                   "cached embeddings (a folder indexed once answers every later query at once).")
+    CATEGORY = CATEGORY
+    FUNCTION = "retrieve"
+    RETURN_TYPES = ("IMAGE", "STRING")
+    RETURN_NAMES = ("images", "results")
+    OUTPUT_TOOLTIPS = ("The pictures found, best first, fitted into squares of 'preview_size'.",
+                       "One line per picture: rank, cosine similarity and path.")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "clip_model": (CLIP, {"tooltip": "From Atelier Load CLIP."}),
+            "folder": ("STRING", {"default": "atelier/collection", "tooltip": "Folder of pictures to search."}),
+            "query": ("STRING", {"default": "a calm seascape at dusk", "multiline": True,
+                      "tooltip": "What to look for, in words."}),
+            "top_k": _int(8, 1, 1000, "How many pictures to return."),
+            "preview_size": _int(512, 64, 4096, "Side of the square each result is fitted into.", 8),
+            "batch_size": _batch_size(),
+            "recursive": ("BOOLEAN", {"default": False, "tooltip": "Also search sub-folders."}),
+        }}
+
+    def retrieve(self, clip_model: clip_model.ClipModel, folder: str, query: str, top_k: int, preview_size: int,
+                 batch_size: int, recursive: bool) -> tuple[torch.Tensor, str]:
+        if not query.strip():
+            raise ValueError("the query is empty: describe what to look for")
+        index = _index(clip_model, folder, batch_size, recursive)
+        found = retrieval.top_k(clip_model.embed_texts([query.strip()])[0], index.embeddings, top_k)
+        images = torch.stack([_fit(load_image(index.files[row]), preview_size) for row, _ in found])
+        lines = [f"{rank}\t{score:.4f}\t{index.files[row]}" for rank, (row, score) in enumerate(found, start=1)]
+        return images, "\n".join(lines)
+
+
+class AtelierEvaluateRetrieval:
+    DESCRIPTION = ("MRR@K and recall@K of text-to-image retrieval over (text, picture) pairs: each picture's caption "
+                   "sidecar (<stem>.txt) is the query that should find it among all the folder's pictures.")
+    CATEGORY = CATEGORY
+    FUNCTION = "evaluate"
+    RETURN_TYPES = ("FLOAT", "FLOAT", "STRING")
+    RETURN_NAMES = ("mrr", "recall", "report")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "clip_model": (CLIP, {"tooltip": "From Atelier Load CLIP."}),
+            "folder": ("STRING", {"default": "atelier/collection", "tooltip": "Pictures with <stem>.txt captions; "
+                       "pictures without a caption take part as distractors."}),
+            "k": _int(10, 1, 10_000, "The cut-off K of MRR@K and recall@K."),
+            "batch_size": _batch_size(),
+        }}
+
+    def evaluate(self, clip_model: clip_model.ClipModel, folder: str, k: int,
+                 batch_size: int) -> tuple[float, float, str]:
+        from ..core.image_files import read_caption
+
+        index = _index(clip_model, folder, batch_size, False)
+        pairs = [(caption, row) for row, path in enumerate(index.files) if (caption := read_caption(path))]
+        if not pairs:
+            raise ValueError(f"no picture in {folder!r} has a <stem>.txt caption to use as its query")
+        queries = clip_model.embed_texts([text for text, _ in pairs])
+        scores = retrieval.evaluate(retrieval.ranks(queries, index.embeddings, [row for _, row in pairs]), k)
+        return scores.mrr, scores.recall, scores.report()
+
+
+NODE_CLASS_MAPPINGS = {
+    "AtelierLoadCLIP": AtelierLoadCLIP,
+    "AtelierLoadTaxonomy": AtelierLoadTaxonomy,
+    "AtelierLabelImages": AtelierLabelImages,
+    "AtelierCurateFolder": AtelierCurateFolder,
+    "AtelierRetrieveImages": AtelierRetrieveImages,
+    "AtelierEvaluateRetrieval": AtelierEvaluateRetrieval,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "AtelierLoadCLIP": "Atelier Load CLIP",
+    "AtelierLoadTaxonomy": "Atelier Load Taxonomy",
+    "AtelierLabelImages": "Atelier Label Images",
+    "AtelierCurateFolder": "Atelier Curate Folder",
+    "AtelierRetrieveImages": "Atelier Retrieve Images",
+    "AtelierEvaluateRetrieval": "Atelier Evaluate Retrieval",
+}
