@@ -1,0 +1,163 @@
+"""Headless commands of the curator and captioner: label, curate, caption and describe a folder.
+
+    python atelier_cli.py label FOLDER --clip CLIP --taxonomy artworks [--json labels.json]
+    python atelier_cli.py curate FOLDER --clip CLIP --taxonomy spaces --output OUT [--keep RULES] [--dedup 0.95]
+    python atelier_cli.py caption FOLDER --blip2 BLIP2 [--trigger WORD] [--overwrite] [--prompt TEXT]
+    python atelier_cli.py describe FOLDER [--metadata metadata.csv]
+
+CLIP and BLIP-2 are a model folder, a folder name under models/atelier/clip (or blip2), or a
+Hugging Face id already in the local cache.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .core import blip2, clip_model
+from .core.hf_folders import find_model_folder
+from .core.output_paths import safe_subfolder
+from .core.safety import DEFAULT_BLOCKED, SafetyFilter, parse_blocked
+from .nodes import bridge
+
+
+def _clip_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder", help="folder of pictures")
+    p.add_argument("--clip", default=clip_model.DEFAULT_CLIP, help="CLIP model folder, name or cached HF id")
+    p.add_argument("--taxonomy", default="artworks", help="a shipped taxonomy (artworks, scenes, spaces) or a file")
+    p.add_argument("--language", default="en", help="language of label names (en, ko, ...)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp16", "bf16", "fp32"])
+    p.add_argument("--device", default="auto", help="auto (CUDA when present) or cpu")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--recursive", action="store_true", help="also read sub-folders")
+    p.add_argument("--cache", default=None, help="embedding cache folder (default: OUTPUT/atelier/clip_cache)")
+    p.add_argument("--output", default="output", help="output root folder (default: ./output)")
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("label", help="zero-shot labels of every picture of a folder against a taxonomy")
+    _clip_options(p)
+    p.add_argument("--json", help="write the labels and scores to this JSON file (default: print tags)")
+    c = sub.add_parser("curate", help="label, filter, sort and dedupe a folder into a new version folder")
+    _clip_options(c)
+    c.add_argument("--subfolder", default="atelier/curated", help="inside the output root; gets vNNN folders")
+    c.add_argument("--keep", default="", help="keep rules: 'medium:oil_painting, landscape>=0.3'")
+    c.add_argument("--require-all", action="store_true", help="keep only pictures matching every keep rule")
+    c.add_argument("--drop", default="", help="drop rules, same form")
+    c.add_argument("--sort-by", default="", help="a label: sort by its score and number the files")
+    c.add_argument("--dedup", type=float, default=0.95, help="near-duplicate cosine threshold; 0 turns it off")
+    c.add_argument("--keep-best", default="resolution", choices=["resolution", "score"])
+    c.add_argument("--subfolders-by", default="", help="a group: one sub-folder per label of that group")
+    k = sub.add_parser("caption", help="write <stem>.txt BLIP-2 captions beside the pictures of a folder")
+    k.add_argument("folder", help="folder of pictures")
+    k.add_argument("--blip2", default=blip2.DEFAULT_BLIP2, help="BLIP-2 model folder, name or cached HF id")
+    k.add_argument("--precision", default="auto", choices=list(blip2.PRECISIONS))
+    k.add_argument("--device", default="auto", help="auto (CUDA when present) or cpu")
+    k.add_argument("--trigger", default="", help="word put before every caption")
+    k.add_argument("--overwrite", action="store_true", help="replace existing captions")
+    k.add_argument("--recursive", action="store_true", help="also caption sub-folders")
+    defaults = blip2.CaptionSettings()
+    k.add_argument("--prompt", default=defaults.prompt)
+    for name in ("max_new_tokens", "min_new_tokens", "num_beams", "seed"):
+        k.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
+    for name in ("temperature", "top_p", "repetition_penalty"):
+        k.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
+    k.add_argument("--sampling", action="store_true", help="sample instead of beam search")
+    k.add_argument("--batch-size", type=int, default=8)
+    d = sub.add_parser("describe", help="curation texts for a dataset version (manifest labels, captions)")
+    d.add_argument("folder", help="a version folder, such as one written by curate and captioned by caption")
+    d.add_argument("--metadata", help="JSON (name -> fields) or CSV with a 'file' column")
+    d.add_argument("--blocked", default=", ".join(DEFAULT_BLOCKED), help="comma-separated blocked words")
+
+
+def _load_clip(args: argparse.Namespace) -> clip_model.ClipModel:
+    from .nodes.curator import clip_key
+
+    folder = find_model_folder(args.clip, bridge.model_folders(clip_key()), "CLIP", clip_model.DEFAULT_CLIP)
+    return clip_model.load_clip(folder, bridge.compute_device(args.device), args.precision)
+
+
+def _labelled(args: argparse.Namespace) -> tuple[Any, Any, Any, list[dict[str, Any]]]:
+    from .core import image_index, zero_shot
+    from .core.image_files import list_images
+    from .core.taxonomy import load_taxonomy
+
+    bridge.set_output_directory(args.output)
+    taxonomy = load_taxonomy(args.taxonomy)
+    files = list_images(args.folder, args.recursive)
+    clip = _load_clip(args)
+    cache = Path(args.cache) if args.cache else bridge.output_directory() / "atelier" / "clip_cache"
+    index = image_index.index_folder(clip, files, cache, args.batch_size,
+                                     progress=bridge.progress(len(files), "embedding"))
+    bank = zero_shot.build_label_bank(clip, taxonomy)
+    return taxonomy, clip, index, zero_shot.label_embeddings(bank, index.embeddings, args.language)
+
+
+def run_label(args: argparse.Namespace) -> int:
+    from .core import zero_shot
+
+    taxonomy, _, index, results = _labelled(args)
+    for skipped in index.skipped:
+        print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
+    if args.json:
+        records = [{"file": str(f), **r} for f, r in zip(index.files, results)]
+        Path(args.json).write_text(zero_shot.to_json(records) + "\n", encoding="utf-8")
+        print(f"labelled {len(results)} picture(s) into {args.json}")
+    else:
+        for path, result in zip(index.files, results):
+            print(f"{path.name}\t{', '.join(zero_shot.tags(result, taxonomy, args.language))}")
+    return 0
+
+
+def run_curate(args: argparse.Namespace) -> int:
+    from .core import curate
+    from .core.taxonomy import load_taxonomy
+
+    options = curate.CurateOptions(args.keep, args.require_all, args.drop, args.sort_by, args.dedup, args.keep_best,
+                                   args.subfolders_by)
+    options.check(load_taxonomy(args.taxonomy))  # a bad rule fails before any model loads
+    taxonomy, _, index, results = _labelled(args)
+    plan = curate.plan_curation(index, results, taxonomy, options)
+    parent = safe_subfolder(bridge.output_directory(), args.subfolder)
+    written = curate.write_curated(index, results, taxonomy, plan, options, parent, args.language)
+    for skipped in index.skipped:
+        print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
+    for row, why in sorted(plan.dropped.items()):
+        print(f"dropped {index.files[row].name}: {why}")
+    print(f"kept {len(plan.order)} of {len(index.files)} picture(s) ({index.encoded} encoded) in {written.folder}")
+    return 0
+
+
+def run_caption(args: argparse.Namespace) -> int:
+    from .core.image_files import list_images
+    from .nodes.captioner import blip2_key
+
+    settings = blip2.CaptionSettings(args.prompt, args.max_new_tokens, args.min_new_tokens, args.num_beams,
+                                     args.sampling, args.temperature, args.top_p, args.repetition_penalty, args.seed)
+    settings.check()
+    files = list_images(args.folder, args.recursive)
+    folder = find_model_folder(args.blip2, bridge.model_folders(blip2_key()), "BLIP-2", blip2.DEFAULT_BLIP2)
+    model = blip2.load_blip2(folder, bridge.compute_device(args.device), args.precision)
+    report = blip2.caption_folder(model, args.folder, settings, args.trigger, args.overwrite, args.batch_size,
+                                  args.recursive, bridge.progress(len(files), "captioning"))
+    for skipped in report.skipped:
+        print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
+    for name, caption in report.captions.items():
+        print(f"{name}\t{caption}")
+    print(report.report().splitlines()[0])
+    return 0
+
+
+def run_describe(args: argparse.Namespace) -> int:
+    from .core.curation_text import describe_folder, read_metadata
+
+    metadata = read_metadata(Path(args.metadata)) if args.metadata else None
+    records = describe_folder(Path(args.folder), SafetyFilter(parse_blocked(args.blocked)), metadata)
+    print(json.dumps(records, ensure_ascii=False, indent=1))
+    print(f"wrote {Path(args.folder) / 'curation.jsonl'} and curation.md ({len(records)} picture(s))")
+    return 0
+
+
+JOBS = {"label": run_label, "curate": run_curate, "caption": run_caption, "describe": run_describe}
