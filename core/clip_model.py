@@ -68,7 +68,9 @@ class ClipModel:
         out = []
         limit = int(self.model.config.text_config.max_position_embeddings)
         for start in range(0, len(texts), batch_size):
-            tokens = self.tokenizer(list(texts[start:start + batch_size]), padding="max_length", truncation=True,
+            # padded to the batch's longest text only: CLIP pools at the end-of-text token, which the
+            # causal mask keeps from ever seeing the padding after it
+            tokens = self.tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
                                     max_length=limit, return_tensors="pt")
             with torch.inference_mode():
                 pooled = self.model.text_model(input_ids=tokens["input_ids"].to(self.device),

@@ -39,9 +39,9 @@ class FolderIndex:
         return "\n".join(lines)
 
 
-def _decode(path: Path, max_megapixels: float) -> torch.Tensor | str:
+def _decode(path: Path, max_megapixels: float, min_side: int) -> torch.Tensor | str:
     try:
-        return load_image(path, max_megapixels=max_megapixels)
+        return load_image(path, max_megapixels=max_megapixels, min_side=min_side)
     except ImageFolderError as exc:
         return str(exc)
 
@@ -79,7 +79,7 @@ def index_folder(clip: Any, source: str | os.PathLike[str] | list[Path], cache_d
         for start in range(0, len(todo), batch_size):
             progress.check_cancel()
             group = todo[start:start + batch_size]
-            decoded = list(pool.map(lambda item: _decode(item[1], max_megapixels), group))
+            decoded = list(pool.map(lambda item: _decode(item[1], max_megapixels, clip.pixels.size), group))
             good = [(digest, image) for (digest, _), image in zip(group, decoded) if isinstance(image, torch.Tensor)]
             failed.update({digest: image for (digest, _), image in zip(group, decoded) if isinstance(image, str)})
             if good:

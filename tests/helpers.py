@@ -250,9 +250,10 @@ def tiny_clip_folder(root: Path, tokenizer_files: bool = True, projection_dim: i
     return root
 
 
-def tiny_blip2_folder(root: Path, num_query_tokens: int = 4) -> Path:
-    """A transformers BLIP-2 folder (OPT language model) with tiny random towers, a byte-level BPE tokenizer
-    made from scratch with an ``<image>`` token, and a 32 px processor config."""
+def tiny_blip2_folder(root: Path, num_query_tokens: int = 4, width: int = 32, layers: int = 1,
+                      image_size: int = 32, patch_size: int = 8) -> Path:
+    """A transformers BLIP-2 folder (OPT language model) with small random towers (``width`` wide, ``layers``
+    deep), a byte-level BPE tokenizer made from scratch with an ``<image>`` token, and a processor config."""
     import json
 
     from tokenizers.pre_tokenizers import ByteLevel
@@ -273,16 +274,17 @@ def tiny_blip2_folder(root: Path, num_query_tokens: int = 4) -> Path:
     tokenizer.save_pretrained(root)
     image_token = tokenizer.convert_tokens_to_ids("<image>")
     config = Blip2Config(
-        vision_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2,
-                       "image_size": 32, "patch_size": 8},
-        qformer_config={"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-                        "intermediate_size": 37, "encoder_hidden_size": 32, "vocab_size": 100},
-        text_config={"model_type": "opt", "vocab_size": len(tokenizer), "hidden_size": 32, "num_hidden_layers": 1,
-                     "num_attention_heads": 2, "ffn_dim": 37, "word_embed_proj_dim": 32,
-                     "max_position_embeddings": 128, "bos_token_id": 1, "eos_token_id": 1, "pad_token_id": 0},
+        vision_config={"hidden_size": width, "intermediate_size": width + 5, "num_hidden_layers": layers,
+                       "num_attention_heads": 2, "image_size": image_size, "patch_size": patch_size},
+        qformer_config={"hidden_size": width, "num_hidden_layers": layers, "num_attention_heads": 2,
+                        "intermediate_size": width + 5, "encoder_hidden_size": width, "vocab_size": 100},
+        text_config={"model_type": "opt", "vocab_size": len(tokenizer), "hidden_size": width,
+                     "num_hidden_layers": layers, "num_attention_heads": 2, "ffn_dim": width + 5,
+                     "word_embed_proj_dim": width, "max_position_embeddings": 128, "bos_token_id": 1,
+                     "eos_token_id": 1, "pad_token_id": 0},
         num_query_tokens=num_query_tokens, image_token_index=image_token)
     Blip2ForConditionalGeneration(config).save_pretrained(root)
     (root / "preprocessor_config.json").write_text(json.dumps({
-        "size": {"height": 32, "width": 32}, "do_center_crop": False,
+        "size": {"height": image_size, "width": image_size}, "do_center_crop": False,
         "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711]}))
     return root
