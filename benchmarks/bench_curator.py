@@ -64,6 +64,7 @@ def vit_l14_folder(root: Path) -> Path:
 def synthetic_photos(folder: Path, count: int, size: tuple[int, int] = (1024, 768)) -> list[Path]:
     """Smooth random pictures with texture, saved as JPEG like camera files."""
     rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(count):
         low = rng.random((6, 8, 3)).astype(np.float32)
@@ -161,7 +162,7 @@ def bench_labelling(args: argparse.Namespace, work: Path) -> dict[str, float]:
     from atelier.core.clip_tokenizer import sd15_tokenizer
     from atelier.core.taxonomy import load_taxonomy
 
-    folder = Path(args.model) if args.model else vit_l14_folder(work / "clip")
+    folder = Path(args.model) if args.model else vit_l14_folder(work / "clip")  # save_pretrained makes it
     device = torch.device(args.device)
     files = synthetic_photos(work / "photos", args.images)
     taxonomy = load_taxonomy("spaces")
@@ -196,7 +197,7 @@ def bench_captioning(args: argparse.Namespace, work: Path) -> dict[str, float]:
 
     from helpers import tiny_blip2_folder
 
-    (work / "blip2").mkdir()
+    (work / "blip2").mkdir(parents=True)
     folder = tiny_blip2_folder(work / "blip2", num_query_tokens=32, width=768, layers=6, image_size=224,
                                patch_size=14)
     model = blip2.load_blip2(folder, args.device, "fp32")
