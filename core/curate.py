@@ -31,21 +31,27 @@ _RULE = re.compile(r"^(?P<ref>[^<>=]+?)\s*(?:>=\s*(?P<score>[-+0-9.eE]+))?$")
 
 @dataclass(frozen=True)
 class Rule:
-    group: str
-    label: str
+    text: str  # as the user wrote it
+    labels: tuple[tuple[str, str], ...]  # (group, label) pairs it names; any one of them satisfies it
     min_score: float | None = None  # None: the label must be among the chosen ones
 
     def matches(self, result: dict[str, Any]) -> bool:
+        return any(self._matches(group, label, result) for group, label in self.labels)
+
+    def _matches(self, group: str, label: str, result: dict[str, Any]) -> bool:
         if self.min_score is not None:
-            return result["scores"][self.group][self.label] >= self.min_score
-        return any(self.label in choice["path"] for choice in result["labels"][self.group])
+            return result["scores"][group][label] >= self.min_score
+        return any(label in choice["path"] for choice in result["labels"][group])
+
+    def score(self, result: dict[str, Any]) -> float:
+        return max(result["scores"][group][label] for group, label in self.labels)
 
     def __str__(self) -> str:
-        return f"{self.group}:{self.label}" + ("" if self.min_score is None else f">={self.min_score:g}")
+        return self.text
 
 
 def parse_rules(text: str, taxonomy: Taxonomy) -> list[Rule]:
-    """Comma- or line-separated rules; an unqualified name matches that label in every group that has it."""
+    """Comma- or line-separated rules; an unqualified name is satisfied by that label in any group that has it."""
     rules = []
     for part in re.split(r"[,\n]", text):
         part = part.strip()
@@ -59,7 +65,7 @@ def parse_rules(text: str, taxonomy: Taxonomy) -> list[Rule]:
             min_score = None if score is None else float(score)
         except ValueError:
             raise TaxonomyError(f"rule {part!r}: {score!r} is not a number") from None
-        rules += [Rule(group, label, min_score) for group, label in taxonomy.resolve(match["ref"])]
+        rules.append(Rule(part, tuple(taxonomy.resolve(match["ref"])), min_score))
     return rules
 
 
@@ -80,7 +86,9 @@ class CurateOptions:
         if not 0.0 <= self.dedup_threshold <= 1.0:
             raise ValueError(f"dedup_threshold must be from 0 (off) to 1, got {self.dedup_threshold}")
         keep, drop = parse_rules(self.keep, taxonomy), parse_rules(self.drop, taxonomy)
-        sort_rule = parse_rules(self.sort_by, taxonomy)[:1] if self.sort_by.strip() else []
+        sort_rule = parse_rules(self.sort_by, taxonomy)
+        if len(sort_rule) > 1:
+            raise TaxonomyError(f"sort_by takes one label, got {self.sort_by!r}")
         if self.keep_best == "score" and not sort_rule:
             raise ValueError("keep_best 'score' ranks near-duplicates by the sort_by label's score: give sort_by")
         if self.subfolders_by and self.subfolders_by not in taxonomy.groups:
@@ -127,8 +135,7 @@ def plan_curation(index: FolderIndex, results: list[dict[str, Any]], taxonomy: T
     keep, drop, sort_rule = options.check(taxonomy)
 
     def sort_score(row: int) -> float:
-        rule = sort_rule[0]
-        return results[row]["scores"][rule.group][rule.label]
+        return sort_rule[0].score(results[row])
 
     plan = CurationPlan([])
     candidates = []

@@ -20,7 +20,7 @@ from .image_files import DEFAULT_MAX_MEGAPIXELS, ImageFolderError, Skipped, imag
 from .progress import Progress, SilentProgress
 from .state_dicts import file_sha256
 
-CACHE_FORMAT = "atelier-clip-image-v1"
+CACHE_FORMAT = "atelier-clip-image-v2"  # v2: JPEGs decoded at a reduced scale
 
 
 @dataclass

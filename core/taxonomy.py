@@ -97,6 +97,7 @@ class Taxonomy:
     def resolve(self, ref: str) -> list[tuple[str, str]]:
         """``(group, label)`` pairs a reference names: ``label``, ``group:label``, or a synonym of either."""
         group_name, _, wanted = ref.strip().rpartition(":")
+        group_name, wanted = group_name.strip(), wanted.strip()
         wanted_key = _fold(wanted)
         found = []
         for group in self.groups.values():
@@ -140,10 +141,14 @@ class _Map(dict):
 
 class _Seq(list):
     line = 0
+    item_lines: list[int]
 
 
-def _located(node: Any, loader: Any, where: str) -> Any:
-    """A composed YAML node as plain values, mappings and lists remembering their lines."""
+def _located(node: Any, loader: Any, where: str, is_json: bool = False) -> Any:
+    """A composed YAML node as plain values, mappings and lists remembering their lines (and each item's).
+
+    JSON files are read through the same composer for the lines, but their bare scalars are JSON's own
+    (YAML 1.1 would take ``1e-05`` for text)."""
     import yaml
 
     line = node.start_mark.line + 1
@@ -159,13 +164,15 @@ def _located(node: Any, loader: Any, where: str) -> Any:
             if key in out:
                 raise TaxonomyError(f"{where}, line {key_line}: {key!r} is given twice (first on line "
                                     f"{out.key_lines[key]})")
-            out[key] = _located(value_node, loader, where)
+            out[key] = _located(value_node, loader, where, is_json)
             out.key_lines[key] = key_line
         return out
     if isinstance(node, yaml.SequenceNode):
-        seq = _Seq(_located(item, loader, where) for item in node.value)
-        seq.line = line
+        seq = _Seq(_located(item, loader, where, is_json) for item in node.value)
+        seq.line, seq.item_lines = line, [item.start_mark.line + 1 for item in node.value]
         return seq
+    if is_json and node.style is None:  # a bare JSON scalar: number, true, false or null
+        return json.loads(node.value)
     return loader.construct_object(node, deep=True)
 
 
@@ -182,7 +189,7 @@ def _read_document(text: str, where: str, is_json: bool) -> Any:
         node = loader.get_single_node()
         if node is None:
             raise TaxonomyError(f"{where}: the file is empty; a taxonomy needs 'groups'")
-        return _located(node, loader, where)
+        return _located(node, loader, where, is_json)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -274,14 +281,14 @@ class _Builder:
     def labels(self, group: str, value: Any, line: int) -> dict[str, Label]:
         if isinstance(value, list):  # shorthand: a list of names, or of one-key mappings
             entries: list[tuple[str, Any, int]] = []
-            for item in value:
+            for item, item_line in zip(value, value.item_lines):
                 if isinstance(item, str):
-                    entries.append((item, None, _line(value)))
+                    entries.append((item, None, item_line))
                 elif isinstance(item, dict) and len(item) == 1:
                     (key, spec), = item.items()
                     entries.append((key, spec, _line(item, key)))
                 else:
-                    raise self.fail(_line(item) or _line(value), f"labels of group {group!r}: each item must be a "
+                    raise self.fail(item_line, f"labels of group {group!r}: each item must be a "
                                     f"label name or 'name: {{...}}', got {item!r}")
         elif isinstance(value, dict):
             entries = [(key, spec, _line(value, key)) for key, spec in value.items()]
@@ -318,8 +325,12 @@ def _fold_synonyms(group: Group, builder: _Builder) -> None:
             label.synonyms = [s for s in _unique(label.synonyms + other.synonyms + [other.id.replace("_", " ")])
                               if _fold(s) != _fold(label.id)]
             for code, text in other.display.items():
-                label.display.setdefault(code, text)
+                if code not in label.display:
+                    label.display[code] = text
+                elif _fold(text) != _fold(label.display[code]):
+                    label.synonyms.append(text)  # the folded label's own name still resolves
             label.parent = label.parent or other.parent
+            label.threshold = other.threshold if label.threshold is None else label.threshold
             del group.labels[other.id]
             for child in group.labels.values():
                 if child.parent == other.id:

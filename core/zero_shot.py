@@ -5,7 +5,7 @@ similarity). A parent's hierarchical score uses its children: with softmax the p
 its whole subtree (its own plus its children's), with cosine the best of its own and its
 children's. Then the rules: an exclusive group walks down from the best root, into the best
 child while that child's subtree scores at least the current label's own score, and reports the
-one label it stops at (with its parents); a multi group keeps every label at or over its
+deepest label on that path that clears its threshold (with its parents); a multi group keeps every label at or over its
 threshold, best first, at most ``top_k``.
 """
 from __future__ import annotations
@@ -85,15 +85,18 @@ def choose(group: Group, rows: list[str], own: list[float], tree: list[float]) -
     """The labels one picture gets in ``group``: ``(label id, hierarchical score)``, best first."""
     index = {label_id: i for i, label_id in enumerate(rows)}
     if group.mode == "exclusive":
-        candidates = [label.id for label in group.roots()]
-        current = max(candidates, key=lambda c: tree[index[c]])
-        while group.labels[current].children:
-            best = max(group.labels[current].children, key=lambda c: tree[index[c]])
-            if tree[index[best]] < own[index[current]]:
+        path = [max((label.id for label in group.roots()), key=lambda c: tree[index[c]])]
+        while group.labels[path[-1]].children:
+            best = max(group.labels[path[-1]].children, key=lambda c: tree[index[c]])
+            if tree[index[best]] < own[index[path[-1]]]:
                 break
-            current = best
-        score = tree[index[current]]
-        return [(current, score)] if score >= _threshold(group, current) else []
+            path.append(best)
+        # the most specific label on the way down that clears its threshold: a bedroom too uncertain to
+        # name is still a home
+        for label_id in reversed(path):
+            if tree[index[label_id]] >= _threshold(group, label_id):
+                return [(label_id, tree[index[label_id]])]
+        return []
     kept = [(label_id, tree[index[label_id]]) for label_id in rows
             if tree[index[label_id]] >= _threshold(group, label_id)]
     kept.sort(key=lambda pair: -pair[1])

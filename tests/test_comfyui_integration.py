@@ -39,6 +39,7 @@ STARTUP_TIMEOUT_S = 300
 RUN_TIMEOUT_S = 600  # comfy-cli's per-event timeout
 UI_ONLY_NODES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 CHECKPOINT = "v1-5-pruned-emaonly.safetensors"  # the name train_lora.json asks for
+TINY = "tiny"  # the CLIP and BLIP-2 folders the curator workflows are pointed at
 
 pytestmark = [
     pytest.mark.comfyui,
@@ -105,7 +106,7 @@ def _test_models(root: Path) -> Path:
 
     from atelier.core import fid
 
-    from helpers import tiny_adain_files, tiny_sd15_parts, to_ldm_checkpoint
+    from helpers import tiny_adain_files, tiny_blip2_folder, tiny_clip_folder, tiny_sd15_parts, to_ldm_checkpoint
 
     parts = tiny_sd15_parts()
     torch.manual_seed(0)
@@ -124,9 +125,13 @@ def _test_models(root: Path) -> Path:
     (root / "fid").mkdir()
     torch.save(fid.FIDInceptionV3().state_dict(), root / "fid" / fid.FID_WEIGHTS_NAME)
     tiny_adain_files(root / "adain", base=8)
+    (root / "clip" / TINY).mkdir(parents=True)
+    tiny_clip_folder(root / "clip" / TINY)
+    (root / "blip2" / TINY).mkdir(parents=True)
+    tiny_blip2_folder(root / "blip2" / TINY)
     config = root / "extra_model_paths.yaml"
     config.write_text(f"atelier_test:\n  base_path: {root}\n  checkpoints: checkpoints\n  atelier_fid: fid\n"
-                      "  atelier_adain: adain\n", encoding="utf-8")
+                      "  atelier_adain: adain\n  atelier_clip: clip\n  atelier_blip2: blip2\n", encoding="utf-8")
     return config
 
 
@@ -146,6 +151,20 @@ def _style_inputs(input_dir: Path) -> None:
     mask.save(input_dir / "atelier_mask.png")
 
 
+def _collection_inputs(input_dir: Path) -> None:
+    """The collection curate_collection.json reads (with an exact duplicate and a broken file), the dataset
+    caption_dataset.json captions, and the artwork its Load Image names."""
+    collection = input_dir / "atelier" / "collection"
+    shutil.copytree(ORIGINALS, collection)
+    shutil.copy(collection / "chelsea.jpg", collection / "chelsea_copy.jpg")
+    (collection / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    dataset = input_dir / "atelier" / "dataset"
+    dataset.mkdir(parents=True)
+    for name in ("chelsea.jpg", "rocket.png"):
+        shutil.copy(ORIGINALS / name, dataset / name)
+    shutil.copy(ORIGINALS / "coffee.webp", input_dir / "atelier_artwork.png")
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     assert COMFYUI_DIR is not None
@@ -156,6 +175,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         folder.mkdir()
     shutil.copytree(ORIGINALS, folders["input"] / "atelier" / "originals")
     _style_inputs(folders["input"])
+    _collection_inputs(folders["input"])
     models = _test_models(base / "models")
     port = _free_port()
     log = base / "server.log"
@@ -361,9 +381,43 @@ def _check_style_transfer(server: Server, workflow: dict[str, Any], before: dict
     assert Image.open(saved[-1]).size == (96, 64), "the stylized picture lost the content's size"
 
 
+def _tiny_models(workflow: dict[str, Any]) -> None:
+    """The curator workflows on the tiny CLIP and BLIP-2 folders the server has; no keep rule, since a random
+    CLIP's labels say nothing (the near-duplicate and the broken file are still dropped)."""
+    for node in workflow["nodes"]:
+        if node["type"] in ("AtelierLoadCLIP", "AtelierLoadBLIP2"):
+            _set_widgets(node, model=TINY)
+        if node["type"] == "AtelierCurateFolder":
+            _set_widgets(node, keep="")
+
+
+def _check_curate_collection(server: Server, workflow: dict[str, Any], before: dict[str, set[str]]) -> None:
+    curated = server.output_dir / "atelier" / "curated"
+    versions = sorted(_version_folders(curated))
+    assert versions, f"no version folder under {curated}"
+    folder = curated / versions[-1]
+    kept = sorted(p.name for p in folder.iterdir() if p.suffix in (".jpg", ".png", ".webp", ".tif"))
+    assert "broken.png" not in kept and not {"chelsea.jpg", "chelsea_copy.jpg"} <= set(kept), kept
+    report = json.loads((folder / "curation_report.json").read_text(encoding="utf-8"))
+    assert any(d["reason"].startswith("near-duplicate") for d in report["dropped"]), report
+    assert any(s["file"].endswith("broken.png") for s in report["skipped"]), report
+    assert all((folder / name).with_suffix(".txt").is_file() for name in kept), "captions missing"
+    records = (folder / "curation.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(records) == len(kept) and (folder / "curation.md").is_file()
+
+
+def _check_caption_dataset(server: Server, workflow: dict[str, Any], before: dict[str, set[str]]) -> None:
+    dataset = server.input_dir / "atelier" / "dataset"
+    for name in ("chelsea", "rocket"):
+        caption = (dataset / f"{name}.txt").read_text(encoding="utf-8")
+        assert caption.startswith("atelier_style"), caption
+
+
 OUTPUT_CHECKS = {"augment_dataset.json": _check_augment_dataset, "train_lora.json": _check_train_lora,
-                 "style_transfer.json": _check_style_transfer}
-CPU_SIZED = {"train_lora.json": _cpu_sized_training}
+                 "style_transfer.json": _check_style_transfer, "curate_collection.json": _check_curate_collection,
+                 "caption_dataset.json": _check_caption_dataset}
+CPU_SIZED = {"train_lora.json": _cpu_sized_training, "curate_collection.json": _tiny_models,
+             "caption_dataset.json": _tiny_models}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])
