@@ -179,7 +179,7 @@ class CaptionReport:
     written: list[Path] = field(default_factory=list)  # sidecars written
     kept: list[Path] = field(default_factory=list)  # pictures whose sidecar already existed and was left alone
     skipped: list[Skipped] = field(default_factory=list)  # pictures that failed to decode
-    captions: dict[str, str] = field(default_factory=dict)  # picture file name -> caption written
+    captions: dict[str, str] = field(default_factory=dict)  # picture path inside the folder -> caption written
 
     def report(self) -> str:
         lines = [f"wrote {len(self.written)} caption(s), kept {len(self.kept)} existing"]
@@ -198,6 +198,7 @@ def caption_folder(blip: Blip2Model, folder: str | os.PathLike[str], settings: C
     """Write a ``<stem>.txt`` caption beside every picture of ``folder`` (for the LoRA trainer); existing
     sidecars are kept unless ``overwrite``. Pictures are decoded a batch at a time."""
     settings.check()
+    folder = Path(folder)
     files = list_images(folder, recursive)
     report = CaptionReport()
     todo = []
@@ -222,7 +223,7 @@ def caption_folder(blip: Blip2Model, folder: str | os.PathLike[str], settings: C
                     sidecar = path.with_suffix(CAPTION_EXTENSION)
                     write_text_atomic(sidecar, with_trigger(text, trigger) + "\n")
                     report.written.append(sidecar)
-                    report.captions[path.name] = with_trigger(text, trigger)
+                    report.captions[path.relative_to(folder).as_posix()] = with_trigger(text, trigger)
             progress.advance(len(group) - len(good))
             progress.advance(len(good))
     return report

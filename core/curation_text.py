@@ -78,16 +78,19 @@ def _opening(meta: Metadata, labels: dict[str, list[dict[str, Any]]]) -> str:
     if meta.artist:
         subject += f" by {meta.artist}"
     medium = _names(labels, "medium")
-    made = _article(medium[-1]) if medium else "a work"
-    if meta.technique:
-        made += f" in {meta.technique}"
-    if meta.material:
-        made += f" on {meta.material}" if meta.technique or medium else f" in {meta.material}"
-    if meta.size:
-        made += f", {meta.size}"
-    if made != "a work":
-        return _sentence(f"{subject} is {made}")
-    return _sentence(subject) if subject != "This work" else ""
+    size = f", {meta.size}" if meta.size else ""
+    if medium:
+        made = f"is {_article(medium[-1])}" + (f" in {meta.technique}" if meta.technique else "") + \
+            (f" on {meta.material}" if meta.material else "")
+    elif meta.technique:
+        made = f"is made in {meta.technique}" + (f" on {meta.material}" if meta.material else "")
+    elif meta.material:
+        made = f"is made of {meta.material}"
+    elif meta.size:
+        made, size = f"measures {meta.size}", ""
+    else:
+        return _sentence(subject) if subject != "This work" else ""
+    return _sentence(f"{subject} {made}{size}")
 
 
 def _label_sentences(labels: dict[str, list[dict[str, Any]]]) -> list[str]:
@@ -113,7 +116,7 @@ def _label_sentences(labels: dict[str, list[dict[str, Any]]]) -> list[str]:
 
 def hashtag(text: str) -> str:
     """``oil painting`` -> ``#OilPainting``; letters of any script kept, everything else dropped."""
-    words = re.findall(r"\w+", text)
+    words = re.findall(r"\w+", re.sub(r"['\u2019]", "", text))  # children's room: ChildrensRoom
     joined = "".join(w[:1].upper() + w[1:] if w.isascii() else w for w in words)
     return f"#{joined}" if joined else ""
 
@@ -122,8 +125,11 @@ def curate_text(labels: dict[str, list[dict[str, Any]]], description: str, meta:
                 safety: SafetyFilter) -> CurationText:
     """The paragraph, record and hashtags for one work. ``labels`` is one picture's ``labels`` from
     zero-shot labelling (group -> chosen labels with names and scores)."""
-    meta = Metadata(**safety.clean_value(asdict(meta)))  # each field first, so a quote is never left half-open
-    description = safety.clean(description)
+    # each field first, so a quote is never left half-open; the description and the artist's words are
+    # sentences: one that holds a blocked word goes whole rather than be misquoted
+    note = safety.clean(meta.artist_note, prose=True)
+    meta = Metadata(**{**safety.clean_value(asdict(meta)), "artist_note": note})
+    description = safety.clean(description, prose=True)
     sentences = [_opening(meta, labels), _sentence(description), *_label_sentences(labels)]
     if meta.artist_note:
         sentences.append(f"In the artist\u2019s words: \u201c{meta.artist_note}\u201d")
@@ -140,7 +146,8 @@ def curate_text(labels: dict[str, list[dict[str, Any]]], description: str, meta:
 
 
 def read_metadata(path: Path) -> dict[str, Metadata]:
-    """Per-picture metadata from a JSON object (file name or stem -> fields) or a CSV with a ``file`` column."""
+    """Per-picture metadata from a JSON object (file name or stem -> fields) or a CSV with a ``file`` column;
+    keys as written (``describe_folder`` matches a picture's name or stem)."""
     import csv
 
     try:
@@ -148,8 +155,9 @@ def read_metadata(path: Path) -> dict[str, Metadata]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"cannot read metadata file {str(path)!r}: {exc}") from exc
     if path.suffix.lower() == ".csv":
-        rows = list(csv.DictReader(text.splitlines()))
-        if rows and "file" not in rows[0]:
+        reader = csv.DictReader(text.splitlines())
+        rows = list(reader)
+        if "file" not in (reader.fieldnames or []):
             raise ValueError(f"metadata CSV {str(path)!r} needs a 'file' column (the picture's name or stem)")
         entries = {row.pop("file"): {k: v for k, v in row.items() if k and v} for row in rows}
     else:
@@ -162,7 +170,7 @@ def read_metadata(path: Path) -> dict[str, Metadata]:
     out = {}
     for name, fields in entries.items():
         try:
-            out[Path(str(name)).stem] = Metadata.from_dict(fields)
+            out[str(name)] = Metadata.from_dict(fields)
         except ValueError as exc:
             raise ValueError(f"metadata file {str(path)!r}, entry {name!r}: {exc}") from None
     return out
@@ -191,7 +199,10 @@ def describe_folder(folder: Path, safety: SafetyFilter, metadata: dict[str, Meta
         progress.check_cancel()
         name = path.relative_to(folder).as_posix()
         labels = entries.get(name, {}).get("labels", {})
-        text = curate_text(labels, read_caption(path) or "", metadata.get(path.stem, Metadata()), safety)
+        source = Path(str(entries.get(name, {}).get("source", path)))  # a curated copy may have been renamed
+        keys = (source.name, source.stem, path.name, path.stem)
+        meta = next((metadata[k] for k in keys if k in metadata), Metadata())
+        text = curate_text(labels, read_caption(path) or "", meta, safety)
         records.append({"file": name, **text.record})
         heading = text.record.get("title") or path.stem
         catalogue.append(f"## {heading}\n\n{text.paragraph}\n\n{' '.join(text.hashtags)}\n")

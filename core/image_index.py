@@ -31,10 +31,13 @@ class FolderIndex:
     embeddings: torch.Tensor
     sizes: list[tuple[int, int]]  # (width, height)
     skipped: list[Skipped] = field(default_factory=list)
-    encoded: int = 0  # pictures the network ran on in this call (0 when all came from the cache)
+    encoded: int = 0  # distinct pictures the network ran on in this call (0 when all came from the cache)
+    cached: int = 0  # distinct pictures read from the cache
 
     def report(self) -> str:
-        lines = [f"{len(self.files)} picture(s), {self.encoded} encoded, {len(self.files) - self.encoded} from cache"]
+        repeats = len(self.files) - self.encoded - self.cached
+        lines = [f"{len(self.files)} picture(s): {self.encoded} encoded, {self.cached} from cache"
+                 + (f", {repeats} with the same content as another" if repeats else "")]
         lines += [f"skipped {Path(s.path).name}: {s.reason}" for s in self.skipped]
         return "\n".join(lines)
 
@@ -96,4 +99,4 @@ def index_folder(clip: Any, source: str | os.PathLike[str] | list[Path], cache_d
         raise ImageFolderError(f"no readable picture among {len(files)} file(s): {reasons}")
     embeddings = torch.stack([found[digest] for _, digest, _ in kept])
     return FolderIndex([p for p, _, _ in kept], embeddings, [s for _, _, s in kept], skipped,
-                       encoded=len(todo) - len(failed))
+                       encoded=len(todo) - len(failed), cached=len(found) - (len(todo) - len(failed)))

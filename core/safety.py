@@ -16,7 +16,7 @@ DEFAULT_BLOCKED = ("auction", "auctions", "price", "prices", "priced", "pricing"
 _URL = re.compile(r"(?:https?://|ftp://|www\.)\S+|\b[\w.-]+\.(?:com|net|org|io|kr|co|shop|store)(?:/\S*)?\b",
                   re.IGNORECASE)
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-_MONEY = r"(?:[$€£¥₩]\s?\d[\d,.]*|\d[\d,.]*\s?(?:[$€£¥₩]|usd|eur|krw|dollars?|won|원))"
+_MONEY = r"(?:[$€£¥₩]\s?\d[\d,.]*|\d[\d,.]*\s?(?:[$€£¥₩]|(?:usd|eur|euros?|krw|dollars?|won)\b|원))"
 
 
 def parse_blocked(text: str) -> list[str]:
@@ -24,6 +24,7 @@ def parse_blocked(text: str) -> list[str]:
     return [w.strip() for w in re.split(r"[,\n]", text) if w.strip()]
 
 
+_HASHTAG_WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+|[^\W\d_]+")
 _SENTENCE = re.compile(r"(?<=[.!?。])\s+|\n+")
 
 
@@ -50,9 +51,11 @@ class SafetyFilter:
         patterns = [_EMAIL, _URL, self._money] + ([self._words] if self._words is not None else [])
         return [p for p in patterns if p.search(text)]
 
-    def clean(self, text: str) -> str:
+    def clean(self, text: str, prose: bool | None = None) -> str:
+        """``prose`` True treats the text as sentences even without a full stop (a caption, a quote),
+        so an offending one goes whole; None decides from the text."""
         sentences = [s for s in _SENTENCE.split(text.strip()) if s.strip()]
-        if len(sentences) > 1 or _is_prose(text):
+        if prose or (prose is None and (len(sentences) > 1 or _is_prose(text))):
             return " ".join(s.strip() for s in sentences if not self._offending(s))
         for pattern in self._offending(text):
             text = pattern.sub("", text)
@@ -71,11 +74,12 @@ class SafetyFilter:
             return self.clean(value)
         if isinstance(value, list):
             cleaned = [self.clean_value(v) for v in value]
-            return [v for v in cleaned if v not in ("", None)]
+            return [v for v in cleaned if v not in ("", None, [], {})]
         if isinstance(value, dict):
             return {k: self.clean_value(v) for k, v in value.items()}
         return value
 
     def hashtags(self, tags: Iterable[str]) -> list[str]:
-        """Hashtags run words together, so a blocked word anywhere inside one drops it (#sale2024)."""
-        return [t for t in tags if self.allows(t) and not any(w.replace(" ", "") in t.casefold() for w in self.blocked)]
+        """Hashtags run words together, so each is split back into its words (#ForSale: 'For Sale',
+        #sale2024: 'sale 2024') before the check; #Forbidden stays."""
+        return [t for t in tags if self.allows(" ".join(_HASHTAG_WORDS.findall(t)))]

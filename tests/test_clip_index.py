@@ -361,6 +361,7 @@ def test_one_content_twice_in_a_folder_is_encoded_once(clip: ClipModel, folder: 
     counting = Counting(clip, monkeypatch)
     index = index_folder(clip, folder, None)
     assert len(index.files) == 5 and index.encoded == 4 and counting.pictures == 4
+    assert index.report().startswith("5 picture(s): 4 encoded, 0 from cache, 1 with the same content as another")
     rows = _by_name(index)
     assert torch.equal(rows["rocket.png"], rows["rocket_copy.png"])
 
