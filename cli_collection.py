@@ -91,7 +91,7 @@ def _labelled(args: argparse.Namespace) -> tuple[Any, Any, Any, list[dict[str, A
     cache = Path(args.cache) if args.cache else bridge.output_directory() / "atelier" / "clip_cache"
     index = image_index.index_folder(clip, files, cache, args.batch_size,
                                      progress=bridge.progress(len(files), "embedding"))
-    bank = zero_shot.build_label_bank(clip, taxonomy)
+    bank = zero_shot.build_label_bank(clip, taxonomy, cache)
     return taxonomy, clip, index, zero_shot.label_embeddings(bank, index.embeddings, args.language)
 
 

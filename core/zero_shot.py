@@ -10,12 +10,15 @@ threshold, best first, at most ``top_k``.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from .feature_cache import FeatureCache
 from .taxonomy import Group, Taxonomy
 
 
@@ -29,9 +32,27 @@ class LabelBank:
     logit_scale: float
 
 
-def build_label_bank(clip: Any, taxonomy: Taxonomy) -> LabelBank:
-    """Embed every prompt of every label once, then average each label's ensemble in embedding space
-    (unit vectors averaged and renormalised, as in the CLIP paper)."""
+TEXT_CACHE_FORMAT = "atelier-clip-text-v1"
+
+
+def _embed_texts(clip: Any, texts: list[str], cache_dir: str | os.PathLike[str] | None) -> torch.Tensor:
+    """Text embeddings, read from and kept in the cache (per text and model) when one is given."""
+    if cache_dir is None:
+        return clip.embed_texts(texts)
+    cache = FeatureCache(cache_dir, TEXT_CACHE_FORMAT, clip.fingerprint)
+    digests = [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
+    found = {d: v for d in digests if (v := cache.get(d)) is not None}
+    missing = [(d, t) for d, t in zip(digests, texts) if d not in found]
+    if missing:
+        for (digest, _), value in zip(missing, clip.embed_texts([t for _, t in missing])):
+            found[digest] = value
+            cache.put(digest, value)
+    return torch.stack([found[d] for d in digests])
+
+
+def build_label_bank(clip: Any, taxonomy: Taxonomy, cache_dir: str | os.PathLike[str] | None = None) -> LabelBank:
+    """Embed every prompt of every label once (or read it from ``cache_dir``), then average each label's
+    ensemble in embedding space (unit vectors averaged and renormalised, as in the CLIP paper)."""
     texts: dict[str, int] = {}
     plan: dict[str, list[tuple[str, list[int]]]] = {}
     for group in taxonomy.groups.values():
@@ -39,7 +60,7 @@ def build_label_bank(clip: Any, taxonomy: Taxonomy) -> LabelBank:
         for label in group.labels.values():
             indices = [texts.setdefault(t, len(texts)) for t in label.texts(group.templates)]
             plan[group.name].append((label.id, indices))
-    every = clip.embed_texts(list(texts))
+    every = _embed_texts(clip, list(texts), cache_dir)
     embeddings, rows = {}, {}
     for group_name, labels in plan.items():
         rows[group_name] = [label_id for label_id, _ in labels]

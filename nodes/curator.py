@@ -133,7 +133,7 @@ class AtelierLabelImages:
         clip_core.refuse_comfy_clip(clip_model)
         if images.dim() != 4 or images.shape[-1] != 3 or images.shape[0] == 0:
             raise ValueError(f"expected an IMAGE batch [B, H, W, 3], got shape {list(images.shape)}")
-        bank = zero_shot.build_label_bank(clip_model, taxonomy)
+        bank = zero_shot.build_label_bank(clip_model, taxonomy, _cache_dir())
         progress = bridge.progress(images.shape[0], "labelling")
         rows = []
         for start in range(0, images.shape[0], batch_size):
@@ -194,7 +194,7 @@ class AtelierCurateFolder:
                                        subfolders_by.strip())
         parent = safe_subfolder(bridge.output_directory(), subfolder)
         options.check(taxonomy)
-        bank = zero_shot.build_label_bank(clip_model, taxonomy)
+        bank = zero_shot.build_label_bank(clip_model, taxonomy, _cache_dir())
         index = _index(clip_model, folder, batch_size, recursive)
         results = zero_shot.label_embeddings(bank, index.embeddings, language)
         plan = curate.plan_curation(index, results, taxonomy, options)

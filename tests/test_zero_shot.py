@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import zlib
+from pathlib import Path
 
 import pytest
 import torch
@@ -268,6 +269,7 @@ class FakeClip:
     """Deterministic unit vectors per text; remembers what it was asked to embed."""
 
     logit_scale = 42.0
+    fingerprint = "fake-clip"
 
     def __init__(self, dim: int = 6) -> None:
         self.dim = dim
@@ -322,6 +324,23 @@ def test_build_label_bank_embeds_each_distinct_text_once() -> None:
     assert len(asked) == len(set(asked))  # 'a photo of kitty.' and 'a photo of a dog.' are shared
     assert set(asked) == every
     assert len(every) == 8 and len(clip.calls) == 1
+
+
+def test_label_texts_are_cached_per_text_and_model(tmp_path: Path) -> None:
+    taxonomy = parse_taxonomy(SHARED)
+    first = build_label_bank(FakeClip(), taxonomy, tmp_path)
+    clip = FakeClip()
+    again = build_label_bank(clip, taxonomy, tmp_path)
+    assert clip.calls == []  # every text from the cache
+    for group in taxonomy.groups:
+        assert torch.equal(again.embeddings[group], first.embeddings[group])
+    grown = parse_taxonomy(SHARED.replace("rex: {prompts: [a dog]}", "rex: {prompts: [a dog, a hound]}"))
+    build_label_bank(clip, grown, tmp_path)
+    assert sorted(clip.calls[0]) == ["a photo of a hound.", "art of a hound."]  # only the new texts
+    other = FakeClip()
+    other.fingerprint = "another-clip"
+    build_label_bank(other, taxonomy, tmp_path)
+    assert len(other.calls[0]) == 8  # another model shares nothing
 
 
 def test_label_of_one_text_is_that_texts_embedding() -> None:
