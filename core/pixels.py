@@ -71,3 +71,10 @@ def to_pixels(images: Sequence[torch.Tensor] | torch.Tensor, spec: PixelSpec) ->
     mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
     std = torch.tensor(spec.std).view(1, 3, 1, 1)
     return (batch - mean) / std
+
+
+def check_image_batch(images: torch.Tensor) -> None:
+    """A clear error for anything but a non-empty ComfyUI IMAGE batch ``[B, H, W, 3]``."""
+    if images.dim() != 4 or images.shape[-1] != 3 or images.shape[0] == 0:
+        raise ValueError(f"expected an IMAGE batch [B, H, W, 3] with at least one picture, got shape "
+                         f"{list(images.shape)}")

@@ -9,6 +9,7 @@ import torch
 from ..core import blip2
 from ..core.curation_text import METADATA_FIELDS, Metadata, curate_text
 from ..core.hf_folders import find_model_folder
+from ..core.pixels import check_image_batch
 from ..core.safety import DEFAULT_BLOCKED, SafetyFilter, parse_blocked
 from . import bridge
 from .augmentation import _float, _int
@@ -96,8 +97,7 @@ class AtelierCaptionImages:
                 repetition_penalty: float, seed: int, batch_size: int, unload_after: bool) -> tuple[str]:
         settings = _settings(prompt, max_new_tokens, min_new_tokens, num_beams, sampling, temperature, top_p,
                              repetition_penalty, seed)
-        if images.dim() != 4 or images.shape[-1] != 3 or images.shape[0] == 0:
-            raise ValueError(f"expected an IMAGE batch [B, H, W, 3], got shape {list(images.shape)}")
+        check_image_batch(images)
         captions = blip2.caption_images(blip2_model, images, settings, batch_size,
                                         bridge.progress(images.shape[0], "captioning"))
         if unload_after:

@@ -10,6 +10,7 @@ from ..core import clip_model, curate, image_index, retrieval, taxonomy, zero_sh
 from ..core.hf_folders import find_model_folder
 from ..core.image_files import load_image
 from ..core.output_paths import safe_subfolder
+from ..core.pixels import check_image_batch
 from . import bridge
 from .augmentation import _float, _int
 
@@ -131,8 +132,7 @@ class AtelierLabelImages:
         from ..core import clip_model as clip_core
 
         clip_core.refuse_comfy_clip(clip_model)
-        if images.dim() != 4 or images.shape[-1] != 3 or images.shape[0] == 0:
-            raise ValueError(f"expected an IMAGE batch [B, H, W, 3], got shape {list(images.shape)}")
+        check_image_batch(images)
         bank = zero_shot.build_label_bank(clip_model, taxonomy, _cache_dir())
         progress = bridge.progress(images.shape[0], "labelling")
         rows = []
