@@ -70,7 +70,8 @@ class AtelierLoadCLIP:
                       "tooltip": "A CLIP model folder in models/atelier/clip, or a Hugging Face id found in the "
                                  "local cache (never downloaded)."}),
             "precision": (["auto", "fp16", "bf16", "fp32"], {"default": "auto", "tooltip": "auto: fp16 on a GPU, "
-                          "fp32 on the CPU. Cached embeddings are kept per precision."}),
+                          "fp32 on the CPU; bf16 runs about twice as fast on CPUs with AVX-512 BF16 or AMX. Cached "
+                          "embeddings are kept per precision."}),
             "device": (["auto", "cpu"], {"default": "auto", "tooltip": "auto: ComfyUI's GPU when there is one."}),
         }}
 
