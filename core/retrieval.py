@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -43,3 +44,35 @@ def evaluate(rank_list: list[int], k: int) -> RetrievalScores:
         raise ValueError(f"k must be at least 1, got {k}")
     hits = [r for r in rank_list if r <= k]
     return RetrievalScores(k, sum(1.0 / r for r in hits) / len(rank_list), len(hits) / len(rank_list), len(rank_list))
+
+
+def read_pairs(path: Path) -> list[tuple[str, str]]:
+    """``(text, picture name)`` pairs from a CSV with ``text`` and ``image`` columns or JSON lines
+    ``{"text": ..., "image": ...}``; the picture is named relative to the folder searched."""
+    import csv
+    import json
+
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read pairs file {str(path)!r}: {exc}") from exc
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(lines)
+        if not {"text", "image"} <= set(reader.fieldnames or []):
+            raise ValueError(f"pairs CSV {str(path)!r} needs 'text' and 'image' columns")
+        rows = list(reader)
+    else:
+        rows = []
+        for number, line in enumerate(lines, start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"pairs file {str(path)!r}, line {number}: not JSON: {exc.msg}") from None
+    pairs = []
+    for number, row in enumerate(rows, start=1):
+        text, image = str(row.get("text") or "").strip(), str(row.get("image") or "").strip()
+        if not text or not image:
+            raise ValueError(f"pairs file {str(path)!r}, pair {number}: needs a non-empty 'text' and 'image'")
+        pairs.append((text, image))
+    return pairs

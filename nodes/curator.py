@@ -258,7 +258,8 @@ class AtelierRetrieveImages:
 
 class AtelierEvaluateRetrieval:
     DESCRIPTION = ("MRR@K and recall@K of text-to-image retrieval over (text, picture) pairs: each picture's caption "
-                   "sidecar (<stem>.txt) is the query that should find it among all the folder's pictures.")
+                   "sidecar (<stem>.txt), or each text of a pairs file, is the query that should find its picture "
+                   "among all the folder's pictures.")
     CATEGORY = CATEGORY
     FUNCTION = "evaluate"
     RETURN_TYPES = ("FLOAT", "FLOAT", "STRING")
@@ -272,14 +273,28 @@ class AtelierEvaluateRetrieval:
                        "pictures without a caption take part as distractors."}),
             "k": _int(10, 1, 10_000, "The cut-off K of MRR@K and recall@K."),
             "batch_size": _batch_size(),
+            "pairs_file": ("STRING", {"default": "", "tooltip": "Optional (text, picture) pairs instead of the "
+                           "captions: a CSV with 'text' and 'image' columns or JSON lines {\"text\", \"image\"}, "
+                           "pictures named relative to the folder."}),
         }}
 
-    def evaluate(self, clip_model: clip_model.ClipModel, folder: str, k: int,
-                 batch_size: int) -> tuple[float, float, str]:
+    def evaluate(self, clip_model: clip_model.ClipModel, folder: str, k: int, batch_size: int,
+                 pairs_file: str = "") -> tuple[float, float, str]:
         from ..core.image_files import read_caption
 
+        pairs_path = bridge.resolve_input_folder(pairs_file) if pairs_file.strip() else None
+        named = retrieval.read_pairs(pairs_path) if pairs_path else None  # a bad file fails before any encoding
         index = _index(clip_model, folder, batch_size, False)
-        pairs = [(caption, row) for row, path in enumerate(index.files) if (caption := read_caption(path))]
+        if named is not None:
+            root = bridge.resolve_input_folder(folder)
+            rows = {path.relative_to(root).as_posix(): row for row, path in enumerate(index.files)}
+            missing = [image for _, image in named if image not in rows]
+            if missing:
+                raise ValueError(f"{len(missing)} pair(s) name pictures that are not readable in {folder!r}: "
+                                 f"{', '.join(missing[:5])}")
+            pairs = [(text, rows[image]) for text, image in named]
+        else:
+            pairs = [(caption, row) for row, path in enumerate(index.files) if (caption := read_caption(path))]
         if not pairs:
             raise ValueError(f"no picture in {folder!r} has a <stem>.txt caption to use as its query")
         queries = clip_model.embed_texts([text for text, _ in pairs])

@@ -456,3 +456,36 @@ def test_top_k_best_first() -> None:
     assert [row for row, _ in top_k(query, images, 10)] == [2, 3, 1, 0]
     with pytest.raises(ValueError, match="k must be"):
         top_k(query, images, 0)
+
+
+def test_a_large_folder_is_decoded_a_batch_at_a_time(clip: ClipModel, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """1,200 pictures: every network call gets at most one batch, and no picture is decoded before the batch
+    before its own has run (decoded pictures never pile up, so memory stays flat)."""
+    from atelier.core import image_index
+
+    root = tmp_path / "many"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(1200):
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(root / f"p{i:04d}.png")
+    decoded, seen_at_call = [0], []
+    real_load = image_index.load_image
+
+    def counting_load(*args: object, **kwargs: object) -> torch.Tensor:
+        decoded[0] += 1
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(image_index, "load_image", counting_load)
+    real_embed = clip.embed_images
+
+    def recording_embed(images: list[torch.Tensor]) -> torch.Tensor:
+        seen_at_call.append((len(images), decoded[0]))
+        return real_embed(images)
+
+    monkeypatch.setattr(clip, "embed_images", recording_embed)
+    index = index_folder(clip, root, None, batch_size=64)
+    assert len(index.files) == 1200 and index.embeddings.shape == (1200, clip.dim)
+    assert len(seen_at_call) == 19 and all(size <= 64 for size, _ in seen_at_call)
+    for call, (_, decoded_so_far) in enumerate(seen_at_call, start=1):
+        assert decoded_so_far <= call * 64

@@ -312,6 +312,45 @@ def test_evaluate_retrieval_scores_caption_queries(models: Path, clip: Any, coll
         node.evaluate(clip, str(collection), 4, 32)
 
 
+def test_evaluate_retrieval_from_a_pairs_file(models: Path, clip: Any, collection: Path, tmp_path: Path) -> None:
+    from atelier.core import retrieval
+
+    node = AtelierEvaluateRetrieval()
+    csv_file = tmp_path / "pairs.csv"
+    csv_file.write_text('text,image\n"a cat, resting",chelsea.jpg\nan astronaut,astronaut.tif\n', encoding="utf-8")
+    jsonl = tmp_path / "pairs.jsonl"
+    jsonl.write_text('{"text": "a cat, resting", "image": "chelsea.jpg"}\n\n{"text": "an astronaut", '
+                     '"image": "astronaut.tif"}\n', encoding="utf-8")
+    assert retrieval.read_pairs(csv_file) == retrieval.read_pairs(jsonl) == [
+        ("a cat, resting", "chelsea.jpg"), ("an astronaut", "astronaut.tif")]
+    mrr, recall, report = node.evaluate(clip, str(collection), 4, 32, str(csv_file))
+    assert recall == 1.0 and "over 2 queries" in report
+    # the same queries scored by hand: rank of each target among the 4 pictures
+    index = _index_of(clip, collection)
+    queries = clip.embed_texts(["a cat, resting", "an astronaut"])
+    targets = [index["chelsea.jpg"], index["astronaut.tif"]]
+    expected = retrieval.evaluate(retrieval.ranks(queries, _embeddings(clip, collection), targets), 4)
+    assert mrr == pytest.approx(expected.mrr)
+    (tmp_path / "bad.csv").write_text("text,image\na dog,dog.png\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="not readable in"):
+        node.evaluate(clip, str(collection), 4, 32, str(tmp_path / "bad.csv"))
+    (tmp_path / "bad.jsonl").write_text('{"text": "x", "image": "chelsea.jpg"}\n{oops\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="line 2"):
+        node.evaluate(clip, str(collection), 4, 32, str(tmp_path / "bad.jsonl"))
+
+
+def _index_of(clip: Any, collection: Path) -> dict[str, int]:
+    from atelier.core.image_index import index_folder
+
+    return {p.name: row for row, p in enumerate(index_folder(clip, collection, None).files)}
+
+
+def _embeddings(clip: Any, collection: Path) -> torch.Tensor:
+    from atelier.core.image_index import index_folder
+
+    return index_folder(clip, collection, None).embeddings
+
+
 # --------------------------------------------------------------------------------------------
 # Captions and curator texts
 # --------------------------------------------------------------------------------------------
