@@ -30,15 +30,22 @@ PRECISIONS = ("auto", "fp16", "bf16", "fp32", "8bit", "4bit")
 
 @dataclass
 class Blip2Model:
-    model: Any  # transformers Blip2ForConditionalGeneration; None once unloaded
+    model: Any  # transformers Blip2ForConditionalGeneration; None while unloaded
     tokenizer: Any
     pixels: PixelSpec
-    name: str
+    folder: Path
+    load_device: torch.device
     precision: str
 
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
     def _live(self) -> Any:
+        """The network, read from disk again after an unload (ComfyUI hands the same cached loader output to
+        the next run, so an unloaded model must come back by itself)."""
         if self.model is None:
-            raise RuntimeError(f"BLIP-2 model {self.name!r} was unloaded; load it again")
+            self.model = _network(self.folder, self.load_device, self.precision)
         return self.model
 
     @property
@@ -50,7 +57,7 @@ class Blip2Model:
         return next(self._live().vision_model.parameters()).dtype
 
     def unload(self) -> None:
-        """Free the model's memory (GPU and CPU); the object cannot caption afterwards."""
+        """Free the network's memory (GPU and CPU); the next caption loads it again."""
         cuda = self.model is not None and self.device.type == "cuda"
         self.model = None
         gc.collect()
@@ -105,14 +112,29 @@ def _quantization(precision: str, device: torch.device) -> Any:
                               bnb_4bit_compute_dtype=torch.float16)
 
 
+def _network(folder: Path, device: torch.device, precision: str) -> Any:
+    from transformers import Blip2ForConditionalGeneration
+
+    quantization = _quantization(precision, device)
+    if quantization is not None:
+        kwargs: dict[str, Any] = {"quantization_config": quantization, "device_map": {"": device.index or 0},
+                                  **dtype_argument(torch.float16)}
+    else:
+        kwargs = dtype_argument(precision_dtype(precision, device))
+    model = Blip2ForConditionalGeneration.from_pretrained(str(folder), local_files_only=True, **kwargs)
+    if quantization is None:
+        model.to(device)
+    return model.eval().requires_grad_(False)
+
+
 def load_blip2(folder: Path, device: torch.device | str = "cpu", precision: str = "auto") -> Blip2Model:
     """Load a BLIP-2 folder (config, weights, tokenizer, preprocessor config) offline, in the precision asked."""
-    from transformers import AutoTokenizer, Blip2ForConditionalGeneration
+    from transformers import AutoTokenizer
 
     device = torch.device(device)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    quantization = _quantization(precision, device)  # before reading gigabytes: the error comes first
+    _quantization(precision, device)  # before reading gigabytes: the error comes first
     check_files(folder, "BLIP-2", {"config": ("config.json",), "weights": WEIGHT_FILES,
                                    "tokenizer": ("tokenizer.json", "vocab.json")})
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
@@ -121,24 +143,15 @@ def load_blip2(folder: Path, device: torch.device | str = "cpu", precision: str 
     if config.get("image_token_index") is None:
         raise ModelFolderError(f"{str(folder)!r} is a BLIP-2 saved before transformers placed image tokens in the "
                                "prompt (its config has no image_token_index): use a current copy of the model")
-    if quantization is not None:
-        kwargs: dict[str, Any] = {"quantization_config": quantization, "device_map": {"": device.index or 0},
-                                  **dtype_argument(torch.float16)}
-    else:
-        kwargs = dtype_argument(precision_dtype("fp16" if precision == "auto" and device.type == "cuda"
-                                                else "fp32" if precision == "auto" else precision, device))
-    model = Blip2ForConditionalGeneration.from_pretrained(str(folder), local_files_only=True, **kwargs)
-    if quantization is None:
-        model.to(device)
-    model.eval().requires_grad_(False)
+    model = _network(folder, device, precision)
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     tokenizer.padding_side = "left"  # generation continues each prompt from its end
     image_size = int(model.config.vision_config.image_size)
-    return Blip2Model(model, tokenizer, read_pixel_spec(folder, image_size, square=True), folder.name, precision)
+    return Blip2Model(model, tokenizer, read_pixel_spec(folder, image_size, square=True), folder, device, precision)
 
 
 def _prompt_ids(blip: Blip2Model, prompt: str, count: int) -> torch.Tensor:
-    config = blip.model.config
+    config = blip._live().config
     text = blip.tokenizer(prompt, add_special_tokens=True)["input_ids"]
     ids = [config.image_token_index] * config.num_query_tokens + list(text)
     return torch.tensor([ids] * count, dtype=torch.long, device=blip.device)
