@@ -78,9 +78,10 @@ def load(folder: Path) -> dict[str, Any]:
     return {name: _join(state, tensors) for name, state in skeleton.items()}
 
 
-def fingerprint(config: Any) -> str:
-    """What a checkpoint must match to be resumed: a settings dataclass without the length of the run."""
-    relevant = {k: v for k, v in asdict(config).items() if k not in ("steps", "checkpoint_every")}
+def fingerprint(config: Any, free: tuple[str, ...] = ("steps", "checkpoint_every")) -> str:
+    """What a checkpoint must match to be resumed: a settings dataclass without the fields that may change
+    between a run and its resumption (by default the length of the run)."""
+    relevant = {k: v for k, v in asdict(config).items() if k not in free}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -1,0 +1,157 @@
+"""A trained SeqGAN generator with its tokeniser: save, load, write lines, continue a story.
+
+A model is two files: ``<name>.safetensors`` (the generator's weights, and the discriminator's when
+kept for further training) and ``<name>.json`` (the model configuration and the vocabulary).
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .output_paths import write_text_atomic
+from .seqgan_model import Generator, SeqGANConfig
+from .state_dicts import write_safetensors
+from .text_tokens import Tokenizer, split_sentences
+
+FORMAT = "atelier-seqgan-v1"
+
+
+def sequences_from_corpus(tokenizer: Tokenizer, lines: Sequence[str], max_len: int) -> torch.Tensor:
+    """Token ids ``[N, max_len]``: each line encoded, cut to ``max_len - 1`` tokens, ended with EOS, padded."""
+    rows = []
+    for line in lines:
+        ids = tokenizer.encode(line)[: max_len - 1]
+        if ids:
+            rows.append(ids + [tokenizer.eos_id] + [tokenizer.pad_id] * (max_len - 1 - len(ids)))
+    if not rows:
+        raise ValueError("the corpus has no line with a known token")
+    return torch.tensor(rows, dtype=torch.long)
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    temperature: float = 1.0
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0  # 1: off
+    max_len: int = 0  # 0: the model's length
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be above 0, got {self.temperature}")
+        if self.top_k < 0 or not 0 < self.top_p <= 1:
+            raise ValueError(f"need top_k >= 0 and 0 < top_p <= 1, got {self.top_k} and {self.top_p}")
+        if self.max_len < 0:
+            raise ValueError(f"max_len must be 0 (the model's length) or more, got {self.max_len}")
+
+
+@dataclass
+class Generated:
+    texts: list[str]
+    notes: list[str] = field(default_factory=list)  # what the user should know (unknown words replaced, ...)
+
+
+@dataclass
+class TextGenerator:
+    generator: Generator
+    tokenizer: Tokenizer
+    name: str = "seqgan"
+
+    @property
+    def config(self) -> SeqGANConfig:
+        return self.generator.config
+
+    def _sample(self, count: int, options: SamplingOptions, prefix: list[int] | None) -> torch.Tensor:
+        options.check()
+        length = options.max_len or self.config.max_len
+        gen = torch.Generator(device=next(self.generator.parameters()).device).manual_seed(options.seed)
+        prefix_ids = None if not prefix else torch.tensor(prefix, dtype=torch.long)
+        self.generator.eval()
+        return self.generator.sample(count, gen, options.temperature, options.top_k, options.top_p, prefix_ids,
+                                     length)
+
+    def _prefix_ids(self, prefix: str, notes: list[str]) -> list[int]:
+        if not prefix.strip():
+            return []
+        ids, unknown = self.tokenizer.encode_reporting(prefix)
+        note = (f"not in the vocabulary, written as {self.tokenizer.vocab[self.tokenizer.unk_id]}: "
+                + ", ".join(unknown))
+        if unknown and note not in notes:
+            notes.append(note)
+        return ids
+
+    def generate(self, count: int, options: SamplingOptions = SamplingOptions(), prefix: str = "",
+                 stop_at_sentence_end: bool = False) -> Generated:
+        """``count`` texts, each starting with ``prefix`` (words outside the vocabulary become the unknown
+        token, and a note says which); optionally cut after the first sentence the generator ends."""
+        if count < 1:
+            raise ValueError(f"count must be at least 1, got {count}")
+        notes: list[str] = []
+        ids = self._prefix_ids(prefix, notes)
+        length = options.max_len or self.config.max_len
+        if len(ids) >= length:
+            raise ValueError(f"the prefix has {len(ids)} tokens, as many as the length asked ({length}): raise max_len")
+        texts = []
+        for row in self._sample(count, options, ids):
+            new = self.tokenizer.decode(row[len(ids):].tolist())
+            if stop_at_sentence_end:
+                new = (split_sentences(new) or [new])[0]
+            texts.append(" ".join(t for t in (prefix.strip(), new) if t))
+        return Generated(texts, notes)
+
+    def continue_story(self, first: str, sentences: int, options: SamplingOptions = SamplingOptions()) -> Generated:
+        """The first sentence and ``sentences - 1`` more, one per line (one panel each). Each new sentence is
+        sampled after the previous one (its last tokens prime the generator), so a corpus of multi-sentence
+        stories gives connected lines; where the generator ends its text there, a fresh sentence is begun."""
+        if sentences < 1:
+            raise ValueError(f"sentences must be at least 1, got {sentences}")
+        if not first.strip():
+            raise ValueError("the first sentence is empty")
+        notes: list[str] = []
+        lines = [first.strip()]
+        length = options.max_len or self.config.max_len
+        for index in range(1, sentences):
+            seeded = SamplingOptions(options.temperature, options.top_k, options.top_p, length,
+                                     options.seed + index)
+            context = self._prefix_ids(lines[-1], notes)[-(length // 2):]
+            new = self.tokenizer.decode(self._sample(1, seeded, context)[0, len(context):].tolist())
+            if not new.strip():  # the generator ended the text: begin a new one
+                new = self.tokenizer.decode(self._sample(1, seeded, None)[0].tolist())
+            lines.append((split_sentences(new) or [new.strip() or "…"])[0])
+        return Generated(lines, notes)
+
+    def save(self, folder: Path, name: str, discriminator: torch.nn.Module | None = None) -> Path:
+        """``folder/<name>.safetensors`` and ``folder/<name>.json``; returns the weights file."""
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {f"generator.{k}": v.detach().cpu().contiguous() for k, v in self.generator.state_dict().items()}
+        if discriminator is not None:
+            tensors.update({f"discriminator.{k}": v.detach().cpu().contiguous()
+                            for k, v in discriminator.state_dict().items()})
+        weights = folder / f"{name}.safetensors"
+        write_safetensors(weights, tensors, {"format": FORMAT})
+        description = {"format": FORMAT, "config": self.config.to_dict(), "tokenizer": self.tokenizer.to_dict()}
+        write_text_atomic(folder / f"{name}.json", json.dumps(description, ensure_ascii=False, indent=1) + "\n")
+        return weights
+
+
+def load_text_generator(weights: Path, device: torch.device | str = "cpu") -> TextGenerator:
+    """A model saved by ``TextGenerator.save``: the ``.safetensors`` file and the ``.json`` beside it."""
+    from safetensors.torch import load_file
+
+    description_file = weights.with_suffix(".json")
+    if not weights.is_file() or not description_file.is_file():
+        raise FileNotFoundError(f"a SeqGAN model is {weights.stem}.safetensors with {weights.stem}.json beside it; "
+                                f"missing in {str(weights.parent)!r}: "
+                                + ", ".join(p.name for p in (weights, description_file) if not p.is_file()))
+    description = json.loads(description_file.read_text(encoding="utf-8"))
+    if description.get("format") != FORMAT:
+        raise ValueError(f"{str(description_file)!r} is not an Atelier SeqGAN model ({FORMAT})")
+    config = SeqGANConfig.from_dict(description["config"])
+    generator = Generator(config)
+    state = {k.removeprefix("generator."): v for k, v in load_file(str(weights)).items() if k.startswith("generator.")}
+    generator.load_state_dict(state, strict=True)
+    return TextGenerator(generator.to(device).eval(), Tokenizer.from_dict(description["tokenizer"]), weights.stem)
