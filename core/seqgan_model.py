@@ -65,7 +65,7 @@ def _eos_seen(sequences: torch.Tensor, eos_id: int | None) -> torch.Tensor:
     return (sequences == eos_id).cumsum(dim=1) > 0
 
 
-def _token_mask(sequences: torch.Tensor, eos_id: int | None) -> torch.Tensor:
+def token_mask(sequences: torch.Tensor, eos_id: int | None) -> torch.Tensor:
     """True for the tokens that count: those up to and including the first EOS (all without one)."""
     seen = _eos_seen(sequences, eos_id)
     return torch.cat([torch.ones_like(seen[:, :1]), ~seen[:, :-1]], dim=1)
@@ -119,7 +119,7 @@ class Generator(nn.Module):
     def nll(self, sequences: torch.Tensor) -> torch.Tensor:
         """Mean over the batch of each sequence's negative log-likelihood, summed over its tokens up to and
         including EOS (every token for fixed-length sequences): NLL-oracle when this is the oracle."""
-        mask = _token_mask(sequences, self.config.eos_id)
+        mask = token_mask(sequences, self.config.eos_id)
         return -(self.log_probs(sequences) * mask).sum(dim=1).mean()
 
     @torch.no_grad()
@@ -302,11 +302,11 @@ def rollout_rewards(policy: Generator, discriminator: Discriminator, sequences: 
             prefixes = sequences[live, :t].repeat_interleave(num_rollouts, dim=0)
             scores = discriminator.prob_real(policy.complete(prefixes, generator))
             rewards[live, t - 1] = scores.view(-1, num_rollouts).mean(dim=1)
-    return rewards.masked_fill(~_token_mask(sequences, eos), 0.0)
+    return rewards.masked_fill(~token_mask(sequences, eos), 0.0)
 
 
 def policy_gradient_loss(generator: Generator, sequences: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
     """REINFORCE: ``-sum_t log G(y_t | y_<t) * reward_t`` over the counted tokens, averaged over the batch.
     Rewards are constants (no gradient flows into them)."""
-    mask = _token_mask(sequences, generator.config.eos_id)
+    mask = token_mask(sequences, generator.config.eos_id)
     return -(generator.log_probs(sequences) * rewards.detach() * mask).sum(dim=1).mean()

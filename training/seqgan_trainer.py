@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
+from ..core import plots
 from ..core.augment import derive_seed
 from ..core.progress import Progress, SilentProgress
 from ..core.seqgan_model import (
@@ -28,9 +31,14 @@ from ..core.seqgan_model import (
     init_generator,
     policy_gradient_loss,
     rollout_rewards,
+    token_mask,
 )
+from ..core.text_generator import TextGenerator, sequences_from_corpus
+from ..core.text_tokens import build_tokenizer
 from . import checkpoints
 from .loop import check_finite, run_steps
+
+RESUMABLE_CHANGES = ("adversarial_epochs", "checkpoint_every")  # settings a resumed run may change
 
 
 @dataclass(frozen=True)
@@ -72,7 +80,7 @@ class SeqGANTrainConfig:
     def fingerprint(self, data: torch.Tensor) -> str:
         """Settings and corpus a checkpoint must match; more adversarial epochs extend a finished run."""
         digest = hashlib.sha256(data.cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
-        return f"{checkpoints.fingerprint(self, ('adversarial_epochs', 'checkpoint_every'))}-{digest}"
+        return f"{checkpoints.fingerprint(self, RESUMABLE_CHANGES)}-{digest}"
 
     def phase(self, step: int) -> str:
         if step < self.mle_epochs:
@@ -178,7 +186,7 @@ def adversarial_epoch(models: SeqGANModels, rollout: RolloutPolicy, g_optimizer:
                       d_optimizer: torch.optim.Optimizer, data: torch.Tensor, config: SeqGANTrainConfig,
                       gen: torch.Generator) -> tuple[float, float]:
     """``g_steps`` policy-gradient updates, the rollout policy's update, then ``d_steps`` discriminator rounds;
-    returns (mean reward of the last generator batch, discriminator accuracy)."""
+    returns (mean reward per token of the last generator batch, discriminator accuracy)."""
     reward = 0.0
     for _ in range(config.g_steps):
         models.generator.eval()
@@ -191,7 +199,8 @@ def adversarial_epoch(models: SeqGANModels, rollout: RolloutPolicy, g_optimizer:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(models.generator.parameters(), config.grad_clip)
         g_optimizer.step()
-        reward = float(rewards[:, -1].mean())
+        mask = token_mask(samples, models.generator.config.eos_id)
+        reward = float((rewards * mask).sum() / mask.sum())  # mean over the tokens that count
     rollout.update(models.generator)
     accuracy = float("nan")
     for _ in range(config.d_steps):
@@ -256,3 +265,42 @@ def train_seqgan(models: SeqGANModels, data: torch.Tensor, config: SeqGANTrainCo
     models.generator.eval()
     models.discriminator.eval()
     return history
+
+
+@dataclass(frozen=True)
+class TextModelSpec:
+    """The tokeniser and network sizes of a text generator trained on a user's corpus."""
+
+    tokenizer: str = "word"
+    max_vocab: int = 5000
+    max_len: int = 32
+    emb_dim: int = 64
+    hidden_dim: int = 128
+
+
+def run_name(name: str, spec: TextModelSpec, config: SeqGANTrainConfig, lines: list[str]) -> str:
+    """``<name>-<key>``: the same corpus and settings find the same run folder, and so resume."""
+    settings = checkpoints.fingerprint(config, RESUMABLE_CHANGES)
+    digest = hashlib.sha256(json.dumps([lines, asdict(spec), settings]).encode())
+    return f"{name}-{digest.hexdigest()[:10]}"
+
+
+def train_text_generator(lines: list[str], spec: TextModelSpec, config: SeqGANTrainConfig, run_dir: Path,
+                         device: torch.device | str = "cpu",
+                         progress: Progress | None = None) -> tuple[TextGenerator, SeqGANModels, SeqGANHistory]:
+    """Tokeniser, data and SeqGAN training from corpus lines; resumes from ``run_dir`` when it holds a run."""
+    tokenizer = build_tokenizer(lines, spec.tokenizer, spec.max_vocab)
+    data = sequences_from_corpus(tokenizer, lines, spec.max_len)
+    config.check(data.shape[0])
+    model_config = SeqGANConfig(vocab_size=len(tokenizer.vocab), max_len=spec.max_len, emb_dim=spec.emb_dim,
+                                hidden_dim=spec.hidden_dim, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id,
+                                pad_id=tokenizer.pad_id)
+    models = SeqGANModels.new(model_config, config.seed)
+    history = train_seqgan(models, data, config, run_dir, device, progress)
+    return TextGenerator(models.generator, tokenizer), models, history
+
+
+def history_plot(history: SeqGANHistory, max_len: int) -> Image.Image:
+    """Per-token NLL through maximum-likelihood pretraining, then the adversarial reward."""
+    values = [nll / max_len for _, nll in history.nll] + [1.0 - reward for _, reward in history.reward]
+    return plots.loss_curve(values, title="per-token NLL (pretraining), then 1 - reward (adversarial)")

@@ -1,0 +1,254 @@
+"""Nodes of the text generator and the story strip: train, load, generate, continue a story, stack panels."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..core import plots
+from ..core.colors import parse_color
+from ..core.output_paths import safe_name
+from ..core.story_strip import StripLayout, make_strip
+from ..core.text_generator import SamplingOptions, TextGenerator, load_text_generator
+from . import bridge
+from .augmentation import _color, _float, _int
+
+CATEGORY = "Atelier/Story"
+TEXT_MODEL = "ATELIER_TEXT_MODEL"
+KIND = "seqgan"
+RUNS_SUBFOLDER = "atelier/seqgan_runs"
+
+
+def seqgan_key() -> str:
+    return bridge.register_model_folder(KIND, {".safetensors"})
+
+
+def _seed(tip: str) -> tuple[str, dict[str, Any]]:
+    return ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": True, "tooltip": tip})
+
+
+SAMPLING_INPUTS: dict[str, tuple[Any, ...]] = {
+    "temperature": _float(1.0, 0.05, 5.0, "Below 1: safer, more repetitive text; above 1: more surprising."),
+    "top_k": _int(0, 0, 100_000, "Sample only among the k likeliest tokens; 0: all."),
+    "top_p": _float(1.0, 0.05, 1.0, "Sample only among the likeliest tokens holding this probability; 1: all."),
+    "max_len": _int(0, 0, 1024, "Longest text in tokens; 0: the model's length."),
+    "seed": _seed("Seed of the sampling; the same seed gives the same text."),
+}
+
+
+def _options(temperature: float, top_k: int, top_p: float, max_len: int, seed: int) -> SamplingOptions:
+    options = SamplingOptions(temperature, top_k, top_p, max_len, seed)
+    options.check()
+    return options
+
+
+class AtelierTrainTextGenerator:
+    DESCRIPTION = ("Train a SeqGAN text generator on your own corpus (a text file, a folder of .txt files, or lines "
+                   "from other nodes such as captions): maximum-likelihood pretraining, then adversarial training "
+                   "with Monte Carlo rollouts. Resumes after a cancel when queued again; saves to "
+                   "models/atelier/seqgan.")
+    CATEGORY = CATEGORY
+    FUNCTION = "train"
+    OUTPUT_NODE = True
+    RETURN_TYPES = (TEXT_MODEL, "STRING", "STRING", "IMAGE")
+    RETURN_NAMES = ("text_model", "model_path", "samples", "curve")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        from ..core.text_tokens import KINDS
+        from ..training.seqgan_trainer import SeqGANTrainConfig, TextModelSpec
+
+        d, m = SeqGANTrainConfig(), TextModelSpec()
+        return {
+            "required": {
+                "corpus": ("STRING", {"default": "atelier/corpus.txt", "tooltip": "A .txt file (one text per line) "
+                           "or a folder of .txt files, absolute or inside ComfyUI's input folder; ignored when "
+                           "'lines' is wired."}),
+                "name": ("STRING", {"default": "atelier_story", "tooltip": "File name of the trained model."}),
+                "tokenizer": (list(KINDS), {"default": m.tokenizer, "tooltip": "word: English words; char: "
+                              "characters of any script (Korean too); sentencepiece: subwords learnt from the "
+                              "corpus."}),
+                "max_vocab": _int(m.max_vocab, 8, 100_000, "Largest vocabulary (rarer tokens become <unk>)."),
+                "max_len": _int(m.max_len, 4, 512, "Tokens per text; longer lines are cut."),
+                "emb_dim": _int(m.emb_dim, 4, 1024, "Token embedding size."),
+                "hidden_dim": _int(m.hidden_dim, 4, 2048, "LSTM state size."),
+                "batch_size": _int(d.batch_size, 1, 4096, "Texts per batch; the corpus needs at least this many."),
+                "mle_epochs": _int(d.mle_epochs, 0, 100_000, "Maximum-likelihood pretraining epochs."),
+                "dis_rounds": _int(d.dis_rounds, 0, 100_000, "Discriminator pretraining rounds."),
+                "adversarial_epochs": _int(d.adversarial_epochs, 0, 100_000, "Adversarial epochs (raise it and "
+                                           "queue again to train on)."),
+                "g_steps": _int(d.g_steps, 1, 100, "Generator updates per adversarial epoch."),
+                "d_steps": _int(d.d_steps, 0, 100, "Discriminator rounds per adversarial epoch."),
+                "d_epochs": _int(d.d_epochs, 1, 100, "Epochs of each discriminator round."),
+                "rollouts": _int(d.rollouts, 1, 256, "Monte Carlo completions per prefix for its reward."),
+                "rollout_policy": (["trailing", "generator"], {"default": "trailing", "tooltip": "trailing: a copy "
+                                   "that follows the generator at rate 0.8 completes rollouts; generator: itself."}),
+                "seed": _seed("Seeds initialisation, batches, samples and rollouts."),
+                "checkpoint_every": _int(d.checkpoint_every, 1, 100_000, "Steps (epochs or rounds) between "
+                                         "resumable checkpoints."),
+            },
+            "optional": {
+                "lines": ("STRING", {"forceInput": True, "tooltip": "Corpus lines from another node (one text per "
+                          "line), such as Caption Images' captions."}),
+            },
+        }
+
+    def train(self, corpus: str, name: str, tokenizer: str, max_vocab: int, max_len: int, emb_dim: int,
+              hidden_dim: int, batch_size: int, mle_epochs: int, dis_rounds: int, adversarial_epochs: int,
+              g_steps: int, d_steps: int, d_epochs: int, rollouts: int, rollout_policy: str, seed: int,
+              checkpoint_every: int, lines: str | None = None) -> tuple[Any, ...]:
+        from ..core.text_tokens import read_corpus
+        from ..training import seqgan_trainer as trainer
+
+        stem = safe_name(name, "model name")
+        texts = read_corpus([lines] if lines else bridge.resolve_input_folder(corpus))
+        spec = trainer.TextModelSpec(tokenizer, max_vocab, max_len, emb_dim, hidden_dim)
+        config = trainer.SeqGANTrainConfig(batch_size, mle_epochs, dis_rounds, adversarial_epochs, g_steps, d_steps,
+                                           d_epochs, rollouts, trail_rollout=rollout_policy == "trailing", seed=seed,
+                                           checkpoint_every=checkpoint_every)
+        config.check(len(texts))  # the exact count (after tokenising) is checked again before training
+        run_dir = bridge.output_directory() / RUNS_SUBFOLDER / trainer.run_name(stem, spec, config, texts)
+        with bridge.training_mode():
+            model, models, history = trainer.train_text_generator(
+                texts, spec, config, run_dir, bridge.compute_device(),
+                bridge.progress(config.steps, "training text generator"))
+        models.to("cpu")
+        path = model.save(bridge.model_folders(seqgan_key())[0], stem, models.discriminator)
+        samples = model.generate(4, SamplingOptions(seed=seed)).texts
+        curve = trainer.history_plot(history, max_len)
+        curve.save(run_dir / "curve.png")
+        return model, str(path), "\n".join(samples), plots.to_image_tensor(curve)
+
+
+class AtelierLoadTextGenerator:
+    DESCRIPTION = "Load a text generator trained by Atelier Train Text Generator (models/atelier/seqgan)."
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (TEXT_MODEL,)
+    RETURN_NAMES = ("text_model",)
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        files = [f for f in bridge.model_files(seqgan_key()) if f.endswith(".safetensors")]
+        return {"required": {"model": (files or ["(none trained yet)"], {"tooltip": "A .safetensors model with its "
+                                                                        ".json beside it."})}}
+
+    def load(self, model: str) -> tuple[Any]:
+        for folder in bridge.model_folders(seqgan_key()):
+            if (folder / model).is_file():
+                return (load_text_generator(folder / model),)
+        places = ", ".join(str(f) for f in bridge.model_folders(seqgan_key()))
+        raise FileNotFoundError(f"text model {model!r} is not in {places}: train one with Atelier Train Text "
+                                "Generator")
+
+
+class AtelierGenerateText:
+    DESCRIPTION = "Write texts with a trained generator, optionally continuing a prefix; one text per line."
+    CATEGORY = CATEGORY
+    FUNCTION = "generate"
+    RETURN_TYPES = ("STRING", "STRING")
+    RETURN_NAMES = ("texts", "notes")
+    OUTPUT_TOOLTIPS = ("One text per line.", "What you should know, such as prefix words the model does not know.")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "text_model": (TEXT_MODEL, {"tooltip": "From Load or Train Text Generator."}),
+            "count": _int(1, 1, 1000, "How many texts."),
+            "prefix": ("STRING", {"default": "", "multiline": True, "tooltip": "Words every text starts with."}),
+            "stop_at_sentence_end": ("BOOLEAN", {"default": True, "tooltip": "Cut each text after its first "
+                                     "sentence."}),
+            **SAMPLING_INPUTS,
+        }}
+
+    def generate(self, text_model: TextGenerator, count: int, prefix: str, stop_at_sentence_end: bool,
+                 temperature: float, top_k: int, top_p: float, max_len: int, seed: int) -> tuple[str, str]:
+        result = text_model.generate(count, _options(temperature, top_k, top_p, max_len, seed), prefix,
+                                     stop_at_sentence_end)
+        return "\n".join(t.replace("\n", " ") for t in result.texts), "\n".join(result.notes)
+
+
+class AtelierContinueStory:
+    DESCRIPTION = ("Continue a first sentence into a short story of N sentences. 'lines' is a list, so each "
+                   "sentence drives one run of the nodes after it (one panel each); 'story' is the whole text.")
+    CATEGORY = CATEGORY
+    FUNCTION = "continue_story"
+    RETURN_TYPES = ("STRING", "STRING", "STRING")
+    RETURN_NAMES = ("lines", "story", "notes")
+    OUTPUT_IS_LIST = (True, False, False)
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "text_model": (TEXT_MODEL, {"tooltip": "From Load or Train Text Generator."}),
+            "first_sentence": ("STRING", {"default": "a small boat leaves the harbour at dawn.", "multiline": True,
+                               "tooltip": "How the story begins; the first panel's line."}),
+            "sentences": _int(4, 1, 64, "Lines in the story, the first sentence included."),
+            **SAMPLING_INPUTS,
+        }}
+
+    def continue_story(self, text_model: TextGenerator, first_sentence: str, sentences: int, temperature: float,
+                       top_k: int, top_p: float, max_len: int, seed: int) -> tuple[list[str], str, str]:
+        result = text_model.continue_story(first_sentence, sentences,
+                                           _options(temperature, top_k, top_p, max_len, seed))
+        return result.texts, " ".join(result.texts), "\n".join(result.notes)
+
+
+class AtelierStoryStrip:
+    DESCRIPTION = ("Stack pictures (one per story line, any sizes) into one vertical, webtoon-style strip at a chosen "
+                   "width, with gutters, margins and an optional caption under each panel. Takes a list of IMAGEs "
+                   "(such as one KSampler result per line) or one batch.")
+    CATEGORY = CATEGORY
+    FUNCTION = "stack"
+    INPUT_IS_LIST = True
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("strip",)
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        layout = StripLayout()
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "The panels, in order: a list of IMAGEs or one batch."}),
+                "width": _int(layout.width, 64, 16384, "Strip width in pixels; panels are scaled to fit it, aspect "
+                              "kept."),
+                "gutter": _int(layout.gutter, 0, 4096, "Pixels between panels."),
+                "margin": _int(layout.margin, 0, 4096, "Pixels around everything."),
+                "background": _color("#ffffff", "Colour of gutters and margins"),
+                "caption_size": _int(layout.caption_size, 0, 512, "Caption font size in pixels; 0: no captions."),
+                "caption_color": _color("#000000", "Caption colour"),
+                "font": ("STRING", {"default": "", "tooltip": "A .ttf/.otf file for captions; empty: a system font "
+                         "that covers the captions' script (for Korean install Noto Sans CJK or Nanum)."}),
+            },
+            "optional": {
+                "captions": ("STRING", {"forceInput": True, "tooltip": "One caption per panel (a list, such as "
+                             "Continue Story's lines, or one line per panel)."}),
+            },
+        }
+
+    def stack(self, images: list[torch.Tensor], width: list[int], gutter: list[int], margin: list[int],
+              background: list[str], caption_size: list[int], caption_color: list[str], font: list[str],
+              captions: list[str] | None = None) -> tuple[torch.Tensor]:
+        panels = [picture for batch in images for picture in (batch if batch.dim() == 4 else batch[None])]
+        texts = None
+        if captions:
+            texts = [line for item in captions for line in item.splitlines()] if len(captions) == 1 else captions
+        layout = StripLayout(width[0], gutter[0], margin[0], parse_color(background[0]), caption_size[0],
+                             parse_color(caption_color[0]), font=font[0].strip())
+        return (make_strip(panels, texts, layout)[None],)
+
+
+NODE_CLASS_MAPPINGS = {
+    "AtelierTrainTextGenerator": AtelierTrainTextGenerator,
+    "AtelierLoadTextGenerator": AtelierLoadTextGenerator,
+    "AtelierGenerateText": AtelierGenerateText,
+    "AtelierContinueStory": AtelierContinueStory,
+    "AtelierStoryStrip": AtelierStoryStrip,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "AtelierTrainTextGenerator": "Atelier Train Text Generator",
+    "AtelierLoadTextGenerator": "Atelier Load Text Generator",
+    "AtelierGenerateText": "Atelier Generate Text",
+    "AtelierContinueStory": "Atelier Continue Story",
+    "AtelierStoryStrip": "Atelier Story Strip",
+}
