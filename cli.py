@@ -6,6 +6,7 @@
     python atelier_cli.py style FOLDER --styles STYLE_FOLDER --encoder VGG --decoder DECODER --output OUT
     python atelier_cli.py train-decoder CONTENT STYLES --encoder VGG --out-dir ADAIN_FOLDER --run RUN [options]
     python atelier_cli.py label|curate|caption|describe FOLDER ...   # see cli_collection.py
+    python atelier_cli.py text-train|text-sample|text-story ...      # see cli_story.py
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import cli_collection
+from . import cli_collection, cli_story
 from .core import augment, multiply, variants
 from .core.colors import parse_color
 from .core.folder_dataset import load_folder
@@ -68,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_style(sub)
     _add_train_decoder(sub)
     cli_collection.add_parsers(sub)
+    cli_story.add_parsers(sub)
     return parser
 
 
@@ -239,7 +241,7 @@ def _recipe(path: str | None) -> augment.AugmentSpec:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    jobs = {"train": _train, "style": _style, "train-decoder": _train_decoder, **cli_collection.JOBS}
+    jobs = {"train": _train, "style": _style, "train-decoder": _train_decoder, **cli_collection.JOBS, **cli_story.JOBS}
     if args.command in jobs:
         try:
             return jobs[args.command](args)

@@ -18,6 +18,7 @@ from .state_dicts import write_safetensors
 from .text_tokens import Tokenizer, split_sentences
 
 FORMAT = "atelier-seqgan-v1"
+ATTEMPTS = 4  # samples tried for a story's next sentence before it is left as "…"
 
 
 def sequences_from_corpus(tokenizer: Tokenizer, lines: Sequence[str], max_len: int) -> torch.Tensor:
@@ -114,14 +115,22 @@ class TextGenerator:
         notes: list[str] = []
         lines = [first.strip()]
         length = options.max_len or self.config.max_len
+        context = self._prefix_ids(lines[0], notes)[-(length // 2):]
         for index in range(1, sentences):
-            seeded = SamplingOptions(options.temperature, options.top_k, options.top_p, length,
-                                     options.seed + index)
-            context = self._prefix_ids(lines[-1], notes)[-(length // 2):]
-            new = self.tokenizer.decode(self._sample(1, seeded, context)[0, len(context):].tolist())
-            if not new.strip():  # the generator ended the text: begin a new one
-                new = self.tokenizer.decode(self._sample(1, seeded, None)[0].tolist())
-            lines.append((split_sentences(new) or [new.strip() or "…"])[0])
+            sentence = ""
+            for attempt in range(ATTEMPTS):  # where the generator ends the text at once, begin a fresh one
+                seeded = SamplingOptions(options.temperature, options.top_k, options.top_p, length,
+                                         options.seed + index + attempt * sentences)
+                primed = context if attempt == 0 else []
+                new_ids = self._sample(1, seeded, primed)[0, len(primed):].tolist()
+                sentence = (split_sentences(self.tokenizer.decode(new_ids)) or [""])[0]
+                if sentence:
+                    break
+            if sentence:  # the sampled tokens themselves prime the next sentence (decoded text may not re-encode)
+                ended = [i for i in new_ids if i not in (self.tokenizer.pad_id,)]
+                ended = ended[: ended.index(self.tokenizer.eos_id)] if self.tokenizer.eos_id in ended else ended
+                context = ended[-(length // 2):]
+            lines.append(sentence or "…")
         return Generated(lines, notes)
 
     def save(self, folder: Path, name: str, discriminator: torch.nn.Module | None = None) -> Path:

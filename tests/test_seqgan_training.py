@@ -158,3 +158,26 @@ def test_story_nodes_train_load_generate_continue_and_stack(tmp_path: Path, outp
     (captioned,) = story.AtelierStoryStrip().stack(panels, [120], [4], [10], ["#ffffff"], [12], ["#000000"], [""],
                                                    ["one\ntwo\nthree"])  # one text: a line per panel
     assert captioned.shape[1] > strip.shape[1]
+
+
+def test_the_command_line_trains_samples_and_continues(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from atelier.cli import main
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(STORIES), encoding="utf-8")
+    train = ["text-train", str(corpus), "--out-dir", str(tmp_path / "models"), "--run", str(tmp_path / "run"),
+             "--name", "harbour", "--max-len", "20", "--emb-dim", "16", "--hidden-dim", "24", "--batch-size", "8",
+             "--mle-epochs", "3", "--dis-rounds", "1", "--adversarial-epochs", "1", "--d-steps", "1",
+             "--d-epochs", "1", "--rollouts", "2", "--negatives", "16", "--device", "cpu"]
+    assert main(train) == 0
+    model = tmp_path / "models" / "harbour.safetensors"
+    assert model.is_file() and (tmp_path / "run" / "curve.png").is_file()
+    capsys.readouterr()
+    assert main(["text-sample", str(model), "--count", "3", "--prefix", "the zebra", "--seed", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "note: not in the vocabulary, written as <unk>: zebra" and len(out) == 4
+    assert main(["text-story", str(model), "the sea is calm.", "--sentences", "3"]) == 0
+    story = capsys.readouterr().out.splitlines()
+    assert len(story) == 3 and story[0] == "the sea is calm."
+    assert main(train[:2] + ["--out-dir", str(tmp_path), "--run", str(tmp_path / "r2"), "--batch-size", "500"]) == 2
+    assert "fewer than one batch of 500" in capsys.readouterr().err
