@@ -17,6 +17,8 @@ CATEGORY = "Atelier/Story"
 TEXT_MODEL = "ATELIER_TEXT_MODEL"
 KIND = "seqgan"
 RUNS_SUBFOLDER = "atelier/seqgan_runs"
+DEFAULT_NAME = "atelier_story"
+DEFAULT_MODEL = f"{DEFAULT_NAME}.safetensors"  # what Train Text Generator writes by default
 
 
 def seqgan_key() -> str:
@@ -64,7 +66,7 @@ class AtelierTrainTextGenerator:
                 "corpus": ("STRING", {"default": "atelier/corpus.txt", "tooltip": "A .txt file (one text per line) "
                            "or a folder of .txt files, absolute or inside ComfyUI's input folder; ignored when "
                            "'lines' is wired."}),
-                "name": ("STRING", {"default": "atelier_story", "tooltip": "File name of the trained model."}),
+                "name": ("STRING", {"default": DEFAULT_NAME, "tooltip": "File name of the trained model."}),
                 "tokenizer": (list(KINDS), {"default": m.tokenizer, "tooltip": "word: English words; char: "
                               "characters of any script (Korean too); sentencepiece: subwords learnt from the "
                               "corpus."}),
@@ -130,8 +132,9 @@ class AtelierLoadTextGenerator:
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         files = [f for f in bridge.model_files(seqgan_key()) if f.endswith(".safetensors")]
-        return {"required": {"model": (files or ["(none trained yet)"], {"tooltip": "A .safetensors model with its "
-                                                                        ".json beside it."})}}
+        choices = files if DEFAULT_MODEL in files else [DEFAULT_MODEL, *files]
+        return {"required": {"model": (choices, {"default": DEFAULT_MODEL, "tooltip": "A .safetensors model with "
+                                                 "its .json beside it, in models/atelier/seqgan."})}}
 
     def load(self, model: str) -> tuple[Any]:
         for folder in bridge.model_folders(seqgan_key()):

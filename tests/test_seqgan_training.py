@@ -143,7 +143,10 @@ def test_story_nodes_train_load_generate_continue_and_stack(tmp_path: Path, outp
     model, path, samples, curve = story.AtelierTrainTextGenerator().train(**values)
     assert Path(path) == tmp_path / "models" / "atelier" / "seqgan" / "harbour.safetensors"
     assert len(samples.splitlines()) == 4 and curve.shape[0] == 1 and curve.shape[-1] == 3
-    assert story.AtelierLoadTextGenerator.INPUT_TYPES()["required"]["model"][0] == ["harbour.safetensors"]
+    listed = story.AtelierLoadTextGenerator.INPUT_TYPES()["required"]["model"][0]
+    assert listed == ["atelier_story.safetensors", "harbour.safetensors"]  # the default name always offered
+    with pytest.raises(FileNotFoundError, match="train one with Atelier Train Text Generator"):
+        story.AtelierLoadTextGenerator().load("atelier_story.safetensors")
     (loaded,) = story.AtelierLoadTextGenerator().load("harbour.safetensors")
     texts, notes = story.AtelierGenerateText().generate(loaded, 3, "the", True, 1.0, 0, 1.0, 0, 4)
     assert len(texts.splitlines()) == 3 and notes == ""
