@@ -129,10 +129,24 @@ def _test_models(root: Path) -> Path:
     tiny_clip_folder(root / "clip" / TINY)
     (root / "blip2" / TINY).mkdir(parents=True)
     tiny_blip2_folder(root / "blip2" / TINY)
+    _untrained_text_model(root / "seqgan")
     config = root / "extra_model_paths.yaml"
     config.write_text(f"atelier_test:\n  base_path: {root}\n  checkpoints: checkpoints\n  atelier_fid: fid\n"
-                      "  atelier_adain: adain\n  atelier_clip: clip\n  atelier_blip2: blip2\n", encoding="utf-8")
+                      "  atelier_adain: adain\n  atelier_clip: clip\n  atelier_blip2: blip2\n"
+                      "  atelier_seqgan: seqgan\n", encoding="utf-8")
     return config
+
+
+def _untrained_text_model(folder: Path) -> None:
+    """A text generator with random weights under the name story_strip.json asks for."""
+    from atelier.core.seqgan_model import Generator, SeqGANConfig
+    from atelier.core.text_generator import TextGenerator
+    from atelier.core.text_tokens import build_tokenizer
+
+    tokenizer = build_tokenizer(["a small boat leaves the harbour at dawn.", "the sea is calm and grey."])
+    config = SeqGANConfig(vocab_size=len(tokenizer.vocab), max_len=16, emb_dim=8, hidden_dim=8,
+                          bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
+    TextGenerator(Generator(config), tokenizer).save(folder, "atelier_story")
 
 
 def _style_inputs(input_dir: Path) -> None:
@@ -416,8 +430,29 @@ def _check_caption_dataset(server: Server, workflow: dict[str, Any], before: dic
 OUTPUT_CHECKS = {"augment_dataset.json": _check_augment_dataset, "train_lora.json": _check_train_lora,
                  "style_transfer.json": _check_style_transfer, "curate_collection.json": _check_curate_collection,
                  "caption_dataset.json": _check_caption_dataset}
+def _cpu_sized_story(workflow: dict[str, Any]) -> None:
+    """story_strip.json at a CPU's size: 64 px panels, two sampler steps, three lines."""
+    for node in workflow["nodes"]:
+        if node["type"] == "EmptyLatentImage":
+            node["widgets_values"][:2] = [64, 64]
+        if node["type"] == "KSampler":
+            node["widgets_values"][2] = 2
+        if node["type"] == "AtelierContinueStory":
+            _set_widgets(node, sentences=3)
+
+
+def _check_story_strip(server: Server, workflow: dict[str, Any], before: dict[str, set[str]]) -> None:
+    from PIL import Image
+
+    saved = sorted(server.output_dir.glob("atelier/story*.png"))
+    assert saved, "the strip was not saved"
+    strip = Image.open(saved[-1])
+    assert strip.width == 800 and strip.height > 3 * (800 - 64), strip.size  # three square panels stacked
+
+
+OUTPUT_CHECKS["story_strip.json"] = _check_story_strip
 CPU_SIZED = {"train_lora.json": _cpu_sized_training, "curate_collection.json": _tiny_models,
-             "caption_dataset.json": _tiny_models}
+             "caption_dataset.json": _tiny_models, "story_strip.json": _cpu_sized_story}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])
