@@ -126,7 +126,7 @@ def _seeded(seed: int) -> Iterator[None]:
 
 
 def _batches(data: torch.Tensor, batch_size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
-    order = torch.randperm(data.shape[0], generator=gen)
+    order = torch.randperm(data.shape[0], generator=gen, device=gen.device).cpu()  # gen lives on the model's device
     for start in range(0, data.shape[0] - batch_size + 1, batch_size):  # whole batches only, as the reference
         yield data[order[start:start + batch_size]]
 
@@ -160,13 +160,13 @@ def discriminator_round(models: SeqGANModels, optimizer: torch.optim.Optimizer, 
     models.generator.eval()
     negatives = torch.cat([models.generator.sample(min(config.batch_size * 16, count - done), gen).cpu()
                            for done in range(0, count, config.batch_size * 16)])
-    positives = data[torch.randint(0, data.shape[0], (count,), generator=gen)]
+    positives = data[torch.randint(0, data.shape[0], (count,), generator=gen, device=gen.device).cpu()]
     sequences = torch.cat([positives, negatives])
     labels = torch.cat([torch.ones(count), torch.zeros(count)])
     models.discriminator.train()
     correct = seen = 0
     for epoch in range(config.d_epochs):
-        order = torch.randperm(sequences.shape[0], generator=gen)
+        order = torch.randperm(sequences.shape[0], generator=gen, device=gen.device).cpu()
         for start in range(0, sequences.shape[0], config.batch_size):
             rows = order[start:start + config.batch_size]
             logits = models.discriminator(sequences[rows].to(device))
