@@ -44,7 +44,7 @@ def add_parsers(sub: Any) -> None:
     for name in ("batch_size", "mle_epochs", "dis_rounds", "adversarial_epochs", "g_steps", "d_steps", "d_epochs",
                  "rollouts", "negatives", "seed", "checkpoint_every"):
         t.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(config, name))
-    for name in ("rollout_rate", "g_lr", "d_lr"):
+    for name in ("rollout_rate", "g_lr", "d_lr", "d_l2"):
         t.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(config, name))
     t.add_argument("--rollout-policy", choices=["trailing", "generator"], default="trailing")
     s = sub.add_parser("text-sample", help="write texts with a trained text generator")
@@ -67,7 +67,7 @@ def run_train(args: argparse.Namespace) -> int:
     config = trainer.SeqGANTrainConfig(
         args.batch_size, args.mle_epochs, args.dis_rounds, args.adversarial_epochs, args.g_steps, args.d_steps,
         args.d_epochs, args.rollouts, args.rollout_rate, args.rollout_policy == "trailing", args.g_lr, args.d_lr,
-        negatives=args.negatives, seed=args.seed, checkpoint_every=args.checkpoint_every)
+        d_l2=args.d_l2, negatives=args.negatives, seed=args.seed, checkpoint_every=args.checkpoint_every)
     config.check(len(lines))
     model, models, history = trainer.train_text_generator(
         lines, spec, config, Path(args.run), bridge.compute_device(args.device),

@@ -55,6 +55,7 @@ class SeqGANTrainConfig:
     trail_rollout: bool = True  # False: the generator itself completes the rollouts
     g_lr: float = 0.01
     d_lr: float = 1e-4
+    d_l2: float = 0.2  # L2 weight on the discriminator's output layer, as the reference
     grad_clip: float = 5.0
     negatives: int = 0  # generated sequences per discriminator round; 0: as many as the corpus has
     seed: int = 0
@@ -151,6 +152,12 @@ def _device(module: torch.nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
+def _output_l2(discriminator: Discriminator) -> torch.Tensor:
+    """The reference's L2 penalty on the output layer (TensorFlow's l2_loss: half the sum of squares), which
+    keeps the discriminator from saturating and starving the generator of reward."""
+    return sum(0.5 * (p ** 2).sum() for p in discriminator.output.parameters())
+
+
 def discriminator_round(models: SeqGANModels, optimizer: torch.optim.Optimizer, data: torch.Tensor,
                         config: SeqGANTrainConfig, gen: torch.Generator) -> float:
     """Fresh negatives from the generator against as many corpus sequences, ``d_epochs`` epochs of binary
@@ -171,7 +178,7 @@ def discriminator_round(models: SeqGANModels, optimizer: torch.optim.Optimizer, 
             rows = order[start:start + config.batch_size]
             logits = models.discriminator(sequences[rows].to(device))
             target = labels[rows].to(device)
-            loss = F.binary_cross_entropy_with_logits(logits, target)
+            loss = F.binary_cross_entropy_with_logits(logits, target) + config.d_l2 * _output_l2(models.discriminator)
             check_finite(loss.item())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
