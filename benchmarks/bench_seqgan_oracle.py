@@ -76,6 +76,7 @@ def main() -> None:
     parser.add_argument("--temperatures", default="0.8,0.9,1.0")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--run-dir", help="keep checkpoints here, so a second call resumes (more adversarial epochs)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -94,7 +95,7 @@ def main() -> None:
                               d_steps=args.d_steps, d_epochs=args.d_epochs, negatives=args.negatives,
                               rollouts=args.rollouts, seed=args.seed, checkpoint_every=10)
     with tempfile.TemporaryDirectory() as tmp:
-        run = Path(tmp)
+        run = Path(args.run_dir) if args.run_dir else Path(tmp)  # a kept run folder resumes a later call
         t0 = time.perf_counter()
         history = train_seqgan(models, data, train, run)
         report["pretraining_s"] = round(time.perf_counter() - t0, 1)
