@@ -239,6 +239,7 @@ def test_rollout_rewards_after_eos(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_policy_gradient_step_raises_the_reward_of_fresh_samples() -> None:
+    """One REINFORCE step on a fixed discriminator (which likes sequences starting with token 5)."""
     generator = sg.init_generator(sg.Generator(_config()), 0)
     d = _first_token_d(_config())
 
@@ -246,15 +247,14 @@ def test_policy_gradient_step_raises_the_reward_of_fresh_samples() -> None:
         return d.prob_real(generator.sample(4000, _rng(9))).mean().item()
 
     before = mean_reward()
-    optimizer = torch.optim.Adam(generator.parameters(), lr=0.1)
-    for step in range(3):
-        samples = generator.sample(256, _rng(step))
-        rewards = sg.rollout_rewards(generator, d, samples, 2, _rng(100 + step))
-        optimizer.zero_grad()
-        sg.policy_gradient_loss(generator, samples, rewards).backward()
-        optimizer.step()
+    optimizer = torch.optim.Adam(generator.parameters(), lr=0.3)
+    samples = generator.sample(1024, _rng(0))
+    rewards = sg.rollout_rewards(generator, d, samples, 2, _rng(100))
+    optimizer.zero_grad()
+    sg.policy_gradient_loss(generator, samples, rewards).backward()
+    optimizer.step()
     assert before < 0.11  # token 5 starts about 1 sequence in 20
-    assert mean_reward() > before + 0.08  # about +0.12 here; ascending the wrong way gives -0.04
+    assert mean_reward() > before + 0.04  # 0.103 -> 0.170 here; the same step the wrong way gives 0.055
 
 
 def test_policy_gradient_loss_by_hand() -> None:
