@@ -102,6 +102,7 @@ def main() -> None:
         report["mle_nll_last_epoch"] = round(history.nll[-1][1] / args.length, 4) if history.nll else None
         mle = copy.deepcopy(models.generator)
         report["mle"] = evaluate(oracle, mle, heldout, temperatures, args.eval)
+        print(json.dumps({k: report[k] for k in ("random", "mle", "pretraining_s")}), flush=True)
         curve = []
         t0 = time.perf_counter()
         for done in range(args.eval_every, args.adversarial_epochs + 1, args.eval_every):
