@@ -189,7 +189,7 @@ def discriminator_round(models: SeqGANModels, optimizer: torch.optim.Optimizer, 
     return correct / max(1, seen)
 
 
-def adversarial_epoch(models: SeqGANModels, rollout: RolloutPolicy, g_optimizer: torch.optim.Optimizer,
+def adversarial_epoch(models: SeqGANModels, rollout: RolloutPolicy, pg_optimizer: torch.optim.Optimizer,
                       d_optimizer: torch.optim.Optimizer, data: torch.Tensor, config: SeqGANTrainConfig,
                       gen: torch.Generator) -> tuple[float, float]:
     """``g_steps`` policy-gradient updates, the rollout policy's update, then ``d_steps`` discriminator rounds;
@@ -202,10 +202,10 @@ def adversarial_epoch(models: SeqGANModels, rollout: RolloutPolicy, g_optimizer:
         models.generator.train()
         loss = policy_gradient_loss(models.generator, samples, rewards)
         check_finite(loss.item())
-        g_optimizer.zero_grad(set_to_none=True)
+        pg_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(models.generator.parameters(), config.grad_clip)
-        g_optimizer.step()
+        pg_optimizer.step()
         mask = token_mask(samples, models.generator.config.eos_id)
         reward = float((rewards * mask).sum() / mask.sum())  # mean over the tokens that count
     rollout.update(models.generator)
@@ -222,6 +222,9 @@ def train_seqgan(models: SeqGANModels, data: torch.Tensor, config: SeqGANTrainCo
     device = torch.device(device)
     models.to(device)
     g_optimizer = torch.optim.Adam(models.generator.parameters(), lr=config.g_lr)
+    # a separate Adam for the policy gradient, as the reference: the pretraining one's second moments come
+    # from likelihood gradients far larger than reward-weighted ones, and would shrink its steps to nothing
+    pg_optimizer = torch.optim.Adam(models.generator.parameters(), lr=config.g_lr)
     d_optimizer = torch.optim.Adam(models.discriminator.parameters(), lr=config.d_lr)
     rollout = RolloutPolicy(models.generator, config.rollout_rate, config.trail_rollout)
     history = SeqGANHistory()
@@ -233,6 +236,7 @@ def train_seqgan(models: SeqGANModels, data: torch.Tensor, config: SeqGANTrainCo
         models.discriminator.load_state_dict(state["discriminator"])
         rollout.policy.load_state_dict(state["rollout"])
         g_optimizer.load_state_dict(state["g_optimizer"])
+        pg_optimizer.load_state_dict(state["pg_optimizer"])
         d_optimizer.load_state_dict(state["d_optimizer"])
         history = SeqGANHistory(state["step"], [tuple(p) for p in state["nll"]],
                                 [tuple(p) for p in state["d_accuracy"]], [tuple(p) for p in state["reward"]])
@@ -242,7 +246,8 @@ def train_seqgan(models: SeqGANModels, data: torch.Tensor, config: SeqGANTrainCo
         checkpoints.save(checkpoint, {
             "fingerprint": fingerprint, "step": step, "generator": models.generator.state_dict(),
             "discriminator": models.discriminator.state_dict(), "rollout": rollout.policy.state_dict(),
-            "g_optimizer": g_optimizer.state_dict(), "d_optimizer": d_optimizer.state_dict(),
+            "g_optimizer": g_optimizer.state_dict(), "pg_optimizer": pg_optimizer.state_dict(),
+            "d_optimizer": d_optimizer.state_dict(),
             "nll": history.nll, "d_accuracy": history.d_accuracy, "reward": history.reward})
 
     def step(index: int) -> float:
@@ -260,7 +265,7 @@ def train_seqgan(models: SeqGANModels, data: torch.Tensor, config: SeqGANTrainCo
             else:
                 if index == config.mle_epochs + config.dis_rounds:  # the rollout policy starts from the pretrained one
                     rollout.reset(models.generator)
-                reward, value = adversarial_epoch(models, rollout, g_optimizer, d_optimizer, data, config, gen)
+                reward, value = adversarial_epoch(models, rollout, pg_optimizer, d_optimizer, data, config, gen)
                 history.reward.append((index + 1, reward))
                 history.d_accuracy.append((index + 1, value))
                 progress.status(f"reward {reward:.3f}  D accuracy {value:.3f}")
