@@ -73,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _numbers(parser: argparse.ArgumentParser, kind: type, **defaults: float) -> None:
+def add_numbers(parser: argparse.ArgumentParser, kind: type, **defaults: float) -> None:
     """``--some-name`` options of one numeric type, from ``some_name=default``."""
     for name, value in defaults.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=value)
@@ -135,9 +135,9 @@ def _add_train_decoder(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--out-dir", required=True, help="where the decoder goes (ComfyUI/models/atelier/adain)")
     t.add_argument("--run", required=True, help="run folder: checkpoints and loss plot; rerun to resume")
     t.add_argument("--name", default="atelier_decoder")
-    _numbers(t, int, steps=d.steps, batch_size=d.batch_size, resize_to=d.resize_to, crop=d.crop, seed=d.seed,
+    add_numbers(t, int, steps=d.steps, batch_size=d.batch_size, resize_to=d.resize_to, crop=d.crop, seed=d.seed,
              checkpoint_every=d.checkpoint_every)
-    _numbers(t, float, lr=d.lr, lr_decay=d.lr_decay, style_weight=d.style_weight)
+    add_numbers(t, float, lr=d.lr, lr_decay=d.lr_decay, style_weight=d.style_weight)
     t.add_argument("--device", default="auto", help="auto (CUDA when present) or cpu")
 
 
@@ -181,10 +181,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--caption-dropout", type=float, default=0.0)
     t.add_argument("--resolution", type=int, default=512)
     t.add_argument("--no-upscale", action="store_true", help="refuse images smaller than their bucket")
-    _numbers(t, int, rank=d.rank, steps=d.steps, batch_size=d.batch_size, grad_accum=d.grad_accum,
+    add_numbers(t, int, rank=d.rank, steps=d.steps, batch_size=d.batch_size, grad_accum=d.grad_accum,
              warmup_steps=d.warmup_steps, seed=d.seed, checkpoint_every=d.checkpoint_every, sample_every=0,
              sample_steps=20)
-    _numbers(t, float, alpha=d.alpha, dropout=d.dropout, lr=d.lr, max_grad_norm=d.max_grad_norm,
+    add_numbers(t, float, alpha=d.alpha, dropout=d.dropout, lr=d.lr, max_grad_norm=d.max_grad_norm,
              min_snr_gamma=d.min_snr_gamma, noise_offset=d.noise_offset, text_encoder_lr=d.text_encoder_lr)
     t.add_argument("--targets", choices=list(TARGETS), default=d.targets)
     t.add_argument("--scheduler", choices=SCHEDULERS, default=d.scheduler)

@@ -37,6 +37,8 @@ def _clip_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_parsers(sub: Any) -> None:
+    from .cli import add_numbers  # cli is loaded by the time it asks for these parsers
+
     p = sub.add_parser("label", help="zero-shot labels of every picture of a folder against a taxonomy")
     _clip_options(p)
     p.add_argument("--json", help="write the labels and scores to this JSON file (default: print tags)")
@@ -58,12 +60,11 @@ def add_parsers(sub: Any) -> None:
     k.add_argument("--trigger", default="", help="word put before every caption")
     k.add_argument("--overwrite", action="store_true", help="replace existing captions")
     k.add_argument("--recursive", action="store_true", help="also caption sub-folders")
-    defaults = blip2.CaptionSettings()
-    k.add_argument("--prompt", default=defaults.prompt)
-    for name in ("max_new_tokens", "min_new_tokens", "num_beams", "seed"):
-        k.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
-    for name in ("temperature", "top_p", "repetition_penalty"):
-        k.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
+    d = blip2.CaptionSettings()
+    k.add_argument("--prompt", default=d.prompt)
+    add_numbers(k, int, max_new_tokens=d.max_new_tokens, min_new_tokens=d.min_new_tokens, num_beams=d.num_beams,
+                seed=d.seed)
+    add_numbers(k, float, temperature=d.temperature, top_p=d.top_p, repetition_penalty=d.repetition_penalty)
     k.add_argument("--sampling", action="store_true", help="sample instead of beam search")
     k.add_argument("--batch-size", type=int, default=8)
     d = sub.add_parser("describe", help="curation texts for a dataset version (manifest labels, captions)")
@@ -80,19 +81,19 @@ def _load_clip(args: argparse.Namespace) -> clip_model.ClipModel:
 
 
 def _labelled(args: argparse.Namespace) -> tuple[Any, Any, Any, list[dict[str, Any]]]:
-    from .core import image_index, zero_shot
+    from .core import zero_shot
     from .core.image_files import list_images
     from .core.taxonomy import load_taxonomy
+    from .nodes.curator import clip_cache_dir
 
     bridge.set_output_directory(args.output)
     taxonomy = load_taxonomy(args.taxonomy)
     files = list_images(args.folder, args.recursive)
     clip = _load_clip(args)
-    cache = Path(args.cache) if args.cache else bridge.output_directory() / "atelier" / "clip_cache"
-    index = image_index.index_folder(clip, files, cache, args.batch_size,
-                                     progress=bridge.progress(len(files), "embedding"))
-    bank = zero_shot.build_label_bank(clip, taxonomy, cache)
-    return taxonomy, clip, index, zero_shot.label_embeddings(bank, index.embeddings, args.language)
+    cache = Path(args.cache) if args.cache else clip_cache_dir()
+    index, results = zero_shot.label_folder(clip, taxonomy, files, cache, args.batch_size, args.language,
+                                            bridge.progress(len(files), "embedding"))
+    return taxonomy, clip, index, results
 
 
 def run_label(args: argparse.Namespace) -> int:

@@ -18,16 +18,16 @@ from .nodes import bridge
 
 
 def _sampling(p: argparse.ArgumentParser) -> None:
+    from .cli import add_numbers
+
     d = SamplingOptions()
     p.add_argument("model", help="a .safetensors model with its .json beside it")
-    p.add_argument("--temperature", type=float, default=d.temperature)
-    p.add_argument("--top-k", type=int, default=d.top_k)
-    p.add_argument("--top-p", type=float, default=d.top_p)
-    p.add_argument("--max-len", type=int, default=d.max_len, help="0: the model's length")
-    p.add_argument("--seed", type=int, default=d.seed)
+    add_numbers(p, float, temperature=d.temperature, top_p=d.top_p)
+    add_numbers(p, int, top_k=d.top_k, max_len=d.max_len, seed=d.seed)  # max_len 0: the model's length
 
 
 def add_parsers(sub: Any) -> None:
+    from .cli import add_numbers  # cli is loaded by the time it asks for these parsers
     from .core.text_tokens import KINDS
     from .training.seqgan_trainer import SeqGANTrainConfig, TextModelSpec
 
@@ -37,15 +37,13 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("--run", required=True, help="run folder for checkpoints; rerun to resume")
     t.add_argument("--name", default="atelier_story")
     t.add_argument("--device", default="auto", help="auto (CUDA when present) or cpu")
-    spec, config = TextModelSpec(), SeqGANTrainConfig()
-    t.add_argument("--tokenizer", choices=KINDS, default=spec.tokenizer)
-    for name in ("max_vocab", "max_len", "emb_dim", "hidden_dim"):
-        t.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(spec, name))
-    for name in ("batch_size", "mle_epochs", "dis_rounds", "adversarial_epochs", "g_steps", "d_steps", "d_epochs",
-                 "rollouts", "negatives", "seed", "checkpoint_every"):
-        t.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(config, name))
-    for name in ("rollout_rate", "g_lr", "d_lr", "d_l2"):
-        t.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(config, name))
+    m, d = TextModelSpec(), SeqGANTrainConfig()
+    t.add_argument("--tokenizer", choices=KINDS, default=m.tokenizer)
+    add_numbers(t, int, max_vocab=m.max_vocab, max_len=m.max_len, emb_dim=m.emb_dim, hidden_dim=m.hidden_dim,
+                batch_size=d.batch_size, mle_epochs=d.mle_epochs, dis_rounds=d.dis_rounds,
+                adversarial_epochs=d.adversarial_epochs, g_steps=d.g_steps, d_steps=d.d_steps, d_epochs=d.d_epochs,
+                rollouts=d.rollouts, negatives=d.negatives, seed=d.seed, checkpoint_every=d.checkpoint_every)
+    add_numbers(t, float, rollout_rate=d.rollout_rate, g_lr=d.g_lr, d_lr=d.d_lr, d_l2=d.d_l2)
     t.add_argument("--rollout-policy", choices=["trailing", "generator"], default="trailing")
     s = sub.add_parser("text-sample", help="write texts with a trained text generator")
     _sampling(s)

@@ -237,8 +237,7 @@ def caption_folder(blip: Blip2Model, folder: str | os.PathLike[str], settings: C
                     write_text_atomic(sidecar, with_trigger(text, trigger) + "\n")
                     report.written.append(sidecar)
                     report.captions[path.relative_to(folder).as_posix()] = with_trigger(text, trigger)
-            progress.advance(len(group) - len(good))
-            progress.advance(len(good))
+            progress.advance(len(group))
     return report
 
 

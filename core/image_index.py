@@ -100,3 +100,15 @@ def index_folder(clip: Any, source: str | os.PathLike[str] | list[Path], cache_d
     embeddings = torch.stack([found[digest] for _, digest, _ in kept])
     return FolderIndex([p for p, _, _ in kept], embeddings, [s for _, _, s in kept], skipped,
                        encoded=len(todo) - len(failed), cached=len(found) - (len(todo) - len(failed)))
+
+
+def embed_batch(clip: Any, images: torch.Tensor, batch_size: int = 32,
+                progress: Progress | None = None) -> torch.Tensor:
+    """Unit embeddings ``[B, D]`` of an IMAGE batch, ``batch_size`` pictures per pass; cancel noticed per pass."""
+    progress = progress or SilentProgress(images.shape[0])
+    rows = []
+    for start in range(0, images.shape[0], batch_size):
+        progress.check_cancel()
+        rows.append(clip.embed_images(images[start:start + batch_size]))
+        progress.advance(min(batch_size, images.shape[0] - start))
+    return torch.cat(rows)

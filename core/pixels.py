@@ -78,3 +78,16 @@ def check_image_batch(images: torch.Tensor) -> None:
     if images.dim() != 4 or images.shape[-1] != 3 or images.shape[0] == 0:
         raise ValueError(f"expected an IMAGE batch [B, H, W, 3] with at least one picture, got shape "
                          f"{list(images.shape)}")
+
+
+def fit_square(image: torch.Tensor, size: int) -> torch.Tensor:
+    """``[H, W, 3]`` scaled to fit ``size`` x ``size`` and padded with black, so pictures of any size batch."""
+    height, width = image.shape[:2]
+    scale = size / max(height, width)
+    new = (max(1, round(height * scale)), max(1, round(width * scale)))
+    planar = F.interpolate(image.permute(2, 0, 1)[None].float(), size=new, mode="bilinear", antialias=True,
+                           align_corners=False)[0]
+    out = torch.zeros(3, size, size)
+    top, left = (size - new[0]) // 2, (size - new[1]) // 2
+    out[:, top:top + new[0], left:left + new[1]] = planar.clamp(0, 1)
+    return out.permute(1, 2, 0)

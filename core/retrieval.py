@@ -76,3 +76,13 @@ def read_pairs(path: Path) -> list[tuple[str, str]]:
             raise ValueError(f"pairs file {str(path)!r}, pair {number}: needs a non-empty 'text' and 'image'")
         pairs.append((text, image))
     return pairs
+
+
+def pair_rows(named: list[tuple[str, str]], files: list[Path], root: Path) -> list[tuple[str, int]]:
+    """``(text, picture name)`` pairs as ``(text, row of files)``; a name not among ``files`` is an error."""
+    rows = {path.relative_to(root).as_posix(): row for row, path in enumerate(files)}
+    missing = [image for _, image in named if image not in rows]
+    if missing:
+        raise ValueError(f"{len(missing)} pair(s) name pictures that are not readable in {str(root)!r}: "
+                         f"{', '.join(missing[:5])}")
+    return [(text, rows[image]) for text, image in named]

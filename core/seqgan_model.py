@@ -226,8 +226,8 @@ class Discriminator(nn.Module):
         return self.output(self.dropout(mixed)).squeeze(1)
 
     def prob_real(self, sequences: torch.Tensor) -> torch.Tensor:
-        """``sigmoid(forward)`` in the module's current mode: dropout applies in training mode, so call
-        ``eval()`` first for a deterministic score (``rollout_rewards`` does)."""
+        """``sigmoid(forward)`` in the module's current mode: dropout applies in training mode, so
+        switch it to eval mode first for a deterministic score (``rollout_rewards`` does)."""
         return torch.sigmoid(self(sequences))
 
 

@@ -127,8 +127,8 @@ class TextGenerator:
                 if sentence:
                     break
             if sentence:  # the sampled tokens themselves prime the next sentence (decoded text may not re-encode)
-                ended = [i for i in new_ids if i not in (self.tokenizer.pad_id,)]
-                ended = ended[: ended.index(self.tokenizer.eos_id)] if self.tokenizer.eos_id in ended else ended
+                eos = self.tokenizer.eos_id  # padding only ever follows it
+                ended = new_ids[: new_ids.index(eos)] if eos in new_ids else new_ids
                 context = ended[-(length // 2):]
             lines.append(sentence or "…")
         return Generated(lines, notes)

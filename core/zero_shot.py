@@ -14,11 +14,14 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from .feature_cache import FeatureCache
+from .image_index import FolderIndex, index_folder
+from .progress import Progress
 from .taxonomy import Group, Taxonomy
 
 
@@ -158,3 +161,12 @@ def tags(result: dict[str, Any], taxonomy: Taxonomy, language: str = "en") -> li
 
 def to_json(results: list[dict[str, Any]]) -> str:
     return json.dumps(results, ensure_ascii=False, indent=1)
+
+
+def label_folder(clip: Any, taxonomy: Taxonomy, files: list[Path], cache_dir: str | os.PathLike[str] | None,
+                 batch_size: int = 32, language: str = "en",
+                 progress: Progress | None = None) -> tuple[FolderIndex, list[dict[str, Any]]]:
+    """Embed a folder's pictures (cached, streamed; ``progress`` counts pictures) and label them."""
+    bank = build_label_bank(clip, taxonomy, cache_dir)
+    index = index_folder(clip, files, cache_dir, batch_size, progress=progress)
+    return index, label_embeddings(bank, index.embeddings, language)

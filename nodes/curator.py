@@ -10,7 +10,7 @@ from ..core import clip_model, curate, image_index, retrieval, taxonomy, zero_sh
 from ..core.hf_folders import find_model_folder
 from ..core.image_files import load_image
 from ..core.output_paths import safe_subfolder
-from ..core.pixels import check_image_batch
+from ..core.pixels import check_image_batch, fit_square
 from . import bridge
 from .augmentation import _float, _int
 
@@ -31,7 +31,7 @@ def model_choices(key: str, default: str) -> list[str]:
     return found if default in found else [default, *found]
 
 
-def _cache_dir() -> Path:
+def clip_cache_dir() -> Path:
     return bridge.output_directory() / CACHE_SUBFOLDER
 
 
@@ -44,13 +44,17 @@ def _batch_size(default: int = 32) -> tuple[str, dict[str, Any]]:
     return _int(default, 1, 1024, "Pictures per forward pass; larger is faster until memory runs out.")
 
 
-def _index(clip: clip_model.ClipModel, folder: str, batch_size: int, recursive: bool) -> image_index.FolderIndex:
+def _files(clip: clip_model.ClipModel, folder: str, recursive: bool) -> list[Path]:
+    """The folder's pictures; a wrong model, or a missing or empty folder, fails here before any work."""
     from ..core.image_files import list_images
 
     clip_model.refuse_comfy_clip(clip)
-    path = bridge.resolve_input_folder(folder)
-    files = list_images(path, recursive)  # a missing or empty folder fails here, before any work
-    return image_index.index_folder(clip, files, _cache_dir(), batch_size,
+    return list_images(bridge.resolve_input_folder(folder), recursive)
+
+
+def _index(clip: clip_model.ClipModel, folder: str, batch_size: int, recursive: bool) -> image_index.FolderIndex:
+    files = _files(clip, folder, recursive)
+    return image_index.index_folder(clip, files, clip_cache_dir(), batch_size,
                                     progress=bridge.progress(len(files), "embedding pictures"))
 
 
@@ -134,14 +138,10 @@ class AtelierLabelImages:
 
         clip_core.refuse_comfy_clip(clip_model)
         check_image_batch(images)
-        bank = zero_shot.build_label_bank(clip_model, taxonomy, _cache_dir())
-        progress = bridge.progress(images.shape[0], "labelling")
-        rows = []
-        for start in range(0, images.shape[0], batch_size):
-            progress.check_cancel()
-            rows.append(clip_model.embed_images(images[start:start + batch_size]))
-            progress.advance(min(batch_size, images.shape[0] - start))
-        results = zero_shot.label_embeddings(bank, torch.cat(rows), language)
+        bank = zero_shot.build_label_bank(clip_model, taxonomy, clip_cache_dir())
+        embeddings = image_index.embed_batch(clip_model, images, batch_size,
+                                             bridge.progress(images.shape[0], "labelling"))
+        results = zero_shot.label_embeddings(bank, embeddings, language)
         tags = "\n".join(", ".join(zero_shot.tags(r, taxonomy, language)) for r in results)
         return zero_shot.to_json(results), tags
 
@@ -195,9 +195,9 @@ class AtelierCurateFolder:
                                        subfolders_by.strip())
         parent = safe_subfolder(bridge.output_directory(), subfolder)
         options.check(taxonomy)
-        bank = zero_shot.build_label_bank(clip_model, taxonomy, _cache_dir())
-        index = _index(clip_model, folder, batch_size, recursive)
-        results = zero_shot.label_embeddings(bank, index.embeddings, language)
+        files = _files(clip_model, folder, recursive)
+        index, results = zero_shot.label_folder(clip_model, taxonomy, files, clip_cache_dir(), batch_size,
+                                                language, bridge.progress(len(files), "embedding pictures"))
         plan = curate.plan_curation(index, results, taxonomy, options)
         written = curate.write_curated(index, results, taxonomy, plan, options, parent, language,
                                        bridge.progress(len(plan.order), "writing"))
@@ -205,21 +205,6 @@ class AtelierCurateFolder:
         report = [index.report(), f"kept {len(plan.order)} of {len(index.files)} into {written.folder}"]
         report += [f"dropped {index.files[row].name}: {why}" for row, why in sorted(plan.dropped.items())]
         return str(written.folder), zero_shot.to_json(records), "\n".join(report), len(plan.order)
-
-
-def _fit(image: torch.Tensor, size: int) -> torch.Tensor:
-    """A picture scaled to fit ``size`` x ``size`` and padded with black, so results of any size make a batch."""
-    import torch.nn.functional as F
-
-    height, width = image.shape[:2]
-    scale = size / max(height, width)
-    new = (max(1, round(height * scale)), max(1, round(width * scale)))
-    planar = F.interpolate(image.permute(2, 0, 1)[None], size=new, mode="bilinear", antialias=True,
-                           align_corners=False)[0]
-    out = torch.zeros(3, size, size)
-    top, left = (size - new[0]) // 2, (size - new[1]) // 2
-    out[:, top:top + new[0], left:left + new[1]] = planar.clamp(0, 1)
-    return out.permute(1, 2, 0)
 
 
 class AtelierRetrieveImages:
@@ -251,7 +236,7 @@ class AtelierRetrieveImages:
             raise ValueError("the query is empty: describe what to look for")
         index = _index(clip_model, folder, batch_size, recursive)
         found = retrieval.top_k(clip_model.embed_texts([query.strip()])[0], index.embeddings, top_k)
-        images = torch.stack([_fit(load_image(index.files[row]), preview_size) for row, _ in found])
+        images = torch.stack([fit_square(load_image(index.files[row]), preview_size) for row, _ in found])
         lines = [f"{rank}\t{score:.4f}\t{index.files[row]}" for rank, (row, score) in enumerate(found, start=1)]
         return images, "\n".join(lines)
 
@@ -286,13 +271,7 @@ class AtelierEvaluateRetrieval:
         named = retrieval.read_pairs(pairs_path) if pairs_path else None  # a bad file fails before any encoding
         index = _index(clip_model, folder, batch_size, False)
         if named is not None:
-            root = bridge.resolve_input_folder(folder)
-            rows = {path.relative_to(root).as_posix(): row for row, path in enumerate(index.files)}
-            missing = [image for _, image in named if image not in rows]
-            if missing:
-                raise ValueError(f"{len(missing)} pair(s) name pictures that are not readable in {folder!r}: "
-                                 f"{', '.join(missing[:5])}")
-            pairs = [(text, rows[image]) for text, image in named]
+            pairs = retrieval.pair_rows(named, index.files, bridge.resolve_input_folder(folder))
         else:
             pairs = [(caption, row) for row, path in enumerate(index.files) if (caption := read_caption(path))]
         if not pairs:

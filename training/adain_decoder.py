@@ -51,9 +51,7 @@ class DecoderConfig:
                   (self.crop >= 16 and self.crop % 8 == 0, "crop must be a multiple of 8, at least 16"),
                   (self.resize_to >= self.crop, "resize_to must be at least the crop size"),
                   (self.checkpoint_every >= 1, "checkpoint_every must be at least 1")]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        checkpoints.require(checks)
 
     def fingerprint(self) -> str:
         return checkpoints.fingerprint(self)

@@ -78,6 +78,13 @@ def load(folder: Path) -> dict[str, Any]:
     return {name: _join(state, tensors) for name, state in skeleton.items()}
 
 
+def require(checks: list[tuple[bool, str]]) -> None:
+    """A settings dataclass's checks, ``(ok, message)``: the first that fails raises ValueError."""
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+
+
 def fingerprint(config: Any, free: tuple[str, ...] = ("steps", "checkpoint_every")) -> str:
     """What a checkpoint must match to be resumed: a settings dataclass without the fields that may change
     between a run and its resumption (by default the length of the run)."""

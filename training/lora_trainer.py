@@ -77,9 +77,7 @@ class TrainConfig:
             (self.checkpoint_every >= 1, "checkpoint_every must be at least 1"),
             (self.text_encoder_lr > 0, "text_encoder_lr must be above 0"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        checkpoints.require(checks)
 
     def fingerprint(self) -> str:
         return checkpoints.fingerprint(self)
