@@ -56,12 +56,14 @@ class ClipModel:
     def dim(self) -> int:
         return int(self.model.config.projection_dim)
 
-    def embed_images(self, images: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
-        """Unit-length image embeddings ``[B, D]`` (float32, CPU) of ``[H, W, 3]`` pictures in 0..1."""
+    def embed_images(self, images: Sequence[torch.Tensor] | torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Image embeddings ``[B, D]`` (float32, CPU) of ``[H, W, 3]`` pictures in 0..1, unit-length unless
+        ``normalize`` is off (then as CLIP's ``image_embeds``)."""
         pixels = to_pixels(images, self.pixels).to(self.device, self.dtype)
         with torch.inference_mode():
             pooled = self.model.vision_model(pixel_values=pixels).pooler_output
-            return F.normalize(self.model.visual_projection(pooled).float(), dim=-1).cpu()
+            embeds = self.model.visual_projection(pooled).float()
+            return (F.normalize(embeds, dim=-1) if normalize else embeds).cpu()
 
     def embed_texts(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
         """Unit-length text embeddings ``[T, D]`` (float32, CPU)."""

@@ -20,7 +20,11 @@ def ranks(queries: torch.Tensor, images: torch.Tensor, targets: list[int]) -> li
     """1-based rank of each query's target picture among all pictures (ties count against the target)."""
     if queries.shape[0] != len(targets):
         raise ValueError(f"{queries.shape[0]} queries but {len(targets)} targets")
-    scores = queries.float() @ images.float().T
+    return score_ranks(queries.float() @ images.float().T, targets)
+
+
+def score_ranks(scores: torch.Tensor, targets: list[int]) -> list[int]:
+    """1-based rank of each row's target column in ``scores [Q, N]`` (higher is better; ties count against)."""
     target_scores = scores[torch.arange(len(targets)), torch.tensor(targets)]
     return (scores >= target_scores[:, None]).sum(dim=1).tolist()
 

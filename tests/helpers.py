@@ -288,3 +288,49 @@ def tiny_blip2_folder(root: Path, num_query_tokens: int = 4, width: int = 32, la
         "size": {"height": image_size, "width": image_size}, "do_center_crop": False,
         "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711]}))
     return root
+
+
+def synthetic_sound(kind: int, seconds: float = 0.5, rate: int = 8000, gain: float = 0.5, seed: int = 0):
+    """One of six sound classes: two steady tones, a rising and a falling chirp, a low and a high noise band;
+    ``seed`` jitters the pitch and phase so no two clips are the same."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    jitter = 1 + 0.03 * rng.standard_normal()
+    if kind in (0, 1):
+        wave = np.sin(2 * np.pi * (440 if kind == 0 else 1500) * jitter * t + rng.uniform(0, 6.28))
+    elif kind in (2, 3):
+        f0, f1 = (300, 3000) if kind == 2 else (3000, 300)
+        wave = np.sin(2 * np.pi * jitter * (f0 * t + (f1 - f0) * t * t / (2 * seconds)))
+    else:
+        spectrum = np.fft.rfft(rng.standard_normal(t.size))
+        freqs = np.fft.rfftfreq(t.size, 1 / rate)
+        low, high = (150, 500) if kind == 4 else (2500, 3500)
+        spectrum[(freqs < low) | (freqs > high)] = 0
+        wave = np.fft.irfft(spectrum, t.size)
+        wave /= np.abs(wave).max()
+    return (gain * wave).astype(np.float32)
+
+
+def synthetic_picture(kind: int, seed: int = 0, size: int = 32) -> np.ndarray:
+    """A distinct pattern per class (colour and stripes), with a little seeded noise, uint8 [H, W, 3]."""
+    rng = np.random.default_rng(1000 + seed)
+    colours = [(220, 40, 40), (40, 200, 60), (40, 60, 220), (230, 200, 30), (150, 40, 180), (30, 190, 200)]
+    yy, xx = np.mgrid[:size, :size]
+    stripes = ((xx + yy * (kind % 3)) // (2 + kind)) % 2
+    img = np.array(colours[kind % 6], dtype=np.float32) * (0.5 + 0.5 * stripes[..., None])
+    img += rng.normal(0, 6, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def synthetic_paired_folder(folder: Path, per_class: int = 4, classes: int = 6, rate: int = 8000) -> Path:
+    """``<stem>.wav`` beside ``<stem>.png`` for every class and sample."""
+    import soundfile
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for kind in range(classes):
+        for i in range(per_class):
+            stem = f"c{kind}_{i:02d}"
+            soundfile.write(folder / f"{stem}.wav", synthetic_sound(kind, rate=rate, seed=kind * 100 + i), rate)
+            Image.fromarray(synthetic_picture(kind, kind * 100 + i)).save(folder / f"{stem}.png")
+    return folder

@@ -31,7 +31,8 @@ def tiny_unet(seed: int = 0):
 
 def tiny_data(n: int = 4, caption_dropout: float = 0.0) -> TrainData:
     g = torch.Generator().manual_seed(1)
-    return TrainData([Bucket(torch.randn(n, 4, 8, 8, generator=g), torch.randn(n, 5, 16, generator=g))],
+    return TrainData([Bucket(torch.randn(n, 4, 8, 8, generator=g), torch.randn(n, 5, 16, generator=g),
+                             torch.arange(n))],
                      torch.zeros(5, 16), caption_dropout)
 
 
@@ -125,7 +126,8 @@ def tiny_text_encoder(seed: int = 0):
 
 def tiny_token_data(n: int = 4, caption_dropout: float = 0.0) -> TrainData:
     g = torch.Generator().manual_seed(1)
-    return TrainData([Bucket(torch.randn(n, 4, 8, 8, generator=g), torch.randint(0, 50, (n, 5), generator=g))],
+    return TrainData([Bucket(torch.randn(n, 4, 8, 8, generator=g), torch.randint(0, 50, (n, 5), generator=g),
+                             torch.arange(n))],
                      torch.zeros(5, dtype=torch.long), caption_dropout)
 
 
@@ -196,5 +198,6 @@ def test_bad_settings_fail_before_training(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="scheduler"):
         lt.TrainConfig(scheduler="sometimes")
     with pytest.raises(ValueError, match="no training images"):
-        TrainData([Bucket(torch.zeros(0, 4, 8, 8), torch.zeros(0, 5, 16))], torch.zeros(5, 16))
+        TrainData([Bucket(torch.zeros(0, 4, 8, 8), torch.zeros(0, 5, 16), torch.zeros(0, dtype=torch.long))],
+                  torch.zeros(5, 16))
     assert not (tmp_path / "checkpoint").exists()

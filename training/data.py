@@ -22,6 +22,7 @@ from ..core.progress import Progress, SilentProgress
 class Bucket:
     latents: torch.Tensor  # [n, 4, h, w], times the VAE scaling factor
     conditioning: torch.Tensor  # [n, tokens, dim]
+    index: torch.Tensor  # [n], each latent's position in the pictures given to build()
 
 
 @dataclass
@@ -115,5 +116,5 @@ def build(images: list[torch.Tensor], prompts: list[str], vae: Any, encode_promp
             noise = torch.randn(dist.mean.shape, generator=gen).to(device, dist.mean.dtype)
             latents.append((dist.mean + dist.std * noise).float().cpu() * scaling)
             progress.advance()
-        buckets.append(Bucket(torch.cat(latents), encode_prompts([prompts[i] for i in members])))
+        buckets.append(Bucket(torch.cat(latents), encode_prompts([prompts[i] for i in members]), torch.tensor(members)))
     return TrainData(buckets, encode_prompts([""])[0], caption_dropout, warnings)

@@ -1,0 +1,160 @@
+"""The audio encoder: log-mel windows through a small ResNet to a point in a frozen image encoder's
+embedding space, and its file.
+
+BatchNorm (batch statistics while training, fixed running statistics after) rather than a per-clip
+normalisation such as GroupNorm or InstanceNorm: those subtract each clip's own mean and would erase
+the loudness that the features keep.
+
+The embedding space is the image encoder's projected embedding scaled to unit length (``image_embeds``
+of a CLIP vision model / its norm); audio embeddings are not normalised, so their length is free to
+carry level. ``image_embed_norm`` (the mean length of the raw image embeddings seen in training)
+scales an audio embedding back when it stands in for a raw ``image_embeds``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import audio_features
+from .audio_features import MelSpec
+from .state_dicts import mismatch, read_weights, save_new_file
+
+KIND = "atelier_audio_encoder"
+
+
+@dataclass(frozen=True)
+class AudioEncoderConfig:
+    embed_dim: int
+    mel: MelSpec = field(default_factory=MelSpec)
+    widths: tuple[int, ...] = (32, 64, 128, 256)
+    blocks_per_stage: int = 2
+
+    def __post_init__(self) -> None:
+        if self.embed_dim < 1 or not self.widths or min(self.widths) < 1 or self.blocks_per_stage < 1:
+            raise ValueError(f"unusable audio encoder settings: {self}")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> AudioEncoderConfig:
+        raw = json.loads(text)
+        return cls(embed_dim=raw["embed_dim"], mel=MelSpec(**raw["mel"]), widths=tuple(raw["widths"]),
+                   blocks_per_stage=raw["blocks_per_stage"])
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Identity() if stride == 1 and c_in == c_out else nn.Sequential(
+            nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+class AudioEncoder(nn.Module):
+    """``[B, n_mels, frames]`` features to ``[B, embed_dim]`` embeddings."""
+
+    def __init__(self, config: AudioEncoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        w = config.widths
+        self.stem = nn.Sequential(nn.Conv2d(1, w[0], 3, 1, 1, bias=False), nn.BatchNorm2d(w[0]), nn.ReLU())
+        blocks: list[nn.Module] = []
+        for i, width in enumerate(w):
+            for b in range(config.blocks_per_stage):
+                first = b == 0
+                blocks.append(ResBlock(w[max(i - 1, 0)] if first else width, width, 2 if first and i else 1))
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Sequential(nn.Linear(w[-1], w[-1]), nn.ReLU(), nn.Linear(w[-1], config.embed_dim))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.stem(features.unsqueeze(1)))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+@dataclass
+class AudioEmbedder:
+    """A trained encoder with what it was aligned to; embeds sounds."""
+
+    encoder: AudioEncoder
+    image_encoder: str  # the name of the image encoder whose space it lands in
+    image_embed_norm: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config(self) -> AudioEncoderConfig:
+        return self.encoder.config
+
+    @property
+    def dim(self) -> int:
+        return self.config.embed_dim
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.encoder.parameters()).device
+
+    @torch.no_grad()
+    def embed_features(self, features: np.ndarray | torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        self.encoder.eval()
+        feats = torch.as_tensor(features, dtype=torch.float32)
+        out = [self.encoder(feats[i:i + batch_size].to(self.device)).float().cpu()
+               for i in range(0, len(feats), batch_size)]
+        return torch.cat(out) if out else torch.zeros(0, self.dim)
+
+    def embed_clip(self, waveform: np.ndarray, sample_rate: int,
+                   what: str = "the audio") -> tuple[torch.Tensor, list[str]]:
+        """``[D]`` embedding of one clip ``[C, T]`` and notes (downmixed, resampled, padded): the mean over
+        the windows that cover it. Silence is an error."""
+        mono, notes = audio_features.prepare(waveform, sample_rate, self.config.mel)
+        audio_features.check_not_silent(mono, what)
+        wins, pad_notes = audio_features.windows(mono, self.config.mel)
+        return self.embed_features(audio_features.log_mel(wins, self.config.mel)).mean(0), notes + pad_notes
+
+    def check_image_dim(self, dim: int, what: str) -> None:
+        if dim != self.dim:
+            raise ValueError(f"{what} gives {dim}-d image embeddings, but this audio encoder was trained for the "
+                             f"{self.dim}-d space of {self.image_encoder!r}: use that image encoder, or train an "
+                             "encoder for this one")
+
+
+def save_audio_encoder(folder: Path, name: str, embedder: AudioEmbedder, extra: dict[str, object]) -> Path:
+    state = {k: v.detach().cpu().contiguous() for k, v in embedder.encoder.state_dict().items()}
+    metadata = {"atelier_kind": KIND, "atelier_config": embedder.config.to_json(),
+                "atelier_image_encoder": embedder.image_encoder, "atelier_image_embed_norm": embedder.image_embed_norm,
+                "atelier_metrics": embedder.metrics, **extra}
+    return save_new_file(folder, name, state, metadata, "audio encoder name")
+
+
+def load_audio_encoder(path: str | Path, device: torch.device | str = "cpu") -> AudioEmbedder:
+    """An encoder file written by the audio encoder's training; anything else is a clear error."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no audio encoder file {str(path)!r}")
+    with safe_open(str(path), "pt") as handle:
+        meta = handle.metadata() or {}
+    if meta.get("atelier_kind") != KIND:
+        raise ValueError(f"{str(path)!r} is not an Atelier audio encoder (train one with Atelier Train Audio Encoder)")
+    encoder = AudioEncoder(AudioEncoderConfig.from_json(meta["atelier_config"]))
+    state = read_weights(path, "audio encoder")
+    problem = mismatch(encoder.state_dict(), state)
+    if problem:
+        raise ValueError(f"{str(path)!r} does not fit its own settings: {problem}")
+    encoder.load_state_dict(state)
+    return AudioEmbedder(encoder.to(device).eval(), meta.get("atelier_image_encoder", "unknown"),
+                         float(json.loads(meta.get("atelier_image_embed_norm", "1.0"))),
+                         json.loads(meta.get("atelier_metrics", "{}")))
