@@ -118,7 +118,7 @@ class AudioEmbedder:
                    what: str = "the audio") -> tuple[torch.Tensor, list[str]]:
         """``[D]`` embedding of one clip ``[C, T]`` and notes (downmixed, resampled, padded): the mean over
         the windows that cover it. Silence is an error."""
-        mono, notes = audio_features.prepare(waveform, sample_rate, self.config.mel)
+        mono, notes = audio_features.prepare(waveform, sample_rate, self.config.mel.sample_rate)
         audio_features.check_not_silent(mono, what)
         wins, pad_notes = audio_features.windows(mono, self.config.mel)
         return self.embed_features(audio_features.log_mel(wins, self.config.mel)).mean(0), notes + pad_notes
@@ -158,3 +158,28 @@ def load_audio_encoder(path: str | Path, device: torch.device | str = "cpu") -> 
     return AudioEmbedder(encoder.to(device).eval(), meta.get("atelier_image_encoder", "unknown"),
                          float(json.loads(meta.get("atelier_image_embed_norm", "1.0"))),
                          json.loads(meta.get("atelier_metrics", "{}")))
+
+
+@dataclass
+class AudioEmbedding:
+    """What Encode Audio hands on: embeddings in an image encoder's (unit) space."""
+
+    embeds: torch.Tensor  # [B, D]
+    image_encoder: str
+    image_embed_norm: float
+
+    def raw_image_embeds(self) -> torch.Tensor:
+        """Scaled to the raw length of that encoder's ``image_embeds``, for nodes that take a CLIP vision output."""
+        return self.embeds * self.image_embed_norm
+
+
+def blend(image_unit: torch.Tensor, audio: torch.Tensor, weight: float) -> torch.Tensor:
+    """``(1 - weight) * picture + weight * sound``; one side may be a single row broadcast over the other."""
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError("the sound weight must lie in 0..1")
+    if image_unit.shape[-1] != audio.shape[-1]:
+        raise ValueError(f"the picture's embedding is {image_unit.shape[-1]}-d but the sound's is {audio.shape[-1]}-d:"
+                         " the image encoder is not the one the audio encoder was trained for")
+    if image_unit.shape[0] not in (1, audio.shape[0]) and audio.shape[0] != 1:
+        raise ValueError(f"{image_unit.shape[0]} pictures for {audio.shape[0]} sounds: give one of either, or as many")
+    return (1.0 - weight) * image_unit + weight * audio

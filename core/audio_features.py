@@ -63,8 +63,8 @@ def downmix(waveform: np.ndarray) -> np.ndarray:
     return wave.mean(axis=0)
 
 
-def prepare(waveform: np.ndarray, sample_rate: int, spec: MelSpec) -> tuple[np.ndarray, list[str]]:
-    """Mono float32 at ``spec.sample_rate`` and notes on what was changed (downmixed, resampled)."""
+def prepare(waveform: np.ndarray, sample_rate: int, target_rate: int) -> tuple[np.ndarray, list[str]]:
+    """Mono float32 at ``target_rate`` and notes on what was changed (downmixed, resampled)."""
     import librosa
 
     if sample_rate <= 0:
@@ -78,9 +78,9 @@ def prepare(waveform: np.ndarray, sample_rate: int, spec: MelSpec) -> tuple[np.n
         raise ValueError("the audio holds no samples")
     if not np.isfinite(mono).all():
         raise ValueError("the audio holds NaN or infinite samples")
-    if sample_rate != spec.sample_rate:
-        mono = librosa.resample(mono, orig_sr=sample_rate, target_sr=spec.sample_rate, res_type="soxr_hq")
-        notes.append(f"resampled from {sample_rate} Hz to {spec.sample_rate} Hz")
+    if sample_rate != target_rate:
+        mono = librosa.resample(mono, orig_sr=sample_rate, target_sr=target_rate, res_type="soxr_hq")
+        notes.append(f"resampled from {sample_rate} Hz to {target_rate} Hz")
     return mono.astype(np.float32, copy=False), notes
 
 

@@ -68,7 +68,7 @@ def paired_folder(folder: Path, spec: MelSpec, progress: Progress | None = None)
         if progress is not None:
             progress.check_cancel()
         wave, rate = audio_features.read_audio(sounds[stem])
-        mono, _ = audio_features.prepare(wave, rate, spec)
+        mono, _ = audio_features.prepare(wave, rate, spec.sample_rate)
         try:
             audio_features.check_not_silent(mono, sounds[stem].name)
         except SilentAudio as exc:
@@ -99,7 +99,7 @@ def video_candidates(paths: list[Path], spec: MelSpec, frames_per_second: float,
         if progress is not None:
             progress.check_cancel()
         video = read_video(path, frames_per_second)
-        mono, _ = audio_features.prepare(video.audio, video.sample_rate, spec)
+        mono, _ = audio_features.prepare(video.audio, video.sample_rate, spec.sample_rate)
         try:
             audio_features.check_not_silent(mono, path.name)
         except SilentAudio as exc:

@@ -97,3 +97,11 @@ def load_adapter(path: str | Path) -> LoadedAdapter:
         raise ValueError(f"{str(path)!r} does not fit its own settings: {problem}")
     adapter.load_state_dict(state)
     return LoadedAdapter(adapter.eval(), meta.get("atelier_image_encoder", "unknown"))
+
+
+def condition(conditioning: list, tokens: torch.Tensor, strength: float = 1.0) -> list:
+    """A ComfyUI CONDITIONING (``[[tensor [B, T, 768], options], ...]``) with the tokens appended to every
+    entry's tensor; the options (pooled output, areas, masks) are kept as they are."""
+    if not isinstance(conditioning, list) or not conditioning:
+        raise ValueError("the conditioning is empty: wire a CLIP Text Encode (an empty prompt is fine)")
+    return [[append_tokens(cond, tokens, strength), dict(options)] for cond, options in conditioning]

@@ -190,3 +190,44 @@ def training_mode() -> Iterator[None]:
     """Autograd on for the training loops: ComfyUI runs every node under ``torch.inference_mode()``."""
     with torch.inference_mode(False), torch.enable_grad():
         yield
+
+
+class ClipVisionOutput:
+    """The shape of ComfyUI's CLIP_VISION_OUTPUT (``comfy.clip_vision.Output``) outside ComfyUI: attributes
+    that can also be read and set as items."""
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        setattr(self, key, value)
+
+
+def clip_vision_output(image_embeds: torch.Tensor) -> Any:
+    """A CLIP_VISION_OUTPUT holding only ``image_embeds`` (ComfyUI's own class inside ComfyUI)."""
+    try:
+        from comfy.clip_vision import Output
+    except ImportError:
+        Output = ClipVisionOutput  # noqa: N806 - the class ComfyUI would give
+    out = Output()
+    out["image_embeds"] = image_embeds
+    return out
+
+
+def clip_vision_embedder(clip_vision: Any):  # -> core.image_embedding.ImageEmbedder
+    """ComfyUI's CLIP_VISION (from Load CLIP Vision) as an image embedder: its projected ``image_embeds``."""
+    from ..core.image_embedding import ImageEmbedder
+
+    if not hasattr(clip_vision, "encode_image"):
+        raise TypeError("'clip_vision' must come from Load CLIP Vision")
+
+    def raw(images: torch.Tensor) -> torch.Tensor:
+        embeds = clip_vision.encode_image(images).image_embeds
+        if embeds is None:
+            raise ValueError("this CLIP vision model has no projection (no image_embeds); use a CLIP ViT-L/14 or "
+                             "ViT-H/14 vision model")
+        return embeds.float().cpu()
+
+    dim = int(raw(torch.zeros(1, 224, 224, 3)).shape[-1])
+    name = getattr(clip_vision, "atelier_name", None) or f"ComfyUI CLIP vision ({dim}-d)"
+    return ImageEmbedder(name, dim, raw)

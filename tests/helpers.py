@@ -334,3 +334,25 @@ def synthetic_paired_folder(folder: Path, per_class: int = 4, classes: int = 6, 
             soundfile.write(folder / f"{stem}.wav", synthetic_sound(kind, rate=rate, seed=kind * 100 + i), rate)
             Image.fromarray(synthetic_picture(kind, kind * 100 + i)).save(folder / f"{stem}.png")
     return folder
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int, audio: np.ndarray | None, rate: int) -> Path:
+    """A small MKV (MPEG-4 video, 16-bit PCM mono audio unless ``audio`` is None) written with PyAV."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("mpeg4", rate=fps)
+        video.width, video.height, video.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        sound = out.add_stream("pcm_s16le", rate=rate, layout="mono") if audio is not None else None
+        for frame in frames:
+            for packet in video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+        if sound is not None:
+            chunk = av.AudioFrame.from_ndarray((np.clip(audio, -1, 1) * 32767).astype(np.int16)[None], format="s16",
+                                               layout="mono")
+            chunk.sample_rate = rate
+            for packet in [*sound.encode(chunk), *sound.encode()]:
+                out.mux(packet)
+    return path

@@ -60,9 +60,9 @@ def test_channels_are_downmixed_and_rates_resampled():
     lfe_only = np.zeros((6, 100), np.float32)
     lfe_only[3] = 1.0
     assert np.allclose(audio_features.downmix(lfe_only), 0.0)
-    resampled, notes = audio_features.prepare(synthetic_sound(0, rate=22050, seconds=0.5)[None], 22050, SPEC)
+    resampled, notes = audio_features.prepare(synthetic_sound(0, rate=22050, seconds=0.5)[None], 22050, 8000)
     assert resampled.shape == (4000,) and any("resampled from 22050" in n for n in notes)
-    _, notes = audio_features.prepare(surround, 8000, SPEC)
+    _, notes = audio_features.prepare(surround, 8000, 8000)
     assert notes == ["6 channels downmixed to mono"]
     embedder = tiny_encoder()
     e_mono, _ = embedder.embed_clip(mono[None], 8000)

@@ -151,7 +151,7 @@ def _lr_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
                          num_training_steps=config.steps)
 
 
-def autocast_dtype(config: TrainConfig) -> torch.dtype | None:
+def autocast_dtype(config) -> torch.dtype | None:  # any settings with a mixed_precision field
     return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision)
 
 

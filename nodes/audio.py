@@ -1,0 +1,454 @@
+"""Pictures from sound: the audio encoder and the image-embedding adapter, their training, and the nodes
+that turn an AUDIO into SD 1.5 conditioning (plus mixing, thumbnails and image-plus-sound edits)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..core import audio_thumbnails, plots
+from ..core.audio_encoder import AudioEmbedder, AudioEmbedding, blend, load_audio_encoder
+from ..core.audio_features import MelSpec
+from ..core.audio_mix import mix
+from ..core.embedding_adapter import LoadedAdapter, condition, load_adapter
+from ..core.image_embedding import ImageEmbedder, clip_embedder, embed_pictures
+from ..core.image_files import ImageFolderError, folder_fingerprint, list_images
+from ..core.pixels import check_image_batch
+from ..core.state_dicts import state_dict_sha256
+from ..training.adapter_trainer import AdapterTrainConfig
+from ..training.audio_aligner import LOSSES, AlignConfig
+from ..training.lora_trainer import PRECISIONS
+from . import bridge
+from .augmentation import _float, _int
+from .curator import CLIP
+
+CATEGORY = "Atelier/Audio"
+ENCODER = "ATELIER_AUDIO_ENCODER"
+ADAPTER = "ATELIER_EMBED_ADAPTER"
+EMBEDDING = "ATELIER_AUDIO_EMBEDDING"
+ENCODER_KIND, ADAPTER_KIND = "audio_encoders", "embedding_adapters"
+RUNS_SUBFOLDER = "atelier/audio_runs"
+
+
+def encoder_key() -> str:
+    return bridge.register_model_folder(ENCODER_KIND, {".safetensors"})
+
+
+def adapter_key() -> str:
+    return bridge.register_model_folder(ADAPTER_KIND, {".safetensors"})
+
+
+def _find(key: str, name: str, what: str, how: str) -> Path:
+    for folder in bridge.model_folders(key):
+        if (folder / name).is_file():
+            return folder / name
+    places = ", ".join(str(f) for f in bridge.model_folders(key))
+    raise FileNotFoundError(f"{what} {name!r} is not in {places}: {how}")
+
+
+def _choices(key: str) -> list[str]:
+    return [f for f in bridge.model_files(key) if f.endswith(".safetensors")] or ["(none found)"]
+
+
+def _image_encoder_inputs() -> dict[str, Any]:
+    return {
+        "clip_vision": ("CLIP_VISION", {"tooltip": "The frozen image encoder, from Load CLIP Vision (a CLIP "
+                        "ViT-L/14 or ViT-H/14 with its projection). Give this or 'clip_model'."}),
+        "clip_model": (CLIP, {"tooltip": "The frozen image encoder as a whole CLIP from Atelier Load CLIP "
+                       "(instead of 'clip_vision')."}),
+    }
+
+
+def image_embedder(clip_vision: Any = None, clip_model: Any = None) -> ImageEmbedder:
+    if (clip_vision is None) == (clip_model is None):
+        raise ValueError("wire exactly one image encoder: 'clip_vision' (Load CLIP Vision) or 'clip_model' "
+                         "(Atelier Load CLIP)")
+    return bridge.clip_vision_embedder(clip_vision) if clip_vision is not None else clip_embedder(clip_model)
+
+
+def _waveforms(audio: Any) -> tuple[list[np.ndarray], int]:
+    """ComfyUI's AUDIO (``{"waveform": [B, C, T], "sample_rate": int}``) as ``B`` arrays ``[C, T]``."""
+    if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
+        raise ValueError("'audio' must be an AUDIO from Load Audio: {'waveform': [batch, channels, samples], "
+                         "'sample_rate': int}")
+    wave = torch.as_tensor(audio["waveform"])
+    if wave.ndim != 3 or wave.shape[0] < 1:
+        raise ValueError(f"the AUDIO waveform must be [batch, channels, samples], not {tuple(wave.shape)}")
+    return [w.float().cpu().numpy() for w in wave], int(audio["sample_rate"])
+
+
+def _say(notes: list[str]) -> str:
+    unique = list(dict.fromkeys(notes))
+    for note in unique:
+        print(f"[Atelier] {note}")
+    return "\n".join(unique)
+
+
+class AtelierLoadAudioEncoder:
+    DESCRIPTION = "Load an audio encoder trained by Atelier Train Audio Encoder (models/atelier/audio_encoders)."
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (ENCODER,)
+    RETURN_NAMES = ("audio_encoder",)
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"encoder": (_choices(encoder_key()), {"tooltip": "An audio encoder .safetensors in "
+                                                                   "models/atelier/audio_encoders."})}}
+
+    def load(self, encoder: str) -> tuple[Any]:
+        path = _find(encoder_key(), encoder, "audio encoder", "train one with Atelier Train Audio Encoder")
+        return (load_audio_encoder(path, bridge.compute_device()),)
+
+
+class AtelierLoadEmbeddingAdapter:
+    DESCRIPTION = ("Load an image-embedding adapter trained by Atelier Train Embedding Adapter "
+                   "(models/atelier/embedding_adapters).")
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (ADAPTER,)
+    RETURN_NAMES = ("adapter",)
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"adapter": (_choices(adapter_key()), {"tooltip": "An adapter .safetensors in "
+                                                                   "models/atelier/embedding_adapters."})}}
+
+    def load(self, adapter: str) -> tuple[Any]:
+        return (load_adapter(_find(adapter_key(), adapter, "adapter", "train one with Atelier Train Embedding "
+                                   "Adapter")),)
+
+
+class AtelierTrainAudioEncoder:
+    DESCRIPTION = ("Train an audio encoder whose embeddings land where the image encoder puts the paired pictures, "
+                   "from a folder of <stem>.wav/.flac/.mp3 beside <stem>.png/.jpg, or a folder of videos (frames are "
+                   "scored by how well their sound matches them and the best kept). Held-out R@1 and R@10 (audio to "
+                   "image) are measured every epoch. Reruns resume from output/atelier/audio_runs.")
+    CATEGORY = CATEGORY
+    FUNCTION = "train"
+    OUTPUT_NODE = True
+    RETURN_TYPES = (ENCODER, "STRING", "IMAGE", "STRING")
+    RETURN_NAMES = ("audio_encoder", "path", "retrieval_curve", "report")
+    OUTPUT_TOOLTIPS = ("The trained encoder.", "Its file in models/atelier/audio_encoders.",
+                       "Held-out R@1 per epoch.", "R@1/R@10 per epoch, notes and the frames kept.")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        d, m = AlignConfig(), MelSpec()
+        return {
+            "required": {
+                "folder": ("STRING", {"default": "", "tooltip": "Paired sounds and pictures, or videos (absolute, or "
+                                      "relative to ComfyUI's input folder)."}),
+                "name": ("STRING", {"default": "atelier_audio", "tooltip": "File name in models/atelier/"
+                                    "audio_encoders; never overwrites (name_2, name_3...)."}),
+                "epochs": _int(d.epochs, 1, 10_000, "Passes over the training pairs."),
+                "batch_size": _int(d.batch_size, 2, 4096, "Pairs per step; InfoNCE contrasts each with the rest."),
+                "learning_rate": _float(d.lr, 1e-6, 1.0, "AdamW learning rate.", 1e-4),
+                "loss": (list(LOSSES), {"default": d.loss, "tooltip": "infonce: contrastive, logits = -distance / "
+                         "temperature; l2: plain regression onto the image embedding."}),
+                "temperature": _float(d.temperature, 0.001, 10.0, "InfoNCE temperature (on unit image embeddings).",
+                                      0.005),
+                "symmetric": ("BOOLEAN", {"default": d.symmetric, "tooltip": "Also image-to-audio InfoNCE."}),
+                "learn_scale": ("BOOLEAN", {"default": d.learn_scale, "tooltip": "Train the temperature too."}),
+                "val_fraction": _float(d.val_fraction, 0.01, 0.9, "Share of pairs held out for R@1/R@10."),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "tooltip": "Seeds the split, the "
+                                 "initial weights and the batches."}),
+                "sample_rate": _int(m.sample_rate, 8000, 48000, "Rate every sound is resampled to.", 1000),
+                "window_seconds": _float(m.window_seconds, 0.25, 30.0, "Seconds of sound per embedding (shorter "
+                                         "clips are padded, longer ones averaged over windows).", 0.25),
+                "n_mels": _int(m.n_mels, 16, 256, "Mel bands of the features."),
+                "frames_per_second": _float(1.0, 0.05, 30.0, "Videos: candidate frames per second.", 0.05),
+                "top_k": _int(8, 1, 10_000, "Videos: frames kept per video (the best-matching)."),
+                "threshold": _float(0.0, -1.0, 1.0, "Videos: lowest audio-image cosine a kept frame may have."),
+                "warmup_epochs": _int(3, 1, 1000, "Videos without 'scorer': epochs on all frames before scoring."),
+            },
+            "optional": {
+                **_image_encoder_inputs(),
+                "scorer": (ENCODER, {"tooltip": "Videos: an encoder already trained for this image encoder, to "
+                                     "score frames with (instead of a warm-up)."}),
+            },
+        }
+
+    def train(self, folder: str, name: str, epochs: int, batch_size: int, learning_rate: float, loss: str,
+              temperature: float, symmetric: bool, learn_scale: bool, val_fraction: float, seed: int,
+              sample_rate: int, window_seconds: float, n_mels: int, frames_per_second: float, top_k: int,
+              threshold: float, warmup_epochs: int, clip_vision: Any = None, clip_model: Any = None,
+              scorer: AudioEmbedder | None = None) -> tuple[Any, ...]:
+        from ..training import audio_job
+
+        mel = MelSpec(sample_rate=sample_rate, window_seconds=window_seconds, n_mels=n_mels)
+        align = AlignConfig(loss=loss, symmetric=symmetric, learn_scale=learn_scale, temperature=temperature,
+                            epochs=epochs, batch_size=batch_size, lr=learning_rate, val_fraction=val_fraction,
+                            seed=seed, mel=mel)
+        if not folder.strip():
+            raise ValueError("set 'folder' to paired sounds and pictures, or to videos")
+        job = audio_job.AudioJob(str(bridge.resolve_input_folder(folder)), name, align, frames_per_second, top_k,
+                                 threshold, warmup_epochs)
+        images = image_embedder(clip_vision, clip_model)
+        if scorer is not None:
+            scorer.check_image_dim(images.dim, images.name)
+        with bridge.training_mode():
+            result = audio_job.run(job, images, bridge.model_folders(encoder_key())[0],
+                                   bridge.output_directory() / RUNS_SUBFOLDER, bridge.compute_device(),
+                                   bridge.progress(epochs * 4, "training audio encoder"), scorer)
+        lines = [f"epoch {h['epoch']}: loss {h['loss']:.4f}, R@1 {h['r1']:.3f}, R@10 {h['r10']:.3f} "
+                 f"(chance R@1 {h['chance_r1']:.3f})" for h in result.align.history]
+        lines += result.notes + ([f"frames kept: {', '.join(result.selected)}"] if result.selected else [])
+        return (result.align.embedder, str(result.path), plots.to_image_tensor(result.plot), _say(lines))
+
+
+class AtelierTrainEmbeddingAdapter:
+    DESCRIPTION = ("Train the adapter that lets SD 1.5 draw an image embedding: pictures alone (optional <stem>.txt "
+                   "captions), the frozen image encoder, and the frozen SD 1.5 from Load Checkpoint. The adapter "
+                   "turns an embedding into extra prompt tokens, so anything in that embedding space, sound included, "
+                   "can steer core samplers. Reruns resume from output/atelier/audio_runs.")
+    CATEGORY = CATEGORY
+    FUNCTION = "train"
+    OUTPUT_NODE = True
+    RETURN_TYPES = (ADAPTER, "STRING", "IMAGE")
+    RETURN_NAMES = ("adapter", "path", "loss_curve")
+    OUTPUT_TOOLTIPS = ("The trained adapter.", "Its file in models/atelier/embedding_adapters.",
+                       "Loss per step (light) and smoothed (dark).")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        d = AdapterTrainConfig()
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "SD 1.5 from Load Checkpoint; it stays frozen."}),
+                "clip": ("CLIP", {"tooltip": "The checkpoint's CLIP; encodes the captions."}),
+                "vae": ("VAE", {"tooltip": "The checkpoint's VAE; encodes the pictures to latents once."}),
+                "folder": ("STRING", {"default": "", "tooltip": "Training pictures with optional <stem>.txt captions "
+                                      "(absolute, or relative to ComfyUI's input folder)."}),
+                "name": ("STRING", {"default": "atelier_adapter", "tooltip": "File name in models/atelier/"
+                                    "embedding_adapters; never overwrites."}),
+                "steps": _int(d.steps, 1, 1_000_000, "Optimizer steps."),
+                "tokens": _int(d.tokens, 1, 77, "Extra tokens per embedding (IP-Adapter uses 4)."),
+                "batch_size": _int(d.batch_size, 1, 64, "Pictures per step."),
+                "learning_rate": _float(d.lr, 1e-7, 1.0, "AdamW learning rate.", 1e-5),
+                "text_dropout": _float(d.text_dropout, 0.0, 1.0, "Share of steps with the empty prompt, so the "
+                                       "tokens learn to carry the picture alone."),
+                "embed_dropout": _float(d.embed_dropout, 0.0, 0.9, "Share of steps with no embedding."),
+                "resolution": _int(512, 64, 2048, "Training size (aspect-ratio buckets of about this area).", 64),
+                "mixed_precision": (list(PRECISIONS), {"default": "fp16", "tooltip": "fp16 or bf16 autocast with the "
+                                    "frozen UNet in that precision; 'no': fp32."}),
+                "gradient_checkpointing": ("BOOLEAN", {"default": True, "tooltip": "Trade compute for memory."}),
+                "use_captions": ("BOOLEAN", {"default": True, "tooltip": "Train with the <stem>.txt captions."}),
+                "checkpoint_every": _int(d.checkpoint_every, 1, 100_000, "Steps between resumable checkpoints."),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "tooltip": "Seeds everything."}),
+            },
+            "optional": _image_encoder_inputs(),
+        }
+
+    def train(self, model: Any, clip: Any, vae: Any, folder: str, name: str, steps: int, tokens: int,
+              batch_size: int, learning_rate: float, text_dropout: float, embed_dropout: float, resolution: int,
+              mixed_precision: str, gradient_checkpointing: bool, use_captions: bool, checkpoint_every: int,
+              seed: int, clip_vision: Any = None, clip_model: Any = None) -> tuple[Any, ...]:
+        from ..core import sd15_checkpoint
+        from ..core.folder_dataset import load_folder
+        from ..training import adapter_job
+
+        config = AdapterTrainConfig(tokens=tokens, steps=steps, batch_size=batch_size, lr=learning_rate,
+                                    text_dropout=text_dropout, embed_dropout=embed_dropout,
+                                    mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing,
+                                    seed=seed, checkpoint_every=checkpoint_every)
+        if not folder.strip():
+            raise ValueError("set 'folder' to the training pictures")
+        try:
+            path = bridge.resolve_input_folder(folder)
+            digest = folder_fingerprint(list_images(path))
+            dataset = load_folder(path)
+        except ImageFolderError as exc:
+            raise ValueError(str(exc)) from exc
+        images = image_embedder(clip_vision, clip_model)
+        with bridge.training_mode():
+            weights = bridge.sd15_weights(model, clip, vae)
+            parts = sd15_checkpoint.parts_from_state_dict(weights, source="the MODEL/CLIP/VAE")
+            base_hash = state_dict_sha256(weights)
+            del weights
+            run = adapter_job.run_name(name, config, digest, base_hash, images.name, resolution)
+            result = adapter_job.run(parts, dataset, images, config, name, bridge.model_folders(adapter_key())[0],
+                                     bridge.output_directory() / RUNS_SUBFOLDER / run, resolution, use_captions,
+                                     bridge.compute_device(),
+                                     bridge.progress(2 * len(dataset.images) + steps, "training adapter"))
+        _say(result.warnings)
+        return (LoadedAdapter(result.result.adapter.cpu().eval(), images.name), str(result.path),
+                plots.to_image_tensor(result.plot))
+
+
+class AtelierEncodeAudio:
+    DESCRIPTION = ("Embed sound (Load Audio's AUDIO) with a trained audio encoder: any channel layout is downmixed, "
+                   "any sample rate resampled, a clip shorter than the encoder's window padded and a longer one "
+                   "averaged over its windows. Silence is an error. Also given as a CLIP_VISION_OUTPUT "
+                   "(image_embeds only) for image-embedding nodes elsewhere.")
+    CATEGORY = CATEGORY
+    FUNCTION = "encode"
+    RETURN_TYPES = (EMBEDDING, "CLIP_VISION_OUTPUT", "STRING")
+    RETURN_NAMES = ("audio_embedding", "clip_vision_output", "notes")
+    OUTPUT_TOOLTIPS = ("One embedding per clip of the batch.", "The same, scaled as the image encoder's "
+                       "image_embeds.", "What was done to the sound (downmixed, resampled, padded).")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "audio_encoder": (ENCODER, {"tooltip": "From Load or Train Audio Encoder."}),
+            "audio": ("AUDIO", {"tooltip": "Sound from Load Audio (or Mix Sounds)."}),
+        }}
+
+    def encode(self, audio_encoder: AudioEmbedder, audio: Any) -> tuple[Any, ...]:
+        clips, rate = _waveforms(audio)
+        embeds, notes = [], []
+        for i, clip in enumerate(clips):
+            embedding, said = audio_encoder.embed_clip(clip, rate, f"clip {i + 1} of the AUDIO")
+            embeds.append(embedding)
+            notes += said
+        out = AudioEmbedding(torch.stack(embeds), audio_encoder.image_encoder, audio_encoder.image_embed_norm)
+        return out, bridge.clip_vision_output(out.raw_image_embeds()), _say(notes)
+
+
+class AtelierAudioConditioning:
+    DESCRIPTION = ("Append the adapter's tokens for an audio embedding to a CONDITIONING (a prompt's, even an empty "
+                   "one), so core KSampler draws the sound. One embedding steers every image; a batch of embeddings "
+                   "gives one conditioning per embedding (use a latent batch of the same size).")
+    CATEGORY = CATEGORY
+    FUNCTION = "apply"
+    RETURN_TYPES = ("CONDITIONING",)
+    RETURN_NAMES = ("conditioning",)
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "conditioning": ("CONDITIONING", {"tooltip": "From CLIP Text Encode (SD 1.5)."}),
+            "adapter": (ADAPTER, {"tooltip": "From Load or Train Embedding Adapter."}),
+            "audio_embedding": (EMBEDDING, {"tooltip": "From Encode Audio or Audio Thumbnails."}),
+            "strength": _float(1.0, 0.0, 5.0, "Scale of the appended tokens; 0 appends nothing."),
+        }}
+
+    def apply(self, conditioning: list, adapter: LoadedAdapter, audio_embedding: AudioEmbedding,
+              strength: float) -> tuple[list]:
+        return (condition(conditioning, adapter.tokens(audio_embedding.embeds), strength),)
+
+
+class AtelierImageSoundConditioning:
+    DESCRIPTION = ("An image-plus-sound edit: the source picture's embedding and the sound's, blended by 'sound_"
+                   "weight', become the adapter's tokens on the CONDITIONING. Sample from the source picture's latent "
+                   "(VAE Encode) with denoise below 1 for img2img.")
+    CATEGORY = CATEGORY
+    FUNCTION = "apply"
+    RETURN_TYPES = ("CONDITIONING",)
+    RETURN_NAMES = ("conditioning",)
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "conditioning": ("CONDITIONING", {"tooltip": "From CLIP Text Encode (SD 1.5)."}),
+                "adapter": (ADAPTER, {"tooltip": "From Load or Train Embedding Adapter."}),
+                "image": ("IMAGE", {"tooltip": "The source picture (one, or one per sound)."}),
+                "audio_embedding": (EMBEDDING, {"tooltip": "From Encode Audio."}),
+                "sound_weight": _float(0.5, 0.0, 1.0, "0: the picture's embedding alone; 1: the sound's alone."),
+                "strength": _float(1.0, 0.0, 5.0, "Scale of the appended tokens; 0 appends nothing."),
+            },
+            "optional": _image_encoder_inputs(),
+        }
+
+    def apply(self, conditioning: list, adapter: LoadedAdapter, image: torch.Tensor,
+              audio_embedding: AudioEmbedding, sound_weight: float, strength: float, clip_vision: Any = None,
+              clip_model: Any = None) -> tuple[list]:
+        check_image_batch(image)
+        picture = embed_pictures(image_embedder(clip_vision, clip_model), image).unit
+        return (condition(conditioning, adapter.tokens(blend(picture, audio_embedding.embeds, sound_weight)),
+                          strength),)
+
+
+_MIX_SLOTS = 4
+
+
+class AtelierMixSounds:
+    DESCRIPTION = ("Mix up to four sounds with a gain each (the first clip of each AUDIO), so their relative "
+                   "loudness shows in the picture: a dog barking over a quiet stream, or the other way round. The mix "
+                   "is mono at the highest sample rate among them and as long as the longest; nothing is "
+                   "normalised.")
+    CATEGORY = CATEGORY
+    FUNCTION = "mix"
+    RETURN_TYPES = ("AUDIO", "STRING")
+    RETURN_NAMES = ("audio", "notes")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        gains = {f"gain_{i}": _float(1.0, 0.0, 10.0, f"Linear gain of sound {i} (0.5 is -6 dB, 2 is +6 dB).")
+                 for i in range(1, _MIX_SLOTS + 1)}
+        sounds = {f"audio_{i}": ("AUDIO", {"tooltip": f"Sound {i}."}) for i in range(2, _MIX_SLOTS + 1)}
+        return {"required": {"audio_1": ("AUDIO", {"tooltip": "Sound 1."}), **gains}, "optional": sounds}
+
+    def mix(self, audio_1: Any, gain_1: float, gain_2: float, gain_3: float, gain_4: float, **others: Any
+            ) -> tuple[Any, str]:
+        gains = [gain_1, gain_2, gain_3, gain_4]
+        sources = []
+        for i, audio in enumerate([audio_1, *(others.get(f"audio_{i}") for i in range(2, _MIX_SLOTS + 1))]):
+            if audio is not None:
+                clips, rate = _waveforms(audio)
+                sources.append((clips[0], rate, gains[i]))
+        wave, rate, notes = mix(sources)
+        return {"waveform": torch.from_numpy(wave)[None], "sample_rate": rate}, _say(notes)
+
+
+class AtelierAudioThumbnails:
+    DESCRIPTION = ("Thumbnails for a long sound: cut into segments that overlap, embedded, grouped by K-means; one "
+                   "representative embedding per cluster (largest cluster first) and the largest cluster's as the "
+                   "thumbnail. Wire them into Audio Conditioning and a sampler to draw them.")
+    CATEGORY = CATEGORY
+    FUNCTION = "cluster"
+    RETURN_TYPES = (EMBEDDING, EMBEDDING, "STRING")
+    RETURN_NAMES = ("representatives", "thumbnail", "report")
+    OUTPUT_TOOLTIPS = ("One embedding per cluster, largest cluster first (a batch of K).",
+                       "The largest cluster's representative.", "Cluster sizes and where each representative starts.")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "audio_encoder": (ENCODER, {"tooltip": "From Load or Train Audio Encoder."}),
+            "audio": ("AUDIO", {"tooltip": "A long sound (its first clip)."}),
+            "segment_seconds": _float(10.0, 0.5, 600.0, "Length of each segment.", 0.5),
+            "overlap_seconds": _float(5.0, 0.0, 599.0, "Overlap between neighbouring segments.", 0.5),
+            "clusters": _int(4, 1, 64, "K: how many kinds of sound to find."),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "tooltip": "Seeds K-means."}),
+        }}
+
+    def cluster(self, audio_encoder: AudioEmbedder, audio: Any, segment_seconds: float, overlap_seconds: float,
+                clusters: int, seed: int) -> tuple[Any, ...]:
+        clips, rate = _waveforms(audio)
+        total = max(1, int(clips[0].shape[-1] / rate / max(segment_seconds - overlap_seconds, 1e-3)) + 1)
+        found = audio_thumbnails.thumbnails(audio_encoder, clips[0], rate, segment_seconds, overlap_seconds,
+                                            clusters, seed, bridge.progress(total, "embedding segments"))
+
+        def wrap(embeds: torch.Tensor) -> AudioEmbedding:
+            return AudioEmbedding(embeds, audio_encoder.image_encoder, audio_encoder.image_embed_norm)
+
+        return wrap(found.representatives), wrap(found.representatives[:1]), _say([found.report()])
+
+
+NODE_CLASS_MAPPINGS = {
+    "AtelierLoadAudioEncoder": AtelierLoadAudioEncoder,
+    "AtelierTrainAudioEncoder": AtelierTrainAudioEncoder,
+    "AtelierLoadEmbeddingAdapter": AtelierLoadEmbeddingAdapter,
+    "AtelierTrainEmbeddingAdapter": AtelierTrainEmbeddingAdapter,
+    "AtelierEncodeAudio": AtelierEncodeAudio,
+    "AtelierAudioConditioning": AtelierAudioConditioning,
+    "AtelierImageSoundConditioning": AtelierImageSoundConditioning,
+    "AtelierMixSounds": AtelierMixSounds,
+    "AtelierAudioThumbnails": AtelierAudioThumbnails,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "AtelierLoadAudioEncoder": "Atelier Load Audio Encoder",
+    "AtelierTrainAudioEncoder": "Atelier Train Audio Encoder",
+    "AtelierLoadEmbeddingAdapter": "Atelier Load Embedding Adapter",
+    "AtelierTrainEmbeddingAdapter": "Atelier Train Embedding Adapter (SD 1.5)",
+    "AtelierEncodeAudio": "Atelier Encode Audio",
+    "AtelierAudioConditioning": "Atelier Audio to Conditioning",
+    "AtelierImageSoundConditioning": "Atelier Image + Sound Conditioning",
+    "AtelierMixSounds": "Atelier Mix Sounds",
+    "AtelierAudioThumbnails": "Atelier Audio Thumbnails",
+}
