@@ -7,6 +7,7 @@
     python atelier_cli.py train-decoder CONTENT STYLES --encoder VGG --out-dir ADAIN_FOLDER --run RUN [options]
     python atelier_cli.py label|curate|caption|describe FOLDER ...   # see cli_collection.py
     python atelier_cli.py text-train|text-sample|text-story ...      # see cli_story.py
+    python atelier_cli.py audio-train|adapter-train FOLDER ...       # see cli_audio.py
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import cli_collection, cli_story
+from . import cli_audio, cli_collection, cli_story
 from .core import augment, multiply, variants
 from .core.colors import parse_color
 from .core.folder_dataset import load_folder
@@ -70,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_train_decoder(sub)
     cli_collection.add_parsers(sub)
     cli_story.add_parsers(sub)
+    cli_audio.add_parsers(sub)
     return parser
 
 
@@ -241,7 +243,8 @@ def _recipe(path: str | None) -> augment.AugmentSpec:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    jobs = {"train": _train, "style": _style, "train-decoder": _train_decoder, **cli_collection.JOBS, **cli_story.JOBS}
+    jobs = {"train": _train, "style": _style, "train-decoder": _train_decoder, **cli_collection.JOBS, **cli_story.JOBS,
+            **cli_audio.JOBS}
     if args.command in jobs:
         try:
             return jobs[args.command](args)

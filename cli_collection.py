@@ -73,7 +73,7 @@ def add_parsers(sub: Any) -> None:
     d.add_argument("--blocked", default=", ".join(DEFAULT_BLOCKED), help="comma-separated blocked words")
 
 
-def _load_clip(args: argparse.Namespace) -> clip_model.ClipModel:
+def load_clip_option(args: argparse.Namespace) -> clip_model.ClipModel:
     from .nodes.curator import clip_key
 
     folder = find_model_folder(args.clip, bridge.model_folders(clip_key()), "CLIP", clip_model.DEFAULT_CLIP)
@@ -89,7 +89,7 @@ def _labelled(args: argparse.Namespace) -> tuple[Any, Any, Any, list[dict[str, A
     bridge.set_output_directory(args.output)
     taxonomy = load_taxonomy(args.taxonomy)
     files = list_images(args.folder, args.recursive)
-    clip = _load_clip(args)
+    clip = load_clip_option(args)
     cache = Path(args.cache) if args.cache else clip_cache_dir()
     index, results = zero_shot.label_folder(clip, taxonomy, files, cache, args.batch_size, args.language,
                                             bridge.progress(len(files), "embedding"))

@@ -48,8 +48,13 @@ def _find(key: str, name: str, what: str, how: str) -> Path:
     raise FileNotFoundError(f"{what} {name!r} is not in {places}: {how}")
 
 
-def _choices(key: str) -> list[str]:
-    return [f for f in bridge.model_files(key) if f.endswith(".safetensors")] or ["(none found)"]
+DEFAULT_ENCODER, DEFAULT_ADAPTER = "atelier_audio.safetensors", "atelier_adapter.safetensors"  # the trainings' names
+
+
+def _choices(key: str, default: str) -> list[str]:
+    """The key's .safetensors files; the training's default name is always offered (bundled workflows use it)."""
+    files = [f for f in bridge.model_files(key) if f.endswith(".safetensors")]
+    return files if default in files else [default, *files]
 
 
 def _image_encoder_inputs() -> dict[str, Any]:
@@ -95,8 +100,8 @@ class AtelierLoadAudioEncoder:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {"required": {"encoder": (_choices(encoder_key()), {"tooltip": "An audio encoder .safetensors in "
-                                                                   "models/atelier/audio_encoders."})}}
+        return {"required": {"encoder": (_choices(encoder_key(), DEFAULT_ENCODER), {
+            "default": DEFAULT_ENCODER, "tooltip": "An audio encoder .safetensors in models/atelier/audio_encoders."})}}
 
     def load(self, encoder: str) -> tuple[Any]:
         path = _find(encoder_key(), encoder, "audio encoder", "train one with Atelier Train Audio Encoder")
@@ -113,8 +118,8 @@ class AtelierLoadEmbeddingAdapter:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {"required": {"adapter": (_choices(adapter_key()), {"tooltip": "An adapter .safetensors in "
-                                                                   "models/atelier/embedding_adapters."})}}
+        return {"required": {"adapter": (_choices(adapter_key(), DEFAULT_ADAPTER), {
+            "default": DEFAULT_ADAPTER, "tooltip": "An adapter .safetensors in models/atelier/embedding_adapters."})}}
 
     def load(self, adapter: str) -> tuple[Any]:
         return (load_adapter(_find(adapter_key(), adapter, "adapter", "train one with Atelier Train Embedding "
@@ -141,8 +146,8 @@ class AtelierTrainAudioEncoder:
             "required": {
                 "folder": ("STRING", {"default": "", "tooltip": "Paired sounds and pictures, or videos (absolute, or "
                                       "relative to ComfyUI's input folder)."}),
-                "name": ("STRING", {"default": "atelier_audio", "tooltip": "File name in models/atelier/"
-                                    "audio_encoders; never overwrites (name_2, name_3...)."}),
+                "name": ("STRING", {"default": DEFAULT_ENCODER.removesuffix(".safetensors"), "tooltip": "File name in "
+                                    "models/atelier/audio_encoders; never overwrites (name_2, name_3...)."}),
                 "epochs": _int(d.epochs, 1, 10_000, "Passes over the training pairs."),
                 "batch_size": _int(d.batch_size, 2, 4096, "Pairs per step; InfoNCE contrasts each with the rest."),
                 "learning_rate": _float(d.lr, 1e-6, 1.0, "AdamW learning rate.", 1e-4),
@@ -153,7 +158,8 @@ class AtelierTrainAudioEncoder:
                 "symmetric": ("BOOLEAN", {"default": d.symmetric, "tooltip": "Also image-to-audio InfoNCE."}),
                 "learn_scale": ("BOOLEAN", {"default": d.learn_scale, "tooltip": "Train the temperature too."}),
                 "val_fraction": _float(d.val_fraction, 0.01, 0.9, "Share of pairs held out for R@1/R@10."),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "tooltip": "Seeds the split, the "
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": True,
+                                 "tooltip": "Seeds the split, the "
                                  "initial weights and the batches."}),
                 "sample_rate": _int(m.sample_rate, 8000, 48000, "Rate every sound is resampled to.", 1000),
                 "window_seconds": _float(m.window_seconds, 0.25, 30.0, "Seconds of sound per embedding (shorter "
@@ -222,8 +228,8 @@ class AtelierTrainEmbeddingAdapter:
                 "vae": ("VAE", {"tooltip": "The checkpoint's VAE; encodes the pictures to latents once."}),
                 "folder": ("STRING", {"default": "", "tooltip": "Training pictures with optional <stem>.txt captions "
                                       "(absolute, or relative to ComfyUI's input folder)."}),
-                "name": ("STRING", {"default": "atelier_adapter", "tooltip": "File name in models/atelier/"
-                                    "embedding_adapters; never overwrites."}),
+                "name": ("STRING", {"default": DEFAULT_ADAPTER.removesuffix(".safetensors"), "tooltip": "File name in "
+                                    "models/atelier/embedding_adapters; never overwrites."}),
                 "steps": _int(d.steps, 1, 1_000_000, "Optimizer steps."),
                 "tokens": _int(d.tokens, 1, 77, "Extra tokens per embedding (IP-Adapter uses 4)."),
                 "batch_size": _int(d.batch_size, 1, 64, "Pictures per step."),
@@ -237,7 +243,8 @@ class AtelierTrainEmbeddingAdapter:
                 "gradient_checkpointing": ("BOOLEAN", {"default": True, "tooltip": "Trade compute for memory."}),
                 "use_captions": ("BOOLEAN", {"default": True, "tooltip": "Train with the <stem>.txt captions."}),
                 "checkpoint_every": _int(d.checkpoint_every, 1, 100_000, "Steps between resumable checkpoints."),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "tooltip": "Seeds everything."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": True,
+                                 "tooltip": "Seeds everything."}),
             },
             "optional": _image_encoder_inputs(),
         }
@@ -414,7 +421,8 @@ class AtelierAudioThumbnails:
             "segment_seconds": _float(10.0, 0.5, 600.0, "Length of each segment.", 0.5),
             "overlap_seconds": _float(5.0, 0.0, 599.0, "Overlap between neighbouring segments.", 0.5),
             "clusters": _int(4, 1, 64, "K: how many kinds of sound to find."),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "tooltip": "Seeds K-means."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": True,
+                             "tooltip": "Seeds K-means."}),
         }}
 
     def cluster(self, audio_encoder: AudioEmbedder, audio: Any, segment_seconds: float, overlap_seconds: float,

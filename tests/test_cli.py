@@ -103,3 +103,34 @@ def test_style_augmentation_and_decoder_training_headless(tmp_path: Path, capsys
     assert main(["style", str(SAMPLES), "--styles", str(styles), "--encoder", str(decoder), "--decoder",
                  str(decoder), "--output", str(tmp_path / "out")]) == 2
     assert "does not fit the AdaIN encoder" in capsys.readouterr().err
+
+
+def test_audio_and_adapter_training_run_headless_and_resume(tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    from helpers import synthetic_paired_folder, synthetic_picture, tiny_clip_folder, tiny_sd15_folder
+
+    clip = tiny_clip_folder(tmp_path / "clip")
+    pairs = synthetic_paired_folder(tmp_path / "pairs", per_class=2)
+    audio = ["audio-train", str(pairs), "--clip", str(clip), "--out-dir", str(tmp_path / "enc"), "--run",
+             str(tmp_path / "runs"), "--epochs", "2", "--batch-size", "4", "--sample-rate", "8000",
+             "--window-seconds", "0.5", "--n-mels", "32", "--val-fraction", "0.25", "--device", "cpu"]
+    assert main(audio) == 0
+    out = capsys.readouterr().out
+    assert "epoch 2: loss" in out and "R@1" in out and (tmp_path / "enc" / "atelier_audio.safetensors").is_file()
+    assert main([*audio[:-2], "--epochs", "3", "--device", "cpu"]) == 0  # a longer run resumes after epoch 2
+    assert "epoch 3: loss" in capsys.readouterr().out
+    assert (tmp_path / "enc" / "atelier_audio_2.safetensors").is_file()
+    assert main([*audio[:2], "--clip", str(tmp_path / "nothing"), *audio[4:]]) == 2
+
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    for kind in range(3):
+        Image.fromarray(synthetic_picture(kind, size=64)).save(pictures / f"p{kind}.png")
+    model = tiny_sd15_folder(tmp_path / "model")
+    adapter = ["adapter-train", str(pictures), "--model", str(model), "--clip", str(clip), "--out-dir",
+               str(tmp_path / "adapters"), "--run", str(tmp_path / "adapter_run"), "--steps", "3", "--batch-size", "2",
+               "--resolution", "64", "--device", "cpu"]
+    assert main(adapter) == 0
+    assert "over 3 steps" in capsys.readouterr().out
+    assert (tmp_path / "adapters" / "atelier_adapter.safetensors").is_file()

@@ -39,9 +39,10 @@ CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
 # The frontend gives these INT inputs a "control after generate" value even without the flag; the shared
 # object_info copy has the flags stripped, so core nodes rely on this rule (ours declare the flag).
 IMPLICIT_SEED_NAMES = frozenset({"seed", "noise_seed"})
-# Core inputs declared with image_upload (stripped from the shared copy): the upload button stores one
-# more value, "image", right after the file name.
-UPLOAD_WIDGETS = {("LoadImage", "image"): "image"}
+# Core inputs declared with image_upload / audio_upload (stripped from the shared copy): the frontend stores
+# more values right after the file name ("image" for the upload button; two nulls for the audio player and
+# its upload button, as ComfyUI's own audio templates hold).
+UPLOAD_WIDGETS = {("LoadImage", "image"): ("image",), ("LoadAudio", "audio"): (None, None)}
 # Core COMBOs listing files on the user's disk: any file name is fine in a shared workflow.
 FILE_COMBOS = frozenset({("LoadImage", "image")})
 
@@ -57,7 +58,7 @@ class InputSpec:
     control_after_generate: bool = False
     force_input: bool = False
     any_file: bool = False  # a COMBO of file names: any string is accepted
-    upload_value: str | None = None  # an extra UI value stored after this widget
+    upload_values: tuple[Any, ...] = ()  # extra UI values stored after this widget
 
     @property
     def is_widget(self) -> bool:
@@ -105,7 +106,7 @@ def signature_from_object_info(node_type: str, entry: dict[str, Any]) -> Signatu
             force_input=bool(decl.get("forceInput")),
             # an empty list: a model folder that had no files when the copy was taken
             any_file=(node_type, name) in FILE_COMBOS or (kind == "COMBO" and not decl.get("options")),
-            upload_value=UPLOAD_WIDGETS.get((node_type, name)))
+            upload_values=UPLOAD_WIDGETS.get((node_type, name), ()))
     return Signature(inputs, tuple(entry["outputs"]), "core")
 
 
@@ -144,15 +145,15 @@ def widget_problem(spec: InputSpec, value: Any) -> str | None:
 
 
 def expected_widgets(sig: Signature) -> Iterator[tuple[str, InputSpec | None, str | None]]:
-    """(label, spec or None, fixed UI value or None) for each slot of widgets_values, in order."""
+    """(label, spec or None, (fixed UI value,) or None) for each slot of widgets_values, in order."""
     for spec in sig.inputs.values():
         if not spec.is_widget:
             continue
         yield spec.name, spec, None
         if spec.control_after_generate:
             yield f"{spec.name} (control after generate)", None, None
-        if spec.upload_value is not None:
-            yield f"{spec.name} (upload button)", None, spec.upload_value
+        for value in spec.upload_values:
+            yield f"{spec.name} (upload widget)", None, (value,)
 
 
 def _compatible(a: str, b: str, wildcard: bool) -> bool:
@@ -240,8 +241,8 @@ def check_workflow(workflow: dict[str, Any], signatures: dict[str, Signature]) -
                 if why:
                     problems.append(f"{label(node)}: input {name!r} ({spec.type}): {why}")
             elif fixed is not None:
-                if value != fixed:
-                    problems.append(f"{label(node)}: {name}: {value!r} should be {fixed!r}")
+                if value != fixed[0]:
+                    problems.append(f"{label(node)}: {name}: {value!r} should be {fixed[0]!r}")
             elif value not in CONTROL_VALUES:
                 problems.append(f"{label(node)}: {name}: {value!r} is not one of {list(CONTROL_VALUES)}")
 
