@@ -46,18 +46,21 @@ class EmbeddingAdapter(nn.Module):
 
 
 def append_tokens(cond: torch.Tensor, tokens: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
-    """``[B, T, C]`` conditioning with ``[1 or B, K, C]`` tokens times ``strength`` appended: ``[B, T+K, C]``.
+    """``[B, T, C]`` conditioning with ``[E, K, C]`` tokens times ``strength`` appended: ``[max(B, E), T+K, C]``.
 
-    Strength 0 appends nothing (zero tokens would still take a share of the attention)."""
+    One embedding steers every row; E embeddings on a one-row prompt give E rows (one picture per
+    embedding). Strength 0 appends nothing (zero tokens would still take a share of the attention)."""
     if cond.ndim != 3 or tokens.ndim != 3 or cond.shape[-1] != tokens.shape[-1]:
         raise ValueError(f"cannot append tokens {tuple(tokens.shape)} to conditioning {tuple(cond.shape)}: the "
                          f"conditioning must be [batch, tokens, {tokens.shape[-1]}] (an SD 1.5 text encoding)")
-    if tokens.shape[0] not in (1, cond.shape[0]):
-        raise ValueError(f"{tokens.shape[0]} embeddings for a conditioning batch of {cond.shape[0]}")
+    if 1 not in (tokens.shape[0], cond.shape[0]) and tokens.shape[0] != cond.shape[0]:
+        raise ValueError(f"{tokens.shape[0]} embeddings for a conditioning batch of {cond.shape[0]}: give one "
+                         "prompt, one embedding, or as many of each")
     if strength == 0:
         return cond
-    tokens = (tokens * strength).to(cond.device, cond.dtype).expand(cond.shape[0], -1, -1)
-    return torch.cat([cond, tokens], dim=1)
+    rows = max(cond.shape[0], tokens.shape[0])
+    tokens = (tokens * strength).to(cond.device, cond.dtype).expand(rows, -1, -1)
+    return torch.cat([cond.expand(rows, -1, -1), tokens], dim=1)
 
 
 def save_adapter(folder: Path, name: str, adapter: EmbeddingAdapter, image_encoder: str,

@@ -117,6 +117,10 @@ def test_tokens_append_to_a_conditioning_with_the_right_shape():
     assert same[0][0].shape == (2, 77, 768)
     batch = AudioEmbedding(torch.randn(3, 16), "tiny", 1.0)
     assert condition([[torch.zeros(3, 77, 768), {}]], adapter.tokens(batch.embeds))[0][0].shape == (3, 81, 768)
+    one_prompt = condition([[text[:1], {}]], adapter.tokens(batch.embeds))[0][0]  # one picture per embedding
+    assert one_prompt.shape == (3, 81, 768) and torch.equal(one_prompt[2, :77], text[0])
+    with pytest.raises(ValueError, match="3 embeddings for a conditioning batch of 2"):
+        condition(conditioning, adapter.tokens(batch.embeds))
     with pytest.raises(ValueError, match="16-d"):
         adapter.tokens(torch.randn(1, 32))
     with pytest.raises(ValueError, match="empty"):

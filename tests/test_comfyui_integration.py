@@ -130,10 +130,12 @@ def _test_models(root: Path) -> Path:
     (root / "blip2" / TINY).mkdir(parents=True)
     tiny_blip2_folder(root / "blip2" / TINY)
     _untrained_text_model(root / "seqgan")
+    _audio_models(root)
     config = root / "extra_model_paths.yaml"
     config.write_text(f"atelier_test:\n  base_path: {root}\n  checkpoints: checkpoints\n  atelier_fid: fid\n"
                       "  atelier_adain: adain\n  atelier_clip: clip\n  atelier_blip2: blip2\n"
-                      "  atelier_seqgan: seqgan\n", encoding="utf-8")
+                      "  atelier_seqgan: seqgan\n  atelier_audio_encoders: audio_encoders\n"
+                      "  atelier_embedding_adapters: embedding_adapters\n", encoding="utf-8")
     return config
 
 
@@ -165,6 +167,31 @@ def _style_inputs(input_dir: Path) -> None:
     mask.save(input_dir / "atelier_mask.png")
 
 
+def _audio_inputs(input_dir: Path) -> None:
+    """The sounds audio_to_image.json loads: a stereo 44.1 kHz clip and a 24 s recording of three sounds."""
+    import numpy as np
+    import soundfile
+
+    from helpers import synthetic_sound
+
+    clip = synthetic_sound(4, seconds=3.0, rate=44100)
+    soundfile.write(input_dir / "dog_by_stream.wav", np.stack([clip, 0.5 * clip], axis=1), 44100)
+    recording = np.concatenate([synthetic_sound(kind, seconds=sec, rate=16000, seed=kind)
+                                for kind, sec in ((0, 12), (4, 8), (1, 4))])
+    soundfile.write(input_dir / "long_recording.wav", recording, 16000)
+
+
+def _audio_models(root: Path) -> None:
+    """An (untrained) audio encoder and embedding adapter for the tiny CLIP's 16-d space, under the names the
+    workflow picks."""
+    from atelier.core.audio_encoder import AudioEmbedder, AudioEncoder, AudioEncoderConfig, save_audio_encoder
+    from atelier.core.embedding_adapter import AdapterConfig, EmbeddingAdapter, save_adapter
+
+    encoder = AudioEncoder(AudioEncoderConfig(16, widths=(8, 16), blocks_per_stage=1)).eval()
+    save_audio_encoder(root / "audio_encoders", "atelier_audio", AudioEmbedder(encoder, TINY, 10.0), {})
+    save_adapter(root / "embedding_adapters", "atelier_adapter", EmbeddingAdapter(AdapterConfig(16)), TINY, {})
+
+
 def _collection_inputs(input_dir: Path) -> None:
     """The collection curate_collection.json reads (with an exact duplicate and a broken file), the dataset
     caption_dataset.json captions, and the artwork its Load Image names."""
@@ -190,6 +217,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     shutil.copytree(ORIGINALS, folders["input"] / "atelier" / "originals")
     _style_inputs(folders["input"])
     _collection_inputs(folders["input"])
+    _audio_inputs(folders["input"])
     models = _test_models(base / "models")
     port = _free_port()
     log = base / "server.log"
@@ -450,9 +478,28 @@ def _check_story_strip(server: Server, workflow: dict[str, Any], before: dict[st
     assert strip.width == 800 and strip.height > 3 * (800 - 64), strip.size  # three square panels stacked
 
 
+def _cpu_sized_audio(workflow: dict[str, Any]) -> None:
+    """audio_to_image.json at a CPU's size: 64 px, two sampler steps, 4 s segments overlapping by 2 s."""
+    for node in workflow["nodes"]:
+        if node["type"] == "EmptyLatentImage":
+            node["widgets_values"][:2] = [64, 64]
+        if node["type"] == "KSampler":
+            node["widgets_values"][2] = 2
+        if node["type"] == "AtelierAudioThumbnails":
+            _set_widgets(node, segment_seconds=4.0, overlap_seconds=2.0, clusters=3)
+
+
+def _check_audio_to_image(server: Server, workflow: dict[str, Any], before: dict[str, set[str]]) -> None:
+    assert sorted(server.output_dir.glob("atelier/audio_0*.png")), "the picture from sound was not saved"
+    assert len(sorted(server.output_dir.glob("atelier/audio_clusters*.png"))) >= 3, "one picture per cluster"
+    assert sorted(server.output_dir.glob("atelier/audio_thumbnail*.png")), "the thumbnail was not saved"
+
+
 OUTPUT_CHECKS["story_strip.json"] = _check_story_strip
+OUTPUT_CHECKS["audio_to_image.json"] = _check_audio_to_image
 CPU_SIZED = {"train_lora.json": _cpu_sized_training, "curate_collection.json": _tiny_models,
-             "caption_dataset.json": _tiny_models, "story_strip.json": _cpu_sized_story}
+             "caption_dataset.json": _tiny_models, "story_strip.json": _cpu_sized_story,
+             "audio_to_image.json": _cpu_sized_audio}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])
