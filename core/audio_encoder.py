@@ -71,7 +71,9 @@ class AudioEncoder(nn.Module):
         super().__init__()
         self.config = config
         w = config.widths
-        self.stem = nn.Sequential(nn.Conv2d(1, w[0], 3, 1, 1, bias=False), nn.BatchNorm2d(w[0]), nn.ReLU())
+        # ResNet's stem: a strided convolution and a max-pool bring the mel-time plane down 4x each way
+        self.stem = nn.Sequential(nn.Conv2d(1, w[0], 3, 2, 1, bias=False), nn.BatchNorm2d(w[0]), nn.ReLU(),
+                                  nn.MaxPool2d(3, 2, 1))
         blocks: list[nn.Module] = []
         for i, width in enumerate(w):
             for b in range(config.blocks_per_stage):
