@@ -2,7 +2,6 @@
 that turn an AUDIO into SD 1.5 conditioning (plus mixing, thumbnails and image-plus-sound edits)."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,14 +37,6 @@ def encoder_key() -> str:
 
 def adapter_key() -> str:
     return bridge.register_model_folder(ADAPTER_KIND, {".safetensors"})
-
-
-def _find(key: str, name: str, what: str, how: str) -> Path:
-    for folder in bridge.model_folders(key):
-        if (folder / name).is_file():
-            return folder / name
-    places = ", ".join(str(f) for f in bridge.model_folders(key))
-    raise FileNotFoundError(f"{what} {name!r} is not in {places}: {how}")
 
 
 DEFAULT_ENCODER, DEFAULT_ADAPTER = "atelier_audio.safetensors", "atelier_adapter.safetensors"  # the trainings' names
@@ -104,7 +95,8 @@ class AtelierLoadAudioEncoder:
             "default": DEFAULT_ENCODER, "tooltip": "An audio encoder .safetensors in models/atelier/audio_encoders."})}}
 
     def load(self, encoder: str) -> tuple[Any]:
-        path = _find(encoder_key(), encoder, "audio encoder", "train one with Atelier Train Audio Encoder")
+        path = bridge.find_model_file(encoder_key(), encoder, "audio encoder",
+                                      "train one with Atelier Train Audio Encoder")
         return (load_audio_encoder(path, bridge.compute_device()),)
 
 
@@ -122,8 +114,8 @@ class AtelierLoadEmbeddingAdapter:
             "default": DEFAULT_ADAPTER, "tooltip": "An adapter .safetensors in models/atelier/embedding_adapters."})}}
 
     def load(self, adapter: str) -> tuple[Any]:
-        return (load_adapter(_find(adapter_key(), adapter, "adapter", "train one with Atelier Train Embedding "
-                                   "Adapter")),)
+        return (load_adapter(bridge.find_model_file(adapter_key(), adapter, "adapter",
+                                                    "train one with Atelier Train Embedding Adapter")),)
 
 
 class AtelierTrainAudioEncoder:

@@ -107,6 +107,16 @@ def model_files(key: str) -> list[str]:
     return sorted(names)
 
 
+def find_model_file(key: str, name: str, what: str, how: str) -> Path:
+    """The file ``name`` in the first folder of ``key`` that has it; else an error naming the folders and ``how``
+    to get one."""
+    for folder in model_folders(key):
+        if (folder / name).is_file():
+            return folder / name
+    places = ", ".join(str(f) for f in model_folders(key))
+    raise FileNotFoundError(f"{what} {name!r} is not in {places}: {how}")
+
+
 def model_dirs(key: str) -> list[str]:
     """Names of the transformers model folders (with a config.json) in the folders of ``key``, for a dropdown."""
     from ..core.hf_folders import model_subfolders

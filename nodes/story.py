@@ -137,12 +137,8 @@ class AtelierLoadTextGenerator:
                                                  "its .json beside it, in models/atelier/seqgan."})}}
 
     def load(self, model: str) -> tuple[Any]:
-        for folder in bridge.model_folders(seqgan_key()):
-            if (folder / model).is_file():
-                return (load_text_generator(folder / model),)
-        places = ", ".join(str(f) for f in bridge.model_folders(seqgan_key()))
-        raise FileNotFoundError(f"text model {model!r} is not in {places}: train one with Atelier Train Text "
-                                "Generator")
+        return (load_text_generator(bridge.find_model_file(seqgan_key(), model, "text model", "train one with "
+                                                           "Atelier Train Text Generator")),)
 
 
 class AtelierGenerateText:
