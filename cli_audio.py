@@ -78,7 +78,8 @@ def run_audio(args: argparse.Namespace) -> int:
     job = audio_job.AudioJob(args.folder, args.name, align, args.frames_per_second, args.top_k, args.threshold,
                              args.warmup_epochs)
     result = audio_job.run(job, _image_encoder(args), Path(args.out_dir), Path(args.run),
-                           bridge.compute_device(args.device), bridge.progress(args.epochs * 4, "training"))
+                           bridge.compute_device(args.device),
+                           bridge.progress(audio_job.estimated_steps(job), "training"))
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     for h in result.align.history:

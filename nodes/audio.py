@@ -190,7 +190,8 @@ class AtelierTrainAudioEncoder:
         with bridge.training_mode():
             result = audio_job.run(job, images, bridge.model_folders(encoder_key())[0],
                                    bridge.output_directory() / RUNS_SUBFOLDER, bridge.compute_device(),
-                                   bridge.progress(epochs * 4, "training audio encoder"), scorer)
+                                   bridge.progress(audio_job.estimated_steps(job), "training audio encoder"),
+                                   scorer)
         lines = [f"epoch {h['epoch']}: loss {h['loss']:.4f}, R@1 {h['r1']:.3f}, R@10 {h['r10']:.3f} "
                  f"(chance R@1 {h['chance_r1']:.3f})" for h in result.align.history]
         lines += result.notes + ([f"frames kept: {', '.join(result.selected)}"] if result.selected else [])

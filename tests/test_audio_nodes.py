@@ -66,6 +66,8 @@ def test_training_node_reaches_retrieval_far_above_chance_and_writes_the_encoder
     clip = synthetic_sound(1)[None]
     assert torch.allclose(loaded.embed_clip(clip, 8000)[0], encoder.embed_clip(clip, 8000)[0], atol=1e-6)
     assert loaded.image_encoder == world["clip"].name
+    job = audio_job.AudioJob(str(world["pairs"]), align=AlignConfig(epochs=40, batch_size=12, val_fraction=0.25))
+    assert audio_job.estimated_steps(job) == 36 + 40 * 2  # 36 pairs loaded; 27 train in batches of 12
 
 
 ENCODERS = "audio_encoders"

@@ -65,6 +65,22 @@ def job_files(folder: Path) -> tuple[list[Path], bool]:
     return (videos, True) if videos else (sorted(p for p in folder.iterdir() if p.is_file()), False)
 
 
+def estimated_steps(job: AudioJob) -> int:
+    """Progress units of a run: pairs loaded plus optimizer steps (exact for paired folders; for videos, which
+    give an unknown number of frames, a guess of four steps per epoch)."""
+    from ..core.audio_features import AUDIO_SUFFIXES
+    from ..core.image_files import IMAGE_EXTENSIONS
+
+    files, videos = job_files(Path(job.folder))
+    if videos:
+        return len(files) + 4 * (job.warmup_epochs + job.align.epochs)
+    stems = {p.stem for p in files if p.suffix.lower() in AUDIO_SUFFIXES} & \
+        {p.stem for p in files if p.suffix.lower() in IMAGE_EXTENSIONS}
+    n = len(stems)
+    train = n - min(max(2, round(n * job.align.val_fraction)), n - 2)
+    return n + job.align.epochs * max(1, train // max(1, min(job.align.batch_size, train)))
+
+
 def frame_scores(scorer: AudioEmbedder, features: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     """Cosine between each window's audio embedding and its frame's image embedding."""
     return F.cosine_similarity(scorer.embed_features(features), images, dim=-1)
