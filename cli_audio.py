@@ -82,9 +82,8 @@ def run_audio(args: argparse.Namespace) -> int:
                            bridge.progress(audio_job.estimated_steps(job), "training"))
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
-    for h in result.align.history:
-        print(f"epoch {h['epoch']}: loss {h['loss']:.4f}, R@1 {h['r1']:.3f}, R@10 {h['r10']:.3f} "
-              f"(chance {h['chance_r1']:.3f})")
+    for line in audio_job.epoch_lines(result.align.history):
+        print(line)
     if result.selected:
         print(f"frames kept: {', '.join(result.selected)}")
     print(f"wrote {result.path}")

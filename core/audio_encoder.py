@@ -23,7 +23,7 @@ from torch import nn
 
 from . import audio_features
 from .audio_features import MelSpec
-from .state_dicts import mismatch, read_weights, save_new_file
+from .state_dicts import load_exactly, read_tagged, save_new_file
 
 KIND = "atelier_audio_encoder"
 
@@ -142,21 +142,10 @@ def save_audio_encoder(folder: Path, name: str, embedder: AudioEmbedder, extra: 
 
 def load_audio_encoder(path: str | Path, device: torch.device | str = "cpu") -> AudioEmbedder:
     """An encoder file written by the audio encoder's training; anything else is a clear error."""
-    from safetensors import safe_open
-
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no audio encoder file {str(path)!r}")
-    with safe_open(str(path), "pt") as handle:
-        meta = handle.metadata() or {}
-    if meta.get("atelier_kind") != KIND:
-        raise ValueError(f"{str(path)!r} is not an Atelier audio encoder (train one with Atelier Train Audio Encoder)")
+    meta, state = read_tagged(path, KIND, "audio encoder", "train one with Atelier Train Audio Encoder")
     encoder = AudioEncoder(AudioEncoderConfig.from_json(meta["atelier_config"]))
-    state = read_weights(path, "audio encoder")
-    problem = mismatch(encoder.state_dict(), state)
-    if problem:
-        raise ValueError(f"{str(path)!r} does not fit its own settings: {problem}")
-    encoder.load_state_dict(state)
+    load_exactly(encoder, state, path)
     return AudioEmbedder(encoder.to(device).eval(), meta.get("atelier_image_encoder", "unknown"),
                          float(json.loads(meta.get("atelier_image_embed_norm", "1.0"))),
                          json.loads(meta.get("atelier_metrics", "{}")))

@@ -48,14 +48,19 @@ def _picture(path: Path) -> torch.Tensor:
         return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0)
 
 
-def paired_folder(folder: Path, spec: MelSpec, progress: Progress | None = None) -> Pairs:
-    """``<stem>.wav|.flac|.mp3|.ogg`` beside ``<stem>.png|.jpg|...``: one pair per stem, the centre window of
-    each sound. Unpaired files and silent clips are skipped and noted; a folder with no pair is an error."""
+def paired_files(folder: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """``(sounds, pictures)`` of a folder by stem."""
     if not folder.is_dir():
         raise FileNotFoundError(f"no folder {str(folder)!r}")
     files = sorted(p for p in folder.iterdir() if p.is_file())
-    images = {p.stem: p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS}
-    sounds = {p.stem: p for p in files if p.suffix.lower() in AUDIO_SUFFIXES}
+    return ({p.stem: p for p in files if p.suffix.lower() in AUDIO_SUFFIXES},
+            {p.stem: p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS})
+
+
+def paired_folder(folder: Path, spec: MelSpec, progress: Progress | None = None) -> Pairs:
+    """``<stem>.wav|.flac|.mp3|.ogg`` beside ``<stem>.png|.jpg|...``: one pair per stem, the centre window of
+    each sound. Unpaired files and silent clips are skipped and noted; a folder with no pair is an error."""
+    sounds, images = paired_files(folder)
     stems = sorted(set(images) & set(sounds))
     notes = [f"{len(set(sounds) - set(images))} sounds without a picture skipped"] if set(sounds) - set(images) else []
     if set(images) - set(sounds):

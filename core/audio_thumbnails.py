@@ -23,7 +23,6 @@ class Clusters:
     sizes: list[int]  # segments per cluster, in the same order
     starts: list[float]  # seconds: where each representative segment starts
     labels: list[int]  # per segment, the (ordered) cluster it belongs to
-    segment_starts: list[float]
 
     def report(self) -> str:
         lines = [f"{len(self.labels)} segments in {len(self.sizes)} clusters (largest first):"]
@@ -85,4 +84,4 @@ def thumbnails(embedder: AudioEmbedder, waveform: np.ndarray, sample_rate: int, 
         distances = np.linalg.norm(points[members].double().numpy() - centres[c], axis=1)
         reps.append(int(members[int(np.argmin(distances))]))
     return Clusters(points[reps], [int(sizes[c]) for c in order], [starts[r] / rate for r in reps],
-                    [rank[int(c)] for c in labels], [s / rate for s in starts])
+                    [rank[int(c)] for c in labels])

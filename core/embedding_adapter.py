@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .state_dicts import mismatch, read_weights, save_new_file
+from .state_dicts import load_exactly, read_tagged, save_new_file
 
 KIND = "atelier_embedding_adapter"
 TOKEN_DIM = 768  # SD 1.5's cross-attention width
@@ -83,22 +83,10 @@ class LoadedAdapter:
 
 
 def load_adapter(path: str | Path) -> LoadedAdapter:
-    from safetensors import safe_open
-
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no adapter file {str(path)!r}")
-    with safe_open(str(path), "pt") as handle:
-        meta = handle.metadata() or {}
-    if meta.get("atelier_kind") != KIND:
-        raise ValueError(f"{str(path)!r} is not an Atelier image-embedding adapter "
-                         "(train one with Atelier Train Embedding Adapter)")
+    meta, state = read_tagged(path, KIND, "image-embedding adapter", "train one with Atelier Train Embedding Adapter")
     adapter = EmbeddingAdapter(AdapterConfig(**json.loads(meta["atelier_config"])))
-    state = read_weights(path, "adapter")
-    problem = mismatch(adapter.state_dict(), state)
-    if problem:
-        raise ValueError(f"{str(path)!r} does not fit its own settings: {problem}")
-    adapter.load_state_dict(state)
+    load_exactly(adapter, state, path)
     return LoadedAdapter(adapter.eval(), meta.get("atelier_image_encoder", "unknown"))
 
 

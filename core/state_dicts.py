@@ -62,6 +62,31 @@ def mismatch(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) 
     return "; ".join(p for p in problems if p)
 
 
+def read_tagged(path: Path, kind: str, what: str, how: str) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """Metadata and tensors of a safetensors file the pack wrote with ``atelier_kind == kind``; a missing file, or
+    any other file, is an error naming ``what`` it should be and ``how`` to get one."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise FileNotFoundError(f"no {what} file {str(path)!r}")
+    try:
+        with safe_open(str(path), "pt") as handle:
+            meta = handle.metadata() or {}
+    except Exception as exc:  # a truncated or foreign file: all mean "not this file"
+        raise ValueError(f"cannot read {what} {str(path)!r}: {exc}") from exc
+    if meta.get("atelier_kind") != kind:
+        raise ValueError(f"{str(path)!r} is not an Atelier {what} ({how})")
+    return meta, read_weights(path, what)
+
+
+def load_exactly(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Load ``state`` into ``module`` when it has exactly its keys and shapes, else say what differs."""
+    problem = mismatch(module.state_dict(), state)
+    if problem:
+        raise ValueError(f"{str(path)!r} does not fit its own settings: {problem}")
+    module.load_state_dict(state)
+
+
 def metadata_strings(values: dict[str, object]) -> dict[str, str]:
     """Metadata as safetensors wants it: every value a string (JSON for anything but str)."""
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}

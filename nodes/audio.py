@@ -192,9 +192,8 @@ class AtelierTrainAudioEncoder:
                                    bridge.output_directory() / RUNS_SUBFOLDER, bridge.compute_device(),
                                    bridge.progress(audio_job.estimated_steps(job), "training audio encoder"),
                                    scorer)
-        lines = [f"epoch {h['epoch']}: loss {h['loss']:.4f}, R@1 {h['r1']:.3f}, R@10 {h['r10']:.3f} "
-                 f"(chance R@1 {h['chance_r1']:.3f})" for h in result.align.history]
-        lines += result.notes + ([f"frames kept: {', '.join(result.selected)}"] if result.selected else [])
+        lines = audio_job.epoch_lines(result.align.history) + result.notes
+        lines += [f"frames kept: {', '.join(result.selected)}"] if result.selected else []
         return (result.align.embedder, str(result.path), plots.to_image_tensor(result.plot), _say(lines))
 
 
@@ -421,7 +420,7 @@ class AtelierAudioThumbnails:
     def cluster(self, audio_encoder: AudioEmbedder, audio: Any, segment_seconds: float, overlap_seconds: float,
                 clusters: int, seed: int) -> tuple[Any, ...]:
         clips, rate = _waveforms(audio)
-        total = max(1, int(clips[0].shape[-1] / rate / max(segment_seconds - overlap_seconds, 1e-3)) + 1)
+        total = len(audio_thumbnails.segment_starts(clips[0].shape[-1], rate, segment_seconds, overlap_seconds))
         found = audio_thumbnails.thumbnails(audio_encoder, clips[0], rate, segment_seconds, overlap_seconds,
                                             clusters, seed, bridge.progress(total, "embedding segments"))
 

@@ -29,6 +29,7 @@ from helpers import (
 )
 
 SPEC = MelSpec(sample_rate=8000, window_seconds=0.5, n_mels=32)  # the node's settings below
+ENCODERS = "audio_encoders"  # the models folder the training node writes into
 ALIGN = AlignConfig(epochs=40, batch_size=12, lr=1e-3, val_fraction=0.25, widths=(16, 32), blocks_per_stage=1,
                     mel=SPEC, temperature=0.05)
 
@@ -68,9 +69,6 @@ def test_training_node_reaches_retrieval_far_above_chance_and_writes_the_encoder
     assert loaded.image_encoder == world["clip"].name
     job = audio_job.AudioJob(str(world["pairs"]), align=AlignConfig(epochs=40, batch_size=12, val_fraction=0.25))
     assert audio_job.estimated_steps(job) == 36 + 40 * 2  # 36 pairs loaded; 27 train in batches of 12
-
-
-ENCODERS = "audio_encoders"
 
 
 def test_encode_audio_downmixes_resamples_and_offers_clip_vision_output(world):

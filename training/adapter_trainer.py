@@ -24,7 +24,7 @@ from ..core.progress import Progress, SilentProgress
 from . import checkpoints
 from .data import TrainData
 from .loop import check_finite, run_steps
-from .lora_trainer import PRECISIONS, autocast_dtype, noise_scheduler
+from .lora_trainer import PRECISIONS, add_training_noise, autocast_dtype, noise_scheduler, pick_batch
 
 
 @dataclass(frozen=True)
@@ -65,16 +65,13 @@ def adapter_loss(unet: nn.Module, adapter: EmbeddingAdapter, data: TrainData, em
                  config: AdapterTrainConfig, sched, step: int) -> torch.Tensor:
     device = next(adapter.parameters()).device
     gen = torch.Generator().manual_seed(derive_seed(config.seed, step))
-    bucket = data.buckets[int(torch.multinomial(data.sizes, 1, generator=gen))]
-    idx = torch.randint(0, bucket.latents.shape[0], (config.batch_size,), generator=gen)
+    bucket, idx = pick_batch(data, config.batch_size, gen)
     latents = bucket.latents[idx].to(device, torch.float32)
     text = bucket.conditioning[idx].clone()
     text[torch.rand(config.batch_size, generator=gen) < config.text_dropout] = data.unconditional.to(text.dtype)
     picture = embeds[bucket.index[idx]].clone()
     picture[torch.rand(config.batch_size, generator=gen) < config.embed_dropout] = 0.0
-    noise = torch.randn(latents.shape, generator=gen).to(device)
-    t = torch.randint(0, sched.config.num_train_timesteps, (config.batch_size,), generator=gen).to(device)
-    noisy = sched.add_noise(latents, noise, t)
+    noise, t, noisy = add_training_noise(latents, sched, gen)
     dtype = autocast_dtype(config)
     with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         cond = torch.cat([text.to(device), adapter(picture.to(device))], dim=1)

@@ -82,11 +82,22 @@ class AlignResult:
     val_names: list[str]
 
 
+def held_out(n: int, val_fraction: float) -> int:
+    """How many of ``n`` pairs are held out: at least 2, leaving at least 2 to train on."""
+    return min(max(2, round(n * val_fraction)), n - 2)
+
+
 def split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seeded ``(train, val)`` row indices; at least 2 held out and 2 to train on."""
+    """Seeded ``(train, val)`` row indices."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, "split")))
-    n_val = min(max(2, round(n * val_fraction)), n - 2)
+    n_val = held_out(n, val_fraction)
     return order[n_val:].sort().values, order[:n_val].sort().values
+
+
+def batching(train_pairs: int, batch_size: int) -> tuple[int, int]:
+    """``(batch, steps per epoch)``: the batch is at most the training set; a partial last batch is dropped."""
+    batch = min(batch_size, train_pairs)
+    return batch, max(1, train_pairs // batch)
 
 
 class Scale(nn.Module):
@@ -136,8 +147,7 @@ def train_aligner(data: AlignData, config: AlignConfig, run_dir: Path, device: t
         raise ValueError(f"features {tuple(data.features.shape[1:])} do not match the settings' "
                          f"{(config.mel.n_mels, config.mel.frames)}")
     train_rows, val_rows = split(len(data.names), config.val_fraction, config.seed)
-    batch = min(config.batch_size, len(train_rows))
-    per_epoch = max(1, len(train_rows) // batch)
+    batch, per_epoch = batching(len(train_rows), config.batch_size)
     total = config.epochs * per_epoch
     encoder = build_encoder(config, data.targets.shape[1]).to(device).train()
     scale = Scale(config.temperature, config.learn_scale).to(device)

@@ -20,7 +20,7 @@ from ..core.audio_encoder import AudioEmbedder, save_audio_encoder
 from ..core.image_embedding import ImageEmbedder, embed_pictures
 from ..core.output_paths import safe_name
 from ..core.progress import Progress, SilentProgress
-from .audio_aligner import AlignConfig, AlignData, AlignResult, train_aligner
+from .audio_aligner import AlignConfig, AlignData, AlignResult, batching, held_out, train_aligner
 
 TRAINER_VERSION = "atelier-audio-encoder 0.1"
 
@@ -68,17 +68,20 @@ def job_files(folder: Path) -> tuple[list[Path], bool]:
 def estimated_steps(job: AudioJob) -> int:
     """Progress units of a run: pairs loaded plus optimizer steps (exact for paired folders; for videos, which
     give an unknown number of frames, a guess of four steps per epoch)."""
-    from ..core.audio_features import AUDIO_SUFFIXES
-    from ..core.image_files import IMAGE_EXTENSIONS
-
     files, videos = job_files(Path(job.folder))
     if videos:
         return len(files) + 4 * (job.warmup_epochs + job.align.epochs)
-    stems = {p.stem for p in files if p.suffix.lower() in AUDIO_SUFFIXES} & \
-        {p.stem for p in files if p.suffix.lower() in IMAGE_EXTENSIONS}
-    n = len(stems)
-    train = n - min(max(2, round(n * job.align.val_fraction)), n - 2)
-    return n + job.align.epochs * max(1, train // max(1, min(job.align.batch_size, train)))
+    sounds, pictures = audio_pairs.paired_files(Path(job.folder))
+    n = len(set(sounds) & set(pictures))
+    if n < 4:  # too few to train on: the run itself says so
+        return n
+    return n + job.align.epochs * batching(n - held_out(n, job.align.val_fraction), job.align.batch_size)[1]
+
+
+def epoch_lines(history: list[dict[str, float]]) -> list[str]:
+    """One line per epoch: mean loss, held-out R@1 and R@10, and chance R@1."""
+    return [f"epoch {h['epoch']}: loss {h['loss']:.4f}, R@1 {h['r1']:.3f}, R@10 {h['r10']:.3f} "
+            f"(chance R@1 {h['chance_r1']:.3f})" for h in history]
 
 
 def frame_scores(scorer: AudioEmbedder, features: torch.Tensor, images: torch.Tensor) -> torch.Tensor:

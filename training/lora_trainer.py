@@ -24,7 +24,7 @@ from ..core.augment import derive_seed
 from ..core.bitsandbytes_support import require_bitsandbytes
 from ..core.progress import Progress, SilentProgress
 from . import checkpoints
-from .data import TrainData
+from .data import Bucket, TrainData
 from .loop import check_finite, run_steps
 from .quantize import quantize_linear_nf4
 
@@ -155,27 +155,39 @@ def autocast_dtype(config) -> torch.dtype | None:  # any settings with a mixed_p
     return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision)
 
 
+def pick_batch(data: TrainData, batch_size: int, gen: torch.Generator) -> tuple[Bucket, torch.Tensor]:
+    """A bucket (one shape per batch), drawn by its size, and ``batch_size`` rows of it."""
+    bucket = data.buckets[int(torch.multinomial(data.sizes, 1, generator=gen))]
+    return bucket, torch.randint(0, bucket.latents.shape[0], (batch_size,), generator=gen)
+
+
+def add_training_noise(latents: torch.Tensor, sched, gen: torch.Generator,
+                       noise_offset: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(noise, timesteps, noisy latents)`` of the DDPM forward process, drawn from ``gen``."""
+    device = latents.device
+    noise = torch.randn(latents.shape, generator=gen).to(device)
+    if noise_offset:
+        noise = noise + noise_offset * torch.randn((*latents.shape[:2], 1, 1), generator=gen).to(device)
+    t = torch.randint(0, sched.config.num_train_timesteps, (latents.shape[0],), generator=gen).to(device)
+    return noise, t, sched.add_noise(latents, noise, t)
+
+
 def _loss(unet: nn.Module, data: TrainData, config: TrainConfig, sched, step: int, micro: int,
           text_encoder: nn.Module | None = None) -> torch.Tensor:
     device = next(unet.parameters()).device
     gen = torch.Generator().manual_seed(derive_seed(config.seed, step, micro))
-    bucket = data.buckets[int(torch.multinomial(data.sizes, 1, generator=gen))]  # one shape per batch
-    idx = torch.randint(0, bucket.latents.shape[0], (config.batch_size,), generator=gen)
+    bucket, idx = pick_batch(data, config.batch_size, gen)
     latents = bucket.latents[idx].to(device, torch.float32)
     cond = bucket.conditioning[idx].clone()
     drop = torch.rand(config.batch_size, generator=gen) < data.caption_dropout
     cond[drop] = data.unconditional.to(cond.dtype)
-    noise = torch.randn(latents.shape, generator=gen).to(device)
-    if config.noise_offset:
-        noise = noise + config.noise_offset * torch.randn((*latents.shape[:2], 1, 1), generator=gen).to(device)
-    t = torch.randint(0, sched.config.num_train_timesteps, (config.batch_size,), generator=gen)
-    noisy = sched.add_noise(latents, noise, t.to(device))
+    noise, t, noisy = add_training_noise(latents, sched, gen, config.noise_offset)
     torch.manual_seed(derive_seed(config.seed, "dropout", step, micro))  # LoRA dropout
     dtype = autocast_dtype(config)
     with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         if text_encoder is not None:  # the conditioning is token ids, encoded with the LoRA-carrying encoder
             cond = text_encoder(cond.to(device)).last_hidden_state
-        pred = unet(noisy, t.to(device), encoder_hidden_states=cond.to(device)).sample
+        pred = unet(noisy, t, encoder_hidden_states=cond.to(device)).sample
     per_sample = (pred.float() - noise).pow(2).mean(dim=(1, 2, 3))
     if config.min_snr_gamma:
         ac = sched.alphas_cumprod.to(device)[t.to(device)]
