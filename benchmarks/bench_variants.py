@@ -30,6 +30,7 @@ load_pack()
 from atelier.core import multiply, variants  # noqa: E402
 
 SETTINGS = variants.VariantSettings()
+SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "originals"
 
 
 def _saturation(pil: Image.Image, offset: float) -> Image.Image:
@@ -60,8 +61,8 @@ def pillow_loop(images: torch.Tensor) -> list[Image.Image]:
 
 
 def ours(images: torch.Tensor) -> list[Image.Image]:
-    planes = variants.render(images, variants.KINDS, SETTINGS)
-    return [variants.to_pil(p) for batch in planes.values() for p in batch]
+    rendered = variants.render(images, variants.KINDS, SETTINGS)
+    return [picture for pictures in rendered.values() for picture in pictures]
 
 
 def pillow_loop_writing(images: torch.Tensor, folder: Path) -> None:
@@ -75,11 +76,8 @@ def ours_writing(images: torch.Tensor, folder: Path) -> None:
 
 
 def sample_batch(batch: int, size: int) -> torch.Tensor:
-    from skimage import data
-
-    pictures = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
-    frames = [np.asarray(Image.fromarray(pictures[i % len(pictures)]).resize((size, size), Image.BICUBIC))
-              for i in range(batch)]
+    pictures = [Image.open(p).convert("RGB") for p in sorted(SAMPLES.glob("*")) if p.suffix != ".txt"]
+    frames = [np.asarray(pictures[i % len(pictures)].resize((size, size), Image.BICUBIC)) for i in range(batch)]
     return torch.from_numpy(np.stack(frames)).float() / 255.0
 
 

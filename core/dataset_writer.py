@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,10 +62,9 @@ class DatasetWriter:
         self._pool = ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1))
         self._pending: list[Future[dict[str, object]]] = []
 
-    def add_image(self, make_image: Callable[[], Image.Image], name: str, caption: str | None,
-                  record: dict[str, object]) -> None:
-        """Queue ``make_image()`` to be written as ``<name>.png`` (with ``<name>.txt`` for a caption)."""
-        self._pending.append(self._pool.submit(self._write, make_image, name, caption, record))
+    def add_image(self, image: Image.Image, name: str, caption: str | None, record: dict[str, object]) -> None:
+        """Queue ``image`` to be written as ``<name>.png`` (with ``<name>.txt`` for a caption)."""
+        self._pending.append(self._pool.submit(self._write, image, name, caption, record))
 
     def add_copy(self, source: Path, name: str, caption: str | None, record: dict[str, object]) -> None:
         """Queue an existing picture to be copied byte for byte as ``<name><its suffix>``; ``name`` may hold
@@ -76,9 +75,8 @@ class DatasetWriter:
         """A text file (a report) written into the version beside the pictures."""
         (self._work / file).write_text(text, encoding="utf-8")
 
-    def _write(self, make_image: Callable[[], Image.Image], name: str, caption: str | None,
+    def _write(self, image: Image.Image, name: str, caption: str | None,
                record: dict[str, object]) -> dict[str, object]:
-        image = make_image()
         data = encode_png(image)
         file = f"{name}.png"
         (self._work / file).write_bytes(data)

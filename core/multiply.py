@@ -6,12 +6,12 @@ records source, variant, parameters, seed and sha256 of every file (see core.dat
 """
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from . import augment, variants
 from .dataset_writer import DatasetWriter, WrittenDataset, iter_groups, unique_stems
@@ -76,7 +76,7 @@ def multiply(
             progress.check_cancel()
             batch = torch.stack([originals[i].image for i in group]).to(device)
             rendered = variants.render(batch, kinds, settings)
-            outputs: list[tuple[int, str, torch.Tensor, dict[str, object], int | None]] = []
+            outputs: list[tuple[int, str, Image.Image, dict[str, object], int | None]] = []
             if include_original:
                 originals_8bit = variants.render_original(batch)
                 outputs += [(j, "", originals_8bit[j], {}, None) for j in range(len(group))]
@@ -86,11 +86,11 @@ def multiply(
             if random is not None:
                 outputs += _random_outputs(batch, [stems[i] for i in group], random)
             writer.wait(keep=2 * BATCH * 12)  # rendering runs ahead of encoding by about two batches
-            for j, name, pixels, parameters, seed in outputs:
+            for j, name, picture, parameters, seed in outputs:
                 original = originals[group[j]]
                 file_stem = f"{stems[group[j]]}__{name}" if name else stems[group[j]]
                 writer.add_image(
-                    functools.partial(variants.to_pil, pixels), file_stem, original.caption,
+                    picture, file_stem, original.caption,
                     {"source": original.source, "stem": stems[group[j]], "variant": name or "original",
                      "parameters": parameters, "seed": seed},
                 )
@@ -99,7 +99,7 @@ def multiply(
 
 
 def _random_outputs(batch: torch.Tensor, stems: list[str], random: RandomVariants
-                    ) -> list[tuple[int, str, torch.Tensor, dict[str, object], int]]:
+                    ) -> list[tuple[int, str, Image.Image, dict[str, object], int]]:
     outputs = []
     width = len(str(random.count))
     for k in range(1, random.count + 1):
@@ -111,8 +111,8 @@ def _random_outputs(batch: torch.Tensor, stems: list[str], random: RandomVariant
             part = draws.select(members)
             h, w = batch.shape[1:3]
             out = augment.apply(batch[members], random.spec, part, augment.canvas(random.spec, part, w, h))
-            planes = variants.render_original(out)
+            pictures = variants.render_original(out)
             for m, j in enumerate(members):
                 params = {"recipe": asdict(random.spec), "drawn": _random_parameters(draws, j)}
-                outputs.append((j, f"random_{k:0{max(2, width)}d}", planes[m], params, seeds[j]))
+                outputs.append((j, f"random_{k:0{max(2, width)}d}", pictures[m], params, seeds[j]))
     return outputs

@@ -7,7 +7,6 @@ stylized copy; the original's caption sidecar goes beside every file made from i
 """
 from __future__ import annotations
 
-import functools
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -59,16 +58,14 @@ def style_augment(model: AdaINModel, originals: Sequence[Original], styles: Sequ
     with DatasetWriter(parent) as writer:
         if include_original:
             for stem, original in zip(stems, originals):
-                planes = variants.render_original(original.image[None])[0]
-                writer.add_image(functools.partial(variants.to_pil, planes), stem, original.caption,
+                writer.add_image(variants.render_original(original.image[None])[0], stem, original.caption,
                                  {"source": original.source, "stem": stem, "variant": "original", "parameters": {},
                                   "seed": None})
         for i, j in plan:
             progress.check_cancel()
             original, style = originals[i], styles[j]
             out = stylize(model, original.image[None], [style.image], options, device=device)
-            planes = variants.render_original(out)[0]
-            writer.add_image(functools.partial(variants.to_pil, planes), f"{stems[i]}__style_{style_names[j]}",
+            writer.add_image(variants.render_original(out)[0], f"{stems[i]}__style_{style_names[j]}",
                              original.caption,
                              {"source": original.source, "stem": stems[i], "variant": f"style_{style_names[j]}",
                               "parameters": {"style": style_names[j], "style_source": style.source, **settings},

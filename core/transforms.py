@@ -15,6 +15,8 @@ Semantics, each matching a Pillow reference (see tests/test_transforms.py for th
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 LUMA = (0.299, 0.587, 0.114)
@@ -51,11 +53,23 @@ def adjust_brightness(images: torch.Tensor, factor: float | torch.Tensor, dim: i
 
 def adjust_saturation(images: torch.Tensor, offset: float | torch.Tensor, dim: int = -1,
                       peak: float = 1.0) -> torch.Tensor:
-    # With H and V fixed every channel is c = V - V*S*k(H), so a new S' rescales (V - c) by S'/S:
-    # the same result as RGB -> HSV -> RGB, at a fraction of the arithmetic.
+    value, below, (factor,) = saturation_factors(images, [offset], dim)
+    return torch.addcmul(value, below, factor, value=-1.0).clamp_(0.0, peak)
+
+
+def saturation_factors(images: torch.Tensor, offsets: Sequence[float | torch.Tensor], dim: int = -1
+                       ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """``(V, V - c, factors)``: each offset's result is ``V - (V - c) * factor``, always within ``[0, V]``.
+
+    With H and V fixed every channel is c = V - V*S*k(H), so a new S' rescales (V - c) by S'/S:
+    the same result as RGB -> HSV -> RGB, at a fraction of the arithmetic. With S = d/V
+    (d = max - min) the factor is clamp(d + offset*V, 0, V) / d; greys (d = 0) have V - c = 0.
+    Several offsets share the per-pixel work.
+    """
     value = images.amax(dim, keepdim=True)
     spread = value - images.amin(dim, keepdim=True)
-    saturation = spread / value.clamp_min(1e-12)
-    target = (saturation + _per_image(offset, images)).clamp_(0.0, 1.0)
-    ratio = target.div_(saturation.clamp_min(1e-12))
-    return torch.addcmul(value, value - images, ratio, value=-1.0).clamp_(0.0, peak)
+    below = value - images
+    divisor = spread.clamp_min(1e-12)
+    factors = [torch.minimum((spread + value * _per_image(o, images)).clamp_(min=0.0), value).div_(divisor)
+               for o in offsets]
+    return value, below, factors
