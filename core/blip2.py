@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from .bitsandbytes_support import require_bitsandbytes
 from .clip_model import precision_dtype
 from .hf_folders import WEIGHT_FILES, ModelFolderError, check_files, dtype_argument
 from .image_files import CAPTION_EXTENSION, ImageFolderError, Skipped, list_images, load_image
@@ -95,17 +96,22 @@ class CaptionSettings:
         return kwargs
 
 
-def _quantization(precision: str, device: torch.device) -> Any:
-    if precision not in ("8bit", "4bit"):
-        return None
-    if device.type != "cuda":
+def _check_precision(precision: str, device: torch.device) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision in ("8bit", "4bit") and device.type != "cuda":
         raise RuntimeError(f"BLIP-2 in {precision} runs through bitsandbytes on a CUDA GPU, and this device is "
                            f"{device.type}: choose fp32 (CPU) or run on a GPU")
+    if precision in ("8bit", "4bit"):
+        require_bitsandbytes(f"BLIP-2 in {precision}")
+
+
+def _quantization(precision: str) -> Any:
+    """bitsandbytes' settings for a quantized precision (weights in 8-bit, or NF4 with double quantization)."""
+    if precision not in ("8bit", "4bit"):
+        return None
     from transformers import BitsAndBytesConfig
 
-    from .bitsandbytes_support import require_bitsandbytes
-
-    require_bitsandbytes(f"BLIP-2 in {precision}")
     if precision == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
@@ -115,9 +121,10 @@ def _quantization(precision: str, device: torch.device) -> Any:
 def _network(folder: Path, device: torch.device, precision: str) -> Any:
     from transformers import Blip2ForConditionalGeneration
 
-    quantization = _quantization(precision, device)
+    quantization = _quantization(precision)
     if quantization is not None:
-        kwargs: dict[str, Any] = {"quantization_config": quantization, "device_map": {"": device.index or 0},
+        target = (device.index or 0) if device.type == "cuda" else device.type
+        kwargs: dict[str, Any] = {"quantization_config": quantization, "device_map": {"": target},
                                   **dtype_argument(torch.float16)}
     else:
         kwargs = dtype_argument(precision_dtype(precision, device))
@@ -132,9 +139,7 @@ def load_blip2(folder: Path, device: torch.device | str = "cpu", precision: str 
     from transformers import AutoTokenizer
 
     device = torch.device(device)
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    _quantization(precision, device)  # before reading gigabytes: the error comes first
+    _check_precision(precision, device)  # before reading gigabytes: the error comes first
     check_files(folder, "BLIP-2", {"config": ("config.json",), "weights": WEIGHT_FILES,
                                    "tokenizer": ("tokenizer.json", "vocab.json")})
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))

@@ -251,9 +251,10 @@ def tiny_clip_folder(root: Path, tokenizer_files: bool = True, projection_dim: i
 
 
 def tiny_blip2_folder(root: Path, num_query_tokens: int = 4, width: int = 32, layers: int = 1,
-                      image_size: int = 32, patch_size: int = 8) -> Path:
+                      image_size: int = 32, patch_size: int = 8, inner: int | None = None) -> Path:
     """A transformers BLIP-2 folder (OPT language model) with small random towers (``width`` wide, ``layers``
-    deep), a byte-level BPE tokenizer made from scratch with an ``<image>`` token, and a processor config."""
+    deep, feed-forward layers ``inner`` wide, by default an odd ``width + 5``), a byte-level BPE tokenizer made
+    from scratch with an ``<image>`` token, and a processor config."""
     import json
 
     from tokenizers.pre_tokenizers import ByteLevel
@@ -273,13 +274,14 @@ def tiny_blip2_folder(root: Path, num_query_tokens: int = 4, width: int = 32, la
     tokenizer.add_tokens(["<image>"], special_tokens=True)
     tokenizer.save_pretrained(root)
     image_token = tokenizer.convert_tokens_to_ids("<image>")
+    inner = inner or width + 5
     config = Blip2Config(
-        vision_config={"hidden_size": width, "intermediate_size": width + 5, "num_hidden_layers": layers,
+        vision_config={"hidden_size": width, "intermediate_size": inner, "num_hidden_layers": layers,
                        "num_attention_heads": 2, "image_size": image_size, "patch_size": patch_size},
         qformer_config={"hidden_size": width, "num_hidden_layers": layers, "num_attention_heads": 2,
-                        "intermediate_size": width + 5, "encoder_hidden_size": width, "vocab_size": 100},
+                        "intermediate_size": inner, "encoder_hidden_size": width, "vocab_size": 100},
         text_config={"model_type": "opt", "vocab_size": len(tokenizer), "hidden_size": width,
-                     "num_hidden_layers": layers, "num_attention_heads": 2, "ffn_dim": width + 5,
+                     "num_hidden_layers": layers, "num_attention_heads": 2, "ffn_dim": inner,
                      "word_embed_proj_dim": width, "max_position_embeddings": 128, "bos_token_id": 1,
                      "eos_token_id": 1, "pad_token_id": 0},
         num_query_tokens=num_query_tokens, image_token_index=image_token)

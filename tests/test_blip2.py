@@ -2,6 +2,7 @@
 prompts, and captioning a folder for the LoRA trainer."""
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import os
@@ -66,6 +67,30 @@ def test_quantized_precisions_need_cuda_and_say_so_before_reading_any_file(tmp_p
     # the folder has nothing in it: an error about missing files would be a ModelFolderError, not this
     with pytest.raises(RuntimeError, match=f"{precision}.*CUDA"):
         load_blip2(empty, "cpu", precision)
+
+
+@pytest.mark.parametrize(("precision", "layer"), [("4bit", "Linear4bit"), ("8bit", "Linear8bitLt")])
+def test_quantized_precisions_load_through_bitsandbytes_and_caption(tmp_path: Path, precision: str, layer: str) -> None:
+    """The real 8-bit / 4-bit loading path. load_blip2 asks for CUDA, so it is reached here through an unloaded
+    model coming back; bitsandbytes' CPU backend runs it (its kernels take 64-wide blocks, hence the widths)."""
+    pytest.importorskip("bitsandbytes")
+    root = tmp_path / "wide-blip2"
+    root.mkdir()
+    blip = dataclasses.replace(load_blip2(tiny_blip2_folder(root, width=64, inner=128), "cpu"), model=None,
+                               precision=precision)
+    pictures = torch.stack([_image("chelsea.jpg"), _image("rocket.png")])
+    captions = caption_images(blip, pictures, SHORT)
+    assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
+    assert caption_images(blip, pictures, SHORT) == captions
+    assert blip.dtype == torch.float16
+    linears = {name: type(m).__name__ for name, m in blip.model.named_modules() if isinstance(m, torch.nn.Linear)}
+    # bitsandbytes keeps the Q-Former (BLIP-2 keeps it in fp32) and the output head unquantized
+    kept = {n for n in linears if n.startswith("qformer.") or n.endswith("lm_head")}
+    assert kept and all(linears[n] == "Linear" for n in kept)
+    assert {linears[n] for n in linears.keys() - kept} == {layer}
+    if precision == "4bit":
+        weight = blip.model.language_model.model.decoder.layers[0].fc1.weight
+        assert weight.quant_type == "nf4" and weight.compress_statistics  # NF4 with double quantization
 
 
 def test_unknown_precision_is_an_error(blip_folder: Path) -> None:
