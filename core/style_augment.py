@@ -17,9 +17,10 @@ import torch
 from . import variants
 from .adain_model import AdaINModel
 from .dataset_writer import DatasetWriter, WrittenDataset, unique_stems
+from .feature_transfer import StyleTarget
 from .multiply import Original
 from .progress import Progress, SilentProgress
-from .stylize import StyleOptions, check_pictures, stylize
+from .stylize import StyleOptions, check_pictures, style_targets, stylize
 
 
 @dataclass
@@ -61,10 +62,13 @@ def style_augment(model: AdaINModel, originals: Sequence[Original], styles: Sequ
                 writer.add_image(variants.render_original(original.image[None])[0], stem, original.caption,
                                  {"source": original.source, "stem": stem, "variant": "original", "parameters": {},
                                   "seed": None})
+        targets: dict[int, list[StyleTarget]] = {}  # each style picture encoded once, not once per pair
         for i, j in plan:
             progress.check_cancel()
             original, style = originals[i], styles[j]
-            out = stylize(model, original.image[None], [style.image], options, device=device)
+            if options.preserve_color != "match_style_colors" and j not in targets:
+                targets[j] = style_targets(model, [style.image], options, device)
+            out = stylize(model, original.image[None], [style.image], options, device=device, targets=targets.get(j))
             writer.add_image(variants.render_original(out)[0], f"{stems[i]}__style_{style_names[j]}",
                              original.caption,
                              {"source": original.source, "stem": stems[i], "variant": f"style_{style_names[j]}",

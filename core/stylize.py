@@ -16,7 +16,7 @@ import torch
 
 from . import color_preservation
 from .adain_model import MIN_SIDE, AdaINModel
-from .feature_transfer import METHODS, check_mask_count, region_weights, style_target, transfer
+from .feature_transfer import METHODS, StyleTarget, check_mask_count, region_weights, style_target, transfer
 from .progress import Progress, SilentProgress
 
 
@@ -137,11 +137,23 @@ def _planar(image: torch.Tensor, device: torch.device) -> torch.Tensor:
     return image[None].to(device, torch.float32).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
 
 
+def style_targets(model: AdaINModel, styles: list[torch.Tensor], options: StyleOptions,
+                  device: torch.device | str = "cpu") -> list[StyleTarget]:
+    """What ``stylize`` moves content features towards, one per style picture: computed once, it serves every
+    call with the same styles and options (except ``match_style_colors``, which recolours each style per content)."""
+    device = torch.device(device)
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+        return [style_target(encode(model, _planar(s.float(), device), options.tile, options.overlap), options.method)
+                for s in styles]
+
+
 def stylize(model: AdaINModel, content: torch.Tensor, styles: list[torch.Tensor], options: StyleOptions,
             style_weights: list[float] | None = None, masks: torch.Tensor | None = None,
-            device: torch.device | str = "cpu", progress: Progress | None = None) -> torch.Tensor:
+            device: torch.device | str = "cpu", progress: Progress | None = None,
+            targets: list[StyleTarget] | None = None) -> torch.Tensor:
     """``content`` (``[B, H, W, 3]`` 0..1) in the style of ``styles`` (each ``[h, w, 3]``, any size), mixed by
-    ``style_weights`` or placed by ``masks`` (``[M, H, W]``, see feature_transfer.region_weights)."""
+    ``style_weights`` or placed by ``masks`` (``[M, H, W]``, see feature_transfer.region_weights). ``targets``
+    from ``style_targets`` skips encoding the styles again."""
     check_pictures(content, "content")
     if not styles:
         raise ValueError("no style picture")
@@ -158,16 +170,18 @@ def stylize(model: AdaINModel, content: torch.Tensor, styles: list[torch.Tensor]
     progress = progress or SilentProgress(content.shape[0])
     height, width = content.shape[1:3]
     results = torch.empty(content.shape, dtype=torch.float32)
-    targets = None
+    if targets is not None and len(targets) != len(styles):
+        raise ValueError(f"{len(targets)} style targets for {len(styles)} style pictures")
+    recolour = options.preserve_color == "match_style_colors"
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
         for b in range(content.shape[0]):
             progress.check_cancel()
             image = content[b].float()
-            if targets is None or options.preserve_color == "match_style_colors":
-                pictures = [color_preservation.match_colors(s.float(), image)
-                            if options.preserve_color == "match_style_colors" else s.float() for s in styles]
-                targets = [style_target(encode(model, _planar(p, device), options.tile, options.overlap),
-                                        options.method) for p in pictures]
+            if recolour:
+                targets = style_targets(model, [color_preservation.match_colors(s.float(), image) for s in styles],
+                                        options, device)
+            elif targets is None:
+                targets = style_targets(model, styles, options, device)
             features = encode(model, _planar(image, device), options.tile, options.overlap)
             regions = None if masks is None else region_weights(masks.to(device), len(styles), weights,
                                                                 tuple(features.shape[-2:]))

@@ -10,7 +10,10 @@ import torch
 from atelier.core import adain_model as am
 from atelier.core import color_preservation as cp
 from atelier.core import feature_transfer as ft
-from atelier.core.stylize import StyleOptions, encode, stylize
+from atelier.core import style_augment
+from atelier.core import stylize as stylize_module
+from atelier.core.multiply import Original
+from atelier.core.stylize import StyleOptions, encode, style_targets, stylize
 
 from helpers import as_batch, photo, tiny_adain_files
 
@@ -110,6 +113,39 @@ def test_style_weights_mix_the_transferred_features(model: am.AdaINModel) -> Non
         stylize(model, pictures, styles, StyleOptions(), [1, 1, 1])
     with pytest.raises(ValueError, match="non-negative with a positive sum"):
         stylize(model, pictures, styles, StyleOptions(), [0, 0])
+
+
+@pytest.mark.parametrize("method", ["adain", "efdm"])
+def test_style_targets_computed_once_give_the_same_pictures(model: am.AdaINModel, method: str) -> None:
+    options = StyleOptions(method=method)
+    styles = [_picture("coffee.webp", (40, 40))[0], _picture("rocket.png", (56, 40))[0]]
+    pictures = _picture("chelsea.jpg", (64, 48))
+    targets = style_targets(model, styles, options)
+    assert torch.equal(stylize(model, pictures, styles, options, [1, 3], targets=targets),
+                       stylize(model, pictures, styles, options, [1, 3]))
+    with pytest.raises(ValueError, match="1 style targets for 2 style pictures"):
+        stylize(model, pictures, styles, options, targets=targets[:1])
+
+
+@pytest.mark.parametrize(("preserve_color", "encodings"), [("none", 2), ("match_style_colors", 6)])
+def test_style_augmentation_encodes_each_style_once(model: am.AdaINModel, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch, preserve_color: str,
+                                                    encodings: int) -> None:
+    calls = []
+    counted = style_augment.style_targets
+
+    def counting(*args: object, **kwargs: object) -> list[ft.StyleTarget]:
+        calls.append(1)
+        return counted(*args, **kwargs)
+
+    monkeypatch.setattr(style_augment, "style_targets", counting)
+    monkeypatch.setattr(stylize_module, "style_targets", counting)
+    originals = [Original(_picture(n, (48, 40))[0], n) for n in ("chelsea.jpg", "coffee.webp", "astronaut.tif")]
+    styles = [style_augment.StylePicture(_picture(n, (40, 40))[0], n) for n in ("rocket.png", "coffee.webp")]
+    options = StyleOptions(preserve_color=preserve_color)
+    written = style_augment.style_augment(model, originals, styles, tmp_path, options)
+    assert len(written.files) == 3 + 6  # the originals and every pair
+    assert len(calls) == encodings  # with recolouring each pair needs its own
 
 
 @pytest.mark.parametrize("method", ["adain", "efdm"])
