@@ -27,6 +27,7 @@ from .progress import Progress, SilentProgress
 
 DEFAULT_BLIP2 = "Salesforce/blip2-opt-2.7b"
 PRECISIONS = ("auto", "fp16", "bf16", "fp32", "8bit", "4bit")
+QUANTIZED = ("8bit", "4bit")
 
 
 @dataclass
@@ -99,16 +100,16 @@ class CaptionSettings:
 def _check_precision(precision: str, device: torch.device) -> None:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision in ("8bit", "4bit") and device.type != "cuda":
-        raise RuntimeError(f"BLIP-2 in {precision} runs through bitsandbytes on a CUDA GPU, and this device is "
-                           f"{device.type}: choose fp32 (CPU) or run on a GPU")
-    if precision in ("8bit", "4bit"):
+    if precision in QUANTIZED:
+        if device.type != "cuda":
+            raise RuntimeError(f"BLIP-2 in {precision} runs through bitsandbytes on a CUDA GPU, and this device is "
+                               f"{device.type}: choose fp32 (CPU) or run on a GPU")
         require_bitsandbytes(f"BLIP-2 in {precision}")
 
 
 def _quantization(precision: str) -> Any:
     """bitsandbytes' settings for a quantized precision (weights in 8-bit, or NF4 with double quantization)."""
-    if precision not in ("8bit", "4bit"):
+    if precision not in QUANTIZED:
         return None
     from transformers import BitsAndBytesConfig
 

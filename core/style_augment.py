@@ -66,7 +66,7 @@ def style_augment(model: AdaINModel, originals: Sequence[Original], styles: Sequ
         for i, j in plan:
             progress.check_cancel()
             original, style = originals[i], styles[j]
-            if options.preserve_color != "match_style_colors" and j not in targets:
+            if not options.recolours_styles and j not in targets:
                 targets[j] = style_targets(model, [style.image], options, device)
             out = stylize(model, original.image[None], [style.image], options, device=device, targets=targets.get(j))
             writer.add_image(variants.render_original(out)[0], f"{stems[i]}__style_{style_names[j]}",

@@ -42,6 +42,11 @@ class StyleOptions:
             if not ok:
                 raise ValueError(message)
 
+    @property
+    def recolours_styles(self) -> bool:
+        """Whether each content picture recolours the styles, so their targets cannot be computed once."""
+        return self.preserve_color == "match_style_colors"
+
 
 def check_pictures(images: torch.Tensor, what: str) -> None:
     """``[B, H, W, 3]`` RGB of at least MIN_SIDE pixels a side, or a clear error."""
@@ -140,7 +145,7 @@ def _planar(image: torch.Tensor, device: torch.device) -> torch.Tensor:
 def style_targets(model: AdaINModel, styles: list[torch.Tensor], options: StyleOptions,
                   device: torch.device | str = "cpu") -> list[StyleTarget]:
     """What ``stylize`` moves content features towards, one per style picture: computed once, it serves every
-    call with the same styles and options (except ``match_style_colors``, which recolours each style per content)."""
+    call with the same styles and options (unless ``options.recolours_styles``)."""
     device = torch.device(device)
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
         return [style_target(encode(model, _planar(s.float(), device), options.tile, options.overlap), options.method)
@@ -172,12 +177,11 @@ def stylize(model: AdaINModel, content: torch.Tensor, styles: list[torch.Tensor]
     results = torch.empty(content.shape, dtype=torch.float32)
     if targets is not None and len(targets) != len(styles):
         raise ValueError(f"{len(targets)} style targets for {len(styles)} style pictures")
-    recolour = options.preserve_color == "match_style_colors"
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
         for b in range(content.shape[0]):
             progress.check_cancel()
             image = content[b].float()
-            if recolour:
+            if options.recolours_styles:
                 targets = style_targets(model, [color_preservation.match_colors(s.float(), image) for s in styles],
                                         options, device)
             elif targets is None:

@@ -7,15 +7,15 @@ corners filled. Semantics are those of core.transforms and core.geometry.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 from PIL import Image
 
 from . import geometry, transforms
 from .colors import RGB
+from .plots import to_image_tensor
 from .tensor_batches import chunks
 
 KINDS = (
@@ -154,18 +154,13 @@ def render_original(images: torch.Tensor) -> list[Image.Image]:
     return out
 
 
-def to_tensor(pictures: Sequence[Image.Image]) -> torch.Tensor:
-    """Same-size RGB Pillow images as a float IMAGE batch."""
-    return torch.from_numpy(np.stack([np.asarray(p) for p in pictures])).float().div_(255.0)
-
-
 def preview(images: torch.Tensor, kinds: Iterable[str], settings: VariantSettings,
             include_original: bool = True) -> torch.Tensor:
     """An IMAGE batch of the (8-bit exact) original and variants of every picture of ``images``."""
     kinds = list(kinds)
     rendered = render(images, kinds, settings)
     pictures = (render_original(images) if include_original else []) + [p for k in kinds for p in rendered[k]]
-    return to_tensor(pictures) if pictures else images
+    return torch.cat([to_image_tensor(p) for p in pictures]) if pictures else images
 
 
 def _to_pils(planar: torch.Tensor) -> list[Image.Image]:
