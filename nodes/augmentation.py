@@ -105,8 +105,12 @@ class AtelierLoadImageFolder:
         }
 
     @classmethod
-    def IS_CHANGED(cls, folder: str, recursive: bool, **_: Any) -> str:
-        # re-run when the folder's files change, not only when the widgets do
+    def IS_CHANGED(cls, folder: str | None, recursive: bool | None, **_: Any) -> str | float:
+        # re-run when the folder's files change, not only when the widgets do; a linked input reaches
+        # IS_CHANGED as None (ComfyUI passes only constants here), and then nothing can be known: NaN never
+        # equals itself, so the node runs every time
+        if folder is None or recursive is None:
+            return float("nan")
         try:
             files = list_images(bridge.resolve_input_folder(folder), recursive)
         except ValueError:

@@ -72,6 +72,22 @@ def test_is_changed_follows_the_folder_contents(originals: Path) -> None:
     assert nodes.AtelierLoadImageFolder.IS_CHANGED(folder=str(originals), recursive=False) != before
 
 
+@pytest.mark.parametrize("node_id", [k for k, v in atelier.NODE_CLASS_MAPPINGS.items() if hasattr(v, "IS_CHANGED")])
+def test_is_changed_takes_a_linked_input_as_none(node_id: str, originals: Path) -> None:
+    # ComfyUI calls IS_CHANGED with constants only: every input fed by a link arrives as None, and any input
+    # can be linked (a widget converted to an input)
+    cls = atelier.NODE_CLASS_MAPPINGS[node_id]
+    inputs = cls.INPUT_TYPES()
+    names = [*inputs.get("required", {}), *inputs.get("optional", {})]
+    values = node_defaults(cls, folder=str(originals))
+    for name in names:
+        result = cls.IS_CHANGED(**{**values, name: None})
+        hash(result)  # ComfyUI compares and stores it
+    if node_id == "AtelierLoadImageFolder":  # the folder cannot be read: run every time (NaN never equals itself)
+        result = cls.IS_CHANGED(**{**values, "folder": None})
+        assert result != result
+
+
 def test_recipe_and_augment_are_seeded() -> None:
     (recipe,) = nodes.AtelierAugmentRecipe().build(**node_defaults(nodes.AtelierAugmentRecipe, rotation_p=1.0))
     images = torch.rand(3, 32, 48, 3)
