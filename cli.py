@@ -269,8 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         data = load_folder(args.folder, spec, parse_color(args.alpha_background), args.recursive,
                            args.max_megapixels, progress=bridge.progress(len(files), "loading"))
         originals = [multiply.Original(i.image, i.stem, i.caption, str(i.path)) for i in data.images]
+        planned = multiply.plan_size(originals, kinds, include_original, random)
         written = multiply.multiply(originals, parent, kinds, settings, include_original, random,
-                                    bridge.compute_device(args.device), bridge.progress(len(originals), args.command))
+                                    bridge.compute_device(args.device), bridge.progress(planned, args.command))
     except (ImageFolderError, ValueError, OSError) as exc:
         print(f"atelier: {exc}", file=sys.stderr)
         return 2

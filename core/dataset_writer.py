@@ -20,6 +20,7 @@ from PIL import Image
 
 from .image_files import check_writable, encode_png
 from .output_paths import new_version_folder, safe_name
+from .progress import Progress
 
 MANIFEST = "manifest.jsonl"
 
@@ -55,12 +56,15 @@ class DatasetWriter:
     the order in which images were added.
     """
 
-    def __init__(self, parent: Path, workers: int | None = None) -> None:
+    def __init__(self, parent: Path, workers: int | None = None, progress: Progress | None = None) -> None:
         check_writable(parent)
         self.parent = parent
         self._work = Path(tempfile.mkdtemp(dir=parent, prefix=".partial-"))
         self._pool = ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1))
         self._pending: list[Future[dict[str, object]]] = []
+        # given a progress, ``wait`` and ``commit`` advance it by one per file written (on the caller's thread)
+        self._progress = progress
+        self._reported = 0
 
     def add_image(self, image: Image.Image, name: str, caption: str | None, record: dict[str, object]) -> None:
         """Queue ``image`` to be written as ``<name>.png`` (with ``<name>.txt`` for a caption)."""
@@ -100,11 +104,17 @@ class DatasetWriter:
 
     def wait(self, keep: int = 0) -> None:
         """Block until at most ``keep`` files are still being written (bounds memory on long runs)."""
-        unfinished = [f for f in self._pending if not f.done()]
-        for future in unfinished[: max(0, len(unfinished) - keep)]:
-            future.result()
+        pending = self._pending
+        while self._reported < len(pending) and (self._reported < len(pending) - keep
+                                                 or pending[self._reported].done()):
+            pending[self._reported].result()
+            self._reported += 1
+            if self._progress is not None:
+                self._progress.advance(1)
+                self._progress.check_cancel()
 
     def commit(self) -> WrittenDataset:
+        self.wait()
         records = [f.result() for f in self._pending]  # raises the first write error, if any
         self._pool.shutdown()
         lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)

@@ -63,15 +63,16 @@ def multiply(
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
 ) -> WrittenDataset:
-    """Write the multiplied dataset as the next version folder under ``parent``."""
+    """Write the multiplied dataset as the next version folder under ``parent``; ``progress`` counts the files
+    written (its total is ``plan_size``)."""
     if not originals:
         raise ValueError("no images to multiply")
     if plan_size(originals, kinds, include_original, random) == 0:
         raise ValueError("nothing to write: choose at least one variant, the original or random variants")
     stems = unique_stems([o.stem for o in originals])
-    progress = progress or SilentProgress(len(originals))
+    progress = progress or SilentProgress(plan_size(originals, kinds, include_original, random))
     sizes = [(o.image.shape[0], o.image.shape[1]) for o in originals]
-    with DatasetWriter(parent) as writer:
+    with DatasetWriter(parent, progress=progress) as writer:
         for group in iter_groups(sizes, BATCH):
             progress.check_cancel()
             batch = torch.stack([originals[i].image for i in group]).to(device)
@@ -94,7 +95,6 @@ def multiply(
                     {"source": original.source, "stem": stems[group[j]], "variant": name or "original",
                      "parameters": parameters, "seed": seed},
                 )
-            progress.advance(len(group))
         return writer.commit()
 
 

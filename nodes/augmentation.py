@@ -294,8 +294,9 @@ class AtelierMultiplyDataset:
         originals = originals_from_batch(images, dataset)
         parent = safe_subfolder(bridge.output_directory(), subfolder)
         random = multiply.RandomVariants(recipe, random_variants, seed) if random_variants and recipe else None
+        planned = multiply.plan_size(originals, kinds, include_original, random)
         written = multiply.multiply(originals, parent, kinds, settings, include_original, random,
-                                    bridge.compute_device(device), bridge.progress(len(originals), "multiplying"))
+                                    bridge.compute_device(device), bridge.progress(planned, "multiplying"))
         preview = variants.preview(images[:1], kinds, settings, include_original)
         return preview, str(written.folder), len(written.files)
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import atelier
+from atelier.core.progress import SilentProgress
 from atelier.nodes import augmentation as nodes
 from atelier.nodes import bridge
 
@@ -124,6 +125,22 @@ def test_multiply_without_dataset_names_files_and_records_random_seeds(output_di
     assert {"image_0001.png", "image_0002__random_01.png", "image_0002__saturation_up.png"} <= names
     seeds = [json.loads(x)["seed"] for x in (Path(folder) / "manifest.jsonl").read_text().splitlines()]
     assert sum(s is not None for s in seeds) == 2
+
+
+def test_multiply_reports_progress_per_file_written(output_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bars: list[SilentProgress] = []
+    seen: list[int] = []
+
+    class Recorder(SilentProgress):
+        def advance(self, steps: int = 1) -> None:
+            super().advance(steps)
+            seen.append(self.done)
+
+    monkeypatch.setattr(bridge, "progress", lambda total, desc="": bars.append(Recorder(total, desc)) or bars[-1])
+    _, _, files = nodes.AtelierMultiplyDataset().run(**node_defaults(
+        nodes.AtelierMultiplyDataset, images=torch.rand(2, 16, 16, 3)))  # one batch: once a 0 to 100 % jump
+    assert len(bars) == 1 and bars[0].total == files == 2 * 10
+    assert seen == list(range(1, files + 1))  # one step per file, never backwards, ending at the total
 
 
 def test_bridge_outside_comfyui(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
