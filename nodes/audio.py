@@ -84,10 +84,13 @@ def _say(notes: list[str]) -> str:
 
 class AtelierLoadAudioEncoder:
     DESCRIPTION = "Load an audio encoder trained by Atelier Train Audio Encoder (models/atelier/audio_encoders)."
+    EXAMPLE = ("Choose an encoder trained by Atelier Train Audio Encoder (in models/atelier/audio_encoders) and wire "
+               "it into Atelier Encode Audio or Atelier Audio Thumbnails.")
     CATEGORY = CATEGORY
     FUNCTION = "load"
     RETURN_TYPES = (ENCODER,)
     RETURN_NAMES = ("audio_encoder",)
+    OUTPUT_TOOLTIPS = ("The encoder, for Encode Audio and Audio Thumbnails.",)
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -103,10 +106,13 @@ class AtelierLoadAudioEncoder:
 class AtelierLoadEmbeddingAdapter:
     DESCRIPTION = ("Load an image-embedding adapter trained by Atelier Train Embedding Adapter "
                    "(models/atelier/embedding_adapters).")
+    EXAMPLE = ("Choose an adapter trained by Atelier Train Embedding Adapter (in models/atelier/embedding_adapters) "
+               "and wire it into Atelier Audio to Conditioning or Atelier Image + Sound Conditioning.")
     CATEGORY = CATEGORY
     FUNCTION = "load"
     RETURN_TYPES = (ADAPTER,)
     RETURN_NAMES = ("adapter",)
+    OUTPUT_TOOLTIPS = ("The adapter, for Audio to Conditioning and Image + Sound Conditioning.",)
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -123,6 +129,9 @@ class AtelierTrainAudioEncoder:
                    "from a folder of <stem>.wav/.flac/.mp3 beside <stem>.png/.jpg, or a folder of videos (frames are "
                    "scored by how well their sound matches them and the best kept). Held-out R@1 and R@10 (audio to "
                    "image) are measured every epoch. Reruns resume from output/atelier/audio_runs.")
+    EXAMPLE = ("Put pairs such as rain.wav beside rain.png in ComfyUI/input/atelier/pairs, wire Load CLIP Vision "
+               "(CLIP ViT-L/14) into clip_vision and set folder 'atelier/pairs': the report gives held-out R@1 and "
+               "R@10 every epoch and the encoder is saved into models/atelier/audio_encoders.")
     CATEGORY = CATEGORY
     FUNCTION = "train"
     OUTPUT_NODE = True
@@ -202,6 +211,9 @@ class AtelierTrainEmbeddingAdapter:
                    "captions), the frozen image encoder, and the frozen SD 1.5 from Load Checkpoint. The adapter "
                    "turns an embedding into extra prompt tokens, so anything in that embedding space, sound included, "
                    "can steer core samplers. Reruns resume from output/atelier/audio_runs.")
+    EXAMPLE = ("Load Checkpoint (SD 1.5) into model, clip and vae, the image encoder your audio encoder was trained "
+               "for (Load CLIP Vision) into clip_vision, and a folder of a few hundred pictures into folder; then "
+               "load the adapter with Atelier Load Embedding Adapter.")
     CATEGORY = CATEGORY
     FUNCTION = "train"
     OUTPUT_NODE = True
@@ -282,6 +294,8 @@ class AtelierEncodeAudio:
                    "any sample rate resampled, a clip shorter than the encoder's window padded and a longer one "
                    "averaged over its windows. Silence is an error. Also given as a CLIP_VISION_OUTPUT "
                    "(image_embeds only) for image-embedding nodes elsewhere.")
+    EXAMPLE = ("Wire Load Audio (a .wav or .mp3) and Atelier Load Audio Encoder: audio_embedding goes into Atelier "
+               "Audio to Conditioning, and notes says whether the sound was downmixed, resampled or padded.")
     CATEGORY = CATEGORY
     FUNCTION = "encode"
     RETURN_TYPES = (EMBEDDING, "CLIP_VISION_OUTPUT", "STRING")
@@ -311,10 +325,14 @@ class AtelierAudioConditioning:
     DESCRIPTION = ("Append the adapter's tokens for an audio embedding to a CONDITIONING (a prompt's, even an empty "
                    "one), so core KSampler draws the sound. One embedding steers every image; a batch of embeddings "
                    "gives one conditioning per embedding (use a latent batch of the same size).")
+    EXAMPLE = ("Wire CLIP Text Encode (an SD 1.5 prompt, even an empty one), Atelier Load Embedding Adapter and "
+               "Atelier Encode Audio's audio_embedding, strength 1, into KSampler's positive: the picture follows the "
+               "sound, and a louder or mixed sound (Atelier Mix Sounds) changes it.")
     CATEGORY = CATEGORY
     FUNCTION = "apply"
     RETURN_TYPES = ("CONDITIONING",)
     RETURN_NAMES = ("conditioning",)
+    OUTPUT_TOOLTIPS = ("The conditioning with the sound's tokens appended, for KSampler's positive.",)
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -334,10 +352,14 @@ class AtelierImageSoundConditioning:
     DESCRIPTION = ("An image-plus-sound edit: the source picture's embedding and the sound's, blended by 'sound_"
                    "weight', become the adapter's tokens on the CONDITIONING. Sample from the source picture's latent "
                    "(VAE Encode) with denoise below 1 for img2img.")
+    EXAMPLE = ("Wire a picture from Load Image, Atelier Encode Audio's embedding, the adapter and the image encoder "
+               "it was trained with; VAE Encode the same picture as KSampler's latent, denoise 0.6, sound_weight 0.5: "
+               "the picture edited towards the sound.")
     CATEGORY = CATEGORY
     FUNCTION = "apply"
     RETURN_TYPES = ("CONDITIONING",)
     RETURN_NAMES = ("conditioning",)
+    OUTPUT_TOOLTIPS = ("The conditioning with the picture-and-sound tokens appended, for KSampler's positive.",)
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -370,10 +392,14 @@ class AtelierMixSounds:
                    "loudness shows in the picture: a dog barking over a quiet stream, or the other way round. The mix "
                    "is mono at the highest sample rate among them and as long as the longest; nothing is "
                    "normalised.")
+    EXAMPLE = ("Wire a dog barking (Load Audio) into audio_1 with gain_1 1.0 and a stream into audio_2 with gain_2 "
+               "0.3, then into Atelier Encode Audio: the bark leads the picture; swap the gains and the stream leads.")
     CATEGORY = CATEGORY
     FUNCTION = "mix"
     RETURN_TYPES = ("AUDIO", "STRING")
     RETURN_NAMES = ("audio", "notes")
+    OUTPUT_TOOLTIPS = ("The mix: mono, at the highest sample rate, as long as the longest sound.",
+                       "What was done to the sounds, and warnings such as a mix above full scale.")
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -398,6 +424,9 @@ class AtelierAudioThumbnails:
     DESCRIPTION = ("Thumbnails for a long sound: cut into segments that overlap, embedded, grouped by K-means; one "
                    "representative embedding per cluster (largest cluster first) and the largest cluster's as the "
                    "thumbnail. Wire them into Audio Conditioning and a sampler to draw them.")
+    EXAMPLE = ("Wire a long recording from Load Audio and Atelier Load Audio Encoder, segment_seconds 10, "
+               "overlap_seconds 5, clusters 4: wire thumbnail into Atelier Audio to Conditioning for one picture of "
+               "the recording, or representatives for four (with a latent batch of 4).")
     CATEGORY = CATEGORY
     FUNCTION = "cluster"
     RETURN_TYPES = (EMBEDDING, EMBEDDING, "STRING")

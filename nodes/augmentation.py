@@ -79,6 +79,10 @@ class AtelierLoadImageFolder:
     DESCRIPTION = ("Load every image of a folder (png, jpg, webp, bmp, gif, tif/tiff; 16-bit, CMYK, palette and alpha "
                    "included) with its caption sidecar, preprocess it and output one IMAGE batch. Unreadable files "
                    "are skipped and listed in the report.")
+    EXAMPLE = ("Put your originals (with optional <stem>.txt captions) in ComfyUI/input/atelier/originals, keep "
+               "folder 'atelier/originals', set resize 'longer_edge', size 512, pad 'square' and pad_fill "
+               "'most_frequent', and wire images and dataset into Atelier Multiply Dataset. The batch has one size, "
+               "so pictures of different sizes need a resize, pad or crop that makes them equal.")
     CATEGORY = CATEGORY
     FUNCTION = "load"
     RETURN_TYPES = ("IMAGE", DATASET, "INT", "STRING")
@@ -139,10 +143,13 @@ class AtelierLoadImageFolder:
 
 class AtelierPreprocessImages:
     DESCRIPTION = "Resize, pad (constant or most frequent colour) and centre-crop an IMAGE batch."
+    EXAMPLE = ("Wire a batch from Load Image, set resize 'shorter_edge' with size 512, then crop 'center' with width "
+               "and height 512: every picture becomes a 512 x 512 square cut from its middle.")
     CATEGORY = CATEGORY
     FUNCTION = "run"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("images",)
+    OUTPUT_TOOLTIPS = ("The preprocessed batch.",)
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -159,10 +166,14 @@ class AtelierAugmentRecipe:
     DESCRIPTION = ("Which augmentations to draw and how strongly: each happens with its probability and a "
                    "magnitude drawn uniformly between its min and max (equal: fixed). Feed it to Augment Images "
                    "or to Multiply Dataset's random variants.")
+    EXAMPLE = ("Set hflip_p 0.5, rotation_p 0.3 with rotation_min -15 and rotation_max 15, and brightness_p 0.5 "
+               "between 0.8 and 1.2; wire recipe into Atelier Augment Images, or into Atelier Multiply Dataset's "
+               "recipe with random_variants 4.")
     CATEGORY = CATEGORY
     FUNCTION = "build"
     RETURN_TYPES = (RECIPE,)
     RETURN_NAMES = ("recipe",)
+    OUTPUT_TOOLTIPS = ("The recipe, for Augment Images or Multiply Dataset's random variants.",)
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -216,10 +227,14 @@ DEVICE_INPUT = (["auto", "cpu"], {"default": "auto", "tooltip": "auto: ComfyUI's
 class AtelierAugmentImages:
     DESCRIPTION = ("Augment an IMAGE batch with a recipe, batched on the GPU, each image drawing its own seeded "
                    "parameters.")
+    EXAMPLE = ("Wire Atelier Load Image Folder's images and an Atelier Augmentation Recipe and send images to Preview "
+               "Image: each picture draws its own flips, angles and factors, and the same seed gives the same batch "
+               "again.")
     CATEGORY = CATEGORY
     FUNCTION = "run"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("images",)
+    OUTPUT_TOOLTIPS = ("The augmented batch, in input order (with expand: on the largest canvas any picture needs).",)
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -241,6 +256,9 @@ class AtelierMultiplyDataset:
     DESCRIPTION = ("Write each original plus its named variants (brightness, saturation, greyscale, flips, "
                    "rotations) and optional seeded random variants as PNG, with caption sidecars and a "
                    "manifest.jsonl, into a new version folder (v001, v002, ...) that never overwrites.")
+    EXAMPLE = ("Wire Atelier Load Image Folder's images and dataset and leave every variant on: four originals become "
+               "40 PNG files (each original and its nine variants, captions copied beside them) in "
+               "output/atelier/augmented/v001. Wire folder into Atelier Train LoRA's folder.")
     CATEGORY = CATEGORY
     FUNCTION = "run"
     OUTPUT_NODE = True

@@ -55,10 +55,14 @@ class AtelierLoadBLIP2:
     DESCRIPTION = ("Load BLIP-2 (image captioning and questions) from a folder in models/atelier/blip2 or the "
                    "Hugging Face cache; Salesforce/blip2-opt-2.7b is the recommended one. 8-bit and 4-bit need "
                    "bitsandbytes and a CUDA GPU.")
+    EXAMPLE = ("Put the Salesforce/blip2-opt-2.7b folder (config.json, weights, tokenizer and processor files) in "
+               "models/atelier/blip2, choose it with precision 'auto' ('8bit' on an 8 GB GPU) and wire blip2_model "
+               "into Atelier Caption Images or Caption Dataset.")
     CATEGORY = CATEGORY
     FUNCTION = "load"
     RETURN_TYPES = (BLIP2,)
     RETURN_NAMES = ("blip2_model",)
+    OUTPUT_TOOLTIPS = ("The BLIP-2, for Caption Images and Caption Dataset.",)
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -78,6 +82,9 @@ class AtelierLoadBLIP2:
 
 class AtelierCaptionImages:
     DESCRIPTION = "Caption an IMAGE batch with BLIP-2, in batches; one caption per line, in batch order."
+    EXAMPLE = ("Wire Atelier Load BLIP-2 and Atelier Load Image Folder's images: captions holds one line per picture, "
+               "in batch order, for Atelier Train LoRA's captions. A prompt such as 'Question: what style is this "
+               "artwork? Answer:' asks for style words instead.")
     CATEGORY = CATEGORY
     FUNCTION = "caption"
     RETURN_TYPES = ("STRING",)
@@ -108,11 +115,16 @@ class AtelierCaptionImages:
 class AtelierCaptionDataset:
     DESCRIPTION = ("Write a <stem>.txt caption beside every picture of a folder, the captions the LoRA trainer reads. "
                    "Existing captions are kept unless 'overwrite' is on; pictures that fail to decode are listed.")
+    EXAMPLE = ("Wire Atelier Load BLIP-2 and Atelier Multiply Dataset's (or Curate Folder's) folder into folder, "
+               "trigger 'sks_style': every picture gets a <stem>.txt reading 'sks_style, a ...'; captions already "
+               "there stay unless overwrite is on. Wire folder on into Atelier Train LoRA.")
     CATEGORY = CATEGORY
     FUNCTION = "caption"
     OUTPUT_NODE = True
     RETURN_TYPES = ("STRING", "STRING")
     RETURN_NAMES = ("folder", "report")
+    OUTPUT_TOOLTIPS = ("The folder captioned, for Train LoRA's folder.",
+                       "How many captions were written and kept, and the pictures skipped with why.")
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -156,10 +168,14 @@ class AtelierCurationText:
     DESCRIPTION = ("A curator-style paragraph, a JSON record and hashtags for one work, from its CLIP labels, a "
                    "BLIP-2 description and your metadata. A safety filter removes URLs, e-mail addresses and "
                    "blocked words (sales talk by default) from all three.")
+    EXAMPLE = ("Wire Atelier Label Images' labels_json and Atelier Caption Images' captions (into descriptions), fill "
+               "title 'Harbour at Dawn', material 'oil on canvas' and the artist's note, and show paragraph in a text "
+               "preview; picture_index chooses the picture of a batch.")
     CATEGORY = CATEGORY
     FUNCTION = "write"
     RETURN_TYPES = ("STRING", "STRING", "STRING")
     RETURN_NAMES = ("paragraph", "record_json", "hashtags")
+    OUTPUT_TOOLTIPS = ("The curator-style paragraph.", "The work as a JSON record.", "Hashtags, space-separated.")
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -206,11 +222,15 @@ class AtelierDescribeFolder:
     DESCRIPTION = ("Curation texts for every picture of a dataset version (such as Curate Folder's, captioned by "
                    "Caption Dataset): labels from its manifest, the caption as description, metadata matched by "
                    "file name. Writes curation.jsonl and a readable curation.md into the folder.")
+    EXAMPLE = ("Wire Atelier Curate Folder's folder, captioned by Atelier Caption Dataset, into folder and give "
+               "metadata_file 'atelier/metadata.csv' (a 'file' column, then title, artist, year...): the folder gains "
+               "curation.jsonl and a readable curation.md.")
     CATEGORY = CATEGORY
     FUNCTION = "describe"
     OUTPUT_NODE = True
     RETURN_TYPES = ("STRING", "STRING")
     RETURN_NAMES = ("records_json", "catalogue")
+    OUTPUT_TOOLTIPS = ("Every picture's record, as a JSON list.", "The readable catalogue written as curation.md.")
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:

@@ -62,10 +62,15 @@ class AtelierLoadCLIP:
     DESCRIPTION = ("Load a whole CLIP (image and text towers) for zero-shot labelling and retrieval, from a folder in "
                    "models/atelier/clip or the Hugging Face cache; ViT-L/14 (openai/clip-vit-large-patch14) is the "
                    "recommended one. ComfyUI's CLIP_VISION lacks the text tower, so it cannot be used here.")
+    EXAMPLE = ("Put a transformers CLIP folder (such as openai/clip-vit-large-patch14: config.json, weights and "
+               "tokenizer files) in models/atelier/clip and choose it, or keep the Hugging Face id when it is in your "
+               "local cache; wire clip_model into Atelier Label Images, Curate Folder or Retrieve Images.")
     CATEGORY = CATEGORY
     FUNCTION = "load"
     RETURN_TYPES = (CLIP,)
     RETURN_NAMES = ("clip_model",)
+    OUTPUT_TOOLTIPS = ("The CLIP, for Label Images, Curate Folder, Retrieve Images, Evaluate Retrieval and the audio "
+                       "trainers.",)
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -87,10 +92,14 @@ class AtelierLoadCLIP:
 class AtelierLoadTaxonomy:
     DESCRIPTION = ("A taxonomy for zero-shot labelling: one shipped with the pack (artworks, scenes, spaces) or your "
                    "own YAML/JSON file (see taxonomies/README.md in the pack). Parse errors give the line.")
+    EXAMPLE = ("Choose 'artworks' and wire taxonomy into Atelier Label Images. For labels of your own, write a YAML "
+               "file as taxonomies/README.md shows, put it in ComfyUI/input and give its name in custom_file.")
     CATEGORY = CATEGORY
     FUNCTION = "load"
     RETURN_TYPES = (TAXONOMY, "STRING")
     RETURN_NAMES = ("taxonomy", "summary")
+    OUTPUT_TOOLTIPS = ("The taxonomy, for Label Images and Curate Folder.",
+                       "Its groups and their labels, one group per line.")
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -115,6 +124,8 @@ class AtelierLabelImages:
     DESCRIPTION = ("Zero-shot labels for an IMAGE batch against a taxonomy: prompt ensembles, scores per label, "
                    "hierarchy, thresholds, top-k and exclusive groups. Outputs JSON (labels and every score per "
                    "picture) and tags (one line per picture).")
+    EXAMPLE = ("Wire Atelier Load CLIP, Atelier Load Taxonomy ('artworks') and pictures from Load Image: tags holds "
+               "each picture's labels on one line, and labels_json goes into Atelier Curation Text.")
     CATEGORY = CATEGORY
     FUNCTION = "label"
     RETURN_TYPES = ("STRING", "STRING")
@@ -151,6 +162,10 @@ class AtelierCurateFolder:
                    "(keeping the best of each cluster), and copy what stays (with caption sidecars) into a new "
                    "vNNN version folder with a manifest of labels and scores. Embeddings are cached, so a second "
                    "run over the same folder encodes nothing.")
+    EXAMPLE = ("Point folder at a collection in ComfyUI/input/atelier/collection, keep 'medium:oil_painting', sort_by "
+               "'landscape', dedup_threshold 0.95: the oil paintings, best landscapes first and near-duplicates "
+               "removed, are copied into output/atelier/curated/v001, whose curation_report.json says why each other "
+               "picture was dropped.")
     CATEGORY = CATEGORY
     FUNCTION = "curate"
     OUTPUT_NODE = True
@@ -210,6 +225,9 @@ class AtelierCurateFolder:
 class AtelierRetrieveImages:
     DESCRIPTION = ("Text to pictures: the top-K pictures of a folder nearest a text query in CLIP space, from the "
                    "cached embeddings (a folder indexed once answers every later query at once).")
+    EXAMPLE = ("Wire Atelier Load CLIP, point folder at your collection and ask 'a calm seascape at dusk': images "
+               "shows the 8 nearest pictures and results their ranks, similarities and paths. The first query indexes "
+               "the folder; later ones answer at once.")
     CATEGORY = CATEGORY
     FUNCTION = "retrieve"
     RETURN_TYPES = ("IMAGE", "STRING")
@@ -245,10 +263,15 @@ class AtelierEvaluateRetrieval:
     DESCRIPTION = ("MRR@K and recall@K of text-to-image retrieval over (text, picture) pairs: each picture's caption "
                    "sidecar (<stem>.txt), or each text of a pairs file, is the query that should find its picture "
                    "among all the folder's pictures.")
+    EXAMPLE = ("Point folder at pictures with <stem>.txt captions (Atelier Caption Dataset writes them) and keep k "
+               "10: an mrr near 1 means each caption finds its own picture first. Compare two CLIP models on the same "
+               "folder.")
     CATEGORY = CATEGORY
     FUNCTION = "evaluate"
     RETURN_TYPES = ("FLOAT", "FLOAT", "STRING")
     RETURN_NAMES = ("mrr", "recall", "report")
+    OUTPUT_TOOLTIPS = ("Mean reciprocal rank at K: 1 when every query finds its picture first, 0 when none is within "
+                       "K.", "Share of queries whose picture is within the top K.", "Both scores as text.")
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:

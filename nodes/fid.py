@@ -24,6 +24,9 @@ class AtelierFID:
                    "models/atelier/fid), resized as pytorch-fid does; folder features are cached per file. Small sets "
                    "bias FID upwards, so compare FIDs only at equal set sizes and prefer KID below a few thousand "
                    "images.")
+    EXAMPLE = ("Put pt_inception-2015-12-05-6726825d.pth in models/atelier/fid, wire VAE Decode's samples into "
+               "images_a and leave folder_b at your originals ('atelier/originals'). With a few dozen pictures "
+               "compare kid, not fid.")
     CATEGORY = CATEGORY
     FUNCTION = "score"
     OUTPUT_NODE = True

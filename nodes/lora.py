@@ -45,6 +45,9 @@ class AtelierTrainLoRA:
                    "CLIP with the LoRA applied, the LoRA file (also listed in Load LoRA), the loss curve and samples. "
                    "Checkpoints go to output/atelier/lora_runs: running the same graph again after a cancel or "
                    "crash resumes where it stopped, and raising 'steps' continues a finished run.")
+    EXAMPLE = ("Load Checkpoint (an SD 1.5 model) into model, clip and vae, Atelier Multiply Dataset's folder into "
+               "folder, trigger 'sks_style', steps 1000; wire the model and clip outputs into CLIP Text Encode and "
+               "KSampler to try the LoRA at once. The file also appears in Load LoRA's list.")
     CATEGORY = CATEGORY
     FUNCTION = "train"
     OUTPUT_NODE = True

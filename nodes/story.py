@@ -49,11 +49,18 @@ class AtelierTrainTextGenerator:
                    "from other nodes such as captions): maximum-likelihood pretraining, then adversarial training "
                    "with Monte Carlo rollouts. Resumes after a cancel when queued again; saves to "
                    "models/atelier/seqgan.")
+    EXAMPLE = ("Put one text per line in ComfyUI/input/atelier/corpus.txt (at least batch_size lines; a few hundred "
+               "or more), choose tokenizer 'char' for Korean, and queue: the model is saved into "
+               "models/atelier/seqgan under 'name' and samples shows four texts it writes. For a quick try lower "
+               "mle_epochs to 20 and adversarial_epochs to 10.")
     CATEGORY = CATEGORY
     FUNCTION = "train"
     OUTPUT_NODE = True
     RETURN_TYPES = (TEXT_MODEL, "STRING", "STRING", "IMAGE")
     RETURN_NAMES = ("text_model", "model_path", "samples", "curve")
+    OUTPUT_TOOLTIPS = ("The trained generator, for Generate Text and Continue Story.",
+                       "Its .safetensors file in models/atelier/seqgan.", "Four texts the trained model writes.",
+                       "Training curves: likelihood, reward and the discriminator's accuracy.")
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -124,10 +131,13 @@ class AtelierTrainTextGenerator:
 
 class AtelierLoadTextGenerator:
     DESCRIPTION = "Load a text generator trained by Atelier Train Text Generator (models/atelier/seqgan)."
+    EXAMPLE = ("Choose a model trained by Atelier Train Text Generator (in models/atelier/seqgan) and wire text_model "
+               "into Atelier Generate Text or Atelier Continue Story.")
     CATEGORY = CATEGORY
     FUNCTION = "load"
     RETURN_TYPES = (TEXT_MODEL,)
     RETURN_NAMES = ("text_model",)
+    OUTPUT_TOOLTIPS = ("The generator, for Generate Text and Continue Story.",)
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -143,6 +153,8 @@ class AtelierLoadTextGenerator:
 
 class AtelierGenerateText:
     DESCRIPTION = "Write texts with a trained generator, optionally continuing a prefix; one text per line."
+    EXAMPLE = ("Wire Atelier Load Text Generator, set count 5, prefix 'the sea' and temperature 0.8: texts holds five "
+               "lines beginning 'the sea', and notes says when a prefix word is not in the model's vocabulary.")
     CATEGORY = CATEGORY
     FUNCTION = "generate"
     RETURN_TYPES = ("STRING", "STRING")
@@ -170,10 +182,15 @@ class AtelierGenerateText:
 class AtelierContinueStory:
     DESCRIPTION = ("Continue a first sentence into a short story of N sentences. 'lines' is a list, so each "
                    "sentence drives one run of the nodes after it (one panel each); 'story' is the whole text.")
+    EXAMPLE = ("Wire Atelier Load Text Generator and keep sentences 4: wire lines into CLIP Text Encode's text, so "
+               "KSampler runs once per sentence (one panel each), and into Atelier Story Strip's captions.")
     CATEGORY = CATEGORY
     FUNCTION = "continue_story"
     RETURN_TYPES = ("STRING", "STRING", "STRING")
     RETURN_NAMES = ("lines", "story", "notes")
+    OUTPUT_TOOLTIPS = ("The sentences as a list: each drives one run of the nodes after it.",
+                       "The whole story as one text.",
+                       "What you should know, such as words of the first sentence the model does not know.")
     OUTPUT_IS_LIST = (True, False, False)
 
     @classmethod
@@ -197,11 +214,14 @@ class AtelierStoryStrip:
     DESCRIPTION = ("Stack pictures (one per story line, any sizes) into one vertical, webtoon-style strip at a chosen "
                    "width, with gutters, margins and an optional caption under each panel. Takes a list of IMAGEs "
                    "(such as one KSampler result per line) or one batch.")
+    EXAMPLE = ("Wire the pictures made once per line of Atelier Continue Story (VAE Decode) into images and its lines "
+               "into captions, width 800: one tall strip with each sentence under its panel, for Save Image.")
     CATEGORY = CATEGORY
     FUNCTION = "stack"
     INPUT_IS_LIST = True
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("strip",)
+    OUTPUT_TOOLTIPS = ("The strip as one tall picture.",)
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:

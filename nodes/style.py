@@ -67,10 +67,13 @@ def parse_weights(text: str) -> list[float] | None:
 class AtelierLoadAdaIN:
     DESCRIPTION = ("Load an AdaIN style-transfer model from models/atelier/adain: the normalised VGG-19 encoder "
                    "(vgg_normalised.pth) and a decoder (decoder.pth, or one trained by Atelier Train AdaIN Decoder).")
+    EXAMPLE = ("Put vgg_normalised.pth and decoder.pth (the AdaIN authors' released weights) in models/atelier/adain, "
+               "choose them here and wire adain_model into Atelier Stylize (AdaIN) or Atelier Style Augmentation.")
     CATEGORY = CATEGORY
     FUNCTION = "load"
     RETURN_TYPES = (ADAIN,)
     RETURN_NAMES = ("adain_model",)
+    OUTPUT_TOOLTIPS = ("The encoder and decoder, for Stylize (AdaIN) and Style Augmentation.",)
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -88,10 +91,14 @@ class AtelierLoadAdaIN:
 class AtelierStylize:
     DESCRIPTION = ("Arbitrary style transfer (AdaIN or EFDM) of every content picture: one style, several styles "
                    "mixed by weights (batch them), or placed by masks. Any size; large pictures run in tiles.")
+    EXAMPLE = ("Wire Atelier Load AdaIN Model, a photograph from Load Image as content and a painting as style, alpha "
+               "1: the photograph painted in that style. For two styles batch both pictures into style and set "
+               "style_weights '0.7, 0.3'; preserve_color 'luminance_only' keeps the photograph's colours.")
     CATEGORY = CATEGORY
     FUNCTION = "run"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("images",)
+    OUTPUT_TOOLTIPS = ("The stylized content pictures, in input order and at their size.",)
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -144,6 +151,10 @@ class AtelierStyleAugment:
     DESCRIPTION = ("Virtual training pictures: every original crossed with every style picture (or a seeded sample "
                    "of the pairs), written with caption sidecars and a manifest.jsonl into a new version folder "
                    "(v001, v002, ...) that Atelier Train LoRA can take.")
+    EXAMPLE = ("Wire Atelier Load AdaIN Model and Atelier Load Image Folder's images and dataset, and put style "
+               "pictures in ComfyUI/input/atelier/styles: with pairs 0, four originals and five style pictures give "
+               "20 pictures named <stem>__style_<style>.png plus the four originals in output/atelier/styled/v001, "
+               "for Atelier Train LoRA's folder.")
     CATEGORY = CATEGORY
     FUNCTION = "run"
     OUTPUT_NODE = True
@@ -201,11 +212,17 @@ class AtelierTrainAdaINDecoder:
     DESCRIPTION = ("Train an AdaIN decoder from scratch, or fine-tune one, on a content folder and a style folder "
                    "(content loss + style_weight x style loss; Adam with inverse decay; random crops). Resumes "
                    "after a cancel when queued again; saves safetensors into models/atelier/adain.")
+    EXAMPLE = ("Put photographs in ComfyUI/input/atelier/content and paintings in input/atelier/styles, keep "
+               "init_decoder '(new decoder)' and queue: the decoder is saved into models/atelier/adain under 'name' "
+               "and appears in Atelier Load AdaIN Model's list. For a first try lower steps to 2000; queue again "
+               "after a cancel to resume.")
     CATEGORY = CATEGORY
     FUNCTION = "train"
     OUTPUT_NODE = True
     RETURN_TYPES = (ADAIN, "STRING", "IMAGE")
     RETURN_NAMES = ("adain_model", "decoder_path", "loss_curve")
+    OUTPUT_TOOLTIPS = ("The encoder with the trained decoder, for Stylize (AdaIN) and Style Augmentation.",
+                       "The decoder's .safetensors file in models/atelier/adain.", "The training losses per step.")
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
