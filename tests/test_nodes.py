@@ -25,16 +25,23 @@ def originals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_every_node_is_registered_with_a_clear_name_category_and_tooltips() -> None:
+    # what the node menu, the tooltips and the help pages (web/docs, made from these) show
     assert atelier.NODE_CLASS_MAPPINGS.keys() == atelier.NODE_DISPLAY_NAME_MAPPINGS.keys()
     for node_id, cls in atelier.NODE_CLASS_MAPPINGS.items():
-        assert node_id.startswith("Atelier") and atelier.NODE_DISPLAY_NAME_MAPPINGS[node_id].startswith("Atelier ")
-        assert cls.CATEGORY.startswith("Atelier/") and cls.DESCRIPTION
+        name = atelier.NODE_DISPLAY_NAME_MAPPINGS[node_id]
+        assert node_id.startswith("Atelier") and name.startswith("Atelier ") and name.strip() == name, node_id
+        assert cls.CATEGORY.startswith("Atelier/") and cls.CATEGORY.strip("/") != "Atelier", node_id
+        assert cls.DESCRIPTION.strip() and cls.EXAMPLE.strip(), f"{node_id} needs a DESCRIPTION and an EXAMPLE"
         assert callable(getattr(cls(), cls.FUNCTION))
-        assert len(cls.RETURN_TYPES) == len(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES))
+        outputs = len(cls.RETURN_TYPES)
+        assert len(cls.RETURN_NAMES) == len(cls.OUTPUT_TOOLTIPS) == outputs, f"{node_id} outputs unnamed"
+        assert all(tip.strip() for tip in cls.OUTPUT_TOOLTIPS) and len(set(cls.RETURN_NAMES)) == outputs, node_id
         inputs = cls.INPUT_TYPES()
         for group in ("required", "optional"):
             for name, spec in inputs.get(group, {}).items():
-                assert spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
+                assert len(spec) > 1 and spec[1].get("tooltip", "").strip(), f"{node_id}.{name} has no tooltip"
+    names = list(atelier.NODE_DISPLAY_NAME_MAPPINGS.values())
+    assert len(set(names)) == len(names)
 
 
 def test_load_folder_resize_and_fill_then_multiply(originals: Path, output_dir: Path) -> None:
