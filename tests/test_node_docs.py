@@ -33,13 +33,14 @@ def test_every_node_has_its_committed_help_page_as_the_script_writes_it() -> Non
 
 def test_a_page_follows_its_node_class(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     cls = atelier.NODE_CLASS_MAPPINGS["AtelierMixSounds"]
-    monkeypatch.setattr(cls, "EXAMPLE", "Wire <two> sounds | one loud.")
+    monkeypatch.setattr(cls, "EXAMPLE", "Wire <two> sounds & one loud.")
     docs = node_docs.expected_docs()
     assert node_docs.differences(docs) == ["AtelierMixSounds.md: differs from the node class"]
     page = docs["AtelierMixSounds.md"]
-    assert "## Example\n\nWire &lt;two&gt; sounds | one loud.\n" in page  # shown as text, not taken for HTML
-    assert "# Atelier Mix Sounds" in page and "| **gain_2** | FLOAT | `1.0` (0.0 to 10.0) | Linear gain" in page
-    assert "| **audio_2** (optional) | AUDIO | linked | Sound 2. |" in page
+    assert "## Example\n\nWire &lt;two&gt; sounds &amp; one loud.\n" in page  # shown as text, not taken for HTML
+    assert "# Atelier Mix Sounds" in page and "\n- **gain_2** (FLOAT, default `1.0`, 0.0 to 10.0): Linear gain" in page
+    assert "\n- **audio_2** (AUDIO, linked, optional): Sound 2.\n" in page
+    assert "\n- **notes** (STRING): What was done" in page
     node_docs.write(docs, tmp_path)
     (tmp_path / "AtelierGone.md").write_text("a node that was removed")
     node_docs.write(docs, tmp_path)
