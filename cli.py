@@ -156,6 +156,8 @@ def _train_decoder(args: argparse.Namespace) -> int:
     run_dir = Path(args.run)
     result = adain_decoder.train_decoder(model, args.content, args.styles, config, run_dir,
                                          bridge.compute_device(args.device), bridge.progress(config.steps, "decoder"))
+    for skipped in result.skipped:
+        print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
     if result.resumed_from:
         print(f"resumed from step {result.resumed_from}")
     model.to("cpu")

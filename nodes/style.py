@@ -204,8 +204,11 @@ class AtelierTrainAdaINDecoder:
     CATEGORY = CATEGORY
     FUNCTION = "train"
     OUTPUT_NODE = True
-    RETURN_TYPES = (ADAIN, "STRING", "IMAGE")
-    RETURN_NAMES = ("adain_model", "decoder_path", "loss_curve")
+    RETURN_TYPES = (ADAIN, "STRING", "IMAGE", "STRING")
+    RETURN_NAMES = ("adain_model", "decoder_path", "loss_curve", "report")
+    OUTPUT_TOOLTIPS = ("The encoder with the trained decoder.", "The decoder file written.",
+                       "Content + style_weight x style loss per step.",
+                       "Steps trained, and every picture skipped (it failed to decode) with the reason.")
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -258,7 +261,7 @@ class AtelierTrainAdaINDecoder:
                                           init_decoder if init else "scratch")
         plot = adain_decoder.loss_plot(result, config)
         plot.save(run_dir / "loss.png")
-        return model, str(path), plots.to_image_tensor(plot)
+        return model, str(path), plots.to_image_tensor(plot), result.report()
 
 
 def adain_model_folder() -> Any:
