@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from atelier.cli import main
@@ -88,3 +89,94 @@ def test_train_decoder_command_lists_its_skips(adain_files, tmp_path: Path, caps
     assert f"skipped {content / 'broken.jpg'}: cannot decode" in captured.err
     assert f"skipped {content / 'cut.png'}: cannot decode" in captured.err
     assert "after 3 steps" in captured.out
+
+
+def bomb_png(path: Path, width: int = 30_000, height: int = 30_000) -> Path:
+    """A small PNG whose header declares ``width`` x ``height`` pixels (900 MP: a decompression bomb)."""
+    import struct
+    import zlib
+
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    ihdr = bytearray(data[12:29])  # b"IHDR" + 13 bytes of header fields
+    ihdr[4:12] = struct.pack(">II", width, height)
+    data[12:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_16_bit_tiff_pair_gives_the_pictures_of_its_8_bit_twin(tmp_path: Path) -> None:
+    import soundfile
+
+    from atelier.core.audio_features import MelSpec
+    from atelier.core.audio_pairs import paired_folder
+
+    from helpers import synthetic_sound
+
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    grey8 = np.random.default_rng(0).integers(0, 256, (24, 32), dtype=np.uint16)
+    Image.fromarray(grey8 * 257).save(folder / "deep.tif")  # mode I;16: 16-bit grey
+    Image.fromarray(grey8.astype(np.uint8)).save(folder / "flat.png")
+    for stem in ("deep", "flat"):
+        soundfile.write(folder / f"{stem}.wav", synthetic_sound(0), 8000)
+    with Image.open(folder / "deep.tif") as img:
+        assert img.mode == "I;16"
+    pairs = paired_folder(folder, MelSpec(sample_rate=8000, window_seconds=0.5, n_mels=32))
+    assert pairs.names == ["deep", "flat"]
+    deep, flat = pairs.pictures
+    assert deep.shape == flat.shape == (24, 32, 3)
+    torch.testing.assert_close(deep, flat, rtol=0, atol=1e-6)
+    assert float(deep.min()) < 0.05 and float(deep.mean()) < 0.6  # not all white
+
+
+def _bad_pairs(folder: Path) -> Path:
+    from helpers import synthetic_paired_folder
+
+    synthetic_paired_folder(folder, per_class=2)
+    truncated(folder / "c0_00.png", "PNG")
+    (folder / "c1_01.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(200)))
+    bomb_png(folder / "c2_00.png")
+    return folder
+
+
+def test_bad_pictures_and_sounds_are_skipped_with_their_names(tmp_path: Path) -> None:
+    from atelier.core.audio_features import MelSpec
+    from atelier.core.audio_pairs import paired_folder
+    from atelier.core.progress import SilentProgress
+
+    folder = _bad_pairs(tmp_path / "pairs")
+    progress = SilentProgress(12)
+    pairs = paired_folder(folder, MelSpec(sample_rate=8000, window_seconds=0.5, n_mels=32), progress)
+    assert len(pairs.names) == 9 and not {"c0_00", "c1_01", "c2_00"} & set(pairs.names)
+    assert pairs.features.shape[0] == len(pairs.pictures) == 9
+    skips = [n for n in pairs.notes if n.startswith("skipped ")]
+    assert len(skips) == 3
+    assert skips[0].startswith("skipped c0_00.png: cannot decode") and "truncated" in skips[0]
+    assert skips[1].startswith("skipped c1_01.wav: ")
+    assert skips[2].startswith("skipped c2_00.png: ") and "decompression bomb" in skips[2]
+    assert progress.done == 12  # skipped pairs count towards the progress total too
+    for name in ("c0_00.png", "c1_01.wav", "c2_00.png"):
+        (folder / name).unlink()
+    (folder / "c0_00.wav").unlink()
+    for name in folder.iterdir():
+        if name.suffix == ".png":
+            truncated(name, "PNG")
+    with pytest.raises(ValueError, match=r"no usable pair in .*skipped c0_01\.png: cannot decode"):
+        paired_folder(folder, MelSpec(sample_rate=8000, window_seconds=0.5, n_mels=32))
+
+
+def test_audio_train_command_names_the_skipped_pairs(tmp_path: Path, capsys) -> None:
+    from helpers import tiny_clip_folder
+
+    clip = tiny_clip_folder(tmp_path / "clip")
+    folder = _bad_pairs(tmp_path / "pairs")
+    assert main(["audio-train", str(folder), "--clip", str(clip), "--out-dir", str(tmp_path / "enc"), "--run",
+                 str(tmp_path / "runs"), "--epochs", "1", "--batch-size", "4", "--sample-rate", "8000",
+                 "--window-seconds", "0.5", "--n-mels", "32", "--val-fraction", "0.25", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert "note: skipped c0_00.png: cannot decode" in captured.err
+    assert "note: skipped c1_01.wav: " in captured.err and "note: skipped c2_00.png: " in captured.err
+    assert (tmp_path / "enc" / "atelier_audio.safetensors").is_file()
