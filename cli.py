@@ -107,19 +107,22 @@ def _add_style(sub: argparse._SubParsersAction) -> None:
 
 def _style(args: argparse.Namespace) -> int:
     from .core import adain_model
-    from .core.style_augment import StylePicture, plan_pairs, style_augment
+    from .core.style_augment import load_styles, plan_pairs, style_augment
     from .core.stylize import StyleOptions
 
     options = StyleOptions(args.alpha, args.method, args.preserve_color, args.tile, args.overlap)
     model = adain_model.load_model(Path(args.encoder), Path(args.decoder))
-    originals = [multiply.Original(i.image, i.stem, i.caption, str(i.path)) for i in load_folder(args.folder).images]
-    styles = [StylePicture(i.image, i.stem, str(i.path)) for i in load_folder(args.styles).images]
+    data = load_folder(args.folder)
+    originals = [multiply.Original(i.image, i.stem, i.caption, str(i.path)) for i in data.images]
+    styles, skipped_styles = load_styles(args.styles)
     bridge.set_output_directory(args.output)
     parent = safe_subfolder(bridge.output_directory(), args.subfolder)
     device = bridge.compute_device(args.device)
     total = len(plan_pairs(len(originals), len(styles), args.pairs, args.seed))
     written = style_augment(model.to(device), originals, styles, parent, options, args.pairs, args.seed,
                             not args.no_original, device, bridge.progress(total, "stylizing"))
+    for skipped in data.skipped + skipped_styles:
+        print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
     print(f"wrote {len(written.files)} images from {len(originals)} originals and {len(styles)} styles to "
           f"{written.folder}")
     return 0

@@ -180,3 +180,20 @@ def test_audio_train_command_names_the_skipped_pairs(tmp_path: Path, capsys) -> 
     assert "note: skipped c0_00.png: cannot decode" in captured.err
     assert "note: skipped c1_01.wav: " in captured.err and "note: skipped c2_00.png: " in captured.err
     assert (tmp_path / "enc" / "atelier_audio.safetensors").is_file()
+
+
+def test_style_command_lists_unreadable_originals_and_styles(adain_files, tmp_path: Path, capsys) -> None:
+    originals = mixed_folder(tmp_path / "originals")
+    styles = tmp_path / "styles"
+    styles.mkdir()
+    shutil.copy(SAMPLES / "coffee.webp", styles / "coffee.webp")
+    truncated(styles / "붓터치.png", "PNG")
+    assert main(["style", str(originals), "--styles", str(styles), "--encoder", str(adain_files[0]), "--decoder",
+                 str(adain_files[1]), "--output", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert "wrote 4 images from 2 originals and 1 styles" in captured.out
+    skipped = [line for line in captured.err.splitlines() if line.startswith("skipped ")]
+    assert sorted(line.split(": ")[0] for line in skipped) == [f"skipped {originals / 'broken.jpg'}",
+                                                               f"skipped {originals / 'cut.png'}",
+                                                               f"skipped {styles / '붓터치.png'}"]
+    assert all("truncated" in line for line in skipped)
