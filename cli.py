@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -240,10 +239,7 @@ def _recipe(path: str | None) -> augment.AugmentSpec:
     if path is None:
         return augment.AugmentSpec(hflip=0.5, rotation=augment.Range(0.5, -15, 15),
                                    brightness=augment.Range(0.5, 0.8, 1.2), saturation=augment.Range(0.5, -0.15, 0.15))
-    raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    ranges = {k: augment.Range(**v) for k, v in raw.items() if isinstance(v, dict)}
-    rest = {k: (tuple(v) if k == "fill" else v) for k, v in raw.items() if not isinstance(v, dict)}
-    return augment.AugmentSpec(**rest, **ranges)
+    return augment.read_recipe(path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
