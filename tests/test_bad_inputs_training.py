@@ -197,3 +197,18 @@ def test_style_command_lists_unreadable_originals_and_styles(adain_files, tmp_pa
                                                                f"skipped {originals / 'cut.png'}",
                                                                f"skipped {styles / '붓터치.png'}"]
     assert all("truncated" in line for line in skipped)
+
+
+def test_a_large_set_is_checked_whole_and_read_again_each_step(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ad, "CACHE_LIMIT", 1)  # more usable pictures than the cache holds: read from disk
+    folder = mixed_folder(tmp_path / "content")
+    pool = ad.PicturePool(folder, 48, "content")
+    assert [p.name for p in pool.paths] == ["chelsea.jpg", "rocket.png"] and len(pool.skipped) == 2
+    first = pool.get(0)
+    assert min(first.shape[:2]) == 48
+    torch.testing.assert_close(pool.get(0), first, rtol=0, atol=0)
+    truncated(folder / "rocket.png", "PNG")  # damaged after the check: named, with what to do
+    with pytest.raises(ImageFolderError, match=r"rocket\.png' changed or went missing during training .*put it "
+                                               r"back as it was, or remove it and run again"):
+        pool.get(1)

@@ -89,22 +89,22 @@ class PicturePool:
         self.paths: list[Path] = []
         self.skipped: list[Skipped] = []
         self._cache: dict[int, torch.Tensor] = {}
-        files = list_images(folder)
-        keep = len(files) <= CACHE_LIMIT  # the check's decode is the cache, when the set is small enough
-        for path in files:
+        for path in list_images(folder):
             if progress is not None:
                 progress.check_cancel()
             try:
-                image = self._resized(load_image(path))
+                image = load_image(path)
             except ImageFolderError as exc:
                 self.skipped.append(Skipped(str(path), str(exc)))
                 continue
             except OSError as exc:
                 self.skipped.append(Skipped(str(path), f"cannot be read: {exc}"))
                 continue
-            if keep:
-                self._cache[len(self.paths)] = image
+            if len(self._cache) < CACHE_LIMIT:  # the check's decode is the cache, when the set is small enough
+                self._cache[len(self.paths)] = self._resized(image)
             self.paths.append(path)
+        if len(self.paths) > CACHE_LIMIT:
+            self._cache.clear()
         if not self.paths:
             reasons = "; ".join(skip_lines(self.skipped[:5]))
             raise ImageFolderError(f"no readable picture in the {what} folder {str(folder)!r}: {reasons}")
