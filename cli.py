@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -107,19 +106,22 @@ def _add_style(sub: argparse._SubParsersAction) -> None:
 
 def _style(args: argparse.Namespace) -> int:
     from .core import adain_model
-    from .core.style_augment import StylePicture, plan_pairs, style_augment
+    from .core.style_augment import load_styles, plan_pairs, style_augment
     from .core.stylize import StyleOptions
 
     options = StyleOptions(args.alpha, args.method, args.preserve_color, args.tile, args.overlap)
     model = adain_model.load_model(Path(args.encoder), Path(args.decoder))
-    originals = [multiply.Original(i.image, i.stem, i.caption, str(i.path)) for i in load_folder(args.folder).images]
-    styles = [StylePicture(i.image, i.stem, str(i.path)) for i in load_folder(args.styles).images]
+    data = load_folder(args.folder)
+    originals = [multiply.Original(i.image, i.stem, i.caption, str(i.path)) for i in data.images]
+    styles, skipped_styles = load_styles(args.styles)
     bridge.set_output_directory(args.output)
     parent = safe_subfolder(bridge.output_directory(), args.subfolder)
     device = bridge.compute_device(args.device)
     total = len(plan_pairs(len(originals), len(styles), args.pairs, args.seed))
     written = style_augment(model.to(device), originals, styles, parent, options, args.pairs, args.seed,
                             not args.no_original, device, bridge.progress(total, "stylizing"))
+    for skipped in data.skipped + skipped_styles:
+        print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
     print(f"wrote {len(written.files)} images from {len(originals)} originals and {len(styles)} styles to "
           f"{written.folder}")
     return 0
@@ -156,6 +158,8 @@ def _train_decoder(args: argparse.Namespace) -> int:
     run_dir = Path(args.run)
     result = adain_decoder.train_decoder(model, args.content, args.styles, config, run_dir,
                                          bridge.compute_device(args.device), bridge.progress(config.steps, "decoder"))
+    for skipped in result.skipped:
+        print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
     if result.resumed_from:
         print(f"resumed from step {result.resumed_from}")
     model.to("cpu")
@@ -235,10 +239,7 @@ def _recipe(path: str | None) -> augment.AugmentSpec:
     if path is None:
         return augment.AugmentSpec(hflip=0.5, rotation=augment.Range(0.5, -15, 15),
                                    brightness=augment.Range(0.5, 0.8, 1.2), saturation=augment.Range(0.5, -0.15, 0.15))
-    raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    ranges = {k: augment.Range(**v) for k, v in raw.items() if isinstance(v, dict)}
-    rest = {k: (tuple(v) if k == "fill" else v) for k, v in raw.items() if not isinstance(v, dict)}
-    return augment.AugmentSpec(**rest, **ranges)
+    return augment.read_recipe(path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

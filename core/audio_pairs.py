@@ -17,7 +17,8 @@ import torch
 
 from . import audio_features
 from .audio_features import AUDIO_SUFFIXES, MelSpec, SilentAudio
-from .image_files import IMAGE_EXTENSIONS
+from .folder_dataset import skip_lines
+from .image_files import IMAGE_EXTENSIONS, ImageFolderError, Skipped, load_image
 from .progress import Progress
 from .video_frames import VIDEO_SUFFIXES, read_video
 
@@ -41,13 +42,6 @@ def centre_window(mono: np.ndarray, spec: MelSpec, centre: int | None = None) ->
     return mono[start:start + size]
 
 
-def _picture(path: Path) -> torch.Tensor:
-    from PIL import Image
-
-    with Image.open(path) as img:
-        return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0)
-
-
 def paired_files(folder: Path) -> tuple[dict[str, Path], dict[str, Path]]:
     """``(sounds, pictures)`` of a folder by stem."""
     if not folder.is_dir():
@@ -57,9 +51,33 @@ def paired_files(folder: Path) -> tuple[dict[str, Path], dict[str, Path]]:
             {p.stem: p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS})
 
 
+class _BadPair(Exception):
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(reason)
+        self.skipped = Skipped(str(path), reason)
+
+
+def _pair(sound: Path, picture: Path, spec: MelSpec) -> tuple[np.ndarray, torch.Tensor]:
+    """The sound's mono samples at ``spec.sample_rate`` and the picture, read by the pack's one picture reader
+    (16-bit, palette, alpha, EXIF and the megapixel limit as everywhere else); raises ``_BadPair`` naming the
+    file that cannot be used and why."""
+    try:
+        image = load_image(picture)
+    except (ImageFolderError, OSError) as exc:
+        raise _BadPair(picture, str(exc)) from exc
+    try:
+        wave, rate = audio_features.read_audio(sound)
+        mono, _ = audio_features.prepare(wave, rate, spec.sample_rate)
+        audio_features.check_not_silent(mono, "the sound")
+    except (ValueError, OSError, RuntimeError, EOFError) as exc:  # unreadable, empty, NaN, silent, too long
+        raise _BadPair(sound, str(exc)) from exc
+    return mono, image
+
+
 def paired_folder(folder: Path, spec: MelSpec, progress: Progress | None = None) -> Pairs:
     """``<stem>.wav|.flac|.mp3|.ogg`` beside ``<stem>.png|.jpg|...``: one pair per stem, the centre window of
-    each sound. Unpaired files and silent clips are skipped and noted; a folder with no pair is an error."""
+    each sound. Unpaired files are noted; a pair whose picture or sound cannot be read, or whose sound is
+    silent, is skipped and named in the notes; a folder with no usable pair is an error naming the skips."""
     sounds, images = paired_files(folder)
     stems = sorted(set(images) & set(sounds))
     notes = [f"{len(set(sounds) - set(images))} sounds without a picture skipped"] if set(sounds) - set(images) else []
@@ -68,27 +86,26 @@ def paired_folder(folder: Path, spec: MelSpec, progress: Progress | None = None)
     if not stems:
         raise ValueError(f"{str(folder)!r} holds no <stem>.wav/.flac/.mp3/.ogg beside a <stem>.png/.jpg: no pairs "
                          "to train on")
-    names, windows, pictures = [], [], []
+    names, windows, pictures, skips = [], [], [], []
     for stem in stems:
         if progress is not None:
             progress.check_cancel()
-        wave, rate = audio_features.read_audio(sounds[stem])
-        mono, _ = audio_features.prepare(wave, rate, spec.sample_rate)
         try:
-            audio_features.check_not_silent(mono, sounds[stem].name)
-        except SilentAudio as exc:
-            notes.append(f"skipped: {exc}")
-            continue
-        if mono.size < spec.window_samples:
-            notes.append(f"{sounds[stem].name} is shorter than the {spec.window_seconds:g} s window: padded")
-        names.append(stem)
-        windows.append(centre_window(mono, spec))
-        pictures.append(_picture(images[stem]))
+            mono, picture = _pair(sounds[stem], images[stem], spec)
+        except _BadPair as exc:
+            skips.append(exc.skipped)
+        else:
+            if mono.size < spec.window_samples:
+                notes.append(f"{sounds[stem].name} is shorter than the {spec.window_seconds:g} s window: padded")
+            names.append(stem)
+            windows.append(centre_window(mono, spec))
+            pictures.append(picture)
         if progress is not None:
             progress.advance()
     if not names:
-        raise ValueError(f"every sound in {str(folder)!r} is silent")
-    return Pairs(names, audio_features.log_mel(np.stack(windows), spec), pictures, names, notes)
+        raise ValueError(f"no usable pair in {str(folder)!r}: " + "; ".join(skip_lines(skips[:5]))
+                         + (f" (and {len(skips) - 5} more)" if len(skips) > 5 else ""))
+    return Pairs(names, audio_features.log_mel(np.stack(windows), spec), pictures, names, notes + skip_lines(skips))
 
 
 def video_files(folder: Path) -> list[Path]:

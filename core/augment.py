@@ -10,8 +10,10 @@ batch around it. Order of application: flips, one combined warp
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 
 import torch
 
@@ -64,6 +66,75 @@ class AugmentSpec:
             raise ValueError("shear must stay within -89..89 degrees")
         if self.interpolation not in geometry.INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {geometry.INTERPOLATIONS}")
+
+
+def _json_type(value: object) -> str:
+    names = {bool: "true/false", int: "a number", float: "a number", str: "text", list: "a list", dict: "an object"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def recipe_from_dict(raw: object, where: str = "the recipe") -> AugmentSpec:
+    """An AugmentSpec from a recipe as JSON gives it: ``{"hflip": 0.5, "rotation": {"p": 0.5, "low": -15,
+    "high": 15}, "fill": [0, 0, 0], ...}``, every key a field of AugmentSpec (ranges as objects with any of
+    ``p``, ``low``, ``high``; omitted ones keep AugmentSpec's default). A wrong key or type is a ValueError
+    naming ``where``, the key and the type it needs."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where} must be a JSON object of augmentation settings, not {_json_type(raw)}")
+    known = {f.name: f for f in fields(AugmentSpec)}
+    values: dict[str, object] = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ValueError(f"{where}: unknown key {key!r}; the keys are {', '.join(known)}")
+        default = getattr(AugmentSpec(), key)
+        if isinstance(default, Range):
+            parts = {f.name for f in fields(Range)}
+            if not isinstance(value, dict):
+                raise ValueError(f"{where}: {key!r} must be an object with 'p', 'low' and 'high' numbers, "
+                                 f"not {_json_type(value)}")
+            for part, number in value.items():
+                if part not in parts:
+                    raise ValueError(f"{where}: unknown key {part!r} in {key!r}; a range has 'p', 'low' and 'high'")
+                if not _is_number(number):
+                    raise ValueError(f"{where}: '{key}.{part}' must be a number, not {_json_type(number)}")
+            values[key] = replace(default, **value)
+        elif key == "fill":
+            if not (isinstance(value, list) and len(value) == 3 and all(_is_number(c) and 0 <= c <= 1 for c in value)):
+                raise ValueError(f"{where}: 'fill' must be a list of three numbers from 0 to 1 (red, green, blue), "
+                                 f"not {json.dumps(value)}")
+            values[key] = tuple(float(c) for c in value)
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"{where}: {key!r} must be true or false, not {_json_type(value)}")
+            values[key] = value
+        elif isinstance(default, str):
+            if not isinstance(value, str):
+                raise ValueError(f"{where}: {key!r} must be text, not {_json_type(value)}")
+            values[key] = value
+        else:
+            if not _is_number(value):
+                raise ValueError(f"{where}: {key!r} must be a number (a probability from 0 to 1), "
+                                 f"not {_json_type(value)}")
+            values[key] = float(value)
+    try:
+        return AugmentSpec(**values)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def read_recipe(path: str | Path) -> AugmentSpec:
+    """An augmentation recipe from a JSON file (see ``recipe_from_dict``); errors name the file."""
+    where = f"recipe {str(path)!r}"
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {where}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where}, line {exc.lineno}: not valid JSON: {exc.msg}") from None
+    return recipe_from_dict(raw, where)
 
 
 @dataclass(frozen=True)

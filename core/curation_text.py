@@ -176,6 +176,50 @@ def read_metadata(path: Path) -> dict[str, Metadata]:
     return out
 
 
+def _manifest_entry_problem(entry: Any) -> str | None:
+    """What makes one manifest line unusable here, or ``None``."""
+    if not isinstance(entry, dict):
+        return f"a JSON object is needed, not {type(entry).__name__}"
+    if not isinstance(entry.get("file"), str) or not entry["file"]:
+        return "it names no 'file' (the picture's path inside the folder)"
+    if "source" in entry and not isinstance(entry["source"], str):
+        return "its 'source' must be text"
+    labels = entry.get("labels", {})
+    if not isinstance(labels, dict) or not all(
+            isinstance(chosen, list) and all(isinstance(c, dict) and isinstance(c.get("label"), str)
+                                             and isinstance(c.get("name"), str)
+                                             and isinstance(c.get("score"), (int, float)) for c in chosen)
+            for chosen in labels.values()):
+        return "its 'labels' must map each group to a list of {\"label\", \"name\", \"score\"}"
+    return None
+
+
+def read_manifest(manifest: Path) -> dict[str, dict[str, Any]]:
+    """A dataset version's ``manifest.jsonl`` by file; a damaged line is an error naming the file and the line,
+    raised before any picture is described."""
+    try:
+        lines = manifest.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {str(manifest)!r} ({exc}): delete it to describe the pictures without "
+                         "labels") from exc
+    entries = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problem: str | None = f"not valid JSON ({exc.msg}, column {exc.colno})"
+        else:
+            problem = _manifest_entry_problem(entry)
+        if problem:
+            raise ValueError(f"{str(manifest)!r}, line {number}: {problem}. Repair or delete that line (its picture "
+                             "is then described without labels), or delete the file to describe every picture "
+                             "without labels")
+        entries[entry["file"]] = entry
+    return entries
+
+
 def describe_folder(folder: Path, safety: SafetyFilter, metadata: dict[str, Metadata] | None = None,
                     progress: Progress | None = None) -> list[dict[str, Any]]:
     """Curation records for every picture of a dataset version: labels from its manifest, the description
@@ -185,12 +229,7 @@ def describe_folder(folder: Path, safety: SafetyFilter, metadata: dict[str, Meta
     from .image_files import list_images, read_caption
 
     manifest = folder / MANIFEST
-    entries = {}
-    if manifest.is_file():
-        for line in manifest.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                entry = json.loads(line)
-                entries[str(entry["file"])] = entry
+    entries = read_manifest(manifest) if manifest.is_file() else {}
     files = list_images(folder, recursive=True)
     progress = progress or SilentProgress(len(files))
     metadata = metadata or {}

@@ -32,9 +32,12 @@ class FolderDataset:
         return torch.stack([item.image for item in self.images])
 
     def report(self) -> str:
-        lines = [f"loaded {len(self.images)} image(s)"]
-        lines += [f"skipped {Path(s.path).name}: {s.reason}" for s in self.skipped]
-        return "\n".join(lines)
+        return "\n".join([f"loaded {len(self.images)} image(s)", *skip_lines(self.skipped)])
+
+
+def skip_lines(skipped: list[Skipped]) -> list[str]:
+    """``skipped <name>: <reason>``, one line per file passed over: the wording of every report of skips."""
+    return [f"skipped {Path(s.path).name}: {s.reason}" for s in skipped]
 
 
 def batch_dataset(images: torch.Tensor, captions: list[str], stems: list[str]) -> tuple[FolderDataset, str]:

@@ -7,6 +7,7 @@ stylized copy; the original's caption sidecar goes beside every file made from i
 """
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -18,6 +19,8 @@ from . import variants
 from .adain_model import AdaINModel
 from .dataset_writer import DatasetWriter, WrittenDataset, unique_stems
 from .feature_transfer import StyleTarget
+from .folder_dataset import load_folder
+from .image_files import Skipped
 from .multiply import Original
 from .progress import Progress, SilentProgress
 from .stylize import StyleOptions, check_pictures, style_targets, stylize
@@ -28,6 +31,12 @@ class StylePicture:
     image: torch.Tensor  # [H, W, 3] float 0..1
     name: str
     source: str = ""
+
+
+def load_styles(folder: str | os.PathLike[str]) -> tuple[list[StylePicture], list[Skipped]]:
+    """The style pictures of a folder, and the files that failed to decode (skipped: list them to the user)."""
+    data = load_folder(folder)
+    return [StylePicture(item.image, item.stem, str(item.path)) for item in data.images], data.skipped
 
 
 def plan_pairs(originals: int, styles: int, pairs: int, seed: int) -> list[tuple[int, int]]:

@@ -8,7 +8,7 @@ import torch
 from ..core import adain_model, plots
 from ..core.color_preservation import MODES as COLOR_MODES
 from ..core.feature_transfer import METHODS
-from ..core.folder_dataset import load_folder
+from ..core.folder_dataset import skip_lines
 from ..core.image_files import ImageFolderError, load_image
 from ..core.output_paths import safe_name, safe_subfolder
 from ..core.stylize import StyleOptions
@@ -133,18 +133,18 @@ class AtelierStylize:
         return (out,)
 
 
-def _style_pictures(style_folder: str, styles: torch.Tensor | None) -> list[Any]:
-    from ..core.style_augment import StylePicture
+def _style_pictures(style_folder: str, styles: torch.Tensor | None) -> tuple[list[Any], list[Any]]:
+    """The style pictures and the style files skipped (they failed to decode)."""
+    from ..core.style_augment import StylePicture, load_styles
 
     if styles is not None:
-        return [StylePicture(styles[i], f"style_{i + 1:02d}", f"styles[{i}]") for i in range(styles.shape[0])]
+        return [StylePicture(styles[i], f"style_{i + 1:02d}", f"styles[{i}]") for i in range(styles.shape[0])], []
     if not style_folder.strip():
         raise ValueError("give a style_folder or wire style pictures into 'styles'")
     try:
-        loaded = load_folder(bridge.resolve_input_folder(style_folder))
+        return load_styles(bridge.resolve_input_folder(style_folder))
     except ImageFolderError as exc:
         raise ValueError(str(exc)) from exc
-    return [StylePicture(item.image, item.stem, str(item.path)) for item in loaded.images]
 
 
 class AtelierStyleAugment:
@@ -158,10 +158,11 @@ class AtelierStyleAugment:
     CATEGORY = CATEGORY
     FUNCTION = "run"
     OUTPUT_NODE = True
-    RETURN_TYPES = ("IMAGE", "STRING", "INT")
-    RETURN_NAMES = ("preview", "folder", "files")
+    RETURN_TYPES = ("IMAGE", "STRING", "INT", "STRING")
+    RETURN_NAMES = ("preview", "folder", "files", "report")
     OUTPUT_TOOLTIPS = ("The first original's stylized copies.", "The version folder written.",
-                       "How many images were written.")
+                       "How many images were written.",
+                       "What was written, and every style picture skipped (it failed to decode) with the reason.")
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -194,7 +195,7 @@ class AtelierStyleAugment:
 
         options = _options(alpha, method, preserve_color, tile, overlap)
         originals = originals_from_batch(images, dataset)
-        pictures = _style_pictures(style_folder, styles)
+        pictures, skipped = _style_pictures(style_folder, styles)
         parent = safe_subfolder(bridge.output_directory(), subfolder)
         device = bridge.compute_device()
         try:
@@ -205,7 +206,9 @@ class AtelierStyleAugment:
             adain_model.to("cpu")
         first = [f for f, r in zip(written.files, written.records) if r["stem"] == written.records[0]["stem"]]
         preview = torch.stack([load_image(f) for f in first[:8]]) if first else images[:1]
-        return preview, str(written.folder), len(written.files)
+        report = [f"wrote {len(written.files)} images from {len(originals)} originals and {len(pictures)} styles",
+                  *skip_lines(skipped)]
+        return preview, str(written.folder), len(written.files), "\n".join(report)
 
 
 class AtelierTrainAdaINDecoder:
@@ -219,10 +222,11 @@ class AtelierTrainAdaINDecoder:
     CATEGORY = CATEGORY
     FUNCTION = "train"
     OUTPUT_NODE = True
-    RETURN_TYPES = (ADAIN, "STRING", "IMAGE")
-    RETURN_NAMES = ("adain_model", "decoder_path", "loss_curve")
+    RETURN_TYPES = (ADAIN, "STRING", "IMAGE", "STRING")
+    RETURN_NAMES = ("adain_model", "decoder_path", "loss_curve", "report")
     OUTPUT_TOOLTIPS = ("The encoder with the trained decoder, for Stylize (AdaIN) and Style Augmentation.",
-                       "The decoder's .safetensors file in models/atelier/adain.", "The training losses per step.")
+                       "The decoder's .safetensors file in models/atelier/adain.", "The training losses per step.",
+                       "Steps trained, and every picture skipped (it failed to decode) with the reason.")
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -275,7 +279,7 @@ class AtelierTrainAdaINDecoder:
                                           init_decoder if init else "scratch")
         plot = adain_decoder.loss_plot(result, config)
         plot.save(run_dir / "loss.png")
-        return model, str(path), plots.to_image_tensor(plot)
+        return model, str(path), plots.to_image_tensor(plot), result.report()
 
 
 def adain_model_folder() -> Any:

@@ -76,3 +76,50 @@ def test_cancel_stops_between_pieces(batch: torch.Tensor) -> None:
 
     with pytest.raises(Cancelled):
         augment.augment(batch, FULL, seed=0, progress=CancelAtOnce())
+
+
+def test_a_recipe_file_reads_every_kind_of_setting(tmp_path) -> None:
+    import json
+
+    path = tmp_path / "레시피.json"
+    path.write_text(json.dumps({"hflip": 1, "rotation": {"p": 1.0, "low": -5, "high": 5}, "scale": {"p": 0.5},
+                                "expand": True, "fill": [1, 0.5, 0], "interpolation": "nearest"}), encoding="utf-8")
+    spec = augment.read_recipe(path)
+    assert spec == AugmentSpec(hflip=1.0, rotation=Range(1.0, -5, 5), scale=Range(0.5, 1.0, 1.0), expand=True,
+                               fill=(1.0, 0.5, 0.0), interpolation="nearest")
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ("[1, 2]", r"must be a JSON object of augmentation settings, not a list"),
+    ('{"hflip": 0.5,\n "roation": {"p": 1}}', r"unknown key 'roation'; the keys are hflip, vflip, .*interpolation"),
+    ('{"hflip": "often"}', r"'hflip' must be a number \(a probability from 0 to 1\), not text"),
+    ('{"hflip": true}', r"'hflip' must be a number .*, not true/false"),
+    ('{"rotation": 15}', r"'rotation' must be an object with 'p', 'low' and 'high' numbers, not a number"),
+    ('{"rotation": {"p": 1, "min": -5}}', r"unknown key 'min' in 'rotation'; a range has 'p', 'low' and 'high'"),
+    ('{"rotation": {"p": "1"}}', r"'rotation.p' must be a number, not text"),
+    ('{"expand": 1}', r"'expand' must be true or false, not a number"),
+    ('{"fill": "#000000"}', r"'fill' must be a list of three numbers from 0 to 1 \(red, .*not \"#000000\""),
+    ('{"fill": [0, 0, 255]}', r"'fill' must be a list of three numbers from 0 to 1"),
+    ('{"interpolation": 2}', r"'interpolation' must be text, not a number"),
+    ('{"interpolation": "cubicle"}', r": interpolation must be one of"),
+    ('{"hflip": 2}', r": hflip: probability must be between 0 and 1"),
+    ('{"hflip": 0.5,\n "vflip": }', r", line 2: not valid JSON: Expecting value"),
+])
+def test_a_bad_recipe_file_names_the_file_the_key_and_the_type(tmp_path, raw: str, message: str) -> None:
+    path = tmp_path / "recipe.json"
+    path.write_text(raw, encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"^recipe '{path}'.*{message}"):
+        augment.read_recipe(path)
+
+
+def test_the_multiply_command_names_a_bad_recipe_instead_of_a_traceback(tmp_path, capsys) -> None:
+    from atelier.cli import main
+
+    from helpers import SAMPLES
+
+    path = tmp_path / "recipe.json"
+    path.write_text('{"hflip": 0.5, "colour": 1}', encoding="utf-8")
+    assert main(["multiply", str(SAMPLES), "--output", str(tmp_path / "out"), "--random", "1", "--recipe",
+                 str(path)]) == 2
+    assert f"atelier: recipe '{path}': unknown key 'colour'" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "atelier").exists()

@@ -365,3 +365,32 @@ def test_describe_folder_without_a_manifest_or_metadata(safety: SafetyFilter, ve
     assert [r["labels"] for r in records] == [{}, {}, {}]
     assert records[0]["paragraph"] == "A tabby cat looking to the side."
     assert (version / "curation.jsonl").is_file()
+
+
+@pytest.mark.parametrize(("bad", "problem"), [
+    ('{"file": "coffee.webp", "labels": ', r"not valid JSON \(Expecting value, column 35\)"),
+    ('["coffee.webp"]', "a JSON object is needed, not list"),
+    ('{"labels": {}}', "names no 'file'"),
+    ('{"file": "coffee.webp", "labels": ["cafe"]}', "'labels' must map each group to a list"),
+    ('{"file": "coffee.webp", "labels": {"space": [{"name": "cafe"}]}}', "'labels' must map each group"),
+])
+def test_a_damaged_manifest_line_is_named_before_any_work(safety: SafetyFilter, version: Path, bad: str,
+                                                          problem: str) -> None:
+    manifest = version / "manifest.jsonl"
+    lines = manifest.read_text(encoding="utf-8").splitlines()
+    manifest.write_text("\n".join([lines[0], "", bad, lines[1]]) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"manifest\.jsonl', line 3: .*{problem}.*\. Repair or delete that line"):
+        describe_folder(version, safety)
+    assert not (version / "curation.jsonl").exists()
+    # doing what the message says works: the line deleted, the other pictures keep their labels
+    manifest.write_text("\n".join([lines[0], "", lines[1]]) + "\n", encoding="utf-8")
+    records = describe_folder(version, safety)
+    assert records[1]["labels"]["space"][0]["name"] == "cafe"
+
+
+def test_a_manifest_that_is_not_utf8_is_named(safety: SafetyFilter, version: Path) -> None:
+    (version / "manifest.jsonl").write_bytes(b'{"file": "\xff"}\n')
+    with pytest.raises(ValueError, match=r"cannot read .*manifest\.jsonl.*delete it to describe the pictures"):
+        describe_folder(version, safety)
+    (version / "manifest.jsonl").unlink()
+    assert len(describe_folder(version, safety)) == 3

@@ -66,7 +66,8 @@ def test_style_augmentation_writes_a_dataset_the_lora_trainer_reads(models: Path
     images = as_batch(photo("chelsea.jpg", (64, 48)), photo("astronaut.tif", (64, 48)))
     info = DatasetInfo(["cat", "astronaut"], ["a cat", None], ["cat.jpg", "astronaut.tif"])
     values = node_defaults(AtelierStyleAugment, subfolder="atelier/styled")
-    preview, folder, files = AtelierStyleAugment().run(_load(), images, **values, dataset=info)
+    preview, folder, files, report = AtelierStyleAugment().run(_load(), images, **values, dataset=info)
+    assert report == "wrote 6 images from 2 originals and 2 styles"
     folder = Path(folder)
     assert folder == output_dir / "atelier" / "styled" / "v001" and files == 2 + 2 * 2
     names = sorted(p.name for p in folder.glob("*.png"))
@@ -81,8 +82,8 @@ def test_style_augmentation_writes_a_dataset_the_lora_trainer_reads(models: Path
     assert preview.shape == (3, 48, 64, 3)  # the first original and its two stylized copies
     assert len(load_folder(folder).images) == 6  # what Atelier Train LoRA reads
     # a seeded sample of the pairs, into the next version
-    _, again, count = AtelierStyleAugment().run(_load(), images, **{**values, "pairs": 3, "seed": 5,
-                                                                   "include_original": False}, dataset=info)
+    _, again, count, _ = AtelierStyleAugment().run(_load(), images, **{**values, "pairs": 3, "seed": 5,
+                                                                      "include_original": False}, dataset=info)
     assert Path(again).name == "v002" and count == 3
 
 
@@ -99,7 +100,8 @@ def test_style_augmentation_needs_styles(models: Path) -> None:
 def test_train_decoder_saves_into_the_adain_folder_and_resumes(models: Path, output_dir: Path) -> None:
     values = node_defaults(AtelierTrainAdaINDecoder, content_folder=str(SAMPLES), steps=3, batch_size=2,
                            resize_to=48, crop=32, checkpoint_every=2, preview_every=2, name="my style")
-    model, path, curve = AtelierTrainAdaINDecoder().train(**values)
+    model, path, curve, report = AtelierTrainAdaINDecoder().train(**values)
+    assert report == "trained 3 steps"
     assert Path(path) == models / "my_style.safetensors" and curve.shape[-1] == 3
     runs = list((output_dir / "atelier" / "adain_runs").iterdir())
     assert len(runs) == 1 and (runs[0] / "loss.png").exists()
@@ -108,7 +110,31 @@ def test_train_decoder_saves_into_the_adain_folder_and_resumes(models: Path, out
     x = torch.randn(1, 32, 4, 4)
     with torch.no_grad():
         torch.testing.assert_close(loaded.decode(x), model.decode(x))
-    _, second, _ = AtelierTrainAdaINDecoder().train(**values)  # queued again: the finished run is reused
+    _, second, _, _ = AtelierTrainAdaINDecoder().train(**values)  # queued again: the finished run is reused
     assert Path(second).name == "my_style_2.safetensors" and len(list(runs[0].parent.iterdir())) == 1
     with pytest.raises(ValueError, match="holds no image|does not exist"):
         AtelierTrainAdaINDecoder().train(**{**values, "style_folder": "nowhere"})
+
+
+def test_train_decoder_reports_the_pictures_it_skipped(models: Path, output_dir: Path, tmp_path: Path) -> None:
+    from test_bad_inputs_training import mixed_folder
+
+    content = mixed_folder(tmp_path / "input" / "atelier" / "mixed")
+    values = node_defaults(AtelierTrainAdaINDecoder, content_folder="atelier/mixed", steps=2, batch_size=2,
+                           resize_to=48, crop=32, preview_every=0)
+    *_, report = AtelierTrainAdaINDecoder().train(**values)
+    lines = report.splitlines()
+    assert lines[0] == "trained 2 steps" and len(lines) == 3
+    assert lines[1].startswith("skipped broken.jpg: cannot decode") and lines[2].startswith("skipped cut.png: ")
+    assert (content / "broken.jpg").exists()  # skipped, never touched
+
+
+def test_style_augmentation_lists_the_style_pictures_it_skipped(models: Path, tmp_path: Path) -> None:
+    from test_bad_inputs_training import truncated
+
+    truncated(tmp_path / "input" / "atelier" / "styles" / "스타일.jpg", "JPEG")
+    images = as_batch(photo("chelsea.jpg", (64, 48)))
+    *_, count, report = AtelierStyleAugment().run(_load(), images, **node_defaults(AtelierStyleAugment))
+    lines = report.splitlines()
+    assert count == 3 and lines[0] == "wrote 3 images from 1 originals and 2 styles"
+    assert len(lines) == 2 and lines[1].startswith("skipped 스타일.jpg: ") and "truncated" in lines[1]

@@ -22,7 +22,8 @@ from ..core import plots
 from ..core.adain_model import AdaINModel, save_decoder
 from ..core.augment import derive_seed
 from ..core.feature_transfer import StyleTarget, adain, mean_std
-from ..core.image_files import ImageFolderError, folder_fingerprint, image_size, list_images, load_image
+from ..core.folder_dataset import skip_lines
+from ..core.image_files import ImageFolderError, Skipped, folder_fingerprint, list_images, load_image
 from ..core.preprocess import resize
 from ..core.progress import Progress, SilentProgress
 from . import checkpoints
@@ -62,6 +63,12 @@ class DecoderResult:
     step: int
     losses: list[tuple[float, float]] = field(default_factory=list)  # (content, style) per step
     resumed_from: int = 0
+    skipped: list[Skipped] = field(default_factory=list)  # pictures that failed to decode, content then style
+
+    def report(self) -> str:
+        """The steps trained, then every picture passed over and why."""
+        resumed = f" (resumed from step {self.resumed_from})" if self.resumed_from else ""
+        return "\n".join([f"trained {self.step} steps{resumed}", *skip_lines(self.skipped)])
 
 
 def run_name(name: str, config: DecoderConfig, model: AdaINModel, content_folder: Path, style_folder: Path) -> str:
@@ -72,35 +79,53 @@ def run_name(name: str, config: DecoderConfig, model: AdaINModel, content_folder
 
 
 class PicturePool:
-    """The pictures of a folder resized to ``resize_to`` on the shorter side; every file's header is read
-    up front, so an unreadable folder fails before training."""
+    """The pictures of a folder resized to ``resize_to`` on the shorter side. Every file is decoded once up
+    front, so what is usable is settled before training: a file that fails to decode is skipped and listed
+    in ``skipped`` (never met mid-run, where it would stop every rerun at the same seeded step), and a folder
+    with nothing usable fails before the first step."""
 
-    def __init__(self, folder: str | Path, resize_to: int, what: str) -> None:
-        self.paths = []
-        for path in list_images(folder):
-            try:
-                image_size(path)
-            except (ImageFolderError, OSError):
-                continue
-            self.paths.append(path)
-        if not self.paths:
-            raise ImageFolderError(f"no readable picture in the {what} folder {str(folder)!r}")
+    def __init__(self, folder: str | Path, resize_to: int, what: str, progress: Progress | None = None) -> None:
         self.resize_to = resize_to
+        self.paths: list[Path] = []
+        self.skipped: list[Skipped] = []
         self._cache: dict[int, torch.Tensor] = {}
+        for path in list_images(folder):
+            if progress is not None:
+                progress.check_cancel()
+            try:
+                image = load_image(path)
+            except ImageFolderError as exc:
+                self.skipped.append(Skipped(str(path), str(exc)))
+                continue
+            except OSError as exc:
+                self.skipped.append(Skipped(str(path), f"cannot be read: {exc}"))
+                continue
+            if len(self._cache) < CACHE_LIMIT:  # the check's decode is the cache, when the set is small enough
+                self._cache[len(self.paths)] = self._resized(image)
+            self.paths.append(path)
+        if len(self.paths) > CACHE_LIMIT:
+            self._cache.clear()
+        if not self.paths:
+            reasons = "; ".join(skip_lines(self.skipped[:5]))
+            raise ImageFolderError(f"no readable picture in the {what} folder {str(folder)!r}: {reasons}")
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def _resized(self, image: torch.Tensor) -> torch.Tensor:
+        h, w = image.shape[:2]
+        scale = self.resize_to / min(h, w)
+        return resize(image[None], max(self.resize_to, round(w * scale)), max(self.resize_to, round(h * scale)))[0]
+
     def get(self, index: int) -> torch.Tensor:
         if index in self._cache:
             return self._cache[index]
-        image = load_image(self.paths[index])
-        h, w = image.shape[:2]
-        scale = self.resize_to / min(h, w)
-        image = resize(image[None], max(self.resize_to, round(w * scale)), max(self.resize_to, round(h * scale)))[0]
-        if len(self.paths) <= CACHE_LIMIT:
-            self._cache[index] = image
-        return image
+        path = self.paths[index]
+        try:
+            return self._resized(load_image(path))
+        except (ImageFolderError, OSError) as exc:  # it decoded when the run started
+            raise ImageFolderError(f"{str(path)!r} changed or went missing during training ({exc}): put it back "
+                                   "as it was, or remove it and run again") from exc
 
 
 def _crops(pool: PicturePool, count: int, size: int, gen: torch.Generator) -> torch.Tensor:
@@ -131,8 +156,8 @@ def train_decoder(model: AdaINModel, content_folder: str | Path, style_folder: s
                   run_dir: Path, device: torch.device | str = "cpu", progress: Progress | None = None,
                   preview_every: int = 0) -> DecoderResult:
     """Train ``model.decoder`` in place (or resume, if ``run_dir/checkpoint`` holds a matching checkpoint)."""
-    contents = PicturePool(content_folder, config.resize_to, "content")
-    styles = PicturePool(style_folder, config.resize_to, "style")
+    contents = PicturePool(content_folder, config.resize_to, "content", progress)
+    styles = PicturePool(style_folder, config.resize_to, "style", progress)
     device = torch.device(device)
     model.to(device)
     model.encoder.requires_grad_(False)
@@ -145,6 +170,7 @@ def train_decoder(model: AdaINModel, content_folder: str | Path, style_folder: s
         model.decoder.load_state_dict(state["decoder"])
         optimizer.load_state_dict(state["optimizer"])
         result = DecoderResult(state["step"], [tuple(v) for v in state["losses"]], state["step"])
+    result.skipped = contents.skipped + styles.skipped
     progress = progress or SilentProgress(config.steps)
 
     def save(step: int) -> None:
