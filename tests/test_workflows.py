@@ -45,6 +45,22 @@ IMPLICIT_SEED_NAMES = frozenset({"seed", "noise_seed"})
 UPLOAD_WIDGETS = {("LoadImage", "image"): ("image",), ("LoadAudio", "audio"): (None, None)}
 # Core COMBOs listing files on the user's disk: any file name is fine in a shared workflow.
 FILE_COMBOS = frozenset({("LoadImage", "image")})
+# Core inputs of type COMFY_AUTOGROW_V3 (their template is stripped from the shared copy): the frontend saves
+# them as inputs "<name>.<prefix>0", "<name>.<prefix>1", ... of the template's type, at least `min` of them
+# connected. (prefix, type, min, max) from ComfyUI 0.8.0's GET /object_info.
+AUTOGROW_INPUTS = {("BatchImagesNode", "images"): ("image", "IMAGE", 2, 50)}
+# Core nodes that ComfyUI 0.8.0's GET /object_info marks `deprecated: true` (a flag stripped from the shared
+# copy); the frontend hides them from its search. Each with its replacement where ComfyUI names one.
+DEPRECATED_CORE = {
+    "ImageBatch": "BatchImagesNode (also shown as Batch Images)",
+    "LatentBatch": "BatchLatentsNode",
+    "CheckpointLoader": "CheckpointLoaderSimple",
+    "ControlNetApply": "ControlNetApplyAdvanced",
+    "ControlNetApplySD3": "ControlNetApplyAdvanced",
+    "PerpNeg": "PerpNegGuider",
+    "wanBlockSwap": None,
+    "ByteDanceImageEditNode": None,
+}
 
 
 @dataclass(frozen=True)
@@ -59,6 +75,7 @@ class InputSpec:
     force_input: bool = False
     any_file: bool = False  # a COMBO of file names: any string is accepted
     upload_values: tuple[Any, ...] = ()  # extra UI values stored after this widget
+    autogrow: tuple[str, int, int] | None = None  # (prefix, min, max) of an input that grows as it is linked
 
     @property
     def is_widget(self) -> bool:
@@ -98,6 +115,10 @@ def signature_from_object_info(node_type: str, entry: dict[str, Any]) -> Signatu
     for name in names:
         decl = declared[name]
         kind = decl["type"]
+        autogrow = None
+        if kind == "COMFY_AUTOGROW_V3" and (node_type, name) in AUTOGROW_INPUTS:
+            prefix, kind, least, most = AUTOGROW_INPUTS[(node_type, name)]
+            autogrow = (prefix, least, most)
         inputs[name] = InputSpec(
             name, kind, bool(decl.get("required")),
             options=tuple(decl["options"]) if "options" in decl else None, min=decl.get("min"), max=decl.get("max"),
@@ -106,8 +127,21 @@ def signature_from_object_info(node_type: str, entry: dict[str, Any]) -> Signatu
             force_input=bool(decl.get("forceInput")),
             # an empty list: a model folder that had no files when the copy was taken
             any_file=(node_type, name) in FILE_COMBOS or (kind == "COMBO" and not decl.get("options")),
-            upload_values=UPLOAD_WIDGETS.get((node_type, name), ()))
+            upload_values=UPLOAD_WIDGETS.get((node_type, name), ()), autogrow=autogrow)
     return Signature(inputs, tuple(entry["outputs"]), "core")
+
+
+def input_spec(sig: Signature, name: str | None) -> InputSpec | None:
+    """The input a saved input entry belongs to; "images.image3" belongs to the autogrow input "images"."""
+    if name in sig.inputs:
+        return sig.inputs[name]
+    base, _, slot = (name or "").partition(".")
+    spec = sig.inputs.get(base)
+    if spec is None or spec.autogrow is None:
+        return None
+    prefix, _, most = spec.autogrow
+    index = slot.removeprefix(prefix)
+    return spec if slot.startswith(prefix) and index.isdigit() and int(index) < most else None
 
 
 def load_signatures() -> dict[str, Signature]:
@@ -186,6 +220,10 @@ def check_workflow(workflow: dict[str, Any], signatures: dict[str, Signature]) -
     known: dict[int, Signature] = {}
     for node in nodes.values():
         node_type = node.get("type")
+        if node_type in DEPRECATED_CORE:
+            instead = DEPRECATED_CORE[node_type]
+            problems.append(f"{label(node)}: {node_type} is deprecated in ComfyUI (hidden from the node search); "
+                            + (f"use {instead}" if instead else "remove it"))
         if node_type in signatures:
             known[node["id"]] = signatures[node_type]
         elif node_type not in UI_ONLY_NODES:
@@ -215,15 +253,20 @@ def check_workflow(workflow: dict[str, Any], signatures: dict[str, Signature]) -
         if sig is None:
             continue
         for entry in inputs:
-            spec = sig.inputs.get(entry.get("name"))
+            spec = input_spec(sig, entry.get("name"))
             if spec is None:
                 problems.append(f"{label(node)}: input {entry.get('name')!r} is not an input of {node['type']}")
             elif entry.get("widget") and not spec.is_widget:
                 problems.append(f"{label(node)}: input {spec.name!r} ({spec.type}) is saved as a widget")
-        linked = {e.get("name") for e in inputs if e.get("link") is not None}
+        linked = [input_spec(sig, e.get("name")) for e in inputs if e.get("link") is not None]
         muted = node.get("mode") in (MODE_NEVER, MODE_BYPASS)  # such nodes never run
         for spec in sig.inputs.values():
-            if spec.required and not spec.is_widget and spec.name not in linked and not muted:
+            if not spec.required or spec.is_widget or muted:
+                continue
+            if spec.autogrow is not None and linked.count(spec) < spec.autogrow[1]:
+                problems.append(f"{label(node)}: required input {spec.name!r} ({spec.type}) has {linked.count(spec)} "
+                                f"connections, at least {spec.autogrow[1]} are needed")
+            elif spec not in linked:
                 problems.append(f"{label(node)}: required input {spec.name!r} ({spec.type}) is not connected")
         slots = list(expected_widgets(sig))
         if values is None:
@@ -285,7 +328,7 @@ def check_workflow(workflow: dict[str, Any], signatures: dict[str, Signature]) -
             problems.append(f"{where}: {src['type']} has no output slot {src_slot}")
             continue
         dst_sig = known.get(dst_id)
-        dst_spec = dst_sig.inputs.get(dst_in.get("name")) if dst_sig else None
+        dst_spec = input_spec(dst_sig, dst_in.get("name")) if dst_sig else None
         if dst_sig is not None and dst_spec is None:
             continue  # reported above as an unknown input
         declared_in = dst_spec.type if dst_spec else dst_in.get("type")
@@ -318,7 +361,7 @@ def check_workflow(workflow: dict[str, Any], signatures: dict[str, Signature]) -
                 if target is None or target["id"] not in known or not values:
                     continue
                 name = (target.get("inputs") or [])[link[4]].get("name")
-                spec = known[target["id"]].inputs.get(name)
+                spec = input_spec(known[target["id"]], name)
                 why = widget_problem(spec, values[0]) if spec and spec.is_widget else None
                 if why:
                     problems.append(f"{label(node)}: value for {label(target)} input {name!r}: {why}")
@@ -531,3 +574,36 @@ def test_checker_validates_core_widgets(signatures: dict[str, Signature]) -> Non
     assert "node 3 (KSampler): input 'sampler_name'" in text
     assert "node 5 (EmptyLatentImage): input 'width' (INT): 8 is below the minimum 16" in text
     assert "node 11 (LoadImage): 1 widget values but LoadImage has 2" in text
+
+
+def _style_workflow() -> dict[str, Any]:
+    return json.loads((WORKFLOW_DIR / "style_transfer.json").read_text(encoding="utf-8"))
+
+
+def test_checker_refuses_deprecated_core_nodes(signatures: dict[str, Signature]) -> None:
+    wf = _style_workflow()
+    batch = _node(wf, "BatchImagesNode")
+    # the style pictures batched as before ComfyUI deprecated Batch Images (ImageBatch, inputs image1 and image2)
+    batch["type"] = "ImageBatch"
+    for entry, name in zip(batch["inputs"], ("image1", "image2")):
+        entry["name"] = name
+    batch["inputs"] = batch["inputs"][:2]
+    text = "\n".join(check_workflow(wf, signatures))
+    assert f"node {batch['id']} (ImageBatch): ImageBatch is deprecated" in text and "use BatchImagesNode" in text
+
+
+def test_checker_knows_growing_inputs(signatures: dict[str, Signature]) -> None:
+    wf = _style_workflow()
+    assert check_workflow(wf, signatures) == []
+    batch = _node(wf, "BatchImagesNode")
+    second = batch["inputs"][1]
+    wf["links"] = [li for li in wf["links"] if li[0] != second["link"]]
+    for n in wf["nodes"]:
+        for out in n.get("outputs") or []:
+            out["links"] = [x for x in out.get("links") or [] if x != second["link"]]
+    second["link"] = None
+    batch["inputs"].append({"name": "images.picture3", "type": "IMAGE", "link": None})
+    text = "\n".join(check_workflow(wf, signatures))
+    assert (f"node {batch['id']} (BatchImagesNode): required input 'images' (IMAGE) has 1 connections, "
+            "at least 2 are needed") in text
+    assert "input 'images.picture3' is not an input of BatchImagesNode" in text
