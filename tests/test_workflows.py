@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 import atelier
 
@@ -368,6 +369,77 @@ def check_workflow(workflow: dict[str, Any], signatures: dict[str, Signature]) -
     return problems
 
 
+# ---- how a workflow opens in the frontend ----
+# Measured in ComfyUI's frontend 1.35.9 (ComfyUI 0.8.0) in a 1280x800 window: the canvas fills the window; the
+# tab bar (38 px) and below it the workflow's name and the Run toolbar (to y = 90) cover its top, the icon bar
+# (59 px) its left edge. Side panels (node library, ...) are closed on a fresh start and float over the canvas.
+REFERENCE_WINDOW = (1280, 800)
+VISIBLE = (60, 90, 1280, 800)  # left, top, right, bottom of the uncovered canvas, in window pixels
+# Below LiteGraph.Canvas.MinFontSizeForLOD (8 px) / NODE_TEXT_SIZE (14 px) = 0.57 the frontend draws nodes as
+# grey boxes without text; 0.7-0.8 keeps the text readable and shows enough of the graph.
+SCALE_RANGE = (0.7, 0.8)
+NODE_TITLE_HEIGHT = 30  # LiteGraph draws a node's title bar above its pos
+GROUP_TITLE_SCALE = 1.4  # a group's title band is font_size x 1.4 tall (24 px: 33.6)
+NOTE_TITLE = "Read me"
+PICTURE_BYTES = (5_000, 150_000)  # a picture for the template browser: small, but a real picture
+
+
+Rect = tuple[float, float, float, float]  # left, top, right, bottom
+
+
+def node_rect(node: dict[str, Any]) -> Rect:
+    (x, y), (w, h) = node["pos"], node["size"]
+    return x, y - NODE_TITLE_HEIGHT, x + w, y + h
+
+
+def group_rect(group: dict[str, Any]) -> Rect:
+    x, y, w, h = group["bounding"]
+    return x, y, x + w, y + h
+
+
+def _overlap(a: Rect, b: Rect) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def view_problems(workflow: dict[str, Any]) -> list[str]:
+    """Why the saved view (extra.ds) does not open readable on the Read me note and the first group."""
+    ds = (workflow.get("extra") or {}).get("ds")
+    if not ds:
+        return ["no saved view (extra.ds): the frontend opens it wherever the last graph was"]
+    scale, (ox, oy) = ds["scale"], ds["offset"]
+    problems = []
+    if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
+        problems.append(f"saved zoom {scale:.0%} is outside {SCALE_RANGE[0]:.0%}-{SCALE_RANGE[1]:.0%}")
+    notes = [n for n in workflow["nodes"] if n.get("type") in NOTE_NODES and n.get("title") == NOTE_TITLE]
+    groups = workflow.get("groups") or []
+    shown = [(f"note {NOTE_TITLE!r}", node_rect(n)) for n in notes[:1]]
+    shown += [(f"first group {g.get('title')!r}", group_rect(g)) for g in groups[:1]]
+    if not notes:
+        problems.append(f"no note titled {NOTE_TITLE!r}")
+    if not groups:
+        problems.append("no group")
+    for what, (left, top, right, bottom) in shown:
+        on_screen = [(left + ox) * scale, (top + oy) * scale, (right + ox) * scale, (bottom + oy) * scale]
+        if not (VISIBLE[0] <= on_screen[0] and VISIBLE[1] <= on_screen[1]
+                and on_screen[2] <= VISIBLE[2] and on_screen[3] <= VISIBLE[3]):
+            problems.append(f"{what} opens at {[round(v) for v in on_screen]} in a {REFERENCE_WINDOW[0]}x"
+                            f"{REFERENCE_WINDOW[1]} window, not inside the uncovered canvas {list(VISIBLE)}")
+    return problems
+
+
+def title_problems(workflow: dict[str, Any]) -> list[str]:
+    """Nodes drawn over a group's title band."""
+    problems = []
+    for group in workflow.get("groups") or []:
+        left, top, right, _ = group_rect(group)
+        band = (left, top, right, top + group.get("font_size", 24) * GROUP_TITLE_SCALE)
+        for node in workflow["nodes"]:
+            if _overlap(node_rect(node), band):
+                problems.append(f"node {node['id']} ({node.get('type')}) covers the title of group "
+                                f"{group.get('title')!r}")
+    return problems
+
+
 @pytest.fixture(scope="module")
 def signatures() -> dict[str, Signature]:
     return load_signatures()
@@ -388,6 +460,42 @@ def test_workflow_is_valid(path: Path, signatures: dict[str, Signature]) -> None
 def test_workflow_has_an_explaining_note(path: Path) -> None:
     workflow = json.loads(path.read_text(encoding="utf-8"))
     assert any(n.get("type") in NOTE_NODES for n in workflow["nodes"]), f"{path.name} has no Note or MarkdownNote"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])
+def test_workflow_opens_readable_on_its_note_and_first_group(path: Path) -> None:
+    problems = view_problems(json.loads(path.read_text(encoding="utf-8")))
+    assert not problems, f"{path.name}:\n  " + "\n  ".join(problems)
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])
+def test_no_node_covers_a_group_title(path: Path) -> None:
+    problems = title_problems(json.loads(path.read_text(encoding="utf-8")))
+    assert not problems, f"{path.name}:\n  " + "\n  ".join(problems)
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])
+def test_workflow_has_a_picture_for_the_template_browser(path: Path) -> None:
+    # the frontend asks /api/workflow_templates/<pack>/<name>.jpg, served from the workflow's own folder
+    picture = path.with_suffix(".jpg")
+    assert picture.is_file(), (f"no {picture.name} beside {path.name}: the template browser shows a placeholder; "
+                               f"make it with scripts/workflow_pictures.py")
+    data = picture.read_bytes()
+    assert PICTURE_BYTES[0] <= len(data) <= PICTURE_BYTES[1], f"{picture.name} is {len(data)} bytes"
+    with Image.open(picture) as image:
+        assert image.format == "JPEG" and min(image.size) >= 200, (picture.name, image.format, image.size)
+        image.load()
+
+
+def test_view_checks_report_a_workflow_opening_under_the_sidebar() -> None:
+    wf = _augment_workflow()
+    assert view_problems(wf) == [] and title_problems(wf) == []
+    wf["extra"]["ds"] = {"scale": 0.45, "offset": [300, 120]}  # as it was: text not drawn, note under the icon bar
+    _node(wf, "AtelierLoadImageFolder")["pos"][1] = wf["groups"][0]["bounding"][1] + 10
+    text = "\n".join(view_problems(wf) + title_problems(wf))
+    assert "saved zoom 45% is outside 70%-80%" in text
+    assert "note 'Read me' opens at [" in text and "not inside the uncovered canvas [60, 90, 1280, 800]" in text
+    assert "AtelierLoadImageFolder) covers the title of group '1 - Load and preprocess'" in text
 
 
 def test_template_browser_serves_the_workflow_folder() -> None:
