@@ -7,6 +7,12 @@ Reroute, PrimitiveNode). Every link must join an output to an input of the same 
 input that is not a widget must be connected, and every widget value must be valid for its input, in
 the order the frontend stores them (required then optional inputs; a "control after generate" value
 after each seed). ``check_workflow`` returns every problem found, each naming the node and the input.
+Core nodes ComfyUI marks deprecated are refused.
+
+How each workflow opens is checked too: its saved view (``extra.ds``) at a zoom where the frontend draws text,
+showing its Read me note and first group past the side bar of a reference window (``view_problems``), no node
+over a group's title (``title_problems``), and a picture ``<name>.jpg`` beside it for the template browser
+(made by ``scripts/workflow_pictures.py``).
 """
 from __future__ import annotations
 
