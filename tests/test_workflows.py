@@ -385,6 +385,7 @@ VISIBLE = (60, 90, 1280, 800)  # left, top, right, bottom of the uncovered canva
 # grey boxes without text; 0.7-0.8 keeps the text readable and shows enough of the graph.
 SCALE_RANGE = (0.7, 0.8)
 NODE_TITLE_HEIGHT = 30  # LiteGraph draws a node's title bar above its pos
+NODE_BADGE_HEIGHT = 22  # and above that, 2 px up, the 20 px badges (the pack's name on each of its nodes)
 GROUP_TITLE_SCALE = 1.4  # a group's title band is font_size x 1.4 tall (24 px: 33.6)
 NOTE_TITLE = "Read me"
 PICTURE_BYTES = (5_000, 150_000)  # a picture for the template browser: small, but a real picture
@@ -434,13 +435,14 @@ def view_problems(workflow: dict[str, Any]) -> list[str]:
 
 
 def title_problems(workflow: dict[str, Any]) -> list[str]:
-    """Nodes drawn over a group's title band."""
+    """Nodes (their badges included) drawn over a group's title band."""
     problems = []
     for group in workflow.get("groups") or []:
         left, top, right, _ = group_rect(group)
         band = (left, top, right, top + group.get("font_size", 24) * GROUP_TITLE_SCALE)
         for node in workflow["nodes"]:
-            if _overlap(node_rect(node), band):
+            x0, y0, x1, y1 = node_rect(node)
+            if _overlap((x0, y0 - NODE_BADGE_HEIGHT, x1, y1), band):
                 problems.append(f"node {node['id']} ({node.get('type')}) covers the title of group "
                                 f"{group.get('title')!r}")
     return problems
