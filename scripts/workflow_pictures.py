@@ -136,7 +136,11 @@ def served_pack(url: str, names: list[str]) -> str:
 
 def take_pictures(url: str, pack: str, names: list[str], chromium: str | None) -> list[str]:
     """Saves workflows/<name>.jpg for each name; returns warnings about the layout the frontend drew."""
-    from playwright.sync_api import sync_playwright
+    try:
+        from playwright.sync_api import sync_playwright
+    except ModuleNotFoundError:
+        raise SystemExit("this script needs Playwright in the Python that runs it: pip install playwright, then "
+                         "playwright install chromium (or give an installed Chromium with --chromium)") from None
 
     warnings: list[str] = []
     with sync_playwright() as playwright:
@@ -179,13 +183,21 @@ def main(argv: list[str] | None = None) -> int:
     if bool(args.url) == bool(args.comfyui):
         parser.error("give one of --comfyui DIR ($COMFYUI_DIR) or --url URL ($COMFYUI_URL)")
     if args.url:
-        warnings = take_pictures(args.url.rstrip("/"), served_pack(args.url.rstrip("/"), names), names, args.chromium)
+        url = args.url.rstrip("/")
+        try:
+            pack = served_pack(url, names)
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+            raise SystemExit(f"no ComfyUI answers at {url} ({error}); start it, or use --comfyui") from None
+        warnings = take_pictures(url, pack, names, args.chromium)
     else:
         comfy_dir = args.comfyui.resolve()
         python = args.comfyui_python or next(
             (p for p in (comfy_dir / "venv/bin/python", comfy_dir / ".venv/bin/python") if p.exists()), None)
-        if not (comfy_dir / "main.py").is_file() or python is None:
-            parser.error(f"{comfy_dir} is not a ComfyUI folder with a venv: give --comfyui-python too")
+        if not (comfy_dir / "main.py").is_file():
+            parser.error(f"{comfy_dir} is not a ComfyUI folder (no main.py)")
+        if python is None:
+            parser.error(f"{comfy_dir} has no venv/bin/python or .venv/bin/python: give ComfyUI's Python with "
+                         f"--comfyui-python")
         with tempfile.TemporaryDirectory(prefix="atelier-pictures-") as base:
             process, url = start_comfyui(comfy_dir, Path(python), Path(base))
             try:
