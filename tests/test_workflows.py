@@ -7,6 +7,12 @@ Reroute, PrimitiveNode). Every link must join an output to an input of the same 
 input that is not a widget must be connected, and every widget value must be valid for its input, in
 the order the frontend stores them (required then optional inputs; a "control after generate" value
 after each seed). ``check_workflow`` returns every problem found, each naming the node and the input.
+Core nodes ComfyUI marks deprecated are refused.
+
+How each workflow opens is checked too: its saved view (``extra.ds``) at a zoom where the frontend draws text,
+showing its Read me note and first group past the side bar of a reference window (``view_problems``), no node
+over a group's title (``title_problems``), and a picture ``<name>.jpg`` beside it for the template browser
+(made by ``scripts/workflow_pictures.py``).
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 import atelier
 
@@ -45,6 +52,22 @@ IMPLICIT_SEED_NAMES = frozenset({"seed", "noise_seed"})
 UPLOAD_WIDGETS = {("LoadImage", "image"): ("image",), ("LoadAudio", "audio"): (None, None)}
 # Core COMBOs listing files on the user's disk: any file name is fine in a shared workflow.
 FILE_COMBOS = frozenset({("LoadImage", "image")})
+# Core inputs of type COMFY_AUTOGROW_V3 (their template is stripped from the shared copy): the frontend saves
+# them as inputs "<name>.<prefix>0", "<name>.<prefix>1", ... of the template's type, at least `min` of them
+# connected. (prefix, type, min, max) from ComfyUI 0.8.0's GET /object_info.
+AUTOGROW_INPUTS = {("BatchImagesNode", "images"): ("image", "IMAGE", 2, 50)}
+# Core nodes that ComfyUI 0.8.0's GET /object_info marks `deprecated: true` (a flag stripped from the shared
+# copy); the frontend hides them from its search. Each with its replacement where ComfyUI names one.
+DEPRECATED_CORE = {
+    "ImageBatch": "BatchImagesNode (also shown as Batch Images)",
+    "LatentBatch": "BatchLatentsNode",
+    "CheckpointLoader": "CheckpointLoaderSimple",
+    "ControlNetApply": "ControlNetApplyAdvanced",
+    "ControlNetApplySD3": "ControlNetApplyAdvanced",
+    "PerpNeg": "PerpNegGuider",
+    "wanBlockSwap": None,
+    "ByteDanceImageEditNode": None,
+}
 
 
 @dataclass(frozen=True)
@@ -59,6 +82,7 @@ class InputSpec:
     force_input: bool = False
     any_file: bool = False  # a COMBO of file names: any string is accepted
     upload_values: tuple[Any, ...] = ()  # extra UI values stored after this widget
+    autogrow: tuple[str, int, int] | None = None  # (prefix, min, max) of an input that grows as it is linked
 
     @property
     def is_widget(self) -> bool:
@@ -98,6 +122,10 @@ def signature_from_object_info(node_type: str, entry: dict[str, Any]) -> Signatu
     for name in names:
         decl = declared[name]
         kind = decl["type"]
+        autogrow = None
+        if kind == "COMFY_AUTOGROW_V3" and (node_type, name) in AUTOGROW_INPUTS:
+            prefix, kind, least, most = AUTOGROW_INPUTS[(node_type, name)]
+            autogrow = (prefix, least, most)
         inputs[name] = InputSpec(
             name, kind, bool(decl.get("required")),
             options=tuple(decl["options"]) if "options" in decl else None, min=decl.get("min"), max=decl.get("max"),
@@ -106,8 +134,21 @@ def signature_from_object_info(node_type: str, entry: dict[str, Any]) -> Signatu
             force_input=bool(decl.get("forceInput")),
             # an empty list: a model folder that had no files when the copy was taken
             any_file=(node_type, name) in FILE_COMBOS or (kind == "COMBO" and not decl.get("options")),
-            upload_values=UPLOAD_WIDGETS.get((node_type, name), ()))
+            upload_values=UPLOAD_WIDGETS.get((node_type, name), ()), autogrow=autogrow)
     return Signature(inputs, tuple(entry["outputs"]), "core")
+
+
+def input_spec(sig: Signature, name: str | None) -> InputSpec | None:
+    """The input a saved input entry belongs to; "images.image3" belongs to the autogrow input "images"."""
+    if name in sig.inputs:
+        return sig.inputs[name]
+    base, _, slot = (name or "").partition(".")
+    spec = sig.inputs.get(base)
+    if spec is None or spec.autogrow is None:
+        return None
+    prefix, _, most = spec.autogrow
+    index = slot.removeprefix(prefix)
+    return spec if slot.startswith(prefix) and index.isdigit() and int(index) < most else None
 
 
 def load_signatures() -> dict[str, Signature]:
@@ -186,6 +227,10 @@ def check_workflow(workflow: dict[str, Any], signatures: dict[str, Signature]) -
     known: dict[int, Signature] = {}
     for node in nodes.values():
         node_type = node.get("type")
+        if node_type in DEPRECATED_CORE:
+            instead = DEPRECATED_CORE[node_type]
+            problems.append(f"{label(node)}: {node_type} is deprecated in ComfyUI (hidden from the node search); "
+                            + (f"use {instead}" if instead else "remove it"))
         if node_type in signatures:
             known[node["id"]] = signatures[node_type]
         elif node_type not in UI_ONLY_NODES:
@@ -215,15 +260,20 @@ def check_workflow(workflow: dict[str, Any], signatures: dict[str, Signature]) -
         if sig is None:
             continue
         for entry in inputs:
-            spec = sig.inputs.get(entry.get("name"))
+            spec = input_spec(sig, entry.get("name"))
             if spec is None:
                 problems.append(f"{label(node)}: input {entry.get('name')!r} is not an input of {node['type']}")
             elif entry.get("widget") and not spec.is_widget:
                 problems.append(f"{label(node)}: input {spec.name!r} ({spec.type}) is saved as a widget")
-        linked = {e.get("name") for e in inputs if e.get("link") is not None}
+        linked = [input_spec(sig, e.get("name")) for e in inputs if e.get("link") is not None]
         muted = node.get("mode") in (MODE_NEVER, MODE_BYPASS)  # such nodes never run
         for spec in sig.inputs.values():
-            if spec.required and not spec.is_widget and spec.name not in linked and not muted:
+            if not spec.required or spec.is_widget or muted:
+                continue
+            if spec.autogrow is not None and linked.count(spec) < spec.autogrow[1]:
+                problems.append(f"{label(node)}: required input {spec.name!r} ({spec.type}) has {linked.count(spec)} "
+                                f"connections, at least {spec.autogrow[1]} are needed")
+            elif spec not in linked:
                 problems.append(f"{label(node)}: required input {spec.name!r} ({spec.type}) is not connected")
         slots = list(expected_widgets(sig))
         if values is None:
@@ -285,7 +335,7 @@ def check_workflow(workflow: dict[str, Any], signatures: dict[str, Signature]) -
             problems.append(f"{where}: {src['type']} has no output slot {src_slot}")
             continue
         dst_sig = known.get(dst_id)
-        dst_spec = dst_sig.inputs.get(dst_in.get("name")) if dst_sig else None
+        dst_spec = input_spec(dst_sig, dst_in.get("name")) if dst_sig else None
         if dst_sig is not None and dst_spec is None:
             continue  # reported above as an unknown input
         declared_in = dst_spec.type if dst_spec else dst_in.get("type")
@@ -318,10 +368,83 @@ def check_workflow(workflow: dict[str, Any], signatures: dict[str, Signature]) -
                 if target is None or target["id"] not in known or not values:
                     continue
                 name = (target.get("inputs") or [])[link[4]].get("name")
-                spec = known[target["id"]].inputs.get(name)
+                spec = input_spec(known[target["id"]], name)
                 why = widget_problem(spec, values[0]) if spec and spec.is_widget else None
                 if why:
                     problems.append(f"{label(node)}: value for {label(target)} input {name!r}: {why}")
+    return problems
+
+
+# ---- how a workflow opens in the frontend ----
+# Measured in ComfyUI's frontend 1.35.9 (ComfyUI 0.8.0) in a 1280x800 window: the canvas fills the window; the
+# tab bar (38 px) and below it the workflow's name and the Run toolbar (to y = 90) cover its top, the icon bar
+# (59 px) its left edge. Side panels (node library, ...) are closed on a fresh start and float over the canvas.
+REFERENCE_WINDOW = (1280, 800)
+VISIBLE = (60, 90, 1280, 800)  # left, top, right, bottom of the uncovered canvas, in window pixels
+# Below LiteGraph.Canvas.MinFontSizeForLOD (8 px) / NODE_TEXT_SIZE (14 px) = 0.57 the frontend draws nodes as
+# grey boxes without text; 0.7-0.8 keeps the text readable and shows enough of the graph.
+SCALE_RANGE = (0.7, 0.8)
+NODE_TITLE_HEIGHT = 30  # LiteGraph draws a node's title bar above its pos
+NODE_BADGE_HEIGHT = 22  # and above that, 2 px up, the 20 px badges (the pack's name on each of its nodes)
+GROUP_TITLE_SCALE = 1.4  # a group's title band is font_size x 1.4 tall (24 px: 33.6)
+NOTE_TITLE = "Read me"
+PICTURE_BYTES = (5_000, 150_000)  # a picture for the template browser: small, but a real picture
+
+
+Rect = tuple[float, float, float, float]  # left, top, right, bottom
+
+
+def node_rect(node: dict[str, Any]) -> Rect:
+    (x, y), (w, h) = node["pos"], node["size"]
+    return x, y - NODE_TITLE_HEIGHT, x + w, y + h
+
+
+def group_rect(group: dict[str, Any]) -> Rect:
+    x, y, w, h = group["bounding"]
+    return x, y, x + w, y + h
+
+
+def _overlap(a: Rect, b: Rect) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def view_problems(workflow: dict[str, Any]) -> list[str]:
+    """Why the saved view (extra.ds) does not open readable on the Read me note and the first group."""
+    ds = (workflow.get("extra") or {}).get("ds")
+    if not ds:
+        return ["no saved view (extra.ds): the frontend opens it wherever the last graph was"]
+    scale, (ox, oy) = ds["scale"], ds["offset"]
+    problems = []
+    if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
+        problems.append(f"saved zoom {scale:.0%} is outside {SCALE_RANGE[0]:.0%}-{SCALE_RANGE[1]:.0%}")
+    notes = [n for n in workflow["nodes"] if n.get("type") in NOTE_NODES and n.get("title") == NOTE_TITLE]
+    groups = workflow.get("groups") or []
+    shown = [(f"note {NOTE_TITLE!r}", node_rect(n)) for n in notes[:1]]
+    shown += [(f"first group {g.get('title')!r}", group_rect(g)) for g in groups[:1]]
+    if not notes:
+        problems.append(f"no note titled {NOTE_TITLE!r}")
+    if not groups:
+        problems.append("no group")
+    for what, (left, top, right, bottom) in shown:
+        on_screen = [(left + ox) * scale, (top + oy) * scale, (right + ox) * scale, (bottom + oy) * scale]
+        if not (VISIBLE[0] <= on_screen[0] and VISIBLE[1] <= on_screen[1]
+                and on_screen[2] <= VISIBLE[2] and on_screen[3] <= VISIBLE[3]):
+            problems.append(f"{what} opens at {[round(v) for v in on_screen]} in a {REFERENCE_WINDOW[0]}x"
+                            f"{REFERENCE_WINDOW[1]} window, not inside the uncovered canvas {list(VISIBLE)}")
+    return problems
+
+
+def title_problems(workflow: dict[str, Any]) -> list[str]:
+    """Nodes (their badges included) drawn over a group's title band."""
+    problems = []
+    for group in workflow.get("groups") or []:
+        left, top, right, _ = group_rect(group)
+        band = (left, top, right, top + group.get("font_size", 24) * GROUP_TITLE_SCALE)
+        for node in workflow["nodes"]:
+            x0, y0, x1, y1 = node_rect(node)
+            if _overlap((x0, y0 - NODE_BADGE_HEIGHT, x1, y1), band):
+                problems.append(f"node {node['id']} ({node.get('type')}) covers the title of group "
+                                f"{group.get('title')!r}")
     return problems
 
 
@@ -345,6 +468,42 @@ def test_workflow_is_valid(path: Path, signatures: dict[str, Signature]) -> None
 def test_workflow_has_an_explaining_note(path: Path) -> None:
     workflow = json.loads(path.read_text(encoding="utf-8"))
     assert any(n.get("type") in NOTE_NODES for n in workflow["nodes"]), f"{path.name} has no Note or MarkdownNote"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])
+def test_workflow_opens_readable_on_its_note_and_first_group(path: Path) -> None:
+    problems = view_problems(json.loads(path.read_text(encoding="utf-8")))
+    assert not problems, f"{path.name}:\n  " + "\n  ".join(problems)
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])
+def test_no_node_covers_a_group_title(path: Path) -> None:
+    problems = title_problems(json.loads(path.read_text(encoding="utf-8")))
+    assert not problems, f"{path.name}:\n  " + "\n  ".join(problems)
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])
+def test_workflow_has_a_picture_for_the_template_browser(path: Path) -> None:
+    # the frontend asks /api/workflow_templates/<pack>/<name>.jpg, served from the workflow's own folder
+    picture = path.with_suffix(".jpg")
+    assert picture.is_file(), (f"no {picture.name} beside {path.name}: the template browser shows a placeholder; "
+                               f"make it with scripts/workflow_pictures.py")
+    data = picture.read_bytes()
+    assert PICTURE_BYTES[0] <= len(data) <= PICTURE_BYTES[1], f"{picture.name} is {len(data)} bytes"
+    with Image.open(picture) as image:
+        assert image.format == "JPEG" and min(image.size) >= 200, (picture.name, image.format, image.size)
+        image.load()
+
+
+def test_view_checks_report_a_workflow_opening_under_the_sidebar() -> None:
+    wf = _augment_workflow()
+    assert view_problems(wf) == [] and title_problems(wf) == []
+    wf["extra"]["ds"] = {"scale": 0.45, "offset": [300, 120]}  # as it was: text not drawn, note under the icon bar
+    _node(wf, "AtelierLoadImageFolder")["pos"][1] = wf["groups"][0]["bounding"][1] + 10
+    text = "\n".join(view_problems(wf) + title_problems(wf))
+    assert "saved zoom 45% is outside 70%-80%" in text
+    assert "note 'Read me' opens at [" in text and "not inside the uncovered canvas [60, 90, 1280, 800]" in text
+    assert "AtelierLoadImageFolder) covers the title of group '1 - Load and preprocess'" in text
 
 
 def test_template_browser_serves_the_workflow_folder() -> None:
@@ -531,3 +690,36 @@ def test_checker_validates_core_widgets(signatures: dict[str, Signature]) -> Non
     assert "node 3 (KSampler): input 'sampler_name'" in text
     assert "node 5 (EmptyLatentImage): input 'width' (INT): 8 is below the minimum 16" in text
     assert "node 11 (LoadImage): 1 widget values but LoadImage has 2" in text
+
+
+def _style_workflow() -> dict[str, Any]:
+    return json.loads((WORKFLOW_DIR / "style_transfer.json").read_text(encoding="utf-8"))
+
+
+def test_checker_refuses_deprecated_core_nodes(signatures: dict[str, Signature]) -> None:
+    wf = _style_workflow()
+    batch = _node(wf, "BatchImagesNode")
+    # the style pictures batched as before ComfyUI deprecated Batch Images (ImageBatch, inputs image1 and image2)
+    batch["type"] = "ImageBatch"
+    for entry, name in zip(batch["inputs"], ("image1", "image2")):
+        entry["name"] = name
+    batch["inputs"] = batch["inputs"][:2]
+    text = "\n".join(check_workflow(wf, signatures))
+    assert f"node {batch['id']} (ImageBatch): ImageBatch is deprecated" in text and "use BatchImagesNode" in text
+
+
+def test_checker_knows_growing_inputs(signatures: dict[str, Signature]) -> None:
+    wf = _style_workflow()
+    assert check_workflow(wf, signatures) == []
+    batch = _node(wf, "BatchImagesNode")
+    second = batch["inputs"][1]
+    wf["links"] = [li for li in wf["links"] if li[0] != second["link"]]
+    for n in wf["nodes"]:
+        for out in n.get("outputs") or []:
+            out["links"] = [x for x in out.get("links") or [] if x != second["link"]]
+    second["link"] = None
+    batch["inputs"].append({"name": "images.picture3", "type": "IMAGE", "link": None})
+    text = "\n".join(check_workflow(wf, signatures))
+    assert (f"node {batch['id']} (BatchImagesNode): required input 'images' (IMAGE) has 1 connections, "
+            "at least 2 are needed") in text
+    assert "input 'images.picture3' is not an input of BatchImagesNode" in text
