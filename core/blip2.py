@@ -21,7 +21,7 @@ from .bitsandbytes_support import require_bitsandbytes
 from .clip_model import precision_dtype
 from .hf_folders import WEIGHT_FILES, ModelFolderError, check_files, dtype_argument
 from .image_files import CAPTION_EXTENSION, ImageFolderError, Skipped, list_images, load_image
-from .output_paths import write_text_atomic
+from .output_paths import refuse_stem_clashes, write_text_atomic
 from .pixels import PixelSpec, read_pixel_spec, to_pixels
 from .progress import Progress, SilentProgress
 
@@ -226,6 +226,9 @@ def caption_folder(blip: Blip2Model, folder: str | os.PathLike[str], settings: C
             report.kept.append(path)
         else:
             todo.append(path)
+    written = {p.with_suffix(CAPTION_EXTENSION) for p in todo}
+    refuse_stem_clashes([p for p in files if p.with_suffix(CAPTION_EXTENSION) in written], CAPTION_EXTENSION,
+                        "cannot caption this folder")
     progress = progress or SilentProgress(len(files))
     progress.advance(len(report.kept))
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:

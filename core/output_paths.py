@@ -62,13 +62,21 @@ def unique_stems(stems: Sequence[str], suffixes: Iterable[str] = ("",), fallback
     return out
 
 
-def stem_clashes(files: Sequence[Path], suffix: str) -> list[list[Path]]:
-    """Groups of pictures that would share one ``<stem><suffix>`` file beside them (``a.jpg`` and ``a.tif``
-    share ``a.txt``), ignoring case; empty when every picture has its own."""
+def refuse_stem_clashes(files: Sequence[Path], suffix: str, what: str) -> None:
+    """For writers of a ``<stem><suffix>`` file beside each picture, which cannot rename it (readers look for
+    exactly that name): refuse, before any work, pictures that would share one (``a.jpg`` and ``a.tif`` both
+    own ``a.txt``; case is ignored, as Windows and macOS do), naming them and what to rename."""
     groups: dict[str, list[Path]] = {}
     for file in files:
         groups.setdefault(str(file.with_suffix(suffix)).casefold(), []).append(file)
-    return [members for members in groups.values() if len(members) > 1]
+    clashes = [members for members in groups.values() if len(members) > 1]
+    if clashes:
+        shown = "; ".join(" and ".join(p.name for p in group) + f" in {str(group[0].parent)!r} would share "
+                          f"{group[0].with_suffix(suffix).name}" for group in clashes[:5])
+        more = f" (and {len(clashes) - 5} more)" if len(clashes) > 5 else ""
+        example = clashes[0][1]
+        raise ValueError(f"{what}: {shown}{more}. Each picture needs a name of its own: rename all but one of each "
+                         f"(such as {example.name} to {example.stem}_2{example.suffix}) and run again")
 
 
 def safe_subfolder(base: Path, subfolder: str) -> Path:

@@ -133,8 +133,8 @@ class AtelierLoadTextGenerator:
     def INPUT_TYPES(cls) -> dict[str, Any]:
         files = [f for f in bridge.model_files(seqgan_key()) if f.endswith(".safetensors")]
         choices = files if DEFAULT_MODEL in files else [DEFAULT_MODEL, *files]
-        return {"required": {"model": (choices, {"default": DEFAULT_MODEL, "tooltip": "A .safetensors model with "
-                                                 "its .json beside it, in models/atelier/seqgan."})}}
+        return {"required": {"model": (choices, {"default": DEFAULT_MODEL, "tooltip": "A .safetensors text model "
+                                                 "in models/atelier/seqgan (an older one with its .json beside it)."})}}
 
     def load(self, model: str) -> tuple[Any]:
         return (load_text_generator(bridge.find_model_file(seqgan_key(), model, "text model", "train one with "
