@@ -122,8 +122,9 @@ def current_umask() -> int:
 
 
 def as_umask_allows(path: Path) -> None:
-    """Give a file made by ``tempfile`` (always 0600, folders 0700) the mode an ordinary ``open`` or ``mkdir``
-    would have given it, so a ComfyUI or file server running as another user can read what the pack writes."""
+    """Give a file made 0600 (by ``tempfile`` or safetensors) or a folder made 0700 (``tempfile.mkdtemp``) the
+    mode an ordinary ``open`` or ``mkdir`` would have given it, so a ComfyUI or file server running as another
+    user can read what the pack writes."""
     full = 0o777 if path.is_dir() else 0o666
     os.chmod(path, full & ~current_umask())
 

@@ -134,7 +134,7 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: di
 
 def _write_temp(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
     """The finished file under a hidden temporary name beside ``path`` (``.<name>.<pid>.<random>.part``, which
-    ComfyUI's model lists never show), with the mode the umask gives an ordinary file."""
+    ComfyUI's model lists never show), with the mode the umask gives an ordinary file (safetensors makes 0600)."""
     from safetensors.torch import save_file
 
     from .output_paths import as_umask_allows, temp_path
