@@ -129,22 +129,16 @@ def as_umask_allows(path: Path) -> None:
     os.chmod(path, full & ~current_umask())
 
 
-def temp_prefix(name: str) -> str:
-    """The hidden prefix of a temporary file or folder for ``name``: ``.<name>.<pid>.``, so a later run can tell
-    the leftovers of a killed process from the work of a live one."""
-    return f".{name}.{os.getpid()}."
-
-
 def temp_path(folder: Path, name: str, suffix: str = ".part") -> Path:
-    """A fresh hidden temporary name in ``folder`` for ``name`` (not created)."""
-    return folder / f"{temp_prefix(name)}{secrets.token_hex(4)}{suffix}"
+    """A fresh hidden temporary name in ``folder`` for ``name`` (not created): ``.<name>.<pid>.<random><suffix>``,
+    so a later run can tell the leftovers of a killed process from the work of a live one."""
+    return folder / f".{name}.{os.getpid()}.{secrets.token_hex(4)}{suffix}"
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (POSIX only: on Windows the only way to ask would end it)."""
     if pid == os.getpid():
         return True
-    if os.name != "posix":
-        return True  # no harmless way to ask on Windows: fall back to the file's age
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -156,7 +150,8 @@ def _alive(pid: int) -> bool:
 
 def remove_stale(folder: Path, pattern: str) -> list[Path]:
     """Delete the leftovers of killed runs in ``folder``: entries matching ``pattern`` (a glob of hidden
-    temporary names, ``.<name>.<pid>.<random><suffix>``) whose process is gone, or that are a day old."""
+    temporary names, ``.<name>.<pid>.<random><suffix>``) whose process is gone; where that cannot be asked
+    (Windows, names of older versions), those untouched for a day."""
     import shutil
 
     removed = []
@@ -165,12 +160,15 @@ def remove_stale(folder: Path, pattern: str) -> list[Path]:
     now = time.time()
     for path in folder.glob(pattern):
         match = _TEMP.match(path.name)
-        try:
-            old = now - path.lstat().st_mtime > STALE_AFTER_S
-        except OSError:
+        if match is not None and os.name == "posix":
+            stale = not _alive(int(match["pid"]))  # a live run's work stays however long it takes
+        else:  # an older version's name, or no way to ask about the process: by age
+            try:
+                stale = now - path.lstat().st_mtime > STALE_AFTER_S
+            except OSError:
+                continue
+        if not stale:
             continue
-        if not old and (match is None or _alive(int(match["pid"]))):
-            continue  # a live run's work, or a name of another kind that is not old: left alone
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
         else:

@@ -119,7 +119,7 @@ def load_exactly(module: torch.nn.Module, state: dict[str, torch.Tensor], path: 
 
 def metadata_strings(values: dict[str, object]) -> dict[str, str]:
     """Metadata as safetensors wants it: every value a string (JSON for anything but str)."""
-    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
+    return {k: v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for k, v in values.items()}
 
 
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:

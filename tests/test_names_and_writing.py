@@ -166,6 +166,15 @@ def test_caption_dataset_refuses_pictures_sharing_a_sidecar_and_the_advice_works
     assert sorted(p.name for p in report.written) == ["a.txt", "a_2.txt", "b.txt"]
 
 
+def test_the_caption_command_refuses_shared_sidecars_before_looking_for_a_model(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    _png(tmp_path / "a.jpg", 1)
+    _png(tmp_path / "A.tif", 2)
+    assert main(["caption", str(tmp_path), "--blip2", str(tmp_path / "no-such-model")]) == 2
+    error = capsys.readouterr().err
+    assert "a.jpg and A.tif" in error and "no-such-model" not in error
+
+
 def test_style_augmentation_gives_every_pair_its_own_file(tmp_path: Path) -> None:
     from atelier.core import adain_model, style_augment
 
