@@ -21,7 +21,7 @@ from .bitsandbytes_support import require_bitsandbytes
 from .clip_model import precision_dtype
 from .hf_folders import WEIGHT_FILES, ModelFolderError, check_files, dtype_argument
 from .image_files import CAPTION_EXTENSION, ImageFolderError, Skipped, list_images, load_image
-from .output_paths import refuse_stem_clashes, write_text_atomic
+from .output_paths import refuse_stem_clashes, remove_stale, write_text_atomic
 from .pixels import PixelSpec, read_pixel_spec, to_pixels
 from .progress import Progress, SilentProgress
 
@@ -233,6 +233,8 @@ def caption_folder(blip: Blip2Model, folder: str | os.PathLike[str], settings: C
     settings.check()
     folder = Path(folder)
     files, kept, todo = plan_captions(folder, overwrite, recursive)
+    for parent in {p.parent for p in todo}:  # half-written captions of a killed run
+        remove_stale(parent, f".*{CAPTION_EXTENSION}.*.part")
     report = CaptionReport(kept=kept)
     progress = progress or SilentProgress(len(files))
     progress.advance(len(report.kept))

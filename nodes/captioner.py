@@ -107,7 +107,8 @@ class AtelierCaptionImages:
 
 class AtelierCaptionDataset:
     DESCRIPTION = ("Write a <stem>.txt caption beside every picture of a folder, the captions the LoRA trainer reads. "
-                   "Existing captions are kept unless 'overwrite' is on; pictures that fail to decode are listed.")
+                   "Existing captions are kept unless 'overwrite' is on; pictures that fail to decode are listed. "
+                   "Pictures that would share one caption file (a.jpg and a.tif) are refused before captioning.")
     CATEGORY = CATEGORY
     FUNCTION = "caption"
     OUTPUT_NODE = True

@@ -66,7 +66,8 @@ class AtelierTrainTextGenerator:
                 "corpus": ("STRING", {"default": "atelier/corpus.txt", "tooltip": "A .txt file (one text per line) "
                            "or a folder of .txt files, absolute or inside ComfyUI's input folder; ignored when "
                            "'lines' is wired."}),
-                "name": ("STRING", {"default": DEFAULT_NAME, "tooltip": "File name of the trained model."}),
+                "name": ("STRING", {"default": DEFAULT_NAME, "tooltip": "File name of the trained model; never "
+                                    "overwrites (name_2, name_3...)."}),
                 "tokenizer": (list(KINDS), {"default": m.tokenizer, "tooltip": "word: English words; char: "
                               "characters of any script (Korean too); sentencepiece: subwords learnt from the "
                               "corpus."}),

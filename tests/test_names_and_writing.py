@@ -162,8 +162,11 @@ def test_caption_dataset_refuses_pictures_sharing_a_sidecar_and_the_advice_works
         blip2.caption_folder(None, tmp_path, settings)
     assert not list(tmp_path.glob("*.txt"))  # refused before any caption was written
     (tmp_path / "a.tif").rename(tmp_path / "a_2.tif")  # what the message says
+    killed = tmp_path / f".b.txt.{_dead_pid()}.0123abcd.part"  # a caption a killed run was writing
+    killed.write_text("half", encoding="utf-8")
     report = blip2.caption_folder(None, tmp_path, settings)
     assert sorted(p.name for p in report.written) == ["a.txt", "a_2.txt", "b.txt"]
+    assert not killed.exists()
 
 
 def test_the_caption_command_refuses_shared_sidecars_before_looking_for_a_model(
