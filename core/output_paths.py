@@ -148,15 +148,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_stale(folder: Path, pattern: str) -> list[Path]:
+def remove_stale(folder: Path, pattern: str) -> None:
     """Delete the leftovers of killed runs in ``folder``: entries matching ``pattern`` (a glob of hidden
     temporary names, ``.<name>.<pid>.<random><suffix>``) whose process is gone; where that cannot be asked
     (Windows, names of older versions), those untouched for a day."""
     import shutil
 
-    removed = []
     if not folder.is_dir():
-        return removed
+        return
     now = time.time()
     for path in folder.glob(pattern):
         match = _TEMP.match(path.name)
@@ -173,8 +172,6 @@ def remove_stale(folder: Path, pattern: str) -> list[Path]:
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
-        removed.append(path)
-    return removed
 
 
 def write_text_atomic(path: Path, text: str) -> None:

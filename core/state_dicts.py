@@ -40,18 +40,22 @@ def check_complete(path: Path, what: str) -> None:
     import struct
 
     size = path.stat().st_size
-    need = 8 if path.suffix.lower() == ".safetensors" else 1
-    if size >= 8 and need == 8:
-        with open(path, "rb") as handle:
-            (header_len,) = struct.unpack("<Q", handle.read(8))
-            need = 8 + header_len
-            if size >= need and header_len < (1 << 27):
-                try:
-                    header = json.loads(handle.read(header_len))
-                    need += max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"),
-                                default=0)
-                except (ValueError, KeyError, TypeError, IndexError):
-                    return  # not truncated but malformed: the reader says so
+    need = 1
+    if path.suffix.lower() == ".safetensors" and size > 0:
+        need = 8  # the header's length, then the header, then the tensors' bytes
+        if size >= 8:
+            with open(path, "rb") as handle:
+                header_len = struct.unpack("<Q", handle.read(8))[0]
+                if header_len > 100_000_000:  # safetensors' own limit: not a safetensors file at all
+                    return
+                need += header_len
+                if size >= need:
+                    try:
+                        header = json.loads(handle.read(need - 8))
+                        need += max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"),
+                                    default=0)
+                    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+                        return  # malformed rather than cut short: the reader says so
     if size < need:
         state = "is empty (0 bytes)" if size == 0 else f"is cut short ({size} of {need} bytes)"
         raise IncompleteFile(f"{what} {str(path)!r} {state}: a save or copy was interrupted. Delete it and train or "

@@ -266,7 +266,10 @@ def test_an_empty_or_cut_short_weights_file_reads_as_missing_with_its_name(tmp_p
     write_safetensors(whole, {"w": torch.ones(64)}, {"atelier_kind": "test"})
     cut = tmp_path / "cut.safetensors"
     cut.write_bytes(whole.read_bytes()[:-10])
-    for reader in (lambda p: read_weights(p, "LoRA"), lambda p: read_tagged(p, "test", "LoRA", "train one")[1]):
+    from atelier.core.lora_file import read_lora
+
+    for reader in (lambda p: read_weights(p, "LoRA"), lambda p: read_tagged(p, "test", "LoRA", "train one")[1],
+                   lambda p: read_lora(p)[0]):
         with pytest.raises(IncompleteFile, match=r"empty\.safetensors' is empty \(0 bytes\).*Delete it"):
             reader(empty)
         with pytest.raises(IncompleteFile, match=r"cut\.safetensors' is cut short \(\d+ of \d+ bytes\)"):
