@@ -132,13 +132,12 @@ def run_curate(args: argparse.Namespace) -> int:
 
 
 def run_caption(args: argparse.Namespace) -> int:
-    from .core.image_files import list_images
     from .nodes.captioner import blip2_key
 
     settings = blip2.CaptionSettings(args.prompt, args.max_new_tokens, args.min_new_tokens, args.num_beams,
                                      args.sampling, args.temperature, args.top_p, args.repetition_penalty, args.seed)
     settings.check()
-    files = list_images(args.folder, args.recursive)
+    files, _, _ = blip2.plan_captions(args.folder, args.overwrite, args.recursive)  # name clashes before loading
     folder = find_model_folder(args.blip2, bridge.model_folders(blip2_key()), "BLIP-2", blip2.DEFAULT_BLIP2)
     model = blip2.load_blip2(folder, bridge.compute_device(args.device), args.precision)
     report = blip2.caption_folder(model, args.folder, settings, args.trigger, args.overwrite, args.batch_size,

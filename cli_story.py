@@ -21,7 +21,7 @@ def _sampling(p: argparse.ArgumentParser) -> None:
     from .cli import add_numbers
 
     d = SamplingOptions()
-    p.add_argument("model", help="a .safetensors model with its .json beside it")
+    p.add_argument("model", help="a .safetensors text model (one trained before v2 needs its .json beside it)")
     add_numbers(p, float, temperature=d.temperature, top_p=d.top_p)
     add_numbers(p, int, top_k=d.top_k, max_len=d.max_len, seed=d.seed)  # max_len 0: the model's length
 
@@ -60,6 +60,7 @@ def run_train(args: argparse.Namespace) -> int:
     from .core.text_tokens import read_corpus
     from .training import seqgan_trainer as trainer
 
+    name = safe_name(args.name, "model name")  # a bad name fails before training, not after
     lines = read_corpus(Path(args.corpus))
     spec = trainer.TextModelSpec(args.tokenizer, args.max_vocab, args.max_len, args.emb_dim, args.hidden_dim)
     config = trainer.SeqGANTrainConfig(
@@ -71,7 +72,7 @@ def run_train(args: argparse.Namespace) -> int:
         lines, spec, config, Path(args.run), bridge.compute_device(args.device),
         bridge.progress(config.steps, "training"))
     models.to("cpu")
-    path = model.save(Path(args.out_dir), safe_name(args.name, "model name"), models.discriminator)
+    path = model.save(Path(args.out_dir), name, models.discriminator)
     trainer.history_plot(history, spec.max_len).save(Path(args.run) / "curve.png")
     if history.nll:
         print(f"NLL per token after pretraining: {history.nll[-1][1] / spec.max_len:.4f}")

@@ -21,7 +21,7 @@ from .bitsandbytes_support import require_bitsandbytes
 from .clip_model import precision_dtype
 from .hf_folders import WEIGHT_FILES, ModelFolderError, check_files, dtype_argument
 from .image_files import CAPTION_EXTENSION, ImageFolderError, Skipped, list_images, load_image
-from .output_paths import write_text_atomic
+from .output_paths import refuse_stem_clashes, remove_stale, write_text_atomic
 from .pixels import PixelSpec, read_pixel_spec, to_pixels
 from .progress import Progress, SilentProgress
 
@@ -211,6 +211,20 @@ def with_trigger(caption: str, trigger: str) -> str:
     return f"{trigger}, {caption}" if trigger and caption else trigger or caption
 
 
+def plan_captions(folder: str | os.PathLike[str], overwrite: bool = False, recursive: bool = False
+                  ) -> tuple[list[Path], list[Path], list[Path]]:
+    """The pictures of ``folder``, those whose caption is kept and those to caption; pictures that would share
+    one ``<stem>.txt`` (``a.jpg`` and ``a.tif``) are refused here, before a model loads or a caption is written."""
+    files = list_images(folder, recursive)
+    kept, todo = [], []
+    for path in files:
+        (kept if path.with_suffix(CAPTION_EXTENSION).exists() and not overwrite else todo).append(path)
+    written = {p.with_suffix(CAPTION_EXTENSION) for p in todo}
+    refuse_stem_clashes([p for p in files if p.with_suffix(CAPTION_EXTENSION) in written], CAPTION_EXTENSION,
+                        "cannot caption this folder")
+    return files, kept, todo
+
+
 def caption_folder(blip: Blip2Model, folder: str | os.PathLike[str], settings: CaptionSettings, trigger: str = "",
                    overwrite: bool = False, batch_size: int = 8, recursive: bool = False,
                    progress: Progress | None = None) -> CaptionReport:
@@ -218,14 +232,10 @@ def caption_folder(blip: Blip2Model, folder: str | os.PathLike[str], settings: C
     sidecars are kept unless ``overwrite``. Pictures are decoded a batch at a time."""
     settings.check()
     folder = Path(folder)
-    files = list_images(folder, recursive)
-    report = CaptionReport()
-    todo = []
-    for path in files:
-        if path.with_suffix(CAPTION_EXTENSION).exists() and not overwrite:
-            report.kept.append(path)
-        else:
-            todo.append(path)
+    files, kept, todo = plan_captions(folder, overwrite, recursive)
+    for parent in {p.parent for p in todo}:  # half-written captions of a killed run
+        remove_stale(parent, f".*{CAPTION_EXTENSION}.*.part")
+    report = CaptionReport(kept=kept)
     progress = progress or SilentProgress(len(files))
     progress.advance(len(report.kept))
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:

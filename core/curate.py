@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
-from .dataset_writer import DatasetWriter, WrittenDataset, unique_stems
+from .dataset_writer import DatasetWriter, WrittenDataset
 from .image_files import read_caption
 from .image_index import FolderIndex
-from .output_paths import safe_name
+from .output_paths import unique_stems
 from .progress import Progress, SilentProgress
 from .taxonomy import Taxonomy, TaxonomyError
 from .zero_shot import tags
@@ -94,7 +94,17 @@ class CurateOptions:
         if self.subfolders_by and self.subfolders_by not in taxonomy.groups:
             raise TaxonomyError(f"subfolders_by names group {self.subfolders_by!r}, which taxonomy {taxonomy.name!r}"
                                 f" does not have (groups: {', '.join(taxonomy.groups)})")
+        self.label_folders(taxonomy)  # folder names are settled before any labelling starts
         return keep, drop, sort_rule
+
+    def label_folders(self, taxonomy: Taxonomy) -> dict[str, str]:
+        """The sub-folder of each label of the ``subfolders_by`` group (``''``: the unlabelled ones), from its id
+        as a safe name: Korean ids stay Korean, two ids that clean to one name get ``_2``, and an id of only
+        symbols becomes ``label_0003``; empty without ``subfolders_by``."""
+        if not self.subfolders_by:
+            return {}
+        ids = list(taxonomy.groups[self.subfolders_by].labels)
+        return dict(zip([*ids, ""], unique_stems([*ids, "unlabelled"], fallback="label")))
 
 
 @dataclass
@@ -182,13 +192,14 @@ def write_curated(index: FolderIndex, results: list[dict[str, Any]], taxonomy: T
     duplicates: dict[int, list[str]] = {}
     for row, best in plan.duplicate_of.items():
         duplicates.setdefault(best, []).append(index.files[row].name)
+    folders = options.label_folders(taxonomy)
     with DatasetWriter(parent) as writer:
         for rank, (row, stem) in enumerate(zip(plan.order, stems), start=1):
             progress.check_cancel()
             name = f"{rank:0{width}d}_{stem}" if options.sort_by.strip() else stem
             if options.subfolders_by:
                 chosen = results[row]["labels"][options.subfolders_by]
-                name = f"{safe_name(chosen[0]['label']) if chosen else 'unlabelled'}/{name}"
+                name = f"{folders[chosen[0]['label'] if chosen else '']}/{name}"
             source = index.files[row]
             record = {"source": str(source), "rank": rank, "labels": results[row]["labels"],
                       "scores": results[row]["scores"], "tags": tags(results[row], taxonomy, language),

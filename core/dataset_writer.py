@@ -1,8 +1,10 @@
 """Writing an image dataset as a new version folder: PNGs, caption sidecars and a manifest.
 
-A run builds everything in a private ``.partial`` folder and renames it to the next free
-``vNNN`` only when every file is written, so a version folder is always complete: a cancel
-or an error removes the partial folder and leaves earlier versions untouched.
+A run builds everything in a hidden ``.partial.<pid>.<random>`` folder and renames it to the next
+free ``vNNN`` only when every file is written, so a version folder is always complete: a cancel
+or an error removes the partial folder and leaves earlier versions untouched, and the next run
+removes what a killed one left. Names come from ``output_paths.unique_stems``; a name given twice
+is refused, so no file ever replaces another of the same run.
 """
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 from .image_files import check_writable, encode_png
-from .output_paths import new_version_folder, safe_name
+from .output_paths import new_version_folder, remove_stale, temp_path
 from .progress import Progress
 
 MANIFEST = "manifest.jsonl"
@@ -36,18 +37,6 @@ class WrittenDataset:
         return self.folder / MANIFEST
 
 
-def unique_stems(stems: list[str]) -> list[str]:
-    """Safe, distinct file stems: ``a.png`` and ``a.jpg`` become ``a`` and ``a_2``."""
-    seen: dict[str, int] = {}
-    out = []
-    for stem in stems:
-        base = safe_name(stem.replace("..", "_"), "image name")
-        count = seen.get(base.lower(), 0) + 1
-        seen[base.lower()] = count
-        out.append(base if count == 1 else f"{base}_{count}")
-    return out
-
-
 class DatasetWriter:
     """Collects files into a partial folder; ``commit`` publishes it as ``parent/vNNN``.
 
@@ -59,7 +48,10 @@ class DatasetWriter:
     def __init__(self, parent: Path, workers: int | None = None, progress: Progress | None = None) -> None:
         check_writable(parent)
         self.parent = parent
-        self._work = Path(tempfile.mkdtemp(dir=parent, prefix=".partial-"))
+        remove_stale(parent, ".partial*")  # folders of killed runs (``.partial-*`` from older versions too)
+        self._work = temp_path(parent, "partial", suffix="")
+        self._work.mkdir()  # an ordinary mkdir: the umask decides who may read the dataset
+        self._names: set[str] = set()
         self._pool = ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1))
         self._pending: list[Future[dict[str, object]]] = []
         # given a progress, ``wait`` and ``commit`` advance it by one per file written (on the caller's thread)
@@ -68,12 +60,21 @@ class DatasetWriter:
 
     def add_image(self, image: Image.Image, name: str, caption: str | None, record: dict[str, object]) -> None:
         """Queue ``image`` to be written as ``<name>.png`` (with ``<name>.txt`` for a caption)."""
+        self._claim(name)
         self._pending.append(self._pool.submit(self._write, image, name, caption, record))
 
     def add_copy(self, source: Path, name: str, caption: str | None, record: dict[str, object]) -> None:
         """Queue an existing picture to be copied byte for byte as ``<name><its suffix>``; ``name`` may hold
         one sub-folder (``landscape/view``)."""
+        self._claim(name)
         self._pending.append(self._pool.submit(self._copy, source, name, caption, record))
+
+    def _claim(self, name: str) -> None:
+        key = name.casefold()  # Windows and macOS see ``A.png`` and ``a.png`` as one file
+        if key in self._names:
+            raise ValueError(f"two pictures of this run would both be written as {name!r}: give them distinct "
+                             "names (output_paths.unique_stems)")
+        self._names.add(key)
 
     def add_text(self, file: str, text: str) -> None:
         """A text file (a report) written into the version beside the pictures."""
@@ -117,7 +118,7 @@ class DatasetWriter:
         self.wait()
         records = [f.result() for f in self._pending]  # raises the first write error, if any
         self._pool.shutdown()
-        lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+        lines = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in records)
         (self._work / MANIFEST).write_text(lines, encoding="utf-8")
         folder = new_version_folder(self.parent)  # reserves the name with an empty folder
         try:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .state_dicts import save_new_file
+from .state_dicts import check_complete, save_new_file
 
 UNET_PREFIX = "lora_unet_"
 TE_PREFIX = "lora_te_"
@@ -73,6 +73,7 @@ def read_lora(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
+    check_complete(path, "LoRA")
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
     return load_file(str(path)), metadata

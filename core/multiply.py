@@ -1,7 +1,8 @@
 """Multiply a dataset: each original plus its named variants (and seeded random ones) as PNGs.
 
-Files are ``<stem>.png`` for the original and ``<stem>__<variant>.png`` for each variant, a
-caption sidecar ``<stem>.txt`` is copied beside every file made from it, and ``manifest.jsonl``
+Files are ``<stem>.png`` for the original and ``<stem>__<variant>.png`` for each variant (stems made
+distinct by ``output_paths.unique_stems``), a caption sidecar ``<stem>.txt`` is copied beside every file
+made from it (without colour words beside a greyscale copy), and ``manifest.jsonl``
 records source, variant, parameters, seed and sha256 of every file (see core.dataset_writer).
 """
 from __future__ import annotations
@@ -14,7 +15,8 @@ import torch
 from PIL import Image
 
 from . import augment, variants
-from .dataset_writer import DatasetWriter, WrittenDataset, iter_groups, unique_stems
+from .dataset_writer import DatasetWriter, WrittenDataset, iter_groups
+from .output_paths import unique_stems
 from .progress import Progress, SilentProgress
 
 # images per batch: enough to keep a GPU busy, few enough for an 8 GB card at 1024 px
@@ -69,7 +71,9 @@ def multiply(
         raise ValueError("no images to multiply")
     if plan_size(originals, kinds, include_original, random) == 0:
         raise ValueError("nothing to write: choose at least one variant, the original or random variants")
-    stems = unique_stems([o.stem for o in originals])
+    count = random.count if random is not None else 0
+    names = [settings.name(k) for k in kinds] + [_random_name(k, count) for k in range(1, count + 1)]
+    stems = unique_stems([o.stem for o in originals], [""] + [f"__{name}" for name in names])
     progress = progress or SilentProgress(plan_size(originals, kinds, include_original, random))
     sizes = [(o.image.shape[0], o.image.shape[1]) for o in originals]
     with DatasetWriter(parent, progress=progress) as writer:
@@ -77,31 +81,37 @@ def multiply(
             progress.check_cancel()
             batch = torch.stack([originals[i].image for i in group]).to(device)
             rendered = variants.render(batch, kinds, settings)
-            outputs: list[tuple[int, str, Image.Image, dict[str, object], int | None]] = []
+            outputs: list[tuple[int, str, Image.Image, dict[str, object], int | None, bool]] = []
             if include_original:
                 originals_8bit = variants.render_original(batch)
-                outputs += [(j, "", originals_8bit[j], {}, None) for j in range(len(group))]
+                outputs += [(j, "", originals_8bit[j], {}, None, False) for j in range(len(group))]
             for kind in kinds:
-                outputs += [(j, settings.name(kind), rendered[kind][j], settings.parameters(kind), None)
-                            for j in range(len(group))]
+                outputs += [(j, settings.name(kind), rendered[kind][j], settings.parameters(kind), None,
+                             kind == "gray_scale") for j in range(len(group))]
             if random is not None:
                 outputs += _random_outputs(batch, [stems[i] for i in group], random)
             writer.wait(keep=2 * BATCH * 12)  # rendering runs ahead of encoding by about two batches
-            for j, name, picture, parameters, seed in outputs:
+            for j, name, picture, parameters, seed, grey in outputs:
                 original = originals[group[j]]
                 file_stem = f"{stems[group[j]]}__{name}" if name else stems[group[j]]
+                caption = original.caption
+                if grey and caption is not None:  # a grey copy is not "a red barn"
+                    caption = variants.without_colour_words(caption)
                 writer.add_image(
-                    picture, file_stem, original.caption,
+                    picture, file_stem, caption,
                     {"source": original.source, "stem": stems[group[j]], "variant": name or "original",
                      "parameters": parameters, "seed": seed},
                 )
         return writer.commit()
 
 
+def _random_name(k: int, count: int) -> str:
+    return f"random_{k:0{max(2, len(str(count)))}d}"
+
+
 def _random_outputs(batch: torch.Tensor, stems: list[str], random: RandomVariants
-                    ) -> list[tuple[int, str, Image.Image, dict[str, object], int]]:
+                    ) -> list[tuple[int, str, Image.Image, dict[str, object], int, bool]]:
     outputs = []
-    width = len(str(random.count))
     for k in range(1, random.count + 1):
         seeds = [augment.derive_seed(random.seed, stem, k) for stem in stems]
         draws = augment.draw(random.spec, seeds)
@@ -114,5 +124,6 @@ def _random_outputs(batch: torch.Tensor, stems: list[str], random: RandomVariant
             pictures = variants.render_original(out)
             for m, j in enumerate(members):
                 params = {"recipe": asdict(random.spec), "drawn": _random_parameters(draws, j)}
-                outputs.append((j, f"random_{k:0{max(2, width)}d}", pictures[m], params, seeds[j]))
+                outputs.append((j, _random_name(k, random.count), pictures[m], params, seeds[j],
+                                bool(draws.grayscale[j])))
     return outputs

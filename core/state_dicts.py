@@ -5,7 +5,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -31,8 +30,42 @@ def state_dict_sha256(state_dict: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+class IncompleteFile(FileNotFoundError):
+    """An empty or cut-short weights file: as good as missing (an interrupted save or copy)."""
+
+
+def check_complete(path: Path, what: str) -> None:
+    """Raise ``IncompleteFile`` naming ``path`` when a weights file is empty, or a ``.safetensors`` file shorter
+    than its own header says (a killed save or an unfinished copy): it reads as missing, not as damaged weights."""
+    import struct
+
+    size = path.stat().st_size
+    need = 1
+    if path.suffix.lower() == ".safetensors" and size > 0:
+        need = 8  # the header's length, then the header, then the tensors' bytes
+        if size >= 8:
+            with open(path, "rb") as handle:
+                header_len = struct.unpack("<Q", handle.read(8))[0]
+                if header_len > 100_000_000:  # safetensors' own limit: not a safetensors file at all
+                    return
+                need += header_len
+                if size >= need:
+                    try:
+                        header = json.loads(handle.read(need - 8))
+                        need += max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"),
+                                    default=0)
+                    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+                        return  # malformed rather than cut short: the reader says so
+    if size < need:
+        state = "is empty (0 bytes)" if size == 0 else f"is cut short ({size} of {need} bytes)"
+        raise IncompleteFile(f"{what} {str(path)!r} {state}: a save or copy was interrupted. Delete it and train or "
+                             "copy it again.")
+
+
 def read_weights(path: Path, what: str) -> dict[str, torch.Tensor]:
     """Tensors of a ``.safetensors`` file, or of a ``.pth``/``.pt`` state dict read with ``weights_only``."""
+    if path.is_file():
+        check_complete(path, what)
     try:
         if path.suffix.lower() == ".safetensors":
             from safetensors.torch import load_file
@@ -69,6 +102,7 @@ def read_tagged(path: Path, kind: str, what: str, how: str) -> tuple[dict[str, s
 
     if not path.is_file():
         raise FileNotFoundError(f"no {what} file {str(path)!r}")
+    check_complete(path, what)
     try:
         with safe_open(str(path), "pt") as handle:
             meta = handle.metadata() or {}
@@ -89,46 +123,82 @@ def load_exactly(module: torch.nn.Module, state: dict[str, torch.Tensor], path: 
 
 def metadata_strings(values: dict[str, object]) -> dict[str, str]:
     """Metadata as safetensors wants it: every value a string (JSON for anything but str)."""
-    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
+    return {k: v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for k, v in values.items()}
 
 
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Write beside ``path`` under a temporary name, then rename into place."""
+    """Write beside ``path`` under a hidden temporary name, then rename into place."""
+    tmp = _write_temp(path, tensors, metadata)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_temp(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """The finished file under a hidden temporary name beside ``path`` (``.<name>.<pid>.<random>.part``, which
+    ComfyUI's model lists never show), with the mode the umask gives an ordinary file (safetensors makes 0600)."""
     from safetensors.torch import save_file
+
+    from .output_paths import as_umask_allows, temp_path
 
     if not all(isinstance(v, str) for v in metadata.values()):
         raise TypeError("safetensors metadata values must all be strings")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
+    tmp = temp_path(path.parent, path.name)
     try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
+        save_file(tensors, str(tmp), metadata=metadata)
+        as_umask_allows(tmp)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    return tmp
+
+
+def _claim(tmp: Path, path: Path) -> bool:
+    """Give the finished ``tmp`` the name ``path`` unless that name is taken (then False, ``tmp`` untouched).
+    A hard link takes a name without ever replacing one; where a file system has none, Windows' rename
+    refuses to replace, and elsewhere an exclusive create reserves the name the rename then fills."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    except OSError:  # no hard links here (FAT, some network shares)
+        if os.name == "nt":
+            try:
+                os.rename(tmp, path)
+            except FileExistsError:
+                return False
+            return True
+        try:
+            with open(path, "x"):
+                pass
+        except FileExistsError:
+            return False
+        os.replace(tmp, path)
+        return True
+    tmp.unlink()
+    return True
 
 
 def save_new_file(folder: Path, name: str, tensors: dict[str, torch.Tensor], metadata: dict[str, object],
                   what: str = "name") -> Path:
     """Write ``<name>.safetensors`` into ``folder`` under a safe name that never replaces an existing file
-    (``name_2``, ``name_3``... when it is taken)."""
-    from .output_paths import safe_name
+    (``name_2``, ``name_3``... when it is taken). The file is finished under a hidden temporary name first,
+    so a kill never leaves an empty or partial file under a model's name; what killed runs left is removed."""
+    from .output_paths import remove_stale, safe_name
 
     stem = safe_name(name, what)
     folder.mkdir(parents=True, exist_ok=True)
-    number = 1
-    while True:
-        path = folder / (f"{stem}.safetensors" if number == 1 else f"{stem}_{number}.safetensors")
-        try:
-            with open(path, "x"):  # reserve the name; the rename below replaces this empty file
-                pass
-            break
-        except FileExistsError:
-            number += 1
+    remove_stale(folder, ".*.safetensors.*.part")
+    tmp = _write_temp(folder / f"{stem}.safetensors", tensors, metadata_strings(metadata))
     try:
-        write_safetensors(path, tensors, metadata_strings(metadata))
+        number = 1
+        while not _claim(tmp, path := folder / (f"{stem}.safetensors" if number == 1
+                                                 else f"{stem}_{number}.safetensors")):
+            number += 1
     except BaseException:
-        path.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path

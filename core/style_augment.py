@@ -17,11 +17,12 @@ import torch
 
 from . import variants
 from .adain_model import AdaINModel
-from .dataset_writer import DatasetWriter, WrittenDataset, unique_stems
+from .dataset_writer import DatasetWriter, WrittenDataset
 from .feature_transfer import StyleTarget
 from .folder_dataset import load_folder
 from .image_files import Skipped
 from .multiply import Original
+from .output_paths import unique_stems
 from .progress import Progress, SilentProgress
 from .stylize import StyleOptions, check_pictures, style_targets, stylize
 
@@ -60,8 +61,8 @@ def style_augment(model: AdaINModel, originals: Sequence[Original], styles: Sequ
         check_pictures(original.image[None], f"original {original.stem!r}")
     for style in styles:
         check_pictures(style.image[None], f"style picture {style.name!r}")
-    stems = unique_stems([o.stem for o in originals])
-    style_names = unique_stems([s.name for s in styles])
+    style_names = unique_stems([s.name for s in styles], fallback="style")
+    stems = unique_stems([o.stem for o in originals], [""] + [f"__style_{name}" for name in style_names])
     plan = plan_pairs(len(originals), len(styles), pairs, seed)
     progress = progress or SilentProgress(len(plan))
     settings = asdict(options)

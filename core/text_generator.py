@@ -1,7 +1,8 @@
 """A trained SeqGAN generator with its tokeniser: save, load, write lines, continue a story.
 
-A model is two files: ``<name>.safetensors`` (the generator's weights, and the discriminator's when
-kept for further training) and ``<name>.json`` (the model configuration and the vocabulary).
+A model is one file, ``<name>.safetensors``: the generator's weights (and the discriminator's when kept for
+further training), with the model configuration and the vocabulary in its metadata. Models saved before
+(``atelier-seqgan-v1``) were two files, the weights and ``<name>.json``; they still load.
 """
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from pathlib import Path
 
 import torch
 
-from .output_paths import write_text_atomic
 from .seqgan_model import Generator, SeqGANConfig
-from .state_dicts import write_safetensors
+from .state_dicts import check_complete, load_exactly, read_weights, save_new_file
 from .text_tokens import Tokenizer, split_sentences
 
-FORMAT = "atelier-seqgan-v1"
+FORMAT = "atelier-seqgan-v2"  # one file
+FORMAT_TWO_FILES = "atelier-seqgan-v1"  # weights + <name>.json, still read
 ATTEMPTS = 4  # samples tried for a story's next sentence before it is left as "…"
 
 
@@ -134,33 +135,54 @@ class TextGenerator:
         return Generated(lines, notes)
 
     def save(self, folder: Path, name: str, discriminator: torch.nn.Module | None = None) -> Path:
-        """``folder/<name>.safetensors`` and ``folder/<name>.json``; returns the weights file."""
-        folder.mkdir(parents=True, exist_ok=True)
+        """One file, ``folder/<name>.safetensors`` (``<name>_2``... when the name is taken, as every trainer
+        does): the weights, with the configuration and vocabulary in its metadata, so the two can never be
+        mismatched. Returns the file written."""
         tensors = {f"generator.{k}": v.detach().cpu().contiguous() for k, v in self.generator.state_dict().items()}
         if discriminator is not None:
             tensors.update({f"discriminator.{k}": v.detach().cpu().contiguous()
                             for k, v in discriminator.state_dict().items()})
-        weights = folder / f"{name}.safetensors"
-        write_safetensors(weights, tensors, {"format": FORMAT})
-        description = {"format": FORMAT, "config": self.config.to_dict(), "tokenizer": self.tokenizer.to_dict()}
-        write_text_atomic(folder / f"{name}.json", json.dumps(description, ensure_ascii=False, indent=1) + "\n")
-        return weights
+        metadata = {"format": FORMAT, "config": self.config.to_dict(), "tokenizer": self.tokenizer.to_dict()}
+        path = save_new_file(folder, name, tensors, metadata, "model name")
+        self.name = path.stem
+        return path
 
 
 def load_text_generator(weights: Path, device: torch.device | str = "cpu") -> TextGenerator:
-    """A model saved by ``TextGenerator.save``: the ``.safetensors`` file and the ``.json`` beside it."""
-    from safetensors.torch import load_file
+    """A model saved by ``TextGenerator.save``: one ``.safetensors`` file, or (models saved before
+    ``atelier-seqgan-v2``) the ``.safetensors`` file with the ``.json`` of its configuration beside it."""
+    from safetensors import safe_open
 
-    description_file = weights.with_suffix(".json")
-    if not weights.is_file() or not description_file.is_file():
-        raise FileNotFoundError(f"a SeqGAN model is {weights.stem}.safetensors with {weights.stem}.json beside it; "
-                                f"missing in {str(weights.parent)!r}: "
-                                + ", ".join(p.name for p in (weights, description_file) if not p.is_file()))
-    description = json.loads(description_file.read_text(encoding="utf-8"))
-    if description.get("format") != FORMAT:
-        raise ValueError(f"{str(description_file)!r} is not an Atelier SeqGAN model ({FORMAT})")
+    if not weights.is_file():
+        raise FileNotFoundError(f"no text model {str(weights)!r}")
+    check_complete(weights, "text model")
+    try:
+        with safe_open(str(weights), "pt") as handle:
+            meta = handle.metadata() or {}
+    except Exception as exc:  # a damaged or foreign file
+        raise ValueError(f"cannot read text model {str(weights)!r}: {exc}") from exc
+    if meta.get("format") == FORMAT:
+        description = {"config": json.loads(meta["config"]), "tokenizer": json.loads(meta["tokenizer"])}
+    elif meta.get("format") == FORMAT_TWO_FILES:
+        description = _two_file_description(weights)
+    else:
+        raise ValueError(f"{str(weights)!r} is not an Atelier text model (train one with Atelier Train Text "
+                         "Generator or text-train)")
     config = SeqGANConfig.from_dict(description["config"])
     generator = Generator(config)
-    state = {k.removeprefix("generator."): v for k, v in load_file(str(weights)).items() if k.startswith("generator.")}
-    generator.load_state_dict(state, strict=True)
+    tensors = read_weights(weights, "text model")
+    state = {k.removeprefix("generator."): v for k, v in tensors.items() if k.startswith("generator.")}
+    load_exactly(generator, state, weights)
     return TextGenerator(generator.to(device).eval(), Tokenizer.from_dict(description["tokenizer"]), weights.stem)
+
+
+def _two_file_description(weights: Path) -> dict[str, object]:
+    """The configuration and vocabulary of an older model, kept in ``<name>.json`` beside its weights."""
+    description_file = weights.with_suffix(".json")
+    if not description_file.is_file():
+        raise FileNotFoundError(f"{weights.name} is an older text model, saved with {description_file.name} beside "
+                                f"it, which is missing in {str(weights.parent)!r}: put it back, or train again")
+    description = json.loads(description_file.read_text(encoding="utf-8"))
+    if not isinstance(description, dict) or description.get("format") != FORMAT_TWO_FILES:
+        raise ValueError(f"{str(description_file)!r} is not an Atelier SeqGAN model ({FORMAT_TWO_FILES})")
+    return description

@@ -7,6 +7,7 @@ corners filled. Semantics are those of core.transforms and core.geometry.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 
@@ -171,3 +172,24 @@ def to_pil(planar: torch.Tensor) -> Image.Image:
     """One ``[3, H, W]`` uint8 image as an RGB Pillow image (Pillow merges planes faster than it reads
     interleaved pixels)."""
     return Image.merge("RGB", [Image.fromarray(plane) for plane in planar.numpy()])
+
+
+# Colour words a greyscale copy's caption drops (whole words, any case), so a grey picture is not captioned
+# "a red barn": English names of hues and Korean ones with their common adjective and -색 forms. Black, white
+# and grey stay: a greyscale picture still shows them.
+COLOUR_WORDS = frozenset("""
+red orange yellow green blue purple violet pink brown cyan magenta teal turquoise indigo gold golden silver
+crimson scarlet maroon navy beige lavender lime olive amber coral colorful colourful multicolored multicoloured
+빨간 빨강 빨간색 붉은 주황 주황색 노란 노랑 노란색 초록 초록색 녹색 푸른 파란 파랑 파란색 하늘색 남색 청록색 보라
+보라색 분홍 분홍색 갈색 금색 은색 다채로운 알록달록한
+""".split())
+_WORD = re.compile(r"[^\W_]+(?:[-'][^\W_]+)*")
+
+
+def without_colour_words(caption: str) -> str:
+    """``caption`` with the words of ``COLOUR_WORDS`` removed and the spaces and commas they leave tidied."""
+    text = _WORD.sub(lambda m: "" if m[0].casefold() in COLOUR_WORDS else m[0], caption)
+    text = re.sub(r"[ \t]{2,}", " ", text)
+    text = re.sub(r"\s+([,.;:!?])", r"\1", text)
+    text = re.sub(r"([,;])(\s*[,;])+", r"\1", text)
+    return "\n".join(line.strip(" ,;") for line in text.splitlines()) if text.strip() else ""

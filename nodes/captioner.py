@@ -114,7 +114,8 @@ class AtelierCaptionImages:
 
 class AtelierCaptionDataset:
     DESCRIPTION = ("Write a <stem>.txt caption beside every picture of a folder, the captions the LoRA trainer reads. "
-                   "Existing captions are kept unless 'overwrite' is on; pictures that fail to decode are listed.")
+                   "Existing captions are kept unless 'overwrite' is on; pictures that fail to decode are listed. "
+                   "Pictures that would share one caption file (a.jpg and a.tif) are refused before captioning.")
     EXAMPLE = ("Wire Atelier Load BLIP-2 and Atelier Multiply Dataset's (or Curate Folder's) folder into folder, "
                "trigger 'sks_style': every picture gets a <stem>.txt reading 'sks_style, a ...'; captions already "
                "there stay unless overwrite is on. Wire folder on into Atelier Train LoRA.")

@@ -73,7 +73,8 @@ class AtelierTrainTextGenerator:
                 "corpus": ("STRING", {"default": "atelier/corpus.txt", "tooltip": "A .txt file (one text per line) "
                            "or a folder of .txt files, absolute or inside ComfyUI's input folder; ignored when "
                            "'lines' is wired."}),
-                "name": ("STRING", {"default": DEFAULT_NAME, "tooltip": "File name of the trained model."}),
+                "name": ("STRING", {"default": DEFAULT_NAME, "tooltip": "File name of the trained model; never "
+                                    "overwrites (name_2, name_3...)."}),
                 "tokenizer": (list(KINDS), {"default": m.tokenizer, "tooltip": "word: English words; char: "
                               "characters of any script (Korean too); sentencepiece: subwords learnt from the "
                               "corpus."}),
@@ -143,8 +144,8 @@ class AtelierLoadTextGenerator:
     def INPUT_TYPES(cls) -> dict[str, Any]:
         files = [f for f in bridge.model_files(seqgan_key()) if f.endswith(".safetensors")]
         choices = files if DEFAULT_MODEL in files else [DEFAULT_MODEL, *files]
-        return {"required": {"model": (choices, {"default": DEFAULT_MODEL, "tooltip": "A .safetensors model with "
-                                                 "its .json beside it, in models/atelier/seqgan."})}}
+        return {"required": {"model": (choices, {"default": DEFAULT_MODEL, "tooltip": "A .safetensors text model "
+                                                 "in models/atelier/seqgan (an older one with its .json beside it)."})}}
 
     def load(self, model: str) -> tuple[Any]:
         return (load_text_generator(bridge.find_model_file(seqgan_key(), model, "text model", "train one with "

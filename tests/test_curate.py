@@ -423,3 +423,46 @@ def test_sort_by_takes_one_label(taxonomy: Taxonomy) -> None:
     index, results = _plan_inputs(taxonomy)
     with pytest.raises(TaxonomyError, match="sort_by takes one label"):
         plan_curation(index, results, taxonomy, CurateOptions(sort_by="cozy, calm"))
+
+
+KOREAN_ROOMS = """\
+name: 방
+groups:
+  공간:
+    labels: [침실, 거실, "★", unlabelled]
+"""
+
+
+def test_korean_label_ids_name_sub_folders_settled_before_labelling(tmp_path: Path) -> None:
+    from atelier.core.output_paths import safe_subfolder
+
+    taxonomy = parse_taxonomy(KOREAN_ROOMS)
+    options = CurateOptions(subfolders_by="공간")
+    options.check(taxonomy)  # what the node and the CLI call before the labelling pass
+    assert options.label_folders(taxonomy) == {"침실": "침실", "거실": "거실", "★": "label_0003",
+                                               "unlabelled": "unlabelled", "": "unlabelled_2"}
+    source = tmp_path / "원본"
+    source.mkdir()
+    names = ["고양이.jpg", "a.jpg", "a.tif", "b.png"]
+    for name, sample in zip(names, ("chelsea.jpg", "coffee.webp", "astronaut.tif", "rocket.png")):
+        shutil.copy2(SAMPLES / sample, source / name)
+    (source / "a.txt").write_text("the jpeg's caption", encoding="utf-8")
+    files = [source / n for n in names]
+    index = FolderIndex(files, torch.eye(4), [image_size(f) for f in files])
+    group = taxonomy.groups["공간"]
+
+    def labelled(label: str | None) -> dict[str, Any]:
+        scores = {k: (0.9 if k == label else 0.05) for k in group.labels}
+        chosen = [] if label is None else [{"label": label, "name": label, "score": 0.9, "path": [label]}]
+        return {"labels": {"공간": chosen}, "scores": {"공간": scores}}
+
+    results = [labelled("침실"), labelled("★"), labelled("★"), labelled(None)]
+    plan = plan_curation(index, results, taxonomy, options)
+    parent = safe_subfolder(tmp_path / "output", "큐레이션/결과")  # a Korean output sub-folder is accepted
+    written = write_curated(index, results, taxonomy, plan, options, parent)
+    assert written.folder == tmp_path / "output" / "큐레이션" / "결과" / "v001"
+    assert [m["file"] for m in _manifest(written.folder)] == [
+        "침실/고양이.jpg", "label_0003/a.jpg", "label_0003/a_2.tif", "unlabelled_2/b.png"]
+    assert (written.folder / "label_0003" / "a_2.tif").read_bytes() == (SAMPLES / "astronaut.tif").read_bytes()
+    # a.jpg and a.tif shared a.txt in the source; each copy has its own sidecar name now
+    assert (written.folder / "label_0003" / "a.txt").is_file() and (written.folder / "label_0003" / "a_2.txt").is_file()

@@ -76,11 +76,45 @@ def test_same_seed_same_text_and_save_load_reproduces_samples(trained: tuple, tm
     assert model.generate(5, options).texts == first
     assert model.generate(5, SamplingOptions(temperature=0.9, seed=12)).texts != first
     weights = model.save(tmp_path / "models", "story", models.discriminator)
-    assert weights.is_file() and weights.with_suffix(".json").is_file()
-    assert not [p for p in (tmp_path / "models").iterdir() if p.name.startswith(".")]  # no temporary files left
+    assert [p.name for p in (tmp_path / "models").iterdir()] == ["story.safetensors"]  # one file, no temporaries
     loaded = load_text_generator(weights)
     assert loaded.generate(5, options).texts == first
     assert loaded.tokenizer.vocab == model.tokenizer.vocab
+
+
+def test_a_second_model_of_one_name_is_new_and_weights_carry_their_vocabulary(trained: tuple,
+                                                                              tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    model, _ = trained
+    first = model.save(tmp_path, "이야기")
+    before = first.read_bytes()
+    second = model.save(tmp_path, "이야기")
+    assert (first.name, second.name) == ("이야기.safetensors", "이야기_2.safetensors")
+    assert first.read_bytes() == before  # never overwritten
+    with safe_open(str(second), "pt") as handle:
+        meta = handle.metadata()
+    assert meta["format"] == "atelier-seqgan-v2" and "vocab" in meta["tokenizer"]
+    assert load_text_generator(second).tokenizer.vocab == model.tokenizer.vocab
+
+
+def test_a_two_file_model_of_an_older_version_still_loads(trained: tuple, tmp_path: Path) -> None:
+    import json
+
+    from atelier.core.state_dicts import write_safetensors
+
+    model, _ = trained
+    tensors = {f"generator.{k}": v.contiguous() for k, v in model.generator.state_dict().items()}
+    write_safetensors(tmp_path / "old.safetensors", tensors, {"format": "atelier-seqgan-v1"})
+    description = {"format": "atelier-seqgan-v1", "config": model.config.to_dict(),
+                   "tokenizer": model.tokenizer.to_dict()}
+    (tmp_path / "old.json").write_text(json.dumps(description), encoding="utf-8")
+    options = SamplingOptions(seed=4)
+    assert load_text_generator(tmp_path / "old.safetensors").generate(3, options).texts == \
+        model.generate(3, options).texts
+    (tmp_path / "old.json").unlink()
+    with pytest.raises(FileNotFoundError, match="old.json beside it, which is missing"):
+        load_text_generator(tmp_path / "old.safetensors")
 
 
 def test_prefix_and_unknown_words(trained: tuple) -> None:

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from ..core.output_paths import as_umask_allows
+
 _TENSOR = "__tensor__"
 
 
@@ -51,10 +53,12 @@ def save(folder: Path, states: dict[str, Any]) -> None:
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.partial-"))
+    as_umask_allows(work)  # mkdtemp makes 0700 whatever the umask
     try:
         tensors: dict[str, torch.Tensor] = {}
         skeleton = {name: _split(state, tensors, name) for name, state in states.items()}
         save_file(tensors, str(work / "tensors.safetensors"))
+        as_umask_allows(work / "tensors.safetensors")  # safetensors makes 0600
         (work / "state.json").write_text(json.dumps(skeleton), encoding="utf-8")
         old = folder.with_name(f".{folder.name}.old")
         if folder.exists():
