@@ -262,3 +262,19 @@ def test_an_encoder_giving_nan_is_an_error_not_a_nan_embedding():
         embedder.encoder.head[-1].bias.fill_(float("nan"))
     with pytest.raises(ValueError, match="NaN or infinite embedding for the audio: its weights are damaged"):
         embedder.embed_clip(synthetic_sound(0)[None], 8000)
+
+
+def test_audio_decoded_by_pyav_is_held_to_the_limits_while_it_decodes(tmp_path, monkeypatch):
+    """A compressed file need not declare its length: the limit stops it while it is decoded."""
+    from helpers import write_video
+
+    frames = [np.zeros((16, 16, 3), np.uint8)] * 2
+    path = write_video(tmp_path / "clip.mkv", frames, 1, synthetic_sound(0, seconds=3.0), 8000)
+    assert audio_features.read_audio(path)[0].shape == (1, 24_000)  # soundfile cannot: PyAV reads it
+    monkeypatch.setattr(audio_features, "MAX_SECONDS", 1)
+    with pytest.raises(ValueError, match=r"the audio track of '.*clip\.mkv' lasts .* over the limit of 1 s"):
+        audio_features.read_audio(path)
+    monkeypatch.setattr(audio_features, "MAX_SECONDS", 3 * 3600)
+    low = write_video(tmp_path / "low.mkv", frames, 1, synthetic_sound(0, seconds=3.0, rate=1000), 1000)
+    with pytest.raises(ValueError, match=r"low\.mkv' declares a sample rate of 1000 Hz, below the 4000 Hz"):
+        audio_features.read_audio(low)
