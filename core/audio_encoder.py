@@ -119,11 +119,17 @@ class AudioEmbedder:
     def embed_clip(self, waveform: np.ndarray, sample_rate: int,
                    what: str = "the audio") -> tuple[torch.Tensor, list[str]]:
         """``[D]`` embedding of one clip ``[C, T]`` and notes (downmixed, resampled, padded): the mean over
-        the windows that cover it. Silence is an error."""
-        mono, notes = audio_features.prepare(waveform, sample_rate, self.config.mel.sample_rate)
+        the windows that cover it, computed a batch of windows at a time. Silence, samples out of range and
+        an embedding that is not finite are errors naming ``what``."""
+        mel = self.config.mel
+        mono, notes = audio_features.prepare(waveform, sample_rate, mel.sample_rate, what)
         audio_features.check_not_silent(mono, what)
-        wins, pad_notes = audio_features.windows(mono, self.config.mel)
-        return self.embed_features(audio_features.log_mel(wins, self.config.mel)).mean(0), notes + pad_notes
+        embedding = torch.cat([self.embed_features(f, audio_features.WINDOW_BATCH)
+                               for f in audio_features.feature_batches(mono, mel, what)]).mean(0)
+        if not torch.isfinite(embedding).all():
+            raise ValueError(f"the audio encoder gave a NaN or infinite embedding for {what}: its weights are "
+                             "damaged; load the encoder file again, or train it again")
+        return embedding, notes + audio_features.padding_notes(mono.size, mel)
 
     def check_image_dim(self, dim: int, what: str) -> None:
         if dim != self.dim:

@@ -13,7 +13,8 @@ def mix(sources: list[tuple[np.ndarray, int, float]]) -> tuple[np.ndarray, int, 
     if not sources:
         raise ValueError("nothing to mix: wire at least one sound")
     rate = max(r for _, r, _ in sources)
-    tracks = [gain * audio_features.prepare(wave, r, rate)[0] for wave, r, gain in sources]
+    tracks = [gain * audio_features.prepare(wave, r, rate, f"sound {i + 1}")[0]
+              for i, (wave, r, gain) in enumerate(sources)]
     out = np.zeros(max(t.size for t in tracks), np.float32)
     for track in tracks:
         out[:track.size] += track

@@ -12,7 +12,10 @@ import math
 import os
 import re
 import tempfile
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,26 +116,61 @@ def _to_rgb_array(img: Image.Image, background: RGB) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
 
 
+_pillow_lock = threading.Lock()
+_pillow_needs: list[int] = []  # the pixel limits of our reads in flight that Pillow's own limit would refuse
+_pillow_saved: list[int | None] = []  # Pillow's limit before the first of them
+
+
+@contextmanager
+def _pillow_allows(max_megapixels: float) -> Iterator[None]:
+    """Let ``max_megapixels`` be the limit that applies while this read runs.
+
+    Pillow refuses (DecompressionBombError) anything over twice ``Image.MAX_IMAGE_PIXELS`` (about 179 MP)
+    when it opens, crops or prepares a TIFF, before our own check can run. That limit is a module global
+    of Pillow's, so it is raised only when a caller's limit is above it, only while such reads are in
+    flight (under a lock, counted, so concurrent reads keep it raised), and put back after the last. A
+    user who has set Pillow's limit to None keeps it."""
+    need = math.ceil(max_megapixels * 1e6)
+    with _pillow_lock:
+        base = _pillow_saved[0] if _pillow_needs else Image.MAX_IMAGE_PIXELS
+        raise_it = base is not None and need > 2 * base
+        if raise_it:
+            if not _pillow_needs:
+                _pillow_saved[:] = [base]
+            _pillow_needs.append(need)
+            Image.MAX_IMAGE_PIXELS = max(_pillow_needs)
+    try:
+        yield
+    finally:
+        if raise_it:
+            with _pillow_lock:
+                _pillow_needs.remove(need)
+                Image.MAX_IMAGE_PIXELS = max(_pillow_needs) if _pillow_needs else _pillow_saved.pop()
+
+
+def _too_large(size: str, max_megapixels: float) -> ImageFolderError:
+    return ImageFolderError(f"{size} is over the {max_megapixels:g} megapixel limit (possible decompression bomb); "
+                            "raise 'max_megapixels' if the file is genuine")
+
+
 def open_image(path: Path, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> Image.Image:
-    """Open and check an image without decoding its pixels; raises ImageFolderError with the reason."""
+    """Open and check an image without decoding its pixels; raises ImageFolderError with the reason.
+    ``max_megapixels`` is the limit, above or below Pillow's own."""
     if path.stat().st_size == 0:
         raise ImageFolderError("empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _pillow_allows(max_megapixels):
             # our own max_megapixels check below is the one that counts
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(path)
-    except Image.DecompressionBombError as exc:
-        raise ImageFolderError(f"refused as a possible decompression bomb: {exc}") from exc
+    except Image.DecompressionBombError as exc:  # only above twice our limit: Pillow's was raised to it
+        raise _too_large(str(exc).split(" exceeds")[0], max_megapixels) from exc
     except (OSError, SyntaxError, ValueError) as exc:  # Pillow's UnidentifiedImageError is an OSError
         raise ImageFolderError(f"not a readable image: {exc}") from exc
     width, height = img.size
     if width * height > max_megapixels * 1e6:
         img.close()
-        raise ImageFolderError(
-            f"{width}x{height} is over the {max_megapixels:g} megapixel limit (possible decompression bomb); "
-            "raise 'max_megapixels' if the file is genuine"
-        )
+        raise _too_large(f"{width}x{height}", max_megapixels)
     return img
 
 
@@ -151,7 +189,7 @@ def load_image(path: Path, background: RGB = (1.0, 1.0, 1.0),
     ``min_side`` > 0 lets a JPEG decode at a reduced scale (1/2, 1/4, 1/8) whose shorter side is still at
     least that long: many times faster for a model that resizes to 224 pixels anyway.
     """
-    with open_image(path, max_megapixels) as img:
+    with _pillow_allows(max_megapixels), open_image(path, max_megapixels) as img:
         try:
             if min_side > 0 and img.format == "JPEG":
                 scale = min_side / min(img.size)
@@ -161,6 +199,8 @@ def load_image(path: Path, background: RGB = (1.0, 1.0, 1.0),
             img.load()
             upright = ImageOps.exif_transpose(img)
             array = _to_rgb_array(upright, background)
+        except Image.DecompressionBombError as exc:  # a frame or tile larger than the picture's header said
+            raise _too_large(str(exc).split(" exceeds")[0], max_megapixels) from exc
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise ImageFolderError(f"cannot decode ({exc}); the file may be truncated or damaged") from exc
     return torch.from_numpy(np.ascontiguousarray(array))

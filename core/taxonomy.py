@@ -31,6 +31,8 @@ DEFAULT_TEMPLATES = ("a photo of {}.", "an image of {}.", "a picture of {}.")
 _TOP_KEYS = {"name", "description", "templates", "groups", "languages"}
 _GROUP_KEYS = {"display", "mode", "score", "threshold", "top_k", "templates", "labels", "description"}
 _LABEL_KEYS = {"display", "prompts", "synonyms", "parent", "threshold"}
+MAX_DEPTH = 64  # nesting levels a file may have; a taxonomy needs about 6
+MAX_VALUES = 1_000_000  # values a file may expand to through its aliases; 10,000 labels written out are ~150,000
 
 
 class TaxonomyError(ValueError):
@@ -79,9 +81,9 @@ class Group:
         chain = []
         parent = self.labels[label_id].parent
         while parent is not None:
-            chain.insert(0, parent)
+            chain.append(parent)
             parent = self.labels[parent].parent
-        return chain
+        return chain[::-1]
 
 
 @dataclass
@@ -176,6 +178,63 @@ def _located(node: Any, loader: Any, where: str, is_json: bool = False) -> Any:
     return loader.construct_object(node, deep=True)
 
 
+def _loader(text: str, where: str) -> Any:
+    """PyYAML's SafeLoader refusing nesting deeper than MAX_DEPTH as it composes (its composer recurses, so
+    50,000 nested brackets would end in a RecursionError), with the line where the limit is crossed."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        depth = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            self.depth += 1
+            try:
+                if self.depth > MAX_DEPTH:
+                    line = self.peek_event().start_mark.line + 1
+                    raise TaxonomyError(f"{where}, line {line}: nested more than {MAX_DEPTH} levels deep; a "
+                                        "taxonomy needs about 6 (groups, a group, labels, a label, display, a name)")
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+    return Loader(text)
+
+
+def _check_expansion(root: Any) -> None:
+    """Refuse a document whose aliases (``*name``) would expand it past MAX_VALUES values, or that refers
+    to itself, before anything is expanded: the composed graph shares each anchored node, so its
+    expanded size is counted once per node (linear), not built. A 500-byte "billion laughs" expands to
+    10^9 values; every alias use of a real taxonomy stays far below the limit."""
+    import yaml
+
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: Any) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise TaxonomyError(f"line {node.start_mark.line + 1}: an alias refers to a value that holds it, so "
+                                "it never ends; repeat the text instead of the alias")
+        open_nodes.add(key)
+        if isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(item) for item in node.value)
+        else:
+            total = 1
+        open_nodes.discard(key)
+        if total > MAX_VALUES:  # the first (innermost) value past the limit names the line to fix
+            raise TaxonomyError(f"line {node.start_mark.line + 1}: the aliases (*name) here expand to more than "
+                                f"{MAX_VALUES:,} values (a \"billion laughs\" file?); write the values out or use "
+                                "fewer aliases")
+        sizes[key] = total
+        return total
+
+    size(root)
+
+
 def _read_document(text: str, where: str, is_json: bool) -> Any:
     import yaml
 
@@ -184,11 +243,17 @@ def _read_document(text: str, where: str, is_json: bool) -> Any:
             json.loads(text)
         except json.JSONDecodeError as exc:
             raise TaxonomyError(f"{where}, line {exc.lineno}, column {exc.colno}: not valid JSON: {exc.msg}") from None
-    loader = yaml.SafeLoader(text)
+        except RecursionError:
+            pass  # nested too deep for json: the loader below says where
+    loader = _loader(text, where)
     try:
         node = loader.get_single_node()
         if node is None:
             raise TaxonomyError(f"{where}: the file is empty; a taxonomy needs 'groups'")
+        try:
+            _check_expansion(node)
+        except TaxonomyError as exc:
+            raise TaxonomyError(f"{where}, {exc}") from None
         return _located(node, loader, where, is_json)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -309,16 +374,31 @@ class _Builder:
 
 
 def _fold_synonyms(group: Group, builder: _Builder) -> None:
-    """A label named as another label's synonym becomes part of that label."""
+    """A label named as another label's synonym becomes part of that label.
+
+    Linear in the number of labels and synonyms: the labels are indexed by folded id once (the last of
+    ids that fold alike wins, as a dict built in order would), and a folded label's children are
+    re-parented once at the end through the chain of renames."""
+    by_id: dict[str, list[str]] = {}
+    for label_id in group.labels:
+        by_id.setdefault(_fold(label_id), []).append(label_id)
+    renamed: dict[str, str] = {}
+
+    def final(label_id: str | None) -> str | None:
+        while label_id in renamed:
+            label_id = renamed[label_id]
+        return label_id
+
     for label in list(group.labels.values()):
         if label.id not in group.labels:
             continue  # already folded into an earlier label
-        by_id = {_fold(other_id): other for other_id, other in group.labels.items()}
         for synonym in label.synonyms:
-            other = by_id.get(_fold(synonym))
-            if other is None or other is label or other.id not in group.labels:
+            ids = by_id.get(_fold(synonym))
+            other = group.labels[ids[-1]] if ids else None
+            if other is None or other is label:
                 continue
-            if other.parent not in (None, label.parent):
+            other.parent = final(other.parent)
+            if other.parent not in (None, final(label.parent)):
                 raise builder.fail(other.line, f"label {other.id!r} is a synonym of {label.id!r} but has a "
                                    "different parent; a synonym shares its label's place in the hierarchy")
             label.prompts = list(dict.fromkeys(label.prompts + other.prompts))
@@ -329,12 +409,14 @@ def _fold_synonyms(group: Group, builder: _Builder) -> None:
                     label.display[code] = text
                 elif _fold(text) != _fold(label.display[code]):
                     label.synonyms.append(text)  # the folded label's own name still resolves
-            label.parent = label.parent or other.parent
+            label.parent = final(label.parent) or other.parent
             label.threshold = other.threshold if label.threshold is None else label.threshold
             del group.labels[other.id]
-            for child in group.labels.values():
-                if child.parent == other.id:
-                    child.parent = label.id
+            ids.remove(other.id)
+            renamed[other.id] = label.id
+    if renamed:
+        for child in group.labels.values():
+            child.parent = final(child.parent)
 
 
 def _link_hierarchy(group: Group, builder: _Builder) -> None:
@@ -350,14 +432,17 @@ def _link_hierarchy(group: Group, builder: _Builder) -> None:
             raise builder.fail(label.line, f"label {label.id!r} has parent {label.parent!r}, which is not a label "
                                f"of group {group.name!r}; a parent must be in the same group")
         label.parent = parent
+    checked: set[str] = set()  # labels whose chain up to a root is known to hold no cycle
     for label in group.labels.values():
-        chain, current = [label.id], label.parent
-        while current is not None:
+        chain: dict[str, int] = {}  # this walk's labels, in order: each label is walked once in all
+        current: str | None = label.id
+        while current is not None and current not in checked:
             if current in chain:
-                loop = " -> ".join([*chain[chain.index(current):], current])
+                loop = " -> ".join([*list(chain)[chain[current]:], current])
                 raise builder.fail(label.line, f"the hierarchy of group {group.name!r} has a cycle: {loop}")
-            chain.append(current)
+            chain[current] = len(chain)
             current = group.labels[current].parent
+        checked.update(chain)
     for label in group.labels.values():
         if label.parent is not None:
             group.labels[label.parent].children.append(label.id)

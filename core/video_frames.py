@@ -1,10 +1,13 @@
 """Frames and the audio track of a video file, through PyAV (which ComfyUI installs)."""
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .audio_features import check_length
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi")
 
@@ -36,12 +39,18 @@ def _decode_audio(container, path: Path) -> tuple[np.ndarray, int]:
     if not container.streams.audio:
         raise NoAudioTrack(f"{str(path)!r} has no audio track: its frames cannot be paired with sound")
     stream = container.streams.audio[0]
+    rate = int(stream.rate)
     to_float = av.AudioResampler(format="fltp")  # planar float32 whatever the codec gives
-    chunks = [f.to_ndarray() for frame in container.decode(stream) for f in to_float.resample(frame)]
-    chunks += [f.to_ndarray() for f in to_float.resample(None)]
+    chunks, samples = [], 0
+    for frame in itertools.chain(container.decode(stream), [None]):  # None: what the resampler still holds
+        for f in to_float.resample(frame):
+            chunks.append(f.to_ndarray())
+            samples += chunks[-1].shape[-1]
+            if samples:  # the rate and length limits, while decoding: a compressed file may declare neither
+                check_length(samples, rate, f"the audio track of {str(path)!r}")
     if not chunks:
         raise ValueError(f"the audio track of {str(path)!r} holds no samples")
-    return np.concatenate(chunks, axis=1).astype(np.float32), int(stream.rate)
+    return np.concatenate(chunks, axis=1).astype(np.float32), rate
 
 
 def read_audio_track(path: str | Path) -> tuple[np.ndarray, int]:

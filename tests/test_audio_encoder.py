@@ -158,3 +158,123 @@ def test_bad_settings_and_data_are_refused(tmp_path):
     data = synthetic_align_data(per_class=1)
     with pytest.raises(ValueError, match="do not match"):
         train_aligner(data, AlignConfig(mel=MelSpec()), tmp_path)
+
+
+# --------------------------------------------------------------------------------------------
+# Sounds built to exhaust memory, and samples out of range
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_wav_declaring_1_hz_is_refused_from_its_header(tmp_path):
+    """The 72 KB WAV of the report: 36,000 samples declared at 1 Hz would resample to ten hours of sound."""
+    import soundfile
+
+    path = tmp_path / "one_hertz.wav"
+    soundfile.write(path, (0.1 * np.sin(np.arange(36_000))).astype(np.float32), 1, subtype="PCM_16")
+    assert path.stat().st_size < 80_000
+    with pytest.raises(ValueError, match=r"one_hertz\.wav' declares a sample rate of 1 Hz, below the 4000 Hz"):
+        audio_features.read_audio(path)
+    wave = (0.1 * np.sin(np.arange(2000))).astype(np.float32)[None]  # the same, as an AUDIO
+    with pytest.raises(ValueError, match="clip 1 declares a sample rate of 1 Hz"):
+        tiny_encoder().embed_clip(wave, 1, "clip 1")
+
+
+def test_a_sound_over_the_length_limit_is_refused_before_reading_or_resampling(tmp_path, monkeypatch):
+    import soundfile
+
+    monkeypatch.setattr(audio_features, "MAX_SECONDS", 10)
+    path = tmp_path / "long.wav"
+    soundfile.write(path, synthetic_sound(0, seconds=12.0), 8000)
+    with pytest.raises(ValueError, match=r"long\.wav' lasts 12 s \(96000 samples at 8000 Hz\), over the limit "
+                                         "of 10 s: cut it into shorter files"):
+        audio_features.read_audio(path)
+    with pytest.raises(ValueError, match="the audio lasts 12 s"):
+        audio_features.prepare(synthetic_sound(0, seconds=12.0, rate=22050)[None], 22050, 8000)
+    monkeypatch.setattr(audio_features, "MAX_SECONDS", 3 * 3600)  # the default: three hours
+    with pytest.raises(ValueError, match=r"lasts 3.47 hours \(50000000 samples at 4000 Hz\), over the limit of 3 h"):
+        audio_features.check_length(50_000_000, 4000, "a file")
+    assert audio_features.read_audio(path)[0].shape == (1, 96_000)
+
+
+@pytest.mark.parametrize(("rate", "channels"), [(22050, 2), (44100, 6), (8000, 1)])
+def test_blockwise_downmix_and_resampling_give_the_samples_of_one_piece(monkeypatch, rate, channels):
+    import librosa
+
+    rng = np.random.default_rng(rate)
+    wave = (0.3 * rng.standard_normal((channels, int(3.3 * rate)))).astype(np.float32)
+    whole, _ = audio_features.prepare(wave, rate, 8000)
+    monkeypatch.setattr(audio_features, "BLOCK_SECONDS", 0.25)  # 14 blocks
+    blocks, notes = audio_features.prepare(wave, rate, 8000)
+    mono = audio_features.downmix(wave)
+    reference = mono if rate == 8000 else librosa.resample(mono, orig_sr=rate, target_sr=8000, res_type="soxr_hq")
+    assert blocks.shape == whole.shape == reference.shape
+    # the same samples (the 5.1 fold-down is a matrix product, whose rounding may differ in the last bit)
+    assert np.allclose(blocks, reference, rtol=0, atol=1e-6) and np.allclose(whole, reference, rtol=0, atol=1e-6)
+    assert ("resampled from" in " ".join(notes)) == (rate != 8000)
+
+
+def test_resampling_a_long_sound_holds_little_more_than_its_result():
+    """Ten minutes of stereo at 22.05 kHz to 8 kHz mono: 19 MB of result. Downmixing and resampling in one
+    piece held 150 MB at once (the whole downmix, soxr's output, librosa's copy); in blocks, the result and
+    one block's worth."""
+    import tracemalloc
+
+    wave = np.full((2, 22050 * 600), 0.25, np.float32)
+    tracemalloc.start()
+    try:
+        out, _ = audio_features.prepare(wave, 22050, 8000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.size == 8000 * 600
+    assert peak < 2 * out.nbytes, (peak, out.nbytes)
+
+
+def test_features_and_embedding_of_a_long_clip_are_computed_in_batches_with_the_same_result(monkeypatch):
+    embedder = tiny_encoder()
+    clip = np.concatenate([synthetic_sound(k % 6, seed=k) for k in range(11)])  # 5.5 s: 11 windows
+    whole, _ = embedder.embed_clip(clip[None], 8000)
+    features = audio_features.log_mel(audio_features.windows(clip, SPEC)[0], SPEC)
+    monkeypatch.setattr(audio_features, "WINDOW_BATCH", 3)
+    batches = list(audio_features.feature_batches(clip, SPEC))
+    assert [len(b) for b in batches] == [3, 3, 3, 2]
+    assert np.allclose(np.concatenate(batches), features, atol=1e-6)
+    batched, _ = embedder.embed_clip(clip[None], 8000)
+    assert torch.allclose(batched, whole, atol=1e-6)
+
+
+def test_samples_far_above_full_scale_are_refused_naming_the_clip():
+    """1e30 is finite, but its power overflows the features and the embedding became NaN without a word."""
+    embedder = tiny_encoder()
+    huge = synthetic_sound(0) * np.float32(2e30)
+    with pytest.raises(ValueError, match=r"clip 2 peaks at 1e\+30 \(\+600 dBFS\), far above full scale .*lower the "
+                                         "gain before this node"):
+        embedder.embed_clip(huge[None], 8000, "clip 2")
+    with pytest.raises(ValueError, match="NaN or infinite samples"):
+        embedder.embed_clip(np.full((1, 4000), np.inf, np.float32), 8000)
+    loud_mix = synthetic_sound(0) * np.float32(40)  # four sounds at gain 10: +26 dBFS, still a sound
+    assert torch.isfinite(embedder.embed_clip(loud_mix[None], 8000)[0]).all()
+
+
+def test_an_encoder_giving_nan_is_an_error_not_a_nan_embedding():
+    embedder = tiny_encoder()
+    with torch.no_grad():
+        embedder.encoder.head[-1].bias.fill_(float("nan"))
+    with pytest.raises(ValueError, match="NaN or infinite embedding for the audio: its weights are damaged"):
+        embedder.embed_clip(synthetic_sound(0)[None], 8000)
+
+
+def test_audio_decoded_by_pyav_is_held_to_the_limits_while_it_decodes(tmp_path, monkeypatch):
+    """A compressed file need not declare its length: the limit stops it while it is decoded."""
+    from helpers import write_video
+
+    frames = [np.zeros((16, 16, 3), np.uint8)] * 2
+    path = write_video(tmp_path / "clip.mkv", frames, 1, synthetic_sound(0, seconds=3.0), 8000)
+    assert audio_features.read_audio(path)[0].shape == (1, 24_000)  # soundfile cannot: PyAV reads it
+    monkeypatch.setattr(audio_features, "MAX_SECONDS", 1)
+    with pytest.raises(ValueError, match=r"the audio track of '.*clip\.mkv' lasts .* over the limit of 1 s"):
+        audio_features.read_audio(path)
+    monkeypatch.setattr(audio_features, "MAX_SECONDS", 3 * 3600)
+    low = write_video(tmp_path / "low.mkv", frames, 1, synthetic_sound(0, seconds=3.0, rate=1000), 1000)
+    with pytest.raises(ValueError, match=r"low\.mkv' declares a sample rate of 1000 Hz, below the 4000 Hz"):
+        audio_features.read_audio(low)

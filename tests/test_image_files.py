@@ -141,3 +141,46 @@ def test_unreadable_caption_skips_its_image(tmp_path: Path) -> None:
     Image.new("RGB", (8, 8)).save(tmp_path / "b.png")
     data = load_folder(tmp_path)
     assert [i.stem for i in data.images] == ["b"] and "UTF-8" in data.skipped[0].reason
+
+
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG whose IHDR declares ``width`` x ``height`` and that holds no pixel data: Pillow opens its header."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+
+
+def test_max_megapixels_above_pillows_own_limit_is_the_one_that_applies(tmp_path: Path) -> None:
+    from atelier.core.image_files import open_image
+
+    def size(path: Path, **kw: float) -> tuple[int, int]:
+        with open_image(path, **kw) as img:  # the header only
+            return img.size
+
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    path = tmp_path / "huge.png"
+    _png_header_only(path, 20_000, 12_000)  # 240 MP: over twice Pillow's limit (about 179 MP)
+    assert 20_000 * 12_000 > 2 * pillow_limit
+    assert size(path, max_megapixels=300) == (20_000, 12_000)  # the user's limit, not Pillow's
+    with pytest.raises(ImageFolderError, match=r"20000x12000 is over the 200 megapixel limit.*raise 'max_megapixels'"):
+        size(path, max_megapixels=200)
+    with pytest.raises(ImageFolderError, match="over the 100 megapixel limit"):  # the default: Pillow fires first
+        size(path)
+    assert Image.MAX_IMAGE_PIXELS == pillow_limit  # Pillow's own limit is put back
+
+
+def test_max_megapixels_above_pillows_limit_decodes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pillow checks again when it decodes (a TIFF's tile): with its limit made small, a real picture over it
+    decodes when the user's limit allows it, and is refused by the user's limit otherwise."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    picture = np.arange(60 * 50 * 3, dtype=np.uint8).reshape(50, 60, 3)
+    Image.fromarray(picture).save(tmp_path / "a.tif")  # 3000 pixels: over twice Pillow's (patched) limit
+    assert np.array_equal(_u8(tmp_path / "a.tif", max_megapixels=0.004), picture)
+    with pytest.raises(ImageFolderError, match="over the 0.0025 megapixel limit"):
+        load_image(tmp_path / "a.tif", max_megapixels=0.0025)
+    assert Image.MAX_IMAGE_PIXELS == 1000

@@ -448,3 +448,121 @@ def test_shipped_spaces_has_rooms_under_home() -> None:
         assert rooms[room].parent == home
         assert rooms[room].id in space.labels[home].children
     assert load_taxonomy("spaces").resolve("거실") == [("space", rooms["living room"].id)]
+
+
+# --------------------------------------------------------------------------------------------
+# Files built to exhaust memory or the stack, and the work parsing takes
+# --------------------------------------------------------------------------------------------
+
+
+def _laughs(levels: int, fan: int = 9) -> str:
+    """The "billion laughs": each level an anchored list of ``fan`` aliases to the level below, so a file of a
+    few hundred bytes expands to ``fan ** levels`` values."""
+    lines = [f"l0: &l0 [{', '.join(['lol'] * fan)}]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * fan)}]" for i in range(1, levels)]
+    return "\n".join(lines) + f"\ngroups: {{g: {{labels: *l{levels - 1}}}}}\n"
+
+
+def test_alias_expansion_past_the_limit_is_refused_naming_the_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from atelier.core import taxonomy
+
+    monkeypatch.setattr(taxonomy, "MAX_VALUES", 2000)
+    message = _error(_laughs(4))  # its 4th line expands to 7381 values
+    assert message.startswith("rooms.yaml, line 4: the aliases (*name) here expand to more than 2,000 values")
+    message = _error(_laughs(3))  # 1750 values in all: within the limit, so read (and refused as no taxonomy)
+    assert "unknown key 'l0'" in message and "expand" not in message
+
+
+def test_the_billion_laughs_is_refused_before_it_expands() -> None:
+    """The 500-byte file of the report (10^9 values, memory exhausted before) is refused at the default limit;
+    run in a process allowed 1 GiB so a regression fails instead of filling the machine's memory."""
+    import subprocess
+    import sys
+
+    resource = pytest.importorskip("resource")
+    del resource
+    bomb = _laughs(10)
+    assert len(bomb.encode()) < 600
+    from atelier.core import taxonomy
+
+    probe = (  # core/taxonomy.py imports nothing of the pack: load it alone, then cap the memory
+        "import importlib.util, resource, sys, yaml\n"
+        f"spec = importlib.util.spec_from_file_location('taxonomy', {taxonomy.__file__!r})\n"
+        "taxonomy = sys.modules['taxonomy'] = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(taxonomy)\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, resource.RLIM_INFINITY))\n"
+        "try:\n"
+        "    taxonomy.parse_taxonomy(sys.stdin.read(), 'laughs.yaml')\n"
+        "except taxonomy.TaxonomyError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], input=bomb, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("laughs.yaml, line 7: the aliases (*name) here expand to more than 1,000,000 values")
+
+
+def test_an_alias_inside_the_value_it_names_is_refused() -> None:
+    message = _error("name: x\ngroups: &loop\n  g: {labels: [a, *loop]}\n")
+    assert message.startswith("rooms.yaml, line 2: an alias refers to a value that holds it")
+
+
+def test_aliases_within_the_limit_still_work() -> None:
+    tax = parse_taxonomy("groups:\n  g:\n    labels:\n"
+                         "      cat: {prompts: &common [a plain photo]}\n"
+                         "      dog: {prompts: *common}\n", "shared.yaml")
+    assert [tax.groups["g"].labels[n].prompts for n in ("cat", "dog")] == [["a plain photo"]] * 2
+
+
+@pytest.mark.parametrize("source", ["deep.yaml", "deep.json"])
+def test_nesting_50000_deep_is_a_clear_error_naming_the_line(source: str) -> None:
+    text = '{"name": "x",\n "groups": ' + "[" * 50_000 + "]" * 50_000 + "}"
+    message = _error(text, source)
+    assert message.startswith(f"{source}, line 2: nested more than 64 levels deep")
+
+
+def _many_labels(n: int) -> str:
+    """``n`` labels in one chain of parents (the deepest hierarchy), with synonyms, one in ten folded into
+    another label that lists it as a synonym."""
+    lines = ["groups:", "  g:", "    labels:"]
+    for i in range(n):
+        parent = f", parent: l{i - 1}" if i else ""
+        alias = f", alias{i}" if i % 10 == 0 else ""
+        lines.append(f"      l{i}: {{prompts: [p{i}], synonyms: [s{i}{alias}]{parent}}}")
+        if i % 10 == 0:
+            lines.append(f"      alias{i}: {{prompts: [q{i}]}}")
+    return "\n".join(lines) + "\n"
+
+
+def _traced_lines(text: str) -> int:
+    """Lines of core/taxonomy.py executed while parsing ``text``: the work, counted (not timed)."""
+    import sys
+
+    from atelier.core import taxonomy
+
+    count = 0
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        nonlocal count
+        if frame.f_code.co_filename != taxonomy.__file__:
+            return None
+        if event == "line":
+            count += 1
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        tax = parse_taxonomy(text, "many.yaml")
+    finally:
+        sys.settrace(None)
+    labels = tax.groups["g"].labels
+    assert len(labels) == text.count("parent:") + 1 and "alias0" not in labels
+    assert labels["l0"].prompts == ["p0", "q0"]
+    return count
+
+
+def test_parsing_work_grows_linearly_with_the_labels() -> None:
+    """10,000 labels took two minutes: the work grew with the square of the labels (a synonym index rebuilt per
+    label, each hierarchy chain walked to its root from every label). Four times the labels must be about four
+    times the work: a square law would give 16 times."""
+    small, large = _traced_lines(_many_labels(300)), _traced_lines(_many_labels(1200))
+    assert large / small < 5.0, (small, large)
