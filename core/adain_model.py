@@ -92,20 +92,18 @@ class AdaINModel(nn.Module):
 
 
 def find_weights(name: str, folders: Iterable[str | os.PathLike[str]], what: str) -> Path:
-    """``name`` itself when it is a file path, else the first of ``folders`` that holds it; the error names
-    the file, the folders searched and where the public files come from."""
-    direct = Path(name).expanduser()
-    if direct.is_absolute() and direct.is_file():
-        return direct
-    places = [Path(f).expanduser() for f in folders]
-    for place in places:
-        if (place / name).is_file():
-            return place / name
-    searched = ", ".join(repr(str(p)) for p in places) or "(no folder)"
-    raise FileNotFoundError(
-        f"AdaIN {what} {name!r} is not in {searched}. Put it there (in ComfyUI: models/atelier/adain): "
-        f"{ENCODER_FILE} and {DECODER_FILE} come from {WEIGHTS_SOURCE}; decoders trained by Atelier are "
-        "safetensors files written there.")
+    """The first of ``folders`` that holds ``name``, else ``name`` as a path (absolute, or relative to the working
+    directory); the error names the file, every place searched and where the public files come from."""
+    from .hf_folders import ModelFolderError, locate, places
+
+    folders = [Path(f).expanduser() for f in folders]
+    found = locate(name, folders, Path.is_file)
+    if found is not None:
+        return found
+    raise ModelFolderError(
+        f"AdaIN {what} {name.strip()!r} is not in {places(folders)}. Put it in the first of those folders (in ComfyUI: "
+        f"models/atelier/adain): {ENCODER_FILE} and {DECODER_FILE} come from {WEIGHTS_SOURCE}; decoders trained by "
+        "Atelier are safetensors files written there.")
 
 
 def _checked(path: Path, net: nn.Sequential, state: dict[str, torch.Tensor], what: str) -> nn.Sequential:
