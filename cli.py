@@ -85,7 +85,6 @@ def add_numbers(parser: argparse.ArgumentParser, kind: type, **defaults: float) 
 # every command that reads a model takes --comfyui: the ComfyUI folder whose models it looks in
 MODEL_COMMANDS = ("train", "style", "train-decoder", "label", "curate", "caption", "text-sample", "text-story",
                   "audio-train", "adapter-train")
-SD15_DOWNLOAD = "hf download stable-diffusion-v1-5/stable-diffusion-v1-5 v1-5-pruned-emaonly.safetensors"
 
 
 def add_comfyui_option(sub: argparse._SubParsersAction) -> None:
@@ -106,11 +105,12 @@ def model_file(text: str, kind: str, what: str) -> Path:
     """A model option: a name in the model folders of ``kind`` (an Atelier kind such as ``adain``, or ComfyUI's
     ``checkpoints``), else a path; the error names every place looked in and how to get the file."""
     if kind == "checkpoints":  # a single file, or a diffusers folder
+        from .core.sd15_checkpoint import SD15_DOWNLOAD, SD15_FILE
+
         folder = bridge.model_folders("checkpoints")[0]
         return bridge.find_model_file("checkpoints", text, what, (
             f"put the checkpoint file (or diffusers folder) {text.strip()!r} in {str(folder)!r}; SD 1.5 itself comes "
-            f'with `{SD15_DOWNLOAD} --local-dir "{folder}"`, then --model v1-5-pruned-emaonly.safetensors'),
-            Path.exists)
+            f'with `{SD15_DOWNLOAD} --local-dir "{folder}"`, then --model {SD15_FILE}'), Path.exists)
     if kind == "adain":
         from .core.adain_model import find_weights
 

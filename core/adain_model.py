@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .state_dicts import file_sha256, mismatch, read_weights, save_new_file
+from .weight_files import check_weight_file
 
 ENCODER_FILE = "vgg_normalised.pth"
 DECODER_FILE = "decoder.pth"
@@ -116,6 +117,7 @@ def _checked(path: Path, net: nn.Sequential, state: dict[str, torch.Tensor], wha
 
 def load_encoder(path: Path) -> nn.Sequential:
     """The encoder from a full normalised VGG-19 (``vgg_normalised.pth``) or one cut at relu4_1."""
+    check_weight_file(path, "AdaIN encoder weights", f"get {ENCODER_FILE} again from {WEIGHTS_SOURCE}")
     state = read_weights(path, "AdaIN encoder weights")
     # the public file holds the whole VGG-19; only layers 0..30 (up to relu4_1) are used
     state = {k: v for k, v in state.items() if not (k.split(".")[0].isdigit() and int(k.split(".")[0]) >= 31)}
@@ -124,6 +126,8 @@ def load_encoder(path: Path) -> nn.Sequential:
 
 
 def load_decoder(path: Path) -> nn.Sequential:
+    check_weight_file(path, "AdaIN decoder weights", f"get {DECODER_FILE} again from {WEIGHTS_SOURCE}, or train "
+                      "the decoder again (Atelier Train AdaIN Decoder)")
     state = read_weights(path, "AdaIN decoder weights")
     base = state["28.weight"].shape[1] if "28.weight" in state and state["28.weight"].dim() == 4 else 64
     return _checked(path, build_decoder(base), state, "decoder (the encoder's mirror)")

@@ -29,6 +29,7 @@ from .feature_cache import FeatureCache
 from .image_files import ImageFolderError, list_images, load_image, open_image
 from .progress import Progress, SilentProgress
 from .state_dicts import file_sha256, mismatch, read_weights, state_dict_sha256
+from .weight_files import check_weight_file
 
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + FID_WEIGHTS_NAME
@@ -271,6 +272,7 @@ def load_fid_inception(locations: str | os.PathLike[str] | Iterable[str | os.Pat
     of another layout is a ValueError naming the keys that differ.
     """
     path = find_fid_weights(locations)
+    check_weight_file(path, "FID Inception weights", f"download {FID_WEIGHTS_NAME} again from {FID_WEIGHTS_URL}")
     digest = file_sha256(path)
     state = read_weights(path, "FID Inception weights")
     model = FIDInceptionV3()

@@ -251,3 +251,107 @@ def test_a_relative_model_path_that_exists_is_used(tmp_path: Path, monkeypatch: 
     assert bridge.find_model_file("atelier_adain", "weights/decoder.pth", "decoder", "") == decoder
     with pytest.raises(ModelFolderError, match="the working directory"):
         model_file("weights/missing.pth", "adain", "encoder file")
+
+
+# --------------------------------------------------------------------------------------------
+# Damaged weights (issue 15 item 14): one clear error naming the file and what to do
+# --------------------------------------------------------------------------------------------
+
+
+class _RunsCode:
+    """Pickles as a call to ``print``: what ``torch.load(weights_only=True)`` must refuse."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (print, ("unpickled",))
+
+
+def _cut(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    path.write_bytes(b"" if how == "empty" else data[: len(data) // 2])
+
+
+def _clip_folder(tmp_path: Path) -> tuple[Path, Callable[[], object]]:
+    folder = tiny_clip_folder(tmp_path / "clip")
+    return folder / "model.safetensors", lambda: load_clip(folder)
+
+
+def _blip2_folder(tmp_path: Path) -> tuple[Path, Callable[[], object]]:
+    from atelier.core.blip2 import load_blip2
+
+    folder = tiny_blip2_folder(tmp_path / "blip2")
+    return folder / "model.safetensors", lambda: load_blip2(folder)
+
+
+def _clip_pickle(tmp_path: Path) -> tuple[Path, Callable[[], object]]:
+    from safetensors.torch import load_file
+
+    folder = tiny_clip_folder(tmp_path / "clip")
+    state = load_file(str(folder / "model.safetensors"))
+    (folder / "model.safetensors").unlink()
+    torch.save(state, folder / "pytorch_model.bin")  # torch's zip format, as transformers saves .bin files
+    return folder / "pytorch_model.bin", lambda: load_clip(folder)
+
+
+def _adain_encoder(tmp_path: Path) -> tuple[Path, Callable[[], object]]:
+    from atelier.core.adain_model import load_encoder
+
+    encoder, _ = tiny_adain_files(tmp_path / "adain")
+    return encoder, lambda: load_encoder(encoder)
+
+
+def _adain_decoder(tmp_path: Path) -> tuple[Path, Callable[[], object]]:
+    from atelier.core.adain_model import load_decoder
+
+    _, decoder = tiny_adain_files(tmp_path / "adain")
+    return decoder, lambda: load_decoder(decoder)
+
+
+def _fid_weights(tmp_path: Path) -> tuple[Path, Callable[[], object]]:
+    path = tmp_path / fid.FID_WEIGHTS_NAME
+    torch.save({"Conv2d_1a_3x3.conv.weight": torch.zeros(32, 3, 3, 3)}, path)
+    return path, lambda: fid.load_fid_inception(path)
+
+
+def _checkpoint_file(suffix: str) -> Callable[[Path], tuple[Path, Callable[[], object]]]:
+    def make(tmp_path: Path) -> tuple[Path, Callable[[], object]]:
+        from safetensors.torch import save_file
+
+        path = tmp_path / f"sd15{suffix}"
+        state = {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(8, 4, 3, 3)}
+        save_file(state, str(path)) if suffix == ".safetensors" else torch.save({"state_dict": state}, path)
+        return path, lambda: sd15_checkpoint.read_state_dict(path)
+
+    return make
+
+
+DAMAGED = {"clip": _clip_folder, "blip2": _blip2_folder, "clip_bin": _clip_pickle, "adain_encoder": _adain_encoder,
+           "adain_decoder": _adain_decoder, "fid": _fid_weights, "checkpoint": _checkpoint_file(".safetensors"),
+           "checkpoint_ckpt": _checkpoint_file(".ckpt")}
+
+
+@pytest.mark.parametrize("damage", ["empty", "cut"])
+@pytest.mark.parametrize("kind", list(DAMAGED))
+def test_an_empty_or_cut_short_weight_file_is_named_with_what_to_do(kind: str, damage: str, tmp_path: Path) -> None:
+    from atelier.core.weight_files import WeightFileError
+
+    path, load = DAMAGED[kind](tmp_path)
+    _cut(path, damage)
+    with pytest.raises(WeightFileError) as info:
+        load()
+    message = str(info.value)
+    assert repr(str(path)) in message and "damaged or incomplete" in message
+    assert "again" in message  # what to do: get the file again (the command or place to get it from)
+
+
+@pytest.mark.parametrize("kind", ["clip_bin", "checkpoint_ckpt"])
+def test_a_pickle_that_would_run_code_is_refused_with_where_to_get_safetensors(kind: str, tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from atelier.core.weight_files import WeightFileError
+
+    path, load = DAMAGED[kind](tmp_path)
+    torch.save({"weight": _RunsCode()}, path)
+    with pytest.raises(WeightFileError) as info:
+        load()
+    message = str(info.value)
+    assert repr(str(path)) in message and "more than plain tensors" in message and ".safetensors" in message
+    assert "unpickled" not in capsys.readouterr().out  # refused, never run
