@@ -20,7 +20,8 @@ from .weight_files import check_weight_file
 
 ENCODER_FILE = "vgg_normalised.pth"
 DECODER_FILE = "decoder.pth"
-WEIGHTS_SOURCE = "the PyTorch AdaIN port's release (github.com/naoto0804/pytorch-AdaIN, 'Download models')"
+WEIGHTS_URL = "https://github.com/naoto0804/pytorch-AdaIN/releases/download/v0.0.0/"  # + the file name
+WEIGHTS_SOURCE = f"the PyTorch AdaIN port's release ({WEIGHTS_URL}{ENCODER_FILE} and {WEIGHTS_URL}{DECODER_FILE})"
 RELU_ENDS = (4, 11, 18, 31)  # the encoder's slices end after relu1_1, relu2_1, relu3_1, relu4_1
 MIN_SIDE = 16  # three ceil-mode poolings must leave 2 pixels for the last reflection padding
 
@@ -117,7 +118,7 @@ def _checked(path: Path, net: nn.Sequential, state: dict[str, torch.Tensor], wha
 
 def load_encoder(path: Path) -> nn.Sequential:
     """The encoder from a full normalised VGG-19 (``vgg_normalised.pth``) or one cut at relu4_1."""
-    check_weight_file(path, "AdaIN encoder weights", f"get {ENCODER_FILE} again from {WEIGHTS_SOURCE}")
+    check_weight_file(path, "AdaIN encoder weights", f"get it again from {WEIGHTS_URL}{ENCODER_FILE}")
     state = read_weights(path, "AdaIN encoder weights")
     # the public file holds the whole VGG-19; only layers 0..30 (up to relu4_1) are used
     state = {k: v for k, v in state.items() if not (k.split(".")[0].isdigit() and int(k.split(".")[0]) >= 31)}
@@ -126,8 +127,8 @@ def load_encoder(path: Path) -> nn.Sequential:
 
 
 def load_decoder(path: Path) -> nn.Sequential:
-    check_weight_file(path, "AdaIN decoder weights", f"get {DECODER_FILE} again from {WEIGHTS_SOURCE}, or train "
-                      "the decoder again (Atelier Train AdaIN Decoder)")
+    check_weight_file(path, "AdaIN decoder weights", f"get it again from {WEIGHTS_URL}{DECODER_FILE}, or train the "
+                      "decoder again (Atelier Train AdaIN Decoder)")
     state = read_weights(path, "AdaIN decoder weights")
     base = state["28.weight"].shape[1] if "28.weight" in state and state["28.weight"].dim() == 4 else 64
     return _checked(path, build_decoder(base), state, "decoder (the encoder's mirror)")
