@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .state_dicts import file_sha256, mismatch, read_weights, save_new_file
-from .weight_files import check_weight_file
+from .weight_files import check_weight_file, reading
 
 ENCODER_FILE = "vgg_normalised.pth"
 DECODER_FILE = "decoder.pth"
@@ -116,10 +116,18 @@ def _checked(path: Path, net: nn.Sequential, state: dict[str, torch.Tensor], wha
     return net
 
 
+def _read(path: Path, what: str, url: str, how: str) -> dict[str, torch.Tensor]:
+    """The tensors of a weight file; an empty, cut-short or code-carrying file is one error saying ``how`` to
+    get it again (the public file is at ``url``)."""
+    check_weight_file(path, what, how)
+    with reading(path, what, how, url):
+        return read_weights(path, what)
+
+
 def load_encoder(path: Path) -> nn.Sequential:
     """The encoder from a full normalised VGG-19 (``vgg_normalised.pth``) or one cut at relu4_1."""
-    check_weight_file(path, "AdaIN encoder weights", f"get it again from {WEIGHTS_URL}{ENCODER_FILE}")
-    state = read_weights(path, "AdaIN encoder weights")
+    url = WEIGHTS_URL + ENCODER_FILE
+    state = _read(path, "AdaIN encoder weights", url, f"get it again from {url}")
     # the public file holds the whole VGG-19; only layers 0..30 (up to relu4_1) are used
     state = {k: v for k, v in state.items() if not (k.split(".")[0].isdigit() and int(k.split(".")[0]) >= 31)}
     base = state["2.weight"].shape[0] if "2.weight" in state else 64
@@ -127,9 +135,9 @@ def load_encoder(path: Path) -> nn.Sequential:
 
 
 def load_decoder(path: Path) -> nn.Sequential:
-    check_weight_file(path, "AdaIN decoder weights", f"get it again from {WEIGHTS_URL}{DECODER_FILE}, or train the "
-                      "decoder again (Atelier Train AdaIN Decoder)")
-    state = read_weights(path, "AdaIN decoder weights")
+    url = WEIGHTS_URL + DECODER_FILE
+    state = _read(path, "AdaIN decoder weights", url, f"get it again from {url}, or train the decoder again (Atelier "
+                  "Train AdaIN Decoder)")
     base = state["28.weight"].shape[1] if "28.weight" in state and state["28.weight"].dim() == 4 else 64
     return _checked(path, build_decoder(base), state, "decoder (the encoder's mirror)")
 

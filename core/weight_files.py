@@ -29,8 +29,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 def damaged(path: Path, what: str, how: str, detail: str) -> WeightFileError:
-    return WeightFileError(f"{what} {str(path)!r} is damaged or incomplete ({detail}), probably a copy or download "
-                           f"that did not finish: {how}")
+    return WeightFileError(f"cannot read {what} {str(path)!r}: it is damaged or incomplete ({detail}), probably a copy "
+                           f"or download that did not finish; {how}")
 
 
 def check_weight_file(path: Path, what: str, how: str) -> None:
@@ -61,22 +61,29 @@ def check_weight_files(folder: Path, what: str, how: str) -> None:
             check_weight_file(path, what, how)
 
 
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it was raised from (a reader may wrap torch's error in its own)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        yield seen
+        seen = seen.__cause__
+
+
 @contextlib.contextmanager
 def reading(path: Path, what: str, how: str, safe_copy: str) -> Iterator[None]:
     """Inside: a weight file (or a folder of them) is being read. A pickle ``weights_only`` refuses, or a file that
-    ends early, becomes a WeightFileError naming ``path``; ``safe_copy`` says where a safetensors copy comes from."""
+    ends early, becomes a WeightFileError naming ``path``; ``safe_copy`` says where a safetensors copy comes from.
+    Any other error passes through as it is."""
     try:
         yield
-    except pickle.UnpicklingError as exc:
-        if "Unsupported global" in str(exc) or "Weights only load failed" in str(exc):
-            raise WeightFileError(
-                f"{what} {str(path)!r} is a pickle that holds more than plain tensors, and Atelier does not unpickle "
-                f"such files (that could run any code in them): use a safetensors copy instead ({safe_copy}), or "
-                "convert the file to safetensors where you trust it") from exc
-        raise damaged(path, what, how, _first_line(exc)) from exc
-    except (EOFError, zipfile.BadZipFile) as exc:
-        raise damaged(path, what, how, _first_line(exc)) from exc
     except Exception as exc:
-        if type(exc).__name__ == "SafetensorError" or any(w in str(exc) for w in _DAMAGE_WORDS):
-            raise damaged(path, what, how, _first_line(exc)) from exc
+        causes = list(_causes(exc))
+        if any(isinstance(c, pickle.UnpicklingError) and "Weights only load failed" in str(c) for c in causes):
+            raise WeightFileError(
+                f"cannot read {what} {str(path)!r}: it is a pickle that holds more than plain tensors, and Atelier "
+                f"does not unpickle such files (that could run any code in them). Use a safetensors copy instead "
+                f"({safe_copy}), or convert the file to safetensors where you trust it") from exc
+        if any(isinstance(c, (EOFError, zipfile.BadZipFile, pickle.UnpicklingError))
+               or type(c).__name__ == "SafetensorError" or any(w in str(c) for w in _DAMAGE_WORDS) for c in causes):
+            raise damaged(path, what, how, _first_line(causes[-1])) from exc
         raise

@@ -154,7 +154,7 @@ def test_a_missing_model_names_the_folder_searched_and_how_to_get_it(models: Pat
         node().load("no-such-model", "auto", "cpu")
     message = str(caught.value)
     assert str(models / "atelier" / kind) in message
-    assert "huggingface-cli download" in message and "never downloads" in message
+    assert "hf download " in message and "never downloads" in message
 
 
 def test_load_taxonomy_shipped_and_custom(models: Path, tmp_path: Path) -> None:
