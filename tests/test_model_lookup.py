@@ -306,6 +306,15 @@ def _adain_decoder(tmp_path: Path) -> tuple[Path, Callable[[], object]]:
     return decoder, lambda: load_decoder(decoder)
 
 
+def _adain_old_format(tmp_path: Path) -> tuple[Path, Callable[[], object]]:
+    """The encoder in torch's pre-1.6 pickle format (not a zip), which the public release may use."""
+    from atelier.core.adain_model import load_encoder
+
+    encoder, _ = tiny_adain_files(tmp_path / "adain")
+    torch.save(torch.load(encoder, weights_only=True), encoder, _use_new_zipfile_serialization=False)
+    return encoder, lambda: load_encoder(encoder)
+
+
 def _fid_weights(tmp_path: Path) -> tuple[Path, Callable[[], object]]:
     path = tmp_path / fid.FID_WEIGHTS_NAME
     torch.save({"Conv2d_1a_3x3.conv.weight": torch.zeros(32, 3, 3, 3)}, path)
@@ -325,8 +334,8 @@ def _checkpoint_file(suffix: str) -> Callable[[Path], tuple[Path, Callable[[], o
 
 
 DAMAGED = {"clip": _clip_folder, "blip2": _blip2_folder, "clip_bin": _clip_pickle, "adain_encoder": _adain_encoder,
-           "adain_decoder": _adain_decoder, "fid": _fid_weights, "checkpoint": _checkpoint_file(".safetensors"),
-           "checkpoint_ckpt": _checkpoint_file(".ckpt")}
+           "adain_decoder": _adain_decoder, "adain_old_format": _adain_old_format, "fid": _fid_weights,
+           "checkpoint": _checkpoint_file(".safetensors"), "checkpoint_ckpt": _checkpoint_file(".ckpt")}
 
 
 @pytest.mark.parametrize("damage", ["empty", "cut"])
