@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from .sd15 import LATENT_CHANNELS, TEXT_DIM, SD15Parts
-from .weight_files import check_weight_file, reading
+from .weight_files import check_weight_file, check_weight_files, reading
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "sd15"
 UNET = "model.diffusion_model."
@@ -204,5 +204,11 @@ def load(path: str | Path, dtype: torch.dtype = torch.float32) -> tuple[SD15Part
 
     path = Path(path).expanduser()
     if path.is_dir():
-        return load_diffusers_folder(path, dtype), path / "unet" / "diffusion_pytorch_model.safetensors"
+        how = "copy the whole diffusers folder again"
+        for part in ("unet", "vae", "text_encoder"):
+            if (path / part).is_dir():
+                check_weight_files(path / part, f"SD 1.5 {part} weights", how)
+        with reading(path, "SD 1.5 weights in", how, "the same model's .safetensors files"):
+            parts = load_diffusers_folder(path, dtype)
+        return parts, path / "unet" / "diffusion_pytorch_model.safetensors"
     return load_single_file(path, dtype), path

@@ -80,9 +80,10 @@ def set_comfyui_directory(path: str | os.PathLike[str]) -> None:
 
 
 def _models_dirs() -> list[Path]:
-    """The models folders searched outside ComfyUI, in order: those of the ComfyUI folder given (--comfyui, else
-    COMFYUI_PATH); else ATELIER_MODELS_DIR; else those of the ComfyUI this pack is installed in (when it sits in
-    a custom_nodes folder) and ./models of the working directory."""
+    """The models folders searched outside ComfyUI, in order: that of the ComfyUI folder given with --comfyui; else
+    ATELIER_MODELS_DIR (a models folder itself, as the tests set it); else that of the ComfyUI folder in
+    COMFYUI_PATH; else that of the ComfyUI this pack is installed in (when it sits in a custom_nodes folder) and
+    ./models of the working directory."""
     fp = _folder_paths()
     if fp is not None:
         return [Path(fp.models_dir)]

@@ -135,12 +135,14 @@ def _text_model(comfyui: Path, tmp_path: Path) -> object:
 
     message = _error(load)
     assert "train one with Atelier Train Text Generator" in message
+    assert main(["text-sample", story.DEFAULT_MODEL, "--count", "1"]) == 2  # the command line: the same folder
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(STORIES), encoding="utf-8")
     values = node_defaults(story.AtelierTrainTextGenerator, corpus=str(corpus), max_len=20, emb_dim=16,
                            hidden_dim=24, batch_size=8, mle_epochs=2, dis_rounds=1, adversarial_epochs=1, d_steps=1,
                            d_epochs=1, rollouts=2, checkpoint_every=5)
     story.AtelierTrainTextGenerator().train(**values)
+    assert main(["text-sample", story.DEFAULT_MODEL, "--count", "1"]) == 0
     return load()
 
 
@@ -321,6 +323,11 @@ def _fid_weights(tmp_path: Path) -> tuple[Path, Callable[[], object]]:
     return path, lambda: fid.load_fid_inception(path)
 
 
+def _diffusers_folder(tmp_path: Path) -> tuple[Path, Callable[[], object]]:
+    folder = tiny_sd15_folder(tmp_path / "sd")
+    return folder / "unet" / "diffusion_pytorch_model.safetensors", lambda: sd15_checkpoint.load(folder)
+
+
 def _checkpoint_file(suffix: str) -> Callable[[Path], tuple[Path, Callable[[], object]]]:
     def make(tmp_path: Path) -> tuple[Path, Callable[[], object]]:
         from safetensors.torch import save_file
@@ -335,7 +342,8 @@ def _checkpoint_file(suffix: str) -> Callable[[Path], tuple[Path, Callable[[], o
 
 DAMAGED = {"clip": _clip_folder, "blip2": _blip2_folder, "clip_bin": _clip_pickle, "adain_encoder": _adain_encoder,
            "adain_decoder": _adain_decoder, "adain_old_format": _adain_old_format, "fid": _fid_weights,
-           "checkpoint": _checkpoint_file(".safetensors"), "checkpoint_ckpt": _checkpoint_file(".ckpt")}
+           "checkpoint": _checkpoint_file(".safetensors"), "checkpoint_ckpt": _checkpoint_file(".ckpt"),
+           "diffusers": _diffusers_folder}
 
 
 @pytest.mark.parametrize("damage", ["empty", "cut"])
