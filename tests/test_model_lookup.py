@@ -214,7 +214,8 @@ def test_the_cli_finds_a_model_in_the_comfyui_folder_given_and_names_every_place
     assert "labelled 4 picture(s)" in capsys.readouterr().out
     assert main([*args[:3], "other-clip", *args[4:], "--comfyui", str(root)]) == 2
     error = capsys.readouterr().err
-    assert str(root / "models" / "atelier" / "clip") in error and str(tmp_path) in error
+    assert str(root / "models" / "atelier" / "clip") in error and f"the working directory ({str(tmp_path)!r})" in error
+    assert str(tmp_path / "models" / "atelier" / "clip") not in error  # --comfyui replaces ./models
     assert main([*args, "--comfyui", str(tmp_path / "nowhere")]) == 2
     assert "is not a ComfyUI folder" in capsys.readouterr().err
 
