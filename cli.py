@@ -71,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_collection.add_parsers(sub)
     cli_story.add_parsers(sub)
     cli_audio.add_parsers(sub)
+    add_comfyui_option(sub)
     return parser
 
 
@@ -78,6 +79,43 @@ def add_numbers(parser: argparse.ArgumentParser, kind: type, **defaults: float) 
     """``--some-name`` options of one numeric type, from ``some_name=default``."""
     for name, value in defaults.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=value)
+
+
+# every command that reads a model takes --comfyui: the ComfyUI folder whose models it looks in
+MODEL_COMMANDS = ("train", "style", "train-decoder", "label", "curate", "caption", "text-sample", "text-story",
+                  "audio-train", "adapter-train")
+
+
+def add_comfyui_option(sub: argparse._SubParsersAction) -> None:
+    for name in MODEL_COMMANDS:
+        sub.choices[name].add_argument(
+            "--comfyui", help="your ComfyUI folder: models are looked for in its models/ folder (checkpoints, "
+            f"atelier/clip, atelier/adain...). Default: ${bridge.COMFYUI_ENV}, else the ComfyUI this pack is installed "
+            "in and ./models")
+
+
+def use_models_of(args: argparse.Namespace) -> None:
+    """Models from the ComfyUI folder given with --comfyui (checked before any work starts)."""
+    if getattr(args, "comfyui", None):
+        bridge.set_comfyui_directory(args.comfyui)
+
+
+def model_file(text: str, kind: str, what: str) -> Path:
+    """A model option: a name in the model folders of ``kind`` (an Atelier kind such as ``adain``, or ComfyUI's
+    ``checkpoints``), else a path; the error names every place looked in and how to get the file."""
+    if kind == "checkpoints":  # a single file, or a diffusers folder
+        from .core.sd15_checkpoint import SD15_DOWNLOAD, SD15_FILE
+
+        folder = bridge.model_folders("checkpoints")[0]
+        return bridge.find_model_file("checkpoints", text, what, (
+            f"put the checkpoint file (or diffusers folder) {text.strip()!r} in {str(folder)!r}; SD 1.5 itself comes "
+            f'with `{SD15_DOWNLOAD} --local-dir "{folder}"`, then --model {SD15_FILE}'), Path.exists)
+    if kind == "adain":
+        from .core.adain_model import find_weights
+
+        return find_weights(text, bridge.model_folders("atelier_adain"), what)
+    folder = bridge.model_folders(f"atelier_{kind}")[0]
+    return bridge.find_model_file(f"atelier_{kind}", text, what, f"train one into {str(folder)!r} (--out-dir)")
 
 
 def _add_style(sub: argparse._SubParsersAction) -> None:
@@ -89,8 +127,10 @@ def _add_style(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("style", help="style augmentation: every original crossed with every style picture")
     s.add_argument("folder", help="folder of originals (with optional <stem>.txt captions)")
     s.add_argument("--styles", required=True, help="folder of style pictures")
-    s.add_argument("--encoder", required=True, help="vgg_normalised.pth (or an Atelier safetensors encoder)")
-    s.add_argument("--decoder", required=True, help="decoder.pth or a decoder trained by train-decoder")
+    s.add_argument("--encoder", required=True, help="vgg_normalised.pth (or an Atelier safetensors encoder): a name in "
+                   "models/atelier/adain, or a path")
+    s.add_argument("--decoder", required=True, help="decoder.pth or a decoder trained by train-decoder: a name in "
+                   "models/atelier/adain, or a path")
     s.add_argument("--output", default="output", help="output root folder (default: ./output)")
     s.add_argument("--subfolder", default="atelier/styled", help="inside the output root; gets vNNN folders")
     s.add_argument("--pairs", type=int, default=0, help="random (original, style) pairs to make; 0: all")
@@ -110,7 +150,8 @@ def _style(args: argparse.Namespace) -> int:
     from .core.stylize import StyleOptions
 
     options = StyleOptions(args.alpha, args.method, args.preserve_color, args.tile, args.overlap)
-    model = adain_model.load_model(Path(args.encoder), Path(args.decoder))
+    model = adain_model.load_model(model_file(args.encoder, "adain", "encoder file"),
+                                   model_file(args.decoder, "adain", "decoder file"))
     data = load_folder(args.folder)
     originals = [multiply.Original(i.image, i.stem, i.caption, str(i.path)) for i in data.images]
     styles, skipped_styles = load_styles(args.styles)
@@ -134,8 +175,9 @@ def _add_train_decoder(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train-decoder", help="train or fine-tune an AdaIN decoder (resumes from --run)")
     t.add_argument("content", help="folder of content pictures")
     t.add_argument("styles", help="folder of style pictures")
-    t.add_argument("--encoder", required=True, help="vgg_normalised.pth")
-    t.add_argument("--init-decoder", help="decoder to fine-tune; without it, a new one from --seed")
+    t.add_argument("--encoder", required=True, help="vgg_normalised.pth: a name in models/atelier/adain, or a path")
+    t.add_argument("--init-decoder", help="decoder to fine-tune (a name in models/atelier/adain, or a path); "
+                   "without it, a new one from --seed")
     t.add_argument("--out-dir", required=True, help="where the decoder goes (ComfyUI/models/atelier/adain)")
     t.add_argument("--run", required=True, help="run folder: checkpoints and loss plot; rerun to resume")
     t.add_argument("--name", default="atelier_decoder")
@@ -153,8 +195,8 @@ def _train_decoder(args: argparse.Namespace) -> int:
     config = adain_decoder.DecoderConfig(args.steps, args.batch_size, args.lr, args.lr_decay, args.style_weight,
                                          args.resize_to, args.crop, args.seed, args.checkpoint_every)
     name = safe_name(args.name, "decoder name")
-    init = Path(args.init_decoder) if args.init_decoder else None
-    model = adain_model.load_model(Path(args.encoder), init, args.seed)
+    init = model_file(args.init_decoder, "adain", "decoder file") if args.init_decoder else None
+    model = adain_model.load_model(model_file(args.encoder, "adain", "encoder file"), init, args.seed)
     run_dir = Path(args.run)
     result = adain_decoder.train_decoder(model, args.content, args.styles, config, run_dir,
                                          bridge.compute_device(args.device), bridge.progress(config.steps, "decoder"))
@@ -178,7 +220,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     d = TrainConfig()
     t = sub.add_parser("train", help="train an SD 1.5 LoRA on a folder of images (resumes from --run)")
     t.add_argument("folder", help="training images with optional <stem>.txt captions")
-    t.add_argument("--model", required=True, help="SD 1.5 checkpoint file or local diffusers folder")
+    t.add_argument("--model", required=True, help="SD 1.5 checkpoint file or diffusers folder: a name in "
+                   "models/checkpoints, or a path")
     t.add_argument("--loras", required=True, help="where the LoRA file goes (ComfyUI/models/loras)")
     t.add_argument("--run", required=True, help="run folder: checkpoints, samples, loss plot; rerun to resume")
     t.add_argument("--name", default="atelier_lora")
@@ -222,7 +265,7 @@ def _train(args: argparse.Namespace) -> int:
         sample_steps=args.sample_steps, sample_seed=args.seed)
     device = bridge.compute_device(args.device)
     lora_job.check_device(config, device)  # before the model loads
-    parts, weights = sd15_checkpoint.load(args.model)
+    parts, weights = sd15_checkpoint.load(model_file(args.model, "checkpoints", "SD 1.5 checkpoint"))
     total = config.steps + len(list_images(args.folder))
     result = lora_job.run(parts, job, Path(args.loras), Path(args.run), device,
                           lora_job.model_hash(weights), bridge.progress(total, "training"))
@@ -248,6 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             **cli_audio.JOBS}
     if args.command in jobs:
         try:
+            use_models_of(args)
             return jobs[args.command](args)
         except (ImageFolderError, ValueError, OSError, RuntimeError) as exc:
             print(f"atelier: {exc}", file=sys.stderr)

@@ -55,7 +55,8 @@ def add_parsers(sub: Any) -> None:
                 window_seconds=m.window_seconds, frames_per_second=j.frames_per_second, threshold=j.threshold)
     t = sub.add_parser("adapter-train", help="train the image-embedding adapter on pictures and a frozen SD 1.5")
     _common(t)
-    t.add_argument("--model", required=True, help="SD 1.5 checkpoint file or diffusers folder")
+    t.add_argument("--model", required=True, help="SD 1.5 checkpoint file or diffusers folder: a name in "
+                   "models/checkpoints, or a path")
     t.add_argument("--name", default="atelier_adapter")
     t.add_argument("--no-captions", action="store_true")
     c = AdapterTrainConfig()
@@ -102,7 +103,9 @@ def run_adapter(args: argparse.Namespace) -> int:
                                 gradient_checkpointing=args.gradient_checkpointing, seed=args.seed,
                                 checkpoint_every=args.checkpoint_every)
     images = _image_encoder(args)
-    parts, _ = sd15_checkpoint.load(args.model)
+    from .cli import model_file
+
+    parts, _ = sd15_checkpoint.load(model_file(args.model, "checkpoints", "SD 1.5 checkpoint"))
     dataset = load_folder(args.folder)
     result = adapter_job.run(parts, dataset, images, config, args.name, Path(args.out_dir), Path(args.run),
                              args.resolution, not args.no_captions, bridge.compute_device(args.device),

@@ -5,8 +5,8 @@
     python atelier_cli.py caption FOLDER --blip2 BLIP2 [--trigger WORD] [--overwrite] [--prompt TEXT]
     python atelier_cli.py describe FOLDER [--metadata metadata.csv]
 
-CLIP and BLIP-2 are a model folder, a folder name under models/atelier/clip (or blip2), or a
-Hugging Face id already in the local cache.
+CLIP and BLIP-2 are a folder name under models/atelier/clip (or blip2) of the ComfyUI folder (--comfyui),
+a Hugging Face id (found there by its last part, or in the local cache), or a path.
 """
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ from .nodes import bridge
 
 def _clip_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("folder", help="folder of pictures")
-    p.add_argument("--clip", default=clip_model.DEFAULT_CLIP, help="CLIP model folder, name or cached HF id")
+    p.add_argument("--clip", default=clip_model.DEFAULT_CLIP, help="CLIP: a folder name in models/atelier/clip, a "
+                   "Hugging Face id, or a path")
     p.add_argument("--taxonomy", default="artworks", help="a shipped taxonomy (artworks, scenes, spaces) or a file")
     p.add_argument("--language", default="en", help="language of label names (en, ko, ...)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp16", "bf16", "fp32"])
@@ -54,7 +55,8 @@ def add_parsers(sub: Any) -> None:
     c.add_argument("--subfolders-by", default="", help="a group: one sub-folder per label of that group")
     k = sub.add_parser("caption", help="write <stem>.txt BLIP-2 captions beside the pictures of a folder")
     k.add_argument("folder", help="folder of pictures")
-    k.add_argument("--blip2", default=blip2.DEFAULT_BLIP2, help="BLIP-2 model folder, name or cached HF id")
+    k.add_argument("--blip2", default=blip2.DEFAULT_BLIP2, help="BLIP-2: a folder name in models/atelier/blip2, a "
+                   "Hugging Face id, or a path")
     k.add_argument("--precision", default="auto", choices=list(blip2.PRECISIONS))
     k.add_argument("--device", default="auto", help="auto (CUDA when present) or cpu")
     k.add_argument("--trigger", default="", help="word put before every caption")

@@ -21,7 +21,8 @@ def _sampling(p: argparse.ArgumentParser) -> None:
     from .cli import add_numbers
 
     d = SamplingOptions()
-    p.add_argument("model", help="a .safetensors text model (one trained before v2 needs its .json beside it)")
+    p.add_argument("model", help="a .safetensors text model: a name in models/atelier/seqgan, or a path (one trained "
+                   "before v2 needs its .json beside it)")
     add_numbers(p, float, temperature=d.temperature, top_p=d.top_p)
     add_numbers(p, int, top_k=d.top_k, max_len=d.max_len, seed=d.seed)  # max_len 0: the model's length
 
@@ -85,7 +86,9 @@ def _options(args: argparse.Namespace) -> SamplingOptions:
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    model = load_text_generator(Path(args.model), bridge.compute_device("auto"))
+    from .cli import model_file
+
+    model = load_text_generator(model_file(args.model, "seqgan", "text model"), bridge.compute_device("auto"))
     result = model.generate(args.count, _options(args), args.prefix, stop_at_sentence_end=not args.whole)
     for note in result.notes:
         print(f"note: {note}")
@@ -94,7 +97,9 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def run_story(args: argparse.Namespace) -> int:
-    model = load_text_generator(Path(args.model), bridge.compute_device("auto"))
+    from .cli import model_file
+
+    model = load_text_generator(model_file(args.model, "seqgan", "text model"), bridge.compute_device("auto"))
     result = model.continue_story(args.first, args.sentences, _options(args))
     for note in result.notes:
         print(f"note: {note}")

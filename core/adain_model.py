@@ -16,10 +16,12 @@ import torch
 from torch import nn
 
 from .state_dicts import file_sha256, mismatch, read_weights, save_new_file
+from .weight_files import check_weight_file, reading
 
 ENCODER_FILE = "vgg_normalised.pth"
 DECODER_FILE = "decoder.pth"
-WEIGHTS_SOURCE = "the PyTorch AdaIN port's release (github.com/naoto0804/pytorch-AdaIN, 'Download models')"
+WEIGHTS_URL = "https://github.com/naoto0804/pytorch-AdaIN/releases/download/v0.0.0/"  # + the file name
+WEIGHTS_SOURCE = f"the PyTorch AdaIN port's release ({WEIGHTS_URL}{ENCODER_FILE} and {WEIGHTS_URL}{DECODER_FILE})"
 RELU_ENDS = (4, 11, 18, 31)  # the encoder's slices end after relu1_1, relu2_1, relu3_1, relu4_1
 MIN_SIDE = 16  # three ceil-mode poolings must leave 2 pixels for the last reflection padding
 
@@ -92,20 +94,18 @@ class AdaINModel(nn.Module):
 
 
 def find_weights(name: str, folders: Iterable[str | os.PathLike[str]], what: str) -> Path:
-    """``name`` itself when it is a file path, else the first of ``folders`` that holds it; the error names
-    the file, the folders searched and where the public files come from."""
-    direct = Path(name).expanduser()
-    if direct.is_absolute() and direct.is_file():
-        return direct
-    places = [Path(f).expanduser() for f in folders]
-    for place in places:
-        if (place / name).is_file():
-            return place / name
-    searched = ", ".join(repr(str(p)) for p in places) or "(no folder)"
-    raise FileNotFoundError(
-        f"AdaIN {what} {name!r} is not in {searched}. Put it there (in ComfyUI: models/atelier/adain): "
-        f"{ENCODER_FILE} and {DECODER_FILE} come from {WEIGHTS_SOURCE}; decoders trained by Atelier are "
-        "safetensors files written there.")
+    """The first of ``folders`` that holds ``name``, else ``name`` as a path (absolute, or relative to the working
+    directory); the error names the file, every place searched and where the public files come from."""
+    from .hf_folders import ModelFolderError, locate, places
+
+    folders = [Path(f).expanduser() for f in folders]
+    found = locate(name, folders, Path.is_file)
+    if found is not None:
+        return found
+    raise ModelFolderError(
+        f"AdaIN {what} {name.strip()!r} is not in {places(folders)}. Put it in the first of those folders (in ComfyUI: "
+        f"models/atelier/adain): {ENCODER_FILE} and {DECODER_FILE} come from {WEIGHTS_SOURCE}; decoders trained by "
+        "Atelier are safetensors files written there.")
 
 
 def _checked(path: Path, net: nn.Sequential, state: dict[str, torch.Tensor], what: str) -> nn.Sequential:
@@ -116,9 +116,18 @@ def _checked(path: Path, net: nn.Sequential, state: dict[str, torch.Tensor], wha
     return net
 
 
+def _read(path: Path, what: str, url: str, how: str) -> dict[str, torch.Tensor]:
+    """The tensors of a weight file; an empty, cut-short or code-carrying file is one error saying ``how`` to
+    get it again (the public file is at ``url``)."""
+    check_weight_file(path, what, how)
+    with reading(path, what, how, url):
+        return read_weights(path, what)
+
+
 def load_encoder(path: Path) -> nn.Sequential:
     """The encoder from a full normalised VGG-19 (``vgg_normalised.pth``) or one cut at relu4_1."""
-    state = read_weights(path, "AdaIN encoder weights")
+    url = WEIGHTS_URL + ENCODER_FILE
+    state = _read(path, "AdaIN encoder weights", url, f"get it again from {url}")
     # the public file holds the whole VGG-19; only layers 0..30 (up to relu4_1) are used
     state = {k: v for k, v in state.items() if not (k.split(".")[0].isdigit() and int(k.split(".")[0]) >= 31)}
     base = state["2.weight"].shape[0] if "2.weight" in state else 64
@@ -126,7 +135,9 @@ def load_encoder(path: Path) -> nn.Sequential:
 
 
 def load_decoder(path: Path) -> nn.Sequential:
-    state = read_weights(path, "AdaIN decoder weights")
+    url = WEIGHTS_URL + DECODER_FILE
+    state = _read(path, "AdaIN decoder weights", url, f"get it again from {url}, or train the decoder again (Atelier "
+                  "Train AdaIN Decoder)")
     base = state["28.weight"].shape[1] if "28.weight" in state and state["28.weight"].dim() == 4 else 64
     return _checked(path, build_decoder(base), state, "decoder (the encoder's mirror)")
 

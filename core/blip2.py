@@ -19,7 +19,7 @@ import torch
 
 from .bitsandbytes_support import require_bitsandbytes
 from .clip_model import precision_dtype
-from .hf_folders import WEIGHT_FILES, ModelFolderError, check_files, dtype_argument
+from .hf_folders import WEIGHT_FILES, ModelFolderError, check_files, dtype_argument, loading_weights
 from .image_files import CAPTION_EXTENSION, ImageFolderError, Skipped, list_images, load_image
 from .output_paths import refuse_stem_clashes, remove_stale, write_text_atomic
 from .pixels import PixelSpec, read_pixel_spec, to_pixels
@@ -129,7 +129,8 @@ def _network(folder: Path, device: torch.device, precision: str) -> Any:
                                   **dtype_argument(torch.float16)}
     else:
         kwargs = dtype_argument(precision_dtype(precision, device))
-    model = Blip2ForConditionalGeneration.from_pretrained(str(folder), local_files_only=True, **kwargs)
+    with loading_weights(folder, "BLIP-2", DEFAULT_BLIP2):
+        model = Blip2ForConditionalGeneration.from_pretrained(str(folder), local_files_only=True, **kwargs)
     if quantization is None:
         model.to(device)
     return model.eval().requires_grad_(False)

@@ -15,7 +15,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .hf_folders import WEIGHT_FILES, ModelFolderError, check_files, dtype_argument, weights_sha256
+from .hf_folders import (
+    WEIGHT_FILES,
+    ModelFolderError,
+    check_files,
+    dtype_argument,
+    loading_weights,
+    weights_sha256,
+)
 from .pixels import PixelSpec, read_pixel_spec, to_pixels
 
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
@@ -130,7 +137,8 @@ def load_clip(folder: Path, device: torch.device | str = "cpu", precision: str =
         raise ModelFolderError(f"{str(folder)!r} holds a {kind!r} model, not CLIP (model_type 'clip')")
     config = CLIPConfig.from_pretrained(str(folder), local_files_only=True)
     dtype = precision_dtype(precision, device)
-    model = CLIPModel.from_pretrained(str(folder), local_files_only=True, **dtype_argument(dtype))
+    with loading_weights(folder, "CLIP", DEFAULT_CLIP):
+        model = CLIPModel.from_pretrained(str(folder), local_files_only=True, **dtype_argument(dtype))
     model.to(device).eval().requires_grad_(False)
     fingerprint = f"{weights_sha256(folder)}:{dtype}"
     return ClipModel(model, _tokenizer(folder, config), read_pixel_spec(folder, config.vision_config.image_size),

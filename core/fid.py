@@ -29,6 +29,7 @@ from .feature_cache import FeatureCache
 from .image_files import ImageFolderError, list_images, load_image, open_image
 from .progress import Progress, SilentProgress
 from .state_dicts import file_sha256, mismatch, read_weights, state_dict_sha256
+from .weight_files import check_weight_file, reading
 
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + FID_WEIGHTS_NAME
@@ -271,8 +272,11 @@ def load_fid_inception(locations: str | os.PathLike[str] | Iterable[str | os.Pat
     of another layout is a ValueError naming the keys that differ.
     """
     path = find_fid_weights(locations)
+    how = f"download {FID_WEIGHTS_NAME} again from {FID_WEIGHTS_URL}"
+    check_weight_file(path, "FID Inception weights", how)
     digest = file_sha256(path)
-    state = read_weights(path, "FID Inception weights")
+    with reading(path, "FID Inception weights", how, FID_WEIGHTS_URL):
+        state = read_weights(path, "FID Inception weights")
     model = FIDInceptionV3()
     expected = model.state_dict()
     for key in expected:  # files saved before BatchNorm counted batches lack these; eval never reads them

@@ -4,13 +4,19 @@ Nothing is ever downloaded: a model that is not on disk is an error saying where
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
 
+from .weight_files import check_weight_files, reading
+
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
+# what a transformers model needs from its Hugging Face repository: configs, tokenizer files and safetensors weights
+# (not the pickle, TensorFlow, Flax or ONNX copies many repositories also hold)
+DOWNLOAD_FILES = ("*.json", "*.txt", "*.safetensors")
 
 
 class ModelFolderError(FileNotFoundError):
@@ -34,34 +40,75 @@ def _hub_snapshot(repo_id: str) -> Path | None:
         return None
 
 
-def find_model_folder(name: str, folders: Sequence[Path], what: str, example_repo: str) -> Path:
-    """The folder ``name`` means: an existing path, a sub-folder of one of ``folders``, or an
-    ``org/name`` entry of the Hugging Face cache. Raises ModelFolderError naming every place looked in."""
+def locate(name: str, folders: Sequence[Path], found: Callable[[Path], bool]) -> Path | None:
+    """Where ``name`` is on disk, or None: an absolute path as given; else ``name`` in the first of ``folders``
+    that has it, or its last part there (an ``org/model`` id is downloaded to a folder named ``model``); else
+    ``name`` as a path relative to the working directory. ``found`` says whether a candidate will do."""
     text = name.strip()
     if not text:
-        raise ModelFolderError(f"no {what} model chosen: give a folder name in {_places(folders)} or a Hugging Face "
-                               f"id such as {example_repo!r} that is in the local cache")
+        return None
     path = Path(text).expanduser()
-    if path.is_absolute() and path.is_dir():
-        return path
+    if path.is_absolute():
+        return path if found(path) else None
+    names = [text] + ([path.name] if path.name != text else [])
     for folder in folders:
-        if (folder / text).is_dir():
-            return folder / text
-    if text.count("/") == 1 and not path.is_absolute():
+        for candidate in names:
+            if found(folder / candidate):
+                return folder / candidate
+    return path.resolve() if found(path) else None
+
+
+def places(folders: Sequence[Path]) -> str:
+    """The folders searched, and the working directory, for an error message."""
+    return ", ".join([repr(str(f)) for f in folders] + [f"the working directory ({str(Path.cwd())!r})"])
+
+
+def download_command(repo_id: str, folder: Path, files: Sequence[str] = DOWNLOAD_FILES) -> str:
+    """The ``hf download`` command that fetches only a transformers model's config, tokenizer and
+    safetensors weights from ``repo_id`` into ``folder``."""
+    patterns = " ".join(f'--include "{f}"' for f in files)
+    return f'hf download {repo_id} {patterns} --local-dir "{folder}"'
+
+
+def find_model_folder(name: str, folders: Sequence[Path], what: str, example_repo: str) -> Path:
+    """The folder ``name`` means: an absolute path, a sub-folder of one of ``folders`` (by its name or, for an
+    ``org/name`` id, by its last part), a path relative to the working directory, or an ``org/name`` entry of
+    the Hugging Face cache. Raises ModelFolderError naming every place looked in and a command that puts the
+    model where the next lookup finds it."""
+    text = name.strip()
+    if not text:
+        raise ModelFolderError(f"no {what} model chosen: give a folder name in {places(folders)} or a Hugging Face "
+                               f"id such as {example_repo!r} that is in the local cache")
+    found = locate(text, folders, Path.is_dir)
+    if found is not None:
+        return found
+    is_repo_id = text.count("/") == 1 and not Path(text).expanduser().is_absolute()
+    if is_repo_id:
         snapshot = _hub_snapshot(text)
         if snapshot is not None:
             return snapshot
-    short = text.rsplit("/", 1)[-1]
+    short = Path(text).name
+    command = download_command(text if is_repo_id else example_repo, (folders[0] if folders else Path.cwd()) / short)
     raise ModelFolderError(
-        f"{what} model {text!r} is not on disk: looked for a folder of that name in {_places(folders)} and for "
-        f"{text!r} in the Hugging Face cache. Put the model folder there, for example with "
-        f"`huggingface-cli download {example_repo} --local-dir {folders[0] / short if folders else short}`; "
+        f"{what} model {text!r} is not on disk: looked for a folder named {text!r}"
+        + (f" or {short!r}" if short != text else "") + f" in {places(folders)}"
+        + (f", and for {text!r} in the Hugging Face cache" if is_repo_id else "")
+        + f". Put the model folder there, for example with `{command}`; "
         "Atelier never downloads models by itself."
     )
 
 
-def _places(folders: Sequence[Path]) -> str:
-    return ", ".join(repr(str(f)) for f in folders) or "(no model folder)"
+@contextlib.contextmanager
+def loading_weights(folder: Path, what: str, example_repo: str) -> Iterator[None]:
+    """Around ``from_pretrained``: an empty or cut-short weight file in ``folder`` is named before loading, and a
+    damaged file or a pickle ``.bin`` that ``weights_only`` refuses while loading is named with what to do."""
+    how = f"copy the whole model folder again, for example with `{download_command(example_repo, folder)}`"
+    check_weight_files(folder, f"{what} weights", how)
+    pickles = sorted(folder.glob("*.bin"))
+    safe_copy = (f"`{download_command(example_repo, folder, ('*.safetensors',))}` puts {example_repo}'s in the "
+                 "folder, and they are read in place of the .bin files")
+    with reading(pickles[0] if len(pickles) == 1 else folder, f"{what} weights", how, safe_copy):
+        yield
 
 
 def check_files(folder: Path, what: str, groups: dict[str, Sequence[str]]) -> None:

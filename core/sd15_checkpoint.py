@@ -17,12 +17,15 @@ from typing import Any
 import torch
 
 from .sd15 import LATENT_CHANNELS, TEXT_DIM, SD15Parts
+from .weight_files import check_weight_file, check_weight_files, reading
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "sd15"
 UNET = "model.diffusion_model."
 VAE = "first_stage_model."
 CLIP = "cond_stage_model.transformer."
 CHECKPOINT_EXTENSIONS = {".safetensors", ".ckpt", ".pt", ".pth"}
+SD15_FILE = "v1-5-pruned-emaonly.safetensors"  # SD 1.5 itself (4.3 GB), from the repository below
+SD15_DOWNLOAD = f"hf download stable-diffusion-v1-5/stable-diffusion-v1-5 {SD15_FILE}"
 
 
 def identify(state_dict: dict[str, Any]) -> str:
@@ -176,12 +179,18 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"no checkpoint file at {str(path)!r}")
     if path.suffix.lower() not in CHECKPOINT_EXTENSIONS:
         raise ValueError(f"{path.name!r}: a checkpoint is one of {sorted(CHECKPOINT_EXTENSIONS)}")
-    if path.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
+    how = f"copy or download it again (SD 1.5 itself: `{SD15_DOWNLOAD}`)"
+    check_weight_file(path, "checkpoint", how)
+    with reading(path, "checkpoint", how, f"SD 1.5's is {SD15_FILE}: `{SD15_DOWNLOAD}`"):
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import load_file
 
-        return load_file(str(path))
-    loaded = torch.load(path, map_location="cpu", weights_only=True)
-    return loaded.get("state_dict", loaded)
+            return load_file(str(path))
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f"{str(path)!r} holds a {type(loaded).__name__}, not a checkpoint's dict of tensors")
+    return state
 
 
 def load_single_file(path: str | Path, dtype: torch.dtype = torch.float32) -> SD15Parts:
@@ -195,5 +204,11 @@ def load(path: str | Path, dtype: torch.dtype = torch.float32) -> tuple[SD15Part
 
     path = Path(path).expanduser()
     if path.is_dir():
-        return load_diffusers_folder(path, dtype), path / "unet" / "diffusion_pytorch_model.safetensors"
+        how = "copy the whole diffusers folder again"
+        for part in ("unet", "vae", "text_encoder"):
+            if (path / part).is_dir():
+                check_weight_files(path / part, f"SD 1.5 {part} weights", how)
+        with reading(path, "SD 1.5 weights in", how, "the same model's .safetensors files"):
+            parts = load_diffusers_folder(path, dtype)
+        return parts, path / "unet" / "diffusion_pytorch_model.safetensors"
     return load_single_file(path, dtype), path

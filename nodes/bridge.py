@@ -1,15 +1,16 @@
 """The one place the pack touches ComfyUI; every function also works without it.
 
 Inside ComfyUI: its folder_paths (model, input and output folders, extra_model_paths.yaml),
-its ProgressBar and its interrupt flag, its torch device. Outside: folders from environment
-variables (ATELIER_INPUT_DIR, ATELIER_OUTPUT_DIR, ATELIER_MODELS_DIR) or the working
-directory, tqdm, no cancel, CUDA when present.
+its ProgressBar and its interrupt flag, its torch device. Outside: the models of a ComfyUI folder
+(the CLI's --comfyui, or COMFYUI_PATH; else the ComfyUI this pack is installed in, and ./models),
+input and output folders from ATELIER_INPUT_DIR and ATELIER_OUTPUT_DIR or the working directory,
+tqdm, no cancel, CUDA when present. ATELIER_MODELS_DIR names a models folder directly (the tests').
 """
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -19,7 +20,10 @@ import torch
 from ..core.progress import Progress, TqdmProgress
 
 _output_override: Path | None = None
+_comfyui_override: Path | None = None
 PREVIEW_SIZE = 512
+PACK_ROOT = Path(__file__).resolve().parents[1]
+COMFYUI_ENV = "COMFYUI_PATH"  # the variable ComfyUI-Manager's cm-cli also reads for the ComfyUI folder
 
 
 def _folder_paths() -> ModuleType | None:
@@ -65,11 +69,32 @@ def resolve_input_folder(text: str) -> Path:
     return under_input if under_input.exists() or in_comfyui() else path.resolve()
 
 
-def _models_dir() -> Path:
+def set_comfyui_directory(path: str | os.PathLike[str]) -> None:
+    """The ComfyUI folder whose models headless runs use (the CLI's --comfyui); inside ComfyUI its own folders win."""
+    global _comfyui_override
+    folder = Path(path).expanduser().resolve()
+    if not (folder / "models").is_dir():
+        raise FileNotFoundError(f"{str(folder)!r} is not a ComfyUI folder: it has no 'models' folder. Give the folder "
+                                "that holds ComfyUI's main.py and models")
+    _comfyui_override = folder
+
+
+def _models_dirs() -> list[Path]:
+    """The models folders searched outside ComfyUI, in order: that of the ComfyUI folder given with --comfyui; else
+    ATELIER_MODELS_DIR (a models folder itself, as the tests set it); else that of the ComfyUI folder in
+    COMFYUI_PATH; else that of the ComfyUI this pack is installed in (when it sits in a custom_nodes folder) and
+    ./models of the working directory."""
     fp = _folder_paths()
     if fp is not None:
-        return Path(fp.models_dir)
-    return Path(os.environ.get("ATELIER_MODELS_DIR", "models")).expanduser().resolve()
+        return [Path(fp.models_dir)]
+    if _comfyui_override is not None:
+        return [_comfyui_override / "models"]
+    if os.environ.get("ATELIER_MODELS_DIR"):
+        return [Path(os.environ["ATELIER_MODELS_DIR"]).expanduser().resolve()]
+    if os.environ.get(COMFYUI_ENV):
+        return [Path(os.environ[COMFYUI_ENV]).expanduser().resolve() / "models"]
+    found = [PACK_ROOT.parent.parent / "models"] if PACK_ROOT.parent.name == "custom_nodes" else []
+    return list(dict.fromkeys([*found, Path("models").resolve()]))
 
 
 def register_model_folder(kind: str, extensions: set[str]) -> str:
@@ -79,7 +104,7 @@ def register_model_folder(kind: str, extensions: set[str]) -> str:
     nodes) are kept and searched first; ours is added after them.
     """
     key = f"atelier_{kind}"
-    default = str(_models_dir() / "atelier" / kind)
+    default = str(_models_dirs()[0] / "atelier" / kind)
     fp = _folder_paths()
     if fp is None:
         return key
@@ -91,11 +116,13 @@ def register_model_folder(kind: str, extensions: set[str]) -> str:
 
 
 def model_folders(key: str) -> list[Path]:
-    """Every folder searched for models of ``key``, in order; the default one first outside ComfyUI."""
+    """Every folder searched for models of ``key`` (``atelier_<kind>``, or one of ComfyUI's own such as
+    ``checkpoints``), in order; outside ComfyUI, the first is where trained models go."""
     fp = _folder_paths()
     if fp is not None:
         return [Path(p) for p in fp.get_folder_paths(key)]
-    return [_models_dir() / "atelier" / key.removeprefix("atelier_")]
+    kind = key.removeprefix("atelier_")
+    return [root / "atelier" / kind if kind != key else root / key for root in _models_dirs()]
 
 
 def model_files(key: str) -> list[str]:
@@ -107,14 +134,17 @@ def model_files(key: str) -> list[str]:
     return sorted(names)
 
 
-def find_model_file(key: str, name: str, what: str, how: str) -> Path:
-    """The file ``name`` in the first folder of ``key`` that has it; else an error naming the folders and ``how``
-    to get one."""
-    for folder in model_folders(key):
-        if (folder / name).is_file():
-            return folder / name
-    places = ", ".join(str(f) for f in model_folders(key))
-    raise FileNotFoundError(f"{what} {name!r} is not in {places}: {how}")
+def find_model_file(key: str, name: str, what: str, how: str, found: Callable[[Path], bool] = Path.is_file) -> Path:
+    """The file ``name`` in the first folder of ``key`` that has it, or ``name`` as a path (absolute, or relative
+    to the working directory); else an error naming every place looked in and ``how`` to get one. ``found``
+    says what will do (a file, or also a folder)."""
+    from ..core.hf_folders import ModelFolderError, locate, places
+
+    folders = model_folders(key)
+    path = locate(name, folders, found)
+    if path is None:
+        raise ModelFolderError(f"{what} {name.strip()!r} is not in {places(folders)}: {how}")
+    return path
 
 
 def model_dirs(key: str) -> list[str]:
@@ -164,10 +194,7 @@ def compute_device(choice: str = "auto") -> torch.device:
 
 def loras_directory() -> Path:
     """Where a trained LoRA goes: ComfyUI's first ``loras`` folder, else ``<models>/loras``."""
-    fp = _folder_paths()
-    if fp is not None:
-        return Path(fp.get_folder_paths("loras")[0])
-    return _models_dir() / "loras"
+    return model_folders("loras")[0]
 
 
 def sd15_weights(model: Any, clip: Any, vae: Any) -> dict[str, torch.Tensor]:

@@ -74,3 +74,22 @@ def test_progress_and_cancel_go_through_comfyui(fake_comfy: types.SimpleNamespac
     fake_comfy.interrupted = True
     with pytest.raises(RuntimeError, match="interrupted"):
         p.check_cancel()
+
+
+def test_a_missing_model_file_names_comfyuis_folders_and_following_it_finds_the_file(
+        fake_comfy: types.SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shared = tmp_path / "shared" / "fid"
+    fake_comfy.fp.folder_names_and_paths["atelier_fid"] = ([str(shared)], set())  # from extra_model_paths.yaml
+    key = bridge.register_model_folder("fid", {".pth"})
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as info:
+        bridge.find_model_file(key, "weights.pth", "FID weights", "put it in one of those folders")
+    message = str(info.value)
+    assert str(shared) in message and str(tmp_path / "models" / "atelier" / "fid") in message
+    assert "the working directory" in message
+    shared.mkdir(parents=True)
+    (shared / "weights.pth").write_bytes(b"x")  # as the message says: into the first folder it names
+    assert bridge.find_model_file(key, "weights.pth", "FID weights", "") == shared / "weights.pth"
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "other.pth").write_bytes(b"x")
+    assert bridge.find_model_file(key, "mine/other.pth", "FID weights", "") == tmp_path / "mine" / "other.pth"

@@ -200,11 +200,15 @@ def test_missing_model_names_every_place_looked_in(tmp_path: Path, hub: Path) ->
     message = str(info.value)
     assert str(folders[0]) in message and str(folders[1]) in message
     assert "Hugging Face cache" in message and "'org/other-clip'" in message
-    assert f"huggingface-cli download {EXAMPLE}" in message
+    # the id asked for, into the folder a later lookup of that id tries first
+    assert 'hf download org/other-clip --include "*.json"' in message
+    assert '--local-dir "{}"'.format(folders[0] / "other-clip") in message
     with pytest.raises(ModelFolderError, match="no CLIP model chosen"):
         find_model_folder("   ", folders, "CLIP", EXAMPLE)
-    with pytest.raises(ModelFolderError, match="not on disk"):
+    with pytest.raises(ModelFolderError, match="not on disk") as info:
         find_model_folder("plain-name", folders, "CLIP", EXAMPLE)
+    assert f'hf download {EXAMPLE} ' in str(info.value) and "Hugging Face cache" not in str(info.value)
+    assert '--local-dir "{}"'.format(folders[0] / "plain-name") in str(info.value)
 
 
 # --------------------------------------------------------------------------------------------

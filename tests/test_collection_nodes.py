@@ -154,7 +154,7 @@ def test_a_missing_model_names_the_folder_searched_and_how_to_get_it(models: Pat
         node().load("no-such-model", "auto", "cpu")
     message = str(caught.value)
     assert str(models / "atelier" / kind) in message
-    assert "huggingface-cli download" in message and "never downloads" in message
+    assert "hf download " in message and "never downloads" in message
 
 
 def test_load_taxonomy_shipped_and_custom(models: Path, tmp_path: Path) -> None:
@@ -547,6 +547,6 @@ def test_cli_errors_exit_2_with_a_message(models: Path, collection: Path, output
     assert main(["caption", str(collection), "--blip2", "tiny", "--device", "cpu", "--num-beams", "0"]) == 2
     assert "num_beams" in capsys.readouterr().err
     assert main(["label", str(collection), "--clip", "no-such-clip", "--output", str(output_dir)]) == 2
-    assert "huggingface-cli download" in capsys.readouterr().err
+    assert "hf download " in capsys.readouterr().err
     assert main(["describe", str(collection), "--metadata", str(collection / "missing.csv")]) == 2
     assert "cannot read metadata file" in capsys.readouterr().err
