@@ -5,7 +5,10 @@ ProgressBar and interrupt flag, everything else gets a tqdm bar with no cancel.
 """
 from __future__ import annotations
 
+import weakref
 from typing import Any, Protocol
+
+_OPEN_BARS: weakref.WeakSet[Any] = weakref.WeakSet()  # tqdm bars not yet closed (see close_bars)
 
 
 class Cancelled(RuntimeError):
@@ -32,6 +35,7 @@ class TqdmProgress:
         from tqdm.auto import tqdm
 
         self._bar = tqdm(total=total, desc=desc, leave=False)
+        _OPEN_BARS.add(self._bar)
 
     def advance(self, steps: int = 1) -> None:
         self._bar.update(steps)
@@ -46,6 +50,14 @@ class TqdmProgress:
 
     def preview(self, image: Any) -> None:
         return None
+
+
+def close_bars() -> None:
+    """Clear every unfinished console bar, so a message printed next (an error, "stopped") starts on a line of its
+    own instead of being glued to a half-drawn bar."""
+    for bar in list(_OPEN_BARS):
+        bar.close()
+    _OPEN_BARS.clear()
 
 
 class SilentProgress:
