@@ -92,6 +92,7 @@ def add_parsers(sub: Any) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from .core.progress import WeightedSteps
     from .core.text_tokens import read_corpus
     from .nodes import bridge
     from .training import seqgan_trainer as trainer
@@ -103,9 +104,10 @@ def run_train(args: argparse.Namespace) -> int:
         args.d_epochs, args.rollouts, args.rollout_rate, args.rollout_policy == "trailing", args.g_lr, args.d_lr,
         d_l2=args.d_l2, negatives=args.negatives, seed=args.seed, checkpoint_every=args.checkpoint_every)
     config.check(len(lines))
+    costs = config.step_costs(len(lines), spec.max_len)  # the bar covers every phase at its cost from the start
     model, models, history = trainer.train_text_generator(
         lines, spec, config, Path(args.run), bridge.compute_device(args.device),
-        bridge.progress(config.work(len(lines)), "training"))
+        WeightedSteps(bridge.progress(sum(costs), "training"), costs))
     models.to("cpu")
     path = model.save(Path(args.out_dir), safe_name(args.name, "model name"), models.discriminator)
     trainer.history_plot(history, spec.max_len).save(Path(args.run) / "curve.png")
