@@ -186,3 +186,25 @@ def test_an_error_starts_on_its_own_line_after_a_progress_bar(monkeypatch: pytes
     err = capsys.readouterr().err
     assert "working" in err  # the bar was drawn...
     assert err.split("\r")[-1].strip() == "atelier: the fourth picture is broken"  # ...and cleared before the error
+
+
+def test_ctrl_c_in_a_real_training_run_exits_130_with_the_resume_hint(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a small boat leaves the harbour at dawn.\nthe sea is calm and grey.\n" * 20, encoding="utf-8")
+    run = tmp_path / "run"
+    command = [sys.executable, "atelier_cli.py", "text-train", str(corpus), "--out-dir", str(tmp_path / "models"),
+               "--run", str(run), "--batch-size", "8", "--emb-dim", "8", "--hidden-dim", "8", "--mle-epochs", "100000",
+               "--checkpoint-every", "1", "--device", "cpu"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ})
+    deadline = time.monotonic() + 600
+    while not (run.is_dir() and any(run.iterdir())) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)  # until the first checkpoint: training is under way
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=600)
+    assert process.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "stopped; run the same command to resume"
+    assert "Traceback" not in err and not (tmp_path / "models").exists()
