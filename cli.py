@@ -478,12 +478,22 @@ def _flags(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
     return {a.dest: a.option_strings[0] for a in sub._actions if a.option_strings and a.dest != "help"}
 
 
+# how core and node messages name settings: resize 'exact'; 'recursive' or batch_size
+_SETTING_VALUE = re.compile(r"(?<![-\w])([a-z][a-z0-9_]*) '([^'\n]*)'")
+_SETTING = re.compile(r"(?<![-\w])(?:'([a-z][a-z0-9_]*)'|([a-z][a-z0-9]*_[a-z0-9_]+))(?![\w-])")
+
+
 def cli_spelling(message: str, flags: dict[str, str]) -> str:
-    """Core errors name settings as the node inputs do (turn on 'recursive', lower batch_size): say the flag."""
-    def flag(match: re.Match[str]) -> str:
+    """Core errors name settings as the node inputs do (turn on 'recursive', lower batch_size, resize 'exact'):
+    say them as typed on the command line (--recursive, --batch-size, --resize exact)."""
+    def setting_value(match: re.Match[str]) -> str:
+        flag = flags.get(match.group(1))
+        return f"{flag} {match.group(2)}" if flag else match.group(0)
+
+    def setting(match: re.Match[str]) -> str:
         return flags.get(match.group(1) or match.group(2), match.group(0))
 
-    return re.sub(r"'([a-z][a-z0-9_]*)'|\b([a-z][a-z0-9]*_[a-z0-9_]+)\b", flag, message)
+    return _SETTING.sub(setting, _SETTING_VALUE.sub(setting_value, message))
 
 
 JOBS: dict[str, Callable[[argparse.Namespace], int]] = {

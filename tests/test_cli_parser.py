@@ -167,10 +167,14 @@ def test_core_errors_name_the_cli_flags(tmp_path: Path, capsys) -> None:
     assert main(["multiply", str(tmp_path), "--output", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "turn on --recursive to look in sub-folders" in err and "'recursive'" not in err
-    flags = {"batch_size": "--batch-size", "max_megapixels": "--max-megapixels", "sort_by": "--sort-by"}
-    assert cli.cli_spelling("keep_best 'score' needs sort_by; lower batch_size or raise 'max_megapixels' for "
-                            "my_batch_size.png", flags) == \
-        "keep_best 'score' needs --sort-by; lower --batch-size or raise --max-megapixels for my_batch_size.png"
+    flags = cli._flags(cli._parser(), "curate")
+    assert cli.cli_spelling("keep_best 'score' needs sort_by; lower batch_size or turn on 'recursive' for "
+                            "my_batch_size.png; --name 'a/b'", flags) == \
+        "--keep-best score needs --sort-by; lower --batch-size or turn on --recursive for my_batch_size.png; " \
+        "--name 'a/b'"
+    flags = cli._flags(cli._parser(), "convert")
+    assert cli.cli_spelling("choose resize 'exact', pad 'to_size' or 'square' with crop 'center'", flags) == \
+        "choose --resize exact, --pad to_size or 'square' with --crop center"
 
 
 def test_an_error_starts_on_its_own_line_after_a_progress_bar(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
