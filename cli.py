@@ -397,30 +397,29 @@ def _recipe(path: str | None) -> Any:  # -> core.augment.AugmentSpec
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ValueError(f"recipe {path!r} is not JSON ({exc}); see 'multiply --help' for the format") from None
-    fields = {f.name: f for f in dataclasses.fields(augment.AugmentSpec)}
-    if not isinstance(raw, dict) or set(raw) - set(fields):
-        unknown = ", ".join(sorted(set(raw) - set(fields))) if isinstance(raw, dict) else "not a JSON object"
-        raise ValueError(f"recipe {path!r}: {unknown}; known keys: {', '.join(fields)} (see 'multiply --help')")
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        kind = {"expand": bool, "interpolation": str}.get(key)
-        if fields[key].type in ("Range", augment.Range):
-            ok = isinstance(value, dict) and set(value) <= {"p", "low", "high"} and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values())
-            values[key] = augment.Range(**value) if ok else None
-        elif key == "fill":
-            ok = isinstance(value, list) and len(value) == 3 and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-            values[key] = tuple(value) if ok else None
-        elif kind is not None:
-            ok = isinstance(value, kind)
-            values[key] = value
-        else:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            values[key] = value
-        if not ok:
-            raise ValueError(f"recipe {path!r}: {key} = {json.dumps(value)} has the wrong form; see "
-                             "'multiply --help' for each key's form")
+    defaults = augment.AugmentSpec()
+    known = [f.name for f in dataclasses.fields(defaults)]
+    if not isinstance(raw, dict) or set(raw) - set(known):
+        unknown = ", ".join(sorted(set(raw) - set(known))) if isinstance(raw, dict) else "not a JSON object"
+        raise ValueError(f"recipe {path!r}: {unknown}; known keys: {', '.join(known)} (see 'multiply --help')")
+
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    def read(key: str, value: Any) -> Any:  # the value in AugmentSpec's form, None when it has another form
+        if isinstance(getattr(defaults, key), augment.Range):
+            ok = isinstance(value, dict) and set(value) <= {"p", "low", "high"} and all(map(number, value.values()))
+            return augment.Range(**value) if ok else None
+        if key == "fill":
+            return tuple(value) if isinstance(value, list) and len(value) == 3 and all(map(number, value)) else None
+        kind = type(getattr(defaults, key))
+        return value if (number(value) if kind is float else isinstance(value, kind)) else None
+
+    values = {key: read(key, value) for key, value in raw.items()}
+    wrong = [key for key, value in values.items() if value is None]
+    if wrong:
+        raise ValueError(f"recipe {path!r}: {wrong[0]} = {json.dumps(raw[wrong[0]])} has the wrong form; see "
+                         "'multiply --help' for each key's form")
     return augment.AugmentSpec(**values)
 
 
