@@ -212,3 +212,34 @@ def test_ctrl_c_in_a_real_training_run_exits_130_with_the_resume_hint(tmp_path: 
     assert process.returncode == 130, err
     assert err.strip().splitlines()[-1] == "stopped; run the same command to resume"
     assert "Traceback" not in err and not (tmp_path / "models").exists()
+
+
+def test_text_train_progress_covers_every_phase_at_its_cost_from_the_start(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from atelier.core.progress import SilentProgress
+    from atelier.nodes import bridge
+    from atelier.training.seqgan_trainer import SeqGANTrainConfig
+
+    bars: list[SilentProgress] = []
+
+    def bar(total: int, desc: str = "") -> SilentProgress:
+        bars.append(SilentProgress(total, desc))
+        return bars[-1]
+
+    monkeypatch.setattr(bridge, "progress", bar)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a small boat leaves the harbour at dawn.\nthe sea is calm and grey.\n" * 8, encoding="utf-8")
+    args = ["text-train", str(corpus), "--out-dir", str(tmp_path / "models"), "--run", str(tmp_path / "run"),
+            "--batch-size", "4", "--emb-dim", "8", "--hidden-dim", "8", "--max-len", "12", "--mle-epochs", "2",
+            "--dis-rounds", "1", "--d-steps", "1", "--d-epochs", "1", "--rollouts", "2", "--device", "cpu"]
+    assert main([*args, "--adversarial-epochs", "1"]) == 0
+    config = SeqGANTrainConfig(batch_size=4, mle_epochs=2, dis_rounds=1, adversarial_epochs=1, d_steps=1, d_epochs=1,
+                               rollouts=2)
+    costs = config.step_costs(16, 12)
+    assert bars[-1].total == sum(costs) == bars[-1].done  # the bar is sized for every phase and ends full
+    assert costs[0] < costs[2] < costs[3]  # an MLE epoch, a discriminator round, an adversarial epoch
+    assert main([*args, "--adversarial-epochs", "2"]) == 0  # extends the finished run: resumes after step 4
+    longer = SeqGANTrainConfig(**{**config.__dict__, "adversarial_epochs": 2}).step_costs(16, 12)
+    assert bars[-1].total == sum(longer) == bars[-1].done and longer[:4] == costs
+    readme = SeqGANTrainConfig(mle_epochs=120, adversarial_epochs=50).step_costs(512, 32)
+    assert sum(readme[:120]) < 0.05 * sum(readme)  # the README's run: pretraining is a small share of the bar
