@@ -464,6 +464,11 @@ def _check_up_front(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         safe_name(args.name, "--name")
     if getattr(args, "subfolder", None) is not None:
         safe_subfolder(Path(args.output), args.subfolder)
+    for folder in (getattr(args, "out_dir", None), getattr(args, "loras", None)):  # where a trained file goes
+        if folder is not None:
+            from .core.image_files import check_writable
+
+            check_writable(Path(folder))
     if args.command == "multiply" and args.recipe is not None:
         if not args.random:
             parser.error("--recipe is drawn from for random variants only: give --random N (variants per "

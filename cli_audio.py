@@ -58,7 +58,8 @@ def add_parsers(sub: Any) -> None:
     add_numbers(a, float, above=0, temperature=(d.temperature, "InfoNCE temperature"), lr=(d.lr, "learning rate"),
                 window_seconds=(m.window_seconds, "seconds of sound per window"),
                 frames_per_second=(j.frames_per_second, "videos: candidate frames per second"))
-    add_numbers(a, float, 0, 0.9, val_fraction=(d.val_fraction, "share of pairs held out for R@1 and R@10"))
+    add_numbers(a, float, high=0.9, above=0,
+                val_fraction=(d.val_fraction, "share of pairs held out for R@1 and R@10"))
     add_numbers(a, float, -1, 1, threshold=(j.threshold, "videos: lowest cosine score a kept frame may have"))
     t = sub.add_parser("adapter-train", help="train the image-embedding adapter on pictures and a frozen SD 1.5")
     _common(t, "folder of pictures (with optional <stem>.txt captions)")

@@ -145,6 +145,10 @@ def test_names_are_checked_before_any_work(tmp_path: Path, capsys) -> None:
     assert not run.exists() and not (tmp_path / "models").exists()
     assert main(["multiply", str(SAMPLES), "--output", str(tmp_path / "out"), "--subfolder", "../up"]) == 2
     assert not (tmp_path / "out").exists()
+    (tmp_path / "taken").write_text("a file where the model folder should be")
+    assert main(["text-train", str(corpus), "--out-dir", str(tmp_path / "taken" / "models"), "--run", str(run),
+                 "--device", "cpu"]) == 2
+    assert "is not writable" in capsys.readouterr().err and not run.exists()
 
 
 @pytest.mark.parametrize(("command", "said"), [("text-train", "stopped; run the same command to resume"),
@@ -211,7 +215,7 @@ def test_ctrl_c_in_a_real_training_run_exits_130_with_the_resume_hint(tmp_path: 
     _, err = process.communicate(timeout=600)
     assert process.returncode == 130, err
     assert err.strip().splitlines()[-1] == "stopped; run the same command to resume"
-    assert "Traceback" not in err and not (tmp_path / "models").exists()
+    assert "Traceback" not in err and not any((tmp_path / "models").iterdir())
 
 
 def test_text_train_progress_covers_every_phase_at_its_cost_from_the_start(tmp_path: Path,
