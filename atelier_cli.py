@@ -4,7 +4,7 @@ import sys
 from atelier_loader import load_pack
 
 if __name__ == "__main__":
-    load_pack()
+    load_pack(run_init=False)  # the nodes (and torch) load only when a command runs
     from atelier.cli import main
 
     sys.exit(main())

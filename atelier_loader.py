@@ -15,13 +15,17 @@ PACKAGE = "atelier"
 ROOT = Path(__file__).resolve().parent
 
 
-def load_pack() -> ModuleType:
+def load_pack(run_init: bool = True) -> ModuleType:
+    """The pack as ``atelier``. ``run_init=False`` registers it without running its ``__init__.py``, which imports
+    every node and so torch: the command line imports only what a command needs, and ``--help`` none of it."""
     if PACKAGE in sys.modules:
         return sys.modules[PACKAGE]
     spec = importlib.util.spec_from_file_location(PACKAGE, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[PACKAGE] = module
+    if not run_init:
+        return module
     spec.loader.exec_module(module)
     for name in ("core", "nodes", "training"):
         importlib.import_module(f"{PACKAGE}.{name}")

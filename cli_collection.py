@@ -1,12 +1,15 @@
-"""Headless commands of the curator and captioner: label, curate, caption and describe a folder.
+"""Headless commands of the curator and captioner: label, curate, caption, describe, retrieve from a folder.
 
     python atelier_cli.py label FOLDER --clip CLIP --taxonomy artworks [--json labels.json]
     python atelier_cli.py curate FOLDER --clip CLIP --taxonomy spaces --output OUT [--keep RULES] [--dedup 0.95]
     python atelier_cli.py caption FOLDER --blip2 BLIP2 [--trigger WORD] [--overwrite] [--prompt TEXT]
     python atelier_cli.py describe FOLDER [--metadata metadata.csv]
+    python atelier_cli.py retrieve FOLDER "a calm seascape at dusk" --clip CLIP [--top-k 8]
+    python atelier_cli.py evaluate-retrieval FOLDER --clip CLIP [--k 10] [--pairs pairs.csv]
 
 CLIP and BLIP-2 are a folder name under models/atelier/clip (or blip2) of the ComfyUI folder (--comfyui),
-a Hugging Face id (found there by its last part, or in the local cache), or a path.
+a Hugging Face id (found there by its last part, or in the local cache), or a path. Retrieval runs the
+Retrieve Images and Evaluate Retrieval nodes' own code on the CLIP given here.
 """
 from __future__ import annotations
 
@@ -16,29 +19,35 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .core import blip2, clip_model
-from .core.hf_folders import find_model_folder
 from .core.output_paths import safe_subfolder
-from .core.safety import DEFAULT_BLOCKED, SafetyFilter, parse_blocked
-from .nodes import bridge
+
+_CLIP_PRECISIONS = ["auto", "fp16", "bf16", "fp32"]
+
+
+def _clip_model(p: argparse.ArgumentParser) -> None:
+    from .cli import declared
+
+    p.add_argument("--clip", default=declared("core.clip_model", "DEFAULT_CLIP"),
+                   help="CLIP: a folder name in models/atelier/clip, a Hugging Face id, or a path")
+    p.add_argument("--precision", default="auto", choices=_CLIP_PRECISIONS, help="weights' precision")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present) or cpu")
 
 
 def _clip_options(p: argparse.ArgumentParser) -> None:
+    from .cli import add_numbers
+
     p.add_argument("folder", help="folder of pictures")
-    p.add_argument("--clip", default=clip_model.DEFAULT_CLIP, help="CLIP: a folder name in models/atelier/clip, a "
-                   "Hugging Face id, or a path")
+    _clip_model(p)
     p.add_argument("--taxonomy", default="artworks", help="a shipped taxonomy (artworks, scenes, spaces) or a file")
     p.add_argument("--language", default="en", help="language of label names (en, ko, ...)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp16", "bf16", "fp32"])
-    p.add_argument("--device", default="auto", help="auto (CUDA when present) or cpu")
-    p.add_argument("--batch-size", type=int, default=32)
+    add_numbers(p, int, 1, batch_size=(32, "pictures per forward pass"))
     p.add_argument("--recursive", action="store_true", help="also read sub-folders")
     p.add_argument("--cache", default=None, help="embedding cache folder (default: OUTPUT/atelier/clip_cache)")
-    p.add_argument("--output", default="output", help="output root folder (default: ./output)")
+    p.add_argument("--output", default="output", help="output root folder")
 
 
 def add_parsers(sub: Any) -> None:
-    from .cli import add_numbers  # cli is loaded by the time it asks for these parsers
+    from .cli import add_numbers, declared  # cli is loaded by the time it asks for these parsers
 
     p = sub.add_parser("label", help="zero-shot labels of every picture of a folder against a taxonomy")
     _clip_options(p)
@@ -50,32 +59,58 @@ def add_parsers(sub: Any) -> None:
     c.add_argument("--require-all", action="store_true", help="keep only pictures matching every keep rule")
     c.add_argument("--drop", default="", help="drop rules, same form")
     c.add_argument("--sort-by", default="", help="a label: sort by its score and number the files")
-    c.add_argument("--dedup", type=float, default=0.95, help="near-duplicate cosine threshold; 0 turns it off")
-    c.add_argument("--keep-best", default="resolution", choices=["resolution", "score"])
+    add_numbers(c, float, 0, 1, dedup=(0.95, "near-duplicate cosine threshold; 0 turns it off"))
+    c.add_argument("--keep-best", default="resolution", choices=["resolution", "score"],
+                   help="which of a cluster of near-duplicates stays: most pixels, or best --sort-by score")
     c.add_argument("--subfolders-by", default="", help="a group: one sub-folder per label of that group")
     k = sub.add_parser("caption", help="write <stem>.txt BLIP-2 captions beside the pictures of a folder")
     k.add_argument("folder", help="folder of pictures")
-    k.add_argument("--blip2", default=blip2.DEFAULT_BLIP2, help="BLIP-2: a folder name in models/atelier/blip2, a "
-                   "Hugging Face id, or a path")
-    k.add_argument("--precision", default="auto", choices=list(blip2.PRECISIONS))
+    k.add_argument("--blip2", default=declared("core.blip2", "DEFAULT_BLIP2"),
+                   help="BLIP-2: a folder name in models/atelier/blip2, a Hugging Face id, or a path")
+    k.add_argument("--precision", default="auto", choices=list(declared("core.blip2", "PRECISIONS")),
+                   help="weights' precision (8bit and 4bit: CUDA and bitsandbytes)")
     k.add_argument("--device", default="auto", help="auto (CUDA when present) or cpu")
     k.add_argument("--trigger", default="", help="word put before every caption")
     k.add_argument("--overwrite", action="store_true", help="replace existing captions")
     k.add_argument("--recursive", action="store_true", help="also caption sub-folders")
-    d = blip2.CaptionSettings()
-    k.add_argument("--prompt", default=d.prompt)
-    add_numbers(k, int, max_new_tokens=d.max_new_tokens, min_new_tokens=d.min_new_tokens, num_beams=d.num_beams,
-                seed=d.seed)
-    add_numbers(k, float, temperature=d.temperature, top_p=d.top_p, repetition_penalty=d.repetition_penalty)
+    d = declared("core.blip2", "CaptionSettings")
+    k.add_argument("--prompt", default=d.prompt, help="text the caption continues, e.g. 'Question: what is in this "
+                   "picture? Answer:'; empty: a plain caption")
+    add_numbers(k, int, 1, max_new_tokens=(d.max_new_tokens, "longest caption, in tokens"),
+                num_beams=(d.num_beams, "beam-search width"), batch_size=(8, "pictures per forward pass"))
+    add_numbers(k, int, 0, min_new_tokens=(d.min_new_tokens, "shortest caption, in tokens"),
+                seed=(d.seed, "seed of --sampling"))
+    add_numbers(k, float, above=0, temperature=(d.temperature, "--sampling: higher is more varied"),
+                repetition_penalty=(d.repetition_penalty, "above 1 discourages repeated words"))
+    add_numbers(k, float, high=1, above=0, top_p=(d.top_p, "--sampling: nucleus share of probability"))
     k.add_argument("--sampling", action="store_true", help="sample instead of beam search")
-    k.add_argument("--batch-size", type=int, default=8)
     d = sub.add_parser("describe", help="curation texts for a dataset version (manifest labels, captions)")
     d.add_argument("folder", help="a version folder, such as one written by curate and captioned by caption")
     d.add_argument("--metadata", help="JSON (name -> fields) or CSV with a 'file' column")
-    d.add_argument("--blocked", default=", ".join(DEFAULT_BLOCKED), help="comma-separated blocked words")
+    d.add_argument("--blocked", default=", ".join(declared("core.safety", "DEFAULT_BLOCKED")),
+                   help="comma-separated blocked words")
+    r = sub.add_parser("retrieve", help="the pictures of a folder nearest a text query (CLIP; embeddings cached)")
+    r.add_argument("folder", help="folder of pictures to search")
+    r.add_argument("query", help="what to look for, in words")
+    _clip_model(r)
+    add_numbers(r, int, 1, top_k=(8, "how many pictures to list"), batch_size=(32, "pictures per forward pass"))
+    r.add_argument("--recursive", action="store_true", help="also search sub-folders")
+    r.add_argument("--output", default="output", help="output root folder (holds the embedding cache)")
+    e = sub.add_parser("evaluate-retrieval", help="MRR@K and recall@K of text-to-picture retrieval over a folder's "
+                       "(caption, picture) pairs")
+    e.add_argument("folder", help="pictures with <stem>.txt captions (the others are distractors)")
+    _clip_model(e)
+    add_numbers(e, int, 1, k=(10, "the cut-off K of MRR@K and recall@K"),
+                batch_size=(32, "pictures per forward pass"))
+    e.add_argument("--pairs", default="", help="(text, picture) pairs instead of the captions: a CSV with 'text' "
+                   "and 'image' columns or JSON lines {\"text\", \"image\"}, pictures relative to the folder")
+    e.add_argument("--output", default="output", help="output root folder (holds the embedding cache)")
 
 
-def load_clip_option(args: argparse.Namespace) -> clip_model.ClipModel:
+def load_clip_option(args: argparse.Namespace) -> Any:  # -> core.clip_model.ClipModel
+    from .core import clip_model
+    from .core.hf_folders import find_model_folder
+    from .nodes import bridge
     from .nodes.curator import clip_key
 
     folder = find_model_folder(args.clip, bridge.model_folders(clip_key()), "CLIP", clip_model.DEFAULT_CLIP)
@@ -86,6 +121,7 @@ def _labelled(args: argparse.Namespace) -> tuple[Any, Any, Any, list[dict[str, A
     from .core import zero_shot
     from .core.image_files import list_images
     from .core.taxonomy import load_taxonomy
+    from .nodes import bridge
     from .nodes.curator import clip_cache_dir
 
     bridge.set_output_directory(args.output)
@@ -117,6 +153,7 @@ def run_label(args: argparse.Namespace) -> int:
 def run_curate(args: argparse.Namespace) -> int:
     from .core import curate
     from .core.taxonomy import load_taxonomy
+    from .nodes import bridge
 
     options = curate.CurateOptions(args.keep, args.require_all, args.drop, args.sort_by, args.dedup, args.keep_best,
                                    args.subfolders_by)
@@ -134,6 +171,9 @@ def run_curate(args: argparse.Namespace) -> int:
 
 
 def run_caption(args: argparse.Namespace) -> int:
+    from .core import blip2
+    from .core.hf_folders import find_model_folder
+    from .nodes import bridge
     from .nodes.captioner import blip2_key
 
     settings = blip2.CaptionSettings(args.prompt, args.max_new_tokens, args.min_new_tokens, args.num_beams,
@@ -154,6 +194,7 @@ def run_caption(args: argparse.Namespace) -> int:
 
 def run_describe(args: argparse.Namespace) -> int:
     from .core.curation_text import describe_folder, read_metadata
+    from .core.safety import SafetyFilter, parse_blocked
 
     metadata = read_metadata(Path(args.metadata)) if args.metadata else None
     records = describe_folder(Path(args.folder), SafetyFilter(parse_blocked(args.blocked)), metadata)
@@ -162,4 +203,30 @@ def run_describe(args: argparse.Namespace) -> int:
     return 0
 
 
-JOBS = {"label": run_label, "curate": run_curate, "caption": run_caption, "describe": run_describe}
+def run_retrieve(args: argparse.Namespace) -> int:
+    from .nodes import bridge
+    from .nodes.curator import AtelierRetrieveImages
+
+    bridge.set_output_directory(args.output)
+    clip = load_clip_option(args)
+    _, lines = AtelierRetrieveImages().retrieve(clip, str(Path(args.folder).resolve()), args.query, args.top_k, 64,
+                                                args.batch_size, args.recursive)
+    print(lines)
+    return 0
+
+
+def run_evaluate_retrieval(args: argparse.Namespace) -> int:
+    from .nodes import bridge
+    from .nodes.curator import AtelierEvaluateRetrieval
+
+    bridge.set_output_directory(args.output)
+    pairs = str(Path(args.pairs).resolve()) if args.pairs.strip() else ""
+    clip = load_clip_option(args)
+    _, _, report = AtelierEvaluateRetrieval().evaluate(clip, str(Path(args.folder).resolve()), args.k,
+                                                       args.batch_size, pairs)
+    print(report)
+    return 0
+
+
+JOBS = {"label": run_label, "curate": run_curate, "caption": run_caption, "describe": run_describe,
+        "retrieve": run_retrieve, "evaluate-retrieval": run_evaluate_retrieval}

@@ -5,7 +5,11 @@ ProgressBar and interrupt flag, everything else gets a tqdm bar with no cancel.
 """
 from __future__ import annotations
 
+import weakref
+from collections.abc import Sequence
 from typing import Any, Protocol
+
+_OPEN_BARS: weakref.WeakSet[Any] = weakref.WeakSet()  # tqdm bars not yet closed (see close_bars)
 
 
 class Cancelled(RuntimeError):
@@ -32,6 +36,7 @@ class TqdmProgress:
         from tqdm.auto import tqdm
 
         self._bar = tqdm(total=total, desc=desc, leave=False)
+        _OPEN_BARS.add(self._bar)
 
     def advance(self, steps: int = 1) -> None:
         self._bar.update(steps)
@@ -46,6 +51,37 @@ class TqdmProgress:
 
     def preview(self, image: Any) -> None:
         return None
+
+
+class WeightedSteps:
+    """Steps of unequal cost on one bar: each step advances ``inner`` by its cost, so the bar's total, and an ETA
+    drawn from it, cover every phase from the first step (the caller sizes ``inner`` to ``sum(costs)``)."""
+
+    def __init__(self, inner: Progress, costs: Sequence[int]) -> None:
+        self._inner = inner
+        self._costs = costs
+        self._done = 0
+
+    def advance(self, steps: int = 1) -> None:
+        self._inner.advance(sum(self._costs[self._done:self._done + steps]))
+        self._done += steps
+
+    def check_cancel(self) -> None:
+        self._inner.check_cancel()
+
+    def status(self, text: str) -> None:
+        self._inner.status(text)
+
+    def preview(self, image: Any) -> None:
+        self._inner.preview(image)
+
+
+def close_bars() -> None:
+    """Clear every unfinished console bar, so a message printed next (an error, "stopped") starts on a line of its
+    own instead of being glued to a half-drawn bar."""
+    for bar in list(_OPEN_BARS):
+        bar.close()
+    _OPEN_BARS.clear()
 
 
 class SilentProgress:

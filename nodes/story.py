@@ -107,6 +107,7 @@ class AtelierTrainTextGenerator:
               hidden_dim: int, batch_size: int, mle_epochs: int, dis_rounds: int, adversarial_epochs: int,
               g_steps: int, d_steps: int, d_epochs: int, rollouts: int, rollout_policy: str, seed: int,
               checkpoint_every: int, lines: str | None = None) -> tuple[Any, ...]:
+        from ..core.progress import WeightedSteps
         from ..core.text_tokens import read_corpus
         from ..training import seqgan_trainer as trainer
 
@@ -118,10 +119,11 @@ class AtelierTrainTextGenerator:
                                            checkpoint_every=checkpoint_every)
         config.check(len(texts))  # the exact count (after tokenising) is checked again before training
         run_dir = bridge.output_directory() / RUNS_SUBFOLDER / trainer.run_name(stem, spec, config, texts)
+        costs = config.step_costs(len(texts), max_len)  # one bar over every phase, each step at its cost
         with bridge.training_mode():
             model, models, history = trainer.train_text_generator(
                 texts, spec, config, run_dir, bridge.compute_device(),
-                bridge.progress(config.steps, "training text generator"))
+                WeightedSteps(bridge.progress(sum(costs), "training text generator"), costs))
         models.to("cpu")
         path = model.save(bridge.model_folders(seqgan_key())[0], stem, models.discriminator)
         samples = model.generate(4, SamplingOptions(seed=seed)).texts

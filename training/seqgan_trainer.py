@@ -65,6 +65,17 @@ class SeqGANTrainConfig:
     def steps(self) -> int:
         return self.mle_epochs + self.dis_rounds + self.adversarial_epochs
 
+    def step_costs(self, corpus_size: int, max_len: int) -> list[int]:
+        """Each step's work, in passes of one sequence through the generator (a training pass counts 3, one of the
+        discriminator 6, as timed on a CPU), for a progress bar that keeps an honest ETA across phases
+        (``core.progress.WeightedSteps``): with the defaults an adversarial epoch (rollouts and five discriminator
+        rounds) costs about 90 maximum-likelihood epochs."""
+        negatives = self.negatives or corpus_size
+        costs = {"mle": 3 * corpus_size, "discriminator": negatives * (1 + 12 * self.d_epochs)}
+        costs["adversarial"] = (self.g_steps * self.batch_size * (4 + 3 * self.rollouts * max_len // 2)
+                                + self.d_steps * costs["discriminator"])
+        return [costs[self.phase(step)] for step in range(self.steps)]
+
     def check(self, corpus_size: int) -> None:
         for name in ("batch_size", "g_steps", "d_epochs", "rollouts", "checkpoint_every"):
             if getattr(self, name) < 1:
