@@ -121,5 +121,5 @@ def test_the_multiply_command_names_a_bad_recipe_instead_of_a_traceback(tmp_path
     path.write_text('{"hflip": 0.5, "colour": 1}', encoding="utf-8")
     assert main(["multiply", str(SAMPLES), "--output", str(tmp_path / "out"), "--random", "1", "--recipe",
                  str(path)]) == 2
-    assert f"atelier: recipe '{path}': unknown key 'colour'" in capsys.readouterr().err
+    assert f"atelier: --recipe {path}: unknown key 'colour'" in capsys.readouterr().err
     assert not (tmp_path / "out" / "atelier").exists()

@@ -116,13 +116,13 @@ def test_recipe_needs_random_and_a_known_form(tmp_path: Path, capsys) -> None:
     assert "--recipe is drawn from for random variants only: give --random N" in capsys.readouterr().err
     recipe.write_text(json.dumps({"hflip": 1.0, "rotate": {"p": 1, "low": 0, "high": 5}}))
     assert main(["multiply", str(SAMPLES), "--output", str(out), "--random", "1", "--recipe", str(recipe)]) == 2
-    assert "rotate; known keys: hflip, vflip" in capsys.readouterr().err
+    assert "unknown key 'rotate'; the keys are hflip, vflip" in capsys.readouterr().err
     recipe.write_text(json.dumps({"rotation": [0, 5]}))
     assert main(["multiply", str(SAMPLES), "--output", str(out), "--random", "1", "--recipe", str(recipe)]) == 2
-    assert "rotation = [0, 5] has the wrong form" in capsys.readouterr().err
+    assert "'rotation' must be an object with 'p', 'low' and 'high' numbers, not a list" in capsys.readouterr().err
     recipe.write_text("{hflip: 1}")
     assert main(["multiply", str(SAMPLES), "--output", str(out), "--random", "1", "--recipe", str(recipe)]) == 2
-    assert "is not JSON" in capsys.readouterr().err
+    assert "line 1: not valid JSON" in capsys.readouterr().err
     assert not out.exists()  # refused before a folder was made
 
 
