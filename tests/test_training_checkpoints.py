@@ -1,7 +1,10 @@
 """Run checkpoints: what a step that fails half-way leaves, what a killed save leaves, and damaged checkpoints."""
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,6 +45,25 @@ def test_a_cancel_between_steps_saves_exactly_the_finished_steps() -> None:
     with pytest.raises(Cancelled):
         run_steps(0, 10, step, lambda done: saved.append((done, state[0])), 100, CancelAfter(4), Path("c"))
     assert saved == [(4, 8)]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a POSIX SIGINT sent to this process")
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_in_a_step_lets_it_finish_and_a_second_stops_at_once(presses: int) -> None:
+    state, saved = [0], []
+
+    def step(index: int) -> float:
+        state[0] += 1
+        if index == 2:
+            for _ in range(presses):
+                os.kill(os.getpid(), signal.SIGINT)
+        state[0] += 1
+        return 0.0
+
+    with pytest.raises(KeyboardInterrupt):
+        run_steps(0, 10, step, lambda done: saved.append((done, state[0])), 100, SilentProgress(10), Path("c"))
+    assert saved == ([(3, 6)] if presses == 1 else [])  # step 3 saved whole, or nothing of it
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def _lora_weights(run: Path, steps: int = 3) -> tuple[dict[str, torch.Tensor], lt.TrainResult]:

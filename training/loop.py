@@ -11,6 +11,7 @@ import contextlib
 import math
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -67,7 +68,8 @@ def _ctrl_c_between_steps() -> Iterator[_HeldCtrlC]:
     handler = _HeldCtrlC()
     # only where Python's own Ctrl-C handling is in place and can be replaced: not in a worker thread
     # (ComfyUI's, whose cancel comes through the progress between steps) nor over a handler of the host's
-    if not (signal.getsignal(signal.SIGINT) is signal.default_int_handler and _main_thread()):
+    if not (signal.getsignal(signal.SIGINT) is signal.default_int_handler
+            and threading.current_thread() is threading.main_thread()):
         yield handler
         return
     signal.signal(signal.SIGINT, handler)
@@ -75,12 +77,6 @@ def _ctrl_c_between_steps() -> Iterator[_HeldCtrlC]:
         yield handler
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def run_steps(first: int, last: int, step: Callable[[int], float], save: Callable[[int], None],
