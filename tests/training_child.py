@@ -32,7 +32,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook  # noqa: E40
 from atelier.training import checkpoints  # noqa: E402
 
 # the optimizer update (1-based, counted over all of a trainer's optimizers) during which the interrupt comes
-INTERRUPT_AT = {"lora": 2, "lora_kill": 6, "seqgan": 5, "adain": 2, "aligner": 5, "adapter": 2}
+INTERRUPT_AT = {"lora": 2, "cli_lora": 2, "lora_kill": 6, "seqgan": 5, "adain": 2, "aligner": 5, "adapter": 2}
 
 STORIES = ["a small boat leaves the harbour at dawn. the sea is calm and grey.",
            "the old man watches the boats. he waves to his son.",
@@ -52,6 +52,29 @@ def _lora(run: Path, out: Path) -> None:
                             targets="all_linear", scheduler="cosine", warmup_steps=2)
     result = lt.train_lora(unet, tiny_data(caption_dropout=0.5), config, run)
     lora_file.save_lora(out.parent, out.stem, lora_file.kohya_state_dict(unet), {"losses": result.losses})
+
+
+def _cli_lora(run: Path, out: Path) -> None:
+    """The LoRA job end to end, as ``atelier_cli.py train`` runs it on a diffusers folder."""
+    import shutil
+
+    from atelier.cli import main
+
+    from helpers import SAMPLES, tiny_sd15_folder
+
+    model = run.parent / "model"
+    if not model.exists():
+        tiny_sd15_folder(model)
+    _host()
+    loras = run.parent / f"{run.name}-loras"
+    code = main(["train", str(SAMPLES), "--model", str(model), "--loras", str(loras), "--run", str(run),
+                 "--name", "mine", "--resolution", "64", "--steps", "6", "--checkpoint-every", "4", "--rank", "4",
+                 "--dropout", "0.1", "--caption-dropout", "0.5", "--seed", "5", "--device", "cpu"])
+    if code and INTERRUPTED:  # a command line that reports Ctrl-C itself
+        raise KeyboardInterrupt
+    if code:
+        raise SystemExit(code)
+    shutil.copy(loras / "mine.safetensors", out)
 
 
 def _seqgan(run: Path, out: Path) -> None:
@@ -110,7 +133,8 @@ def _adapter(run: Path, out: Path) -> None:
     _save(out, result.adapter.state_dict(), result.losses)
 
 
-TRAINERS = {"lora": _lora, "seqgan": _seqgan, "adain": _adain, "aligner": _aligner, "adapter": _adapter}
+TRAINERS = {"lora": _lora, "cli_lora": _cli_lora, "seqgan": _seqgan, "adain": _adain, "aligner": _aligner,
+            "adapter": _adapter}
 
 
 def _save(out: Path, tensors: dict[str, torch.Tensor], history: object) -> None:
@@ -118,6 +142,7 @@ def _save(out: Path, tensors: dict[str, torch.Tensor], history: object) -> None:
 
 
 HOST_SEED = 0
+INTERRUPTED = False
 
 
 def _host() -> None:
@@ -130,16 +155,18 @@ def _interrupt_after(update: int, signum: int):
     seen = 0
 
     def hook(optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
+        global INTERRUPTED
         nonlocal seen
         seen += 1
         if seen == update:
+            INTERRUPTED = True
             os.kill(os.getpid(), signum)
 
     return register_optimizer_step_post_hook(hook)
 
 
 def main() -> None:
-    global HOST_SEED
+    global HOST_SEED, INTERRUPTED
     parser = argparse.ArgumentParser()
     parser.add_argument("work", type=Path)
     parser.add_argument("run")
@@ -153,7 +180,7 @@ def main() -> None:
         folder = args.work / name
         folder.mkdir(parents=True, exist_ok=True)
         _host()
-        hook = None
+        hook, INTERRUPTED = None, False
         if args.interrupt:
             signum = signal.SIGINT if args.interrupt == "sigint" else signal.SIGKILL
             hook = _interrupt_after(INTERRUPT_AT[name if args.interrupt == "sigint" else f"{name}_kill"], signum)
