@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -22,8 +21,3 @@ def output_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     out = tmp_path / "output"
     monkeypatch.setattr(bridge, "_output_override", out)
     return out
-
-
-@pytest.fixture(autouse=True)
-def _deterministic() -> None:
-    torch.manual_seed(0)

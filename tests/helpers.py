@@ -358,3 +358,28 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int, audio: np.ndarra
             for packet in [*sound.encode(chunk), *sound.encode()]:
                 out.mux(packet)
     return path
+
+
+def tiny_unet(seed: int = 0, cross_attention_dim: int = 16):
+    """A few-layer SD-shaped UNet whose random weights come from ``seed`` alone (the global generator is
+    given back untouched)."""
+    from diffusers import UNet2DConditionModel
+
+    from atelier.training.loop import seeded
+
+    with seeded(seed):
+        return UNet2DConditionModel(
+            sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=cross_attention_dim,
+            attention_head_dim=4, norm_num_groups=4)
+
+
+def tiny_data(n: int = 4, caption_dropout: float = 0.0, dim: int = 16):  # -> training.data.TrainData
+    """Cached 'latents' and prompt embeddings of ``n`` pictures for ``tiny_unet(cross_attention_dim=dim)``."""
+    from atelier.training.data import Bucket, TrainData
+
+    g = torch.Generator().manual_seed(1)
+    return TrainData([Bucket(torch.randn(n, 4, 8, 8, generator=g), torch.randn(n, 5, dim, generator=g),
+                             torch.arange(n))],
+                     torch.zeros(5, dim), caption_dropout)

@@ -14,26 +14,9 @@ from atelier.training import lora_trainer as lt
 from atelier.training.data import Bucket, TrainData
 from atelier.training.loop import TrainingDiverged
 
-from helpers import CancelAfter
+from helpers import CancelAfter, tiny_data, tiny_unet
 
 DATA = Path(__file__).parent / "data"
-
-
-def tiny_unet(seed: int = 0):
-    from diffusers import UNet2DConditionModel
-
-    torch.manual_seed(seed)
-    return UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=16, attention_head_dim=4, norm_num_groups=4)
-
-
-def tiny_data(n: int = 4, caption_dropout: float = 0.0) -> TrainData:
-    g = torch.Generator().manual_seed(1)
-    return TrainData([Bucket(torch.randn(n, 4, 8, 8, generator=g), torch.randn(n, 5, 16, generator=g),
-                             torch.arange(n))],
-                     torch.zeros(5, 16), caption_dropout)
 
 
 def _forward(unet, data: TrainData, train_mode: bool = False) -> torch.Tensor:

@@ -23,7 +23,7 @@ from ..core.embedding_adapter import AdapterConfig, EmbeddingAdapter
 from ..core.progress import Progress, SilentProgress
 from . import checkpoints
 from .data import TrainData
-from .loop import check_finite, run_steps
+from .loop import check_finite, run_steps, seeded
 from .lora_trainer import PRECISIONS, add_training_noise, autocast_dtype, noise_scheduler, pick_batch
 
 
@@ -89,8 +89,7 @@ def train_adapter(unet: nn.Module, data: TrainData, embeds: torch.Tensor, config
     if config.gradient_checkpointing and hasattr(unet, "enable_gradient_checkpointing"):
         unet.enable_gradient_checkpointing()
         unet.train()  # diffusers checkpoints only in training mode; the UNet has no dropout to switch on
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(config.seed, "init"))
+    with seeded(derive_seed(config.seed, "init")):
         adapter = EmbeddingAdapter(AdapterConfig(embeds.shape[1], config.tokens)).to(device)
     optimizer = torch.optim.AdamW(adapter.parameters(), lr=config.lr, weight_decay=1e-2)
     sched = noise_scheduler()

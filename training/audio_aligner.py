@@ -26,7 +26,7 @@ from ..core.augment import derive_seed
 from ..core.progress import Progress, SilentProgress
 from ..core.retrieval import evaluate, score_ranks
 from . import checkpoints
-from .loop import check_finite, run_steps
+from .loop import check_finite, run_steps, seeded
 
 LOSSES = ("infonce", "l2")
 
@@ -133,8 +133,7 @@ def retrieval(encoder: AudioEncoder, features: torch.Tensor, targets: torch.Tens
 
 
 def build_encoder(config: AlignConfig, embed_dim: int) -> AudioEncoder:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(config.seed, "init"))
+    with seeded(derive_seed(config.seed, "init")):
         return AudioEncoder(AudioEncoderConfig(embed_dim, config.mel, tuple(config.widths), config.blocks_per_stage))
 
 
@@ -183,18 +182,21 @@ def train_aligner(data: AlignData, config: AlignConfig, run_dir: Path, device: t
         optimizer.step()
         epoch_losses.append(loss.item())
         if within == per_epoch - 1:  # the epoch is over: measure before the checkpoint is written
-            scores = {"epoch": epoch + 1, "loss": sum(epoch_losses) / len(epoch_losses),
-                      **retrieval(encoder, val_features, val_targets)}
-            history.append(scores)
+            history.append({"epoch": epoch + 1, "loss": sum(epoch_losses) / len(epoch_losses),
+                            **retrieval(encoder, val_features, val_targets)})
             epoch_losses.clear()
-            if progress is not None:
-                progress.status(f"epoch {epoch + 1}: R@1 {scores['r1']:.2f}, R@10 {scores['r10']:.2f}")
-            if on_epoch is not None:
-                on_epoch(epoch + 1, scores)
         return loss.item()
 
+    def report(done: int, loss: float) -> None:
+        if done % per_epoch == 0:
+            scores = history[-1]
+            progress.status(f"epoch {done // per_epoch}: R@1 {scores['r1']:.2f}, R@10 {scores['r10']:.2f}")
+            if on_epoch is not None:
+                on_epoch(done // per_epoch, scores)
+
     run_dir.mkdir(parents=True, exist_ok=True)
-    run_steps(first, total, step, save, per_epoch, progress or SilentProgress(total), checkpoint,
+    progress = progress or SilentProgress(total)
+    run_steps(first, total, step, save, per_epoch, progress, checkpoint, report,
               advice="Lower the learning rate, or raise the temperature.")
     encoder.eval()
     metrics = dict(history[-1]) if history else {}

@@ -25,7 +25,7 @@ from ..core.bitsandbytes_support import require_bitsandbytes
 from ..core.progress import Progress, SilentProgress
 from . import checkpoints
 from .data import Bucket, TrainData
-from .loop import check_finite, run_steps
+from .loop import check_finite, run_steps, seeded
 from .quantize import quantize_linear_nf4
 
 TARGETS = {
@@ -114,14 +114,15 @@ def targeted_layers(model: nn.Module, config: TrainConfig, text_encoder: bool = 
 
 def add_lora(unet: nn.Module, config: TrainConfig, text_encoder: bool = False) -> list[nn.Parameter]:
     """Wrap the targeted layers (of the UNet, or the text encoder) with a zero-initialised LoRA (B = 0)
-    and return its parameters."""
+    and return its parameters; A's random start comes from ``config.seed``."""
     from peft import LoraConfig, inject_adapter_in_model
 
     matched = targeted_layers(unet, config, text_encoder)
     unet.requires_grad_(False)
     lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout, init_lora_weights=True,
                       target_modules=[n for n, _ in matched])
-    inject_adapter_in_model(lora, unet)
+    with seeded(derive_seed(config.seed, "lora", "text encoder" if text_encoder else "unet")):
+        inject_adapter_in_model(lora, unet)
     params = [p for n, p in unet.named_parameters() if "lora_" in n]
     for p in params:
         p.requires_grad_(True)
@@ -182,9 +183,9 @@ def _loss(unet: nn.Module, data: TrainData, config: TrainConfig, sched, step: in
     drop = torch.rand(config.batch_size, generator=gen) < data.caption_dropout
     cond[drop] = data.unconditional.to(cond.dtype)
     noise, t, noisy = add_training_noise(latents, sched, gen, config.noise_offset)
-    torch.manual_seed(derive_seed(config.seed, "dropout", step, micro))  # LoRA dropout
     dtype = autocast_dtype(config)
-    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+    with seeded(derive_seed(config.seed, "dropout", step, micro)), \
+            torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         if text_encoder is not None:  # the conditioning is token ids, encoded with the LoRA-carrying encoder
             cond = text_encoder(cond.to(device)).last_hidden_state
         pred = unet(noisy, t, encoder_hidden_states=cond.to(device)).sample

@@ -9,7 +9,6 @@ from a seed derived from (seed, step), so a resumed run equals an uninterrupted 
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 from collections.abc import Iterator
@@ -36,7 +35,7 @@ from ..core.seqgan_model import (
 from ..core.text_generator import TextGenerator, sequences_from_corpus
 from ..core.text_tokens import build_tokenizer
 from . import checkpoints
-from .loop import check_finite, run_steps
+from .loop import check_finite, run_steps, seeded
 
 RESUMABLE_CHANGES = ("adversarial_epochs", "checkpoint_every")  # settings a resumed run may change
 
@@ -119,22 +118,13 @@ class SeqGANModels:
 
     @classmethod
     def new(cls, config: SeqGANConfig, seed: int) -> "SeqGANModels":
-        with _seeded(derive_seed(seed, "init")):
+        with seeded(derive_seed(seed, "init")):
             return cls(config, init_generator(Generator(config), seed), Discriminator(config))
 
     def to(self, device: torch.device | str) -> "SeqGANModels":
         self.generator.to(device)
         self.discriminator.to(device)
         return self
-
-
-@contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    """Torch's global generator (dropout) seeded for one step, and given back afterwards."""
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
 
 
 def _batches(data: torch.Tensor, batch_size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
@@ -263,27 +253,33 @@ def train_seqgan(models: SeqGANModels, data: torch.Tensor, config: SeqGANTrainCo
 
     def step(index: int) -> float:
         gen = torch.Generator(device=device).manual_seed(derive_seed(config.seed, index))
-        with _seeded(derive_seed(config.seed, index, "dropout")):
+        with seeded(derive_seed(config.seed, index, "dropout")):
             phase = config.phase(index)
             if phase == "mle":
                 value = mle_epoch(models.generator, g_optimizer, data, config.batch_size, config.grad_clip, gen)
                 history.nll.append((index + 1, value))
-                progress.status(f"NLL {value:.3f}")
             elif phase == "discriminator":
                 value = discriminator_round(models, d_optimizer, data, config, gen)
                 history.d_accuracy.append((index + 1, value))
-                progress.status(f"D accuracy {value:.3f}")
             else:
                 if index == config.mle_epochs + config.dis_rounds:  # the rollout policy starts from the pretrained one
                     rollout.reset(models.generator)
                 reward, value = adversarial_epoch(models, rollout, pg_optimizer, d_optimizer, data, config, gen)
                 history.reward.append((index + 1, reward))
                 history.d_accuracy.append((index + 1, value))
-                progress.status(f"reward {reward:.3f}  D accuracy {value:.3f}")
         history.step = index + 1
         return value
 
-    run_steps(history.step, config.steps, step, save, config.checkpoint_every, progress, checkpoint,
+    def report(done: int, value: float) -> None:
+        phase = config.phase(done - 1)
+        if phase == "mle":
+            progress.status(f"NLL {value:.3f}")
+        elif phase == "discriminator":
+            progress.status(f"D accuracy {value:.3f}")
+        else:
+            progress.status(f"reward {history.reward[-1][1]:.3f}  D accuracy {value:.3f}")
+
+    run_steps(history.step, config.steps, step, save, config.checkpoint_every, progress, checkpoint, report,
               advice="Lower the learning rates.")
     models.generator.eval()
     models.discriminator.eval()
