@@ -149,11 +149,28 @@ def _write_temp(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str
     tmp = temp_path(path.parent, path.name)
     try:
         save_file(tensors, str(tmp), metadata=metadata)
+        _sort_header(tmp)
         as_umask_allows(tmp)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return tmp
+
+
+def _sort_header(path: Path) -> None:
+    """Rewrite the JSON header with its keys sorted, in place: safetensors orders metadata by a per-process hash,
+    so one seed's run would otherwise give files that differ in bytes (the header keeps its length)."""
+    with open(path, "r+b") as handle:
+        size = int.from_bytes(handle.read(8), "little")
+        raw = handle.read(size)
+        header = json.loads(raw)
+        if "__metadata__" in header:
+            header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(text) > size:  # never: the same keys and values, written as compactly as safetensors does
+            return
+        handle.seek(8)
+        handle.write(text + b" " * (size - len(text)))  # the format pads its header with spaces
 
 
 def _claim(tmp: Path, path: Path) -> bool:

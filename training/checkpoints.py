@@ -91,7 +91,7 @@ def load(folder: Path) -> dict[str, Any]:
     """The state saved as ``folder``; CheckpointUnreadable naming the file when it cannot be read."""
     try:
         tensors = read_weights(folder / "tensors.safetensors", "checkpoint tensors")
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:  # damaged, or empty and cut short (IncompleteFile)
         raise CheckpointUnreadable(str(exc)) from exc
     path = folder / "state.json"
     try:
