@@ -162,18 +162,36 @@ def load_text_generator(weights: Path, device: torch.device | str = "cpu") -> Te
     except Exception as exc:  # a damaged or foreign file
         raise ValueError(f"cannot read text model {str(weights)!r}: {exc}") from exc
     if meta.get("format") == FORMAT:
-        description = {"config": json.loads(meta["config"]), "tokenizer": json.loads(meta["tokenizer"])}
+        description = {key: _json_object(meta.get(key, ""), f"{str(weights)!r} ({key})") for key in ("config",
+                                                                                                   "tokenizer")}
     elif meta.get("format") == FORMAT_TWO_FILES:
         description = _two_file_description(weights)
     else:
         raise ValueError(f"{str(weights)!r} is not an Atelier text model (train one with Atelier Train Text "
                          "Generator or text-train)")
-    config = SeqGANConfig.from_dict(description["config"])
+    try:
+        config = SeqGANConfig.from_dict(description["config"])
+        tokenizer = Tokenizer.from_dict(description["tokenizer"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"text model {str(weights)!r} has a damaged configuration or vocabulary ({exc!r}): train "
+                         "it again, or copy it again from where it was made") from exc
     generator = Generator(config)
     tensors = read_weights(weights, "text model")
     state = {k.removeprefix("generator."): v for k, v in tensors.items() if k.startswith("generator.")}
     load_exactly(generator, state, weights)
-    return TextGenerator(generator.to(device).eval(), Tokenizer.from_dict(description["tokenizer"]), weights.stem)
+    return TextGenerator(generator.to(device).eval(), tokenizer, weights.stem)
+
+
+def _json_object(text: str, what: str) -> dict:
+    """``text`` parsed as a JSON object, else a ValueError naming ``what`` (a damaged or hand-edited file)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what} is not valid JSON ({exc}): train the model again, or copy it again") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} holds a JSON {type(value).__name__}, not an object: train the model again, or "
+                         "copy it again")
+    return value
 
 
 def _two_file_description(weights: Path) -> dict[str, object]:
@@ -182,7 +200,8 @@ def _two_file_description(weights: Path) -> dict[str, object]:
     if not description_file.is_file():
         raise FileNotFoundError(f"{weights.name} is an older text model, saved with {description_file.name} beside "
                                 f"it, which is missing in {str(weights.parent)!r}: put it back, or train again")
-    description = json.loads(description_file.read_text(encoding="utf-8"))
-    if not isinstance(description, dict) or description.get("format") != FORMAT_TWO_FILES:
+    description = _json_object(description_file.read_text(encoding="utf-8"), repr(str(description_file)))
+    if description.get("format") != FORMAT_TWO_FILES or not all(isinstance(description.get(key), dict)
+                                                               for key in ("config", "tokenizer")):
         raise ValueError(f"{str(description_file)!r} is not an Atelier SeqGAN model ({FORMAT_TWO_FILES})")
     return description

@@ -218,3 +218,31 @@ def test_the_command_line_trains_samples_and_continues(tmp_path: Path, capsys: p
     assert len(story) == 3 and story[0] == "the sea is calm."
     assert main(train[:2] + ["--out-dir", str(tmp_path), "--run", str(tmp_path / "r2"), "--batch-size", "500"]) == 2
     assert "fewer than one batch of 500" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["[1, 2]", "{not json", '{"format": "atelier-seqgan-v1", "config": 3}'])
+def test_a_text_model_whose_json_is_not_an_object_is_named(trained: tuple, tmp_path: Path, damage: str) -> None:
+    from atelier.core.state_dicts import write_safetensors
+
+    model, _ = trained
+    tensors = {f"generator.{k}": v.contiguous() for k, v in model.generator.state_dict().items()}
+    write_safetensors(tmp_path / "old.safetensors", tensors, {"format": "atelier-seqgan-v1"})
+    (tmp_path / "old.json").write_text(damage, encoding="utf-8")
+    with pytest.raises(ValueError, match="old.json"):
+        load_text_generator(tmp_path / "old.safetensors")
+
+
+@pytest.mark.parametrize(("key", "value"), [("config", "[]"), ("tokenizer", "{broken"), ("config", '{"vocab": 1}')])
+def test_a_text_model_with_damaged_metadata_is_named(trained: tuple, tmp_path: Path, key: str, value: str) -> None:
+    from safetensors import safe_open
+
+    from atelier.core.state_dicts import write_safetensors
+
+    model, _ = trained
+    saved = model.save(tmp_path, "story")
+    with safe_open(str(saved), "pt") as handle:
+        meta = handle.metadata()
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    write_safetensors(tmp_path / "damaged.safetensors", tensors, {**meta, key: value})
+    with pytest.raises(ValueError, match=r"damaged\.safetensors"):
+        load_text_generator(tmp_path / "damaged.safetensors")
