@@ -1,7 +1,37 @@
-"""Run the pack's jobs headless: ``python atelier_cli.py --help``."""
-import sys
+"""Run the pack's jobs headless (``python atelier_cli.py --help``), and import the pack as the package
+``atelier`` from outside ComfyUI (this command line, tests, benchmarks: ``from atelier_cli import load_pack``).
 
-from atelier_loader import load_pack
+The pack is a package whose folder ComfyUI imports under a name of its own (the folder is
+``comfyui-atelier`` or whatever the user cloned it as), so it is not importable by name; ``load_pack``
+registers it under one fixed name without touching ``sys.path``.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+PACKAGE = "atelier"
+ROOT = Path(__file__).resolve().parent
+
+
+def load_pack(run_init: bool = True) -> ModuleType:
+    """The pack as ``atelier``. ``run_init=False`` registers it without running its ``__init__.py``, which imports
+    every node and so torch: the command line imports only what a command needs, and ``--help`` none of it."""
+    if PACKAGE in sys.modules:
+        return sys.modules[PACKAGE]
+    spec = importlib.util.spec_from_file_location(PACKAGE, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACKAGE] = module
+    if not run_init:
+        return module
+    spec.loader.exec_module(module)
+    for name in ("core", "nodes", "training"):
+        importlib.import_module(f"{PACKAGE}.{name}")
+    return module
+
 
 if __name__ == "__main__":
     load_pack(run_init=False)  # the nodes (and torch) load only when a command runs

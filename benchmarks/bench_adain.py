@@ -27,13 +27,13 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from atelier_loader import load_pack  # noqa: E402
+from atelier_cli import load_pack  # noqa: E402
 
 load_pack()
-from atelier.core import adain_model  # noqa: E402
-from atelier.core.image_files import load_image  # noqa: E402
-from atelier.core.preprocess import resize  # noqa: E402
-from atelier.core.stylize import StyleOptions, stylize  # noqa: E402
+from atelier.core.dataset.image_files import load_image  # noqa: E402
+from atelier.core.dataset.preprocess import resize  # noqa: E402
+from atelier.core.style import adain_model  # noqa: E402
+from atelier.core.style.stylize import StyleOptions, stylize  # noqa: E402
 
 PICTURES = ROOT / "samples" / "originals"
 

@@ -24,13 +24,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
-from atelier_loader import load_pack  # noqa: E402
+from atelier_cli import load_pack  # noqa: E402
 
 load_pack()
-from atelier.core import audio_features  # noqa: E402
-from atelier.core.audio_encoder import AudioEmbedder  # noqa: E402
-from atelier.core.audio_features import MelSpec  # noqa: E402
-from atelier.training.audio_aligner import AlignConfig, Scale, alignment_loss, build_encoder  # noqa: E402
+from atelier.core.audio import features as audio_features  # noqa: E402
+from atelier.core.audio.encoder import AudioEmbedder  # noqa: E402
+from atelier.core.audio.features import MelSpec  # noqa: E402
+from atelier.training.audio.aligner import AlignConfig, Scale, alignment_loss, build_encoder  # noqa: E402
 
 from helpers import synthetic_sound  # noqa: E402
 

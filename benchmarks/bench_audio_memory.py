@@ -21,11 +21,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from atelier_loader import load_pack  # noqa: E402
+from atelier_cli import load_pack  # noqa: E402
 
 load_pack()
-from atelier.core.audio_encoder import AudioEmbedder  # noqa: E402
-from atelier.training.audio_aligner import AlignConfig, build_encoder  # noqa: E402
+from atelier.core.audio.encoder import AudioEmbedder  # noqa: E402
+from atelier.training.audio.aligner import AlignConfig, build_encoder  # noqa: E402
 
 
 def rss_mb() -> float:

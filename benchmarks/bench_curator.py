@@ -35,7 +35,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
-from atelier_loader import load_pack  # noqa: E402
+from atelier_cli import load_pack  # noqa: E402
 
 load_pack()
 
@@ -44,7 +44,7 @@ def vit_l14_folder(root: Path) -> Path:
     """OpenAI's ViT-L/14 configuration with random weights, saved as a model folder."""
     from transformers import CLIPConfig, CLIPModel
 
-    from atelier.core.clip_tokenizer import sd15_tokenizer
+    from atelier.core.sd15.tokenizer import sd15_tokenizer
 
     torch.manual_seed(0)
     config = CLIPConfig(
@@ -134,7 +134,7 @@ def reference_per_image(model, processor, files: list[Path], taxonomy, device) -
 
 
 def ours(clip, files: list[Path], taxonomy, cache: Path, batch_size: int) -> tuple[list[dict], int, torch.Tensor]:
-    from atelier.core import image_index, zero_shot
+    from atelier.core.curator import image_index, zero_shot
 
     index = image_index.index_folder(clip, files, cache, batch_size)
     bank = zero_shot.build_label_bank(clip, taxonomy, cache)
@@ -160,9 +160,9 @@ def _agreement(ref: list[dict[str, torch.Tensor]], mine: list[dict], taxonomy) -
 def bench_labelling(args: argparse.Namespace, work: Path) -> dict[str, float]:
     from transformers import CLIPImageProcessor, CLIPProcessor
 
-    from atelier.core import clip_model
-    from atelier.core.clip_tokenizer import sd15_tokenizer
-    from atelier.core.taxonomy import load_taxonomy
+    from atelier.core.curator import clip_model
+    from atelier.core.curator.taxonomy import load_taxonomy
+    from atelier.core.sd15.tokenizer import sd15_tokenizer
 
     folder = Path(args.model) if args.model else vit_l14_folder(work / "clip")  # save_pretrained makes it
     device = torch.device(args.device)
@@ -204,8 +204,8 @@ def bench_labelling(args: argparse.Namespace, work: Path) -> dict[str, float]:
 
 def bench_captioning(args: argparse.Namespace, work: Path) -> dict[str, float]:
     """A mid-size BLIP-2 with random weights (768 wide, 6 layers per tower, 224 px, 32 queries)."""
-    from atelier.core import blip2
-    from atelier.core.image_files import load_image
+    from atelier.core.captions import blip2
+    from atelier.core.dataset.image_files import load_image
 
     from helpers import tiny_blip2_folder
 

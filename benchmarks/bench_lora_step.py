@@ -32,13 +32,14 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from atelier_loader import load_pack  # noqa: E402
+from atelier_cli import load_pack  # noqa: E402
 
 load_pack()
-from atelier.core import sd15, sd15_checkpoint  # noqa: E402
-from atelier.core.folder_dataset import load_folder  # noqa: E402
-from atelier.training import data as train_data  # noqa: E402
-from atelier.training import lora_trainer  # noqa: E402
+from atelier.core.dataset.folder_dataset import load_folder  # noqa: E402
+from atelier.core.sd15 import checkpoint as sd15_checkpoint  # noqa: E402
+from atelier.core.sd15 import pipeline as sd15  # noqa: E402
+from atelier.training.sd15 import latents as train_data  # noqa: E402
+from atelier.training.sd15 import lora_trainer  # noqa: E402
 
 PICTURES = ROOT / "samples" / "originals"
 
@@ -48,7 +49,7 @@ def small_sd15() -> sd15.SD15Parts:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from atelier.core.clip_tokenizer import sd15_tokenizer
+    from atelier.core.sd15.tokenizer import sd15_tokenizer
 
     torch.manual_seed(0)
     return sd15.SD15Parts(

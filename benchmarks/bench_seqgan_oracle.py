@@ -27,12 +27,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from atelier_loader import load_pack  # noqa: E402
+from atelier_cli import load_pack  # noqa: E402
 
 load_pack()
 
-from atelier.core.seqgan_model import Generator, SeqGANConfig, init_oracle  # noqa: E402
-from atelier.training.seqgan_trainer import SeqGANModels, SeqGANTrainConfig, train_seqgan  # noqa: E402
+from atelier.core.story.seqgan_model import Generator, SeqGANConfig, init_oracle  # noqa: E402
+from atelier.training.story.seqgan_trainer import SeqGANModels, SeqGANTrainConfig, train_seqgan  # noqa: E402
 
 
 @torch.no_grad()

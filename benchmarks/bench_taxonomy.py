@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from atelier_loader import load_pack  # noqa: E402
+from atelier_cli import load_pack  # noqa: E402
 
 load_pack()
-from atelier.core.taxonomy import parse_taxonomy  # noqa: E402
+from atelier.core.curator.taxonomy import parse_taxonomy  # noqa: E402
 
 
 def many_labels(n: int) -> str:

@@ -24,10 +24,10 @@ import torch
 from PIL import Image, ImageEnhance, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from atelier_loader import load_pack  # noqa: E402
+from atelier_cli import load_pack  # noqa: E402
 
 load_pack()
-from atelier.core import multiply, variants  # noqa: E402
+from atelier.core.dataset import multiply, variants  # noqa: E402
 
 SETTINGS = variants.VariantSettings()
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "originals"

@@ -7,18 +7,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core import audio_thumbnails, plots
-from ..core.audio_encoder import AudioEmbedder, AudioEmbedding, blend, load_audio_encoder
-from ..core.audio_features import MelSpec
-from ..core.audio_mix import mix
-from ..core.embedding_adapter import LoadedAdapter, condition, load_adapter
-from ..core.image_embedding import ImageEmbedder, clip_embedder, embed_pictures
-from ..core.image_files import ImageFolderError, folder_fingerprint, list_images
-from ..core.pixels import check_image_batch
-from ..core.state_dicts import state_dict_sha256
-from ..training.adapter_trainer import AdapterTrainConfig
-from ..training.audio_aligner import LOSSES, AlignConfig
-from ..training.lora_trainer import PRECISIONS
+from ..core.audio import thumbnails as audio_thumbnails
+from ..core.audio.encoder import AudioEmbedder, AudioEmbedding, blend, load_audio_encoder
+from ..core.audio.features import MelSpec
+from ..core.audio.image_embedding import ImageEmbedder, clip_embedder, embed_pictures
+from ..core.audio.mix import mix
+from ..core.curator.pixels import check_image_batch
+from ..core.dataset.image_files import ImageFolderError, folder_fingerprint, list_images
+from ..core.sd15.embedding_adapter import LoadedAdapter, condition, load_adapter
+from ..core.shared import plots
+from ..core.shared.state_dicts import state_dict_sha256
+from ..training.audio.aligner import LOSSES, AlignConfig
+from ..training.sd15.adapter_trainer import AdapterTrainConfig
+from ..training.sd15.lora_trainer import PRECISIONS
 from . import bridge
 from .augmentation import _float, _int
 from .curator import CLIP
@@ -183,7 +184,7 @@ class AtelierTrainAudioEncoder:
               sample_rate: int, window_seconds: float, n_mels: int, frames_per_second: float, top_k: int,
               threshold: float, warmup_epochs: int, clip_vision: Any = None, clip_model: Any = None,
               scorer: AudioEmbedder | None = None) -> tuple[Any, ...]:
-        from ..training import audio_job
+        from ..training.audio import job as audio_job
 
         mel = MelSpec(sample_rate=sample_rate, window_seconds=window_seconds, n_mels=n_mels)
         align = AlignConfig(loss=loss, symmetric=symmetric, learn_scale=learn_scale, temperature=temperature,
@@ -257,9 +258,9 @@ class AtelierTrainEmbeddingAdapter:
               batch_size: int, learning_rate: float, text_dropout: float, embed_dropout: float, resolution: int,
               mixed_precision: str, gradient_checkpointing: bool, use_captions: bool, checkpoint_every: int,
               seed: int, clip_vision: Any = None, clip_model: Any = None) -> tuple[Any, ...]:
-        from ..core import sd15_checkpoint
-        from ..core.folder_dataset import load_folder
-        from ..training import adapter_job
+        from ..core.dataset.folder_dataset import load_folder
+        from ..core.sd15 import checkpoint as sd15_checkpoint
+        from ..training.sd15 import adapter_job
 
         config = AdapterTrainConfig(tokens=tokens, steps=steps, batch_size=batch_size, lr=learning_rate,
                                     text_dropout=text_dropout, embed_dropout=embed_dropout,

@@ -6,13 +6,13 @@ from typing import Any
 
 import torch
 
-from ..core import augment, multiply, variants
-from ..core.colors import parse_color
-from ..core.folder_dataset import load_folder
-from ..core.geometry import INTERPOLATIONS
-from ..core.image_files import DEFAULT_MAX_MEGAPIXELS, folder_fingerprint, list_images
-from ..core.output_paths import safe_subfolder
-from ..core.preprocess import CROP_MODES, FILTERS, PAD_MODES, RESIZE_MODES, PreprocessSpec, preprocess
+from ..core.dataset import augment, multiply, variants
+from ..core.dataset.folder_dataset import load_folder
+from ..core.dataset.geometry import INTERPOLATIONS
+from ..core.dataset.image_files import DEFAULT_MAX_MEGAPIXELS, folder_fingerprint, list_images
+from ..core.dataset.preprocess import CROP_MODES, FILTERS, PAD_MODES, RESIZE_MODES, PreprocessSpec, preprocess
+from ..core.shared.colors import parse_color
+from ..core.shared.output_paths import safe_subfolder
 from . import bridge
 
 CATEGORY = "Atelier/Augmentation"

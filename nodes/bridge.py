@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..core.progress import Progress, TqdmProgress
+from ..core.shared.progress import Progress, TqdmProgress
 
 _output_override: Path | None = None
 _comfyui_override: Path | None = None
@@ -138,7 +138,7 @@ def find_model_file(key: str, name: str, what: str, how: str, found: Callable[[P
     """The file ``name`` in the first folder of ``key`` that has it, or ``name`` as a path (absolute, or relative
     to the working directory); else an error naming every place looked in and ``how`` to get one. ``found``
     says what will do (a file, or also a folder)."""
-    from ..core.hf_folders import ModelFolderError, locate, places
+    from ..core.shared.hf_folders import ModelFolderError, locate, places
 
     folders = model_folders(key)
     path = locate(name, folders, found)
@@ -149,7 +149,7 @@ def find_model_file(key: str, name: str, what: str, how: str, found: Callable[[P
 
 def model_dirs(key: str) -> list[str]:
     """Names of the transformers model folders (with a config.json) in the folders of ``key``, for a dropdown."""
-    from ..core.hf_folders import model_subfolders
+    from ..core.shared.hf_folders import model_subfolders
 
     return model_subfolders(model_folders(key))
 
@@ -253,7 +253,7 @@ def clip_vision_output(image_embeds: torch.Tensor) -> Any:
 
 def clip_vision_embedder(clip_vision: Any):  # -> core.image_embedding.ImageEmbedder
     """ComfyUI's CLIP_VISION (from Load CLIP Vision) as an image embedder: its projected ``image_embeds``."""
-    from ..core.image_embedding import ImageEmbedder
+    from ..core.audio.image_embedding import ImageEmbedder
 
     if not hasattr(clip_vision, "encode_image"):
         raise TypeError("'clip_vision' must come from Load CLIP Vision")

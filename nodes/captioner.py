@@ -6,11 +6,11 @@ from typing import Any
 
 import torch
 
-from ..core import blip2
-from ..core.curation_text import METADATA_FIELDS, Metadata, curate_text
-from ..core.hf_folders import find_model_folder
-from ..core.pixels import check_image_batch
-from ..core.safety import DEFAULT_BLOCKED, SafetyFilter, parse_blocked
+from ..core.captions import blip2
+from ..core.captions.curation_text import METADATA_FIELDS, Metadata, curate_text
+from ..core.captions.safety import DEFAULT_BLOCKED, SafetyFilter, parse_blocked
+from ..core.curator.pixels import check_image_batch
+from ..core.shared.hf_folders import find_model_folder
 from . import bridge
 from .augmentation import _float, _int
 from .curator import model_choices
@@ -143,7 +143,7 @@ class AtelierCaptionDataset:
                 prompt: str, max_new_tokens: int, min_new_tokens: int, num_beams: int, sampling: bool,
                 temperature: float, top_p: float, repetition_penalty: float, seed: int, batch_size: int,
                 unload_after: bool) -> tuple[str, str]:
-        from ..core.image_files import list_images
+        from ..core.dataset.image_files import list_images
 
         settings = _settings(prompt, max_new_tokens, min_new_tokens, num_beams, sampling, temperature, top_p,
                              repetition_penalty, seed)
@@ -244,8 +244,8 @@ class AtelierDescribeFolder:
         }}
 
     def describe(self, folder: str, metadata_file: str, blocked_words: str) -> tuple[str, str]:
-        from ..core.curation_text import describe_folder, read_metadata
-        from ..core.image_files import list_images
+        from ..core.captions.curation_text import describe_folder, read_metadata
+        from ..core.dataset.image_files import list_images
 
         path = bridge.resolve_input_folder(folder)
         metadata = read_metadata(bridge.resolve_input_folder(metadata_file)) if metadata_file.strip() else None

@@ -6,11 +6,11 @@ from typing import Any
 
 import torch
 
-from ..core import clip_model, curate, image_index, retrieval, taxonomy, zero_shot
-from ..core.hf_folders import find_model_folder
-from ..core.image_files import load_image
-from ..core.output_paths import safe_subfolder
-from ..core.pixels import check_image_batch, fit_square
+from ..core.curator import clip_model, curate, image_index, retrieval, taxonomy, zero_shot
+from ..core.curator.pixels import check_image_batch, fit_square
+from ..core.dataset.image_files import load_image
+from ..core.shared.hf_folders import find_model_folder
+from ..core.shared.output_paths import safe_subfolder
 from . import bridge
 from .augmentation import _float, _int
 
@@ -46,7 +46,7 @@ def _batch_size(default: int = 32) -> tuple[str, dict[str, Any]]:
 
 def _files(clip: clip_model.ClipModel, folder: str, recursive: bool) -> list[Path]:
     """The folder's pictures; a wrong model, or a missing or empty folder, fails here before any work."""
-    from ..core.image_files import list_images
+    from ..core.dataset.image_files import list_images
 
     clip_model.refuse_comfy_clip(clip)
     return list_images(bridge.resolve_input_folder(folder), recursive)
@@ -111,7 +111,7 @@ class AtelierLoadTaxonomy:
         }}
 
     def load(self, taxonomy: str, custom_file: str) -> tuple[Any, str]:
-        from ..core.taxonomy import load_taxonomy
+        from ..core.curator.taxonomy import load_taxonomy
 
         source = str(bridge.resolve_input_folder(custom_file)) if custom_file.strip() else taxonomy
         loaded = load_taxonomy(source)
@@ -145,7 +145,7 @@ class AtelierLabelImages:
 
     def label(self, clip_model: clip_model.ClipModel, taxonomy: taxonomy.Taxonomy, images: torch.Tensor,
               language: str, batch_size: int) -> tuple[str, str]:
-        from ..core import clip_model as clip_core
+        from ..core.curator import clip_model as clip_core
 
         clip_core.refuse_comfy_clip(clip_model)
         check_image_batch(images)
@@ -288,7 +288,7 @@ class AtelierEvaluateRetrieval:
 
     def evaluate(self, clip_model: clip_model.ClipModel, folder: str, k: int, batch_size: int,
                  pairs_file: str = "") -> tuple[float, float, str]:
-        from ..core.image_files import read_caption
+        from ..core.dataset.image_files import read_caption
 
         pairs_path = bridge.resolve_input_folder(pairs_file) if pairs_file.strip() else None
         named = retrieval.read_pairs(pairs_path) if pairs_path else None  # a bad file fails before any encoding

@@ -5,7 +5,7 @@ from typing import Any
 
 import torch
 
-from ..core import fid
+from ..core.metrics import fid
 from . import bridge
 from .augmentation import _int
 

@@ -6,16 +6,16 @@ from typing import Any
 
 import torch
 
-from ..core import plots
-from ..core.folder_dataset import FolderDataset, batch_dataset, load_folder
-from ..core.image_files import ImageFolderError, folder_fingerprint, list_images
-from ..core.output_paths import safe_name
-from ..core.state_dicts import state_dict_sha256
-from ..training.lora_trainer import OPTIMIZERS, PRECISIONS, SCHEDULERS, TARGETS, TrainConfig
+from ..core.dataset.folder_dataset import FolderDataset, batch_dataset, load_folder
+from ..core.dataset.image_files import ImageFolderError, folder_fingerprint, list_images
+from ..core.shared import plots
+from ..core.shared.output_paths import safe_name
+from ..core.shared.state_dicts import state_dict_sha256
+from ..training.sd15.lora_trainer import OPTIMIZERS, PRECISIONS, SCHEDULERS, TARGETS, TrainConfig
 from . import bridge
 from .augmentation import DATASET, DatasetInfo, _float, _int
 
-CATEGORY = "Atelier/Training"
+CATEGORY = "Atelier/LoRA"  # by part: every trainer sits beside the nodes of its part
 RUNS_SUBFOLDER = "atelier/lora_runs"
 
 
@@ -132,8 +132,8 @@ class AtelierTrainLoRA:
               sample_prompts: str, sample_every: int, sample_steps: int, strength: float,
               images: torch.Tensor | None = None, captions: str | None = None,
               dataset: DatasetInfo | None = None) -> tuple[Any, ...]:
-        from ..core import sd15_checkpoint
-        from ..training import lora_job
+        from ..core.sd15 import checkpoint as sd15_checkpoint
+        from ..training.sd15 import lora_job
 
         config = TrainConfig(rank=rank, alpha=alpha, dropout=lora_dropout, targets=targets, steps=steps,
                              batch_size=batch_size, grad_accum=grad_accum, lr=learning_rate, scheduler=scheduler,

@@ -5,11 +5,11 @@ from typing import Any
 
 import torch
 
-from ..core import plots
-from ..core.colors import parse_color
-from ..core.output_paths import safe_name
-from ..core.story_strip import StripLayout, make_strip
-from ..core.text_generator import SamplingOptions, TextGenerator, load_text_generator
+from ..core.shared import plots
+from ..core.shared.colors import parse_color
+from ..core.shared.output_paths import safe_name
+from ..core.story.strip import StripLayout, make_strip
+from ..core.story.text_generator import SamplingOptions, TextGenerator, load_text_generator
 from . import bridge
 from .augmentation import _color, _float, _int
 
@@ -64,8 +64,8 @@ class AtelierTrainTextGenerator:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
-        from ..core.text_tokens import KINDS
-        from ..training.seqgan_trainer import SeqGANTrainConfig, TextModelSpec
+        from ..core.story.text_tokens import KINDS
+        from ..training.story.seqgan_trainer import SeqGANTrainConfig, TextModelSpec
 
         d, m = SeqGANTrainConfig(), TextModelSpec()
         return {
@@ -107,9 +107,9 @@ class AtelierTrainTextGenerator:
               hidden_dim: int, batch_size: int, mle_epochs: int, dis_rounds: int, adversarial_epochs: int,
               g_steps: int, d_steps: int, d_epochs: int, rollouts: int, rollout_policy: str, seed: int,
               checkpoint_every: int, lines: str | None = None) -> tuple[Any, ...]:
-        from ..core.progress import WeightedSteps
-        from ..core.text_tokens import read_corpus
-        from ..training import seqgan_trainer as trainer
+        from ..core.shared.progress import WeightedSteps
+        from ..core.story.text_tokens import read_corpus
+        from ..training.story import seqgan_trainer as trainer
 
         stem = safe_name(name, "model name")
         texts = read_corpus([lines] if lines else bridge.resolve_input_folder(corpus))

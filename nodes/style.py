@@ -5,13 +5,14 @@ from typing import Any
 
 import torch
 
-from ..core import adain_model, plots
-from ..core.color_preservation import MODES as COLOR_MODES
-from ..core.feature_transfer import METHODS
-from ..core.folder_dataset import skip_lines
-from ..core.image_files import ImageFolderError, load_image
-from ..core.output_paths import safe_name, safe_subfolder
-from ..core.stylize import StyleOptions
+from ..core.dataset.folder_dataset import skip_lines
+from ..core.dataset.image_files import ImageFolderError, load_image
+from ..core.shared import plots
+from ..core.shared.output_paths import safe_name, safe_subfolder
+from ..core.style import adain_model
+from ..core.style.color_preservation import MODES as COLOR_MODES
+from ..core.style.feature_transfer import METHODS
+from ..core.style.stylize import StyleOptions
 from . import bridge
 from .augmentation import DATASET, DatasetInfo, _float, _int, originals_from_batch
 
@@ -121,7 +122,7 @@ class AtelierStylize:
     def run(self, adain_model: adain_model.AdaINModel, content: torch.Tensor, style: torch.Tensor, alpha: float,
             method: str, preserve_color: str, tile: int, overlap: int, style_weights: str,
             mask: torch.Tensor | None = None) -> tuple[torch.Tensor]:
-        from ..core.stylize import stylize
+        from ..core.style.stylize import stylize
 
         options = _options(alpha, method, preserve_color, tile, overlap)
         device = bridge.compute_device()
@@ -135,7 +136,7 @@ class AtelierStylize:
 
 def _style_pictures(style_folder: str, styles: torch.Tensor | None) -> tuple[list[Any], list[Any]]:
     """The style pictures and the style files skipped (they failed to decode)."""
-    from ..core.style_augment import StylePicture, load_styles
+    from ..core.style.style_augment import StylePicture, load_styles
 
     if styles is not None:
         return [StylePicture(styles[i], f"style_{i + 1:02d}", f"styles[{i}]") for i in range(styles.shape[0])], []
@@ -191,7 +192,7 @@ class AtelierStyleAugment:
             pairs: int, seed: int, include_original: bool, alpha: float, method: str, preserve_color: str,
             tile: int, overlap: int, dataset: DatasetInfo | None = None,
             styles: torch.Tensor | None = None) -> tuple[Any, ...]:
-        from ..core.style_augment import plan_pairs, style_augment
+        from ..core.style.style_augment import plan_pairs, style_augment
 
         options = _options(alpha, method, preserve_color, tile, overlap)
         originals = originals_from_batch(images, dataset)
@@ -230,7 +231,7 @@ class AtelierTrainAdaINDecoder:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
-        from ..training.adain_decoder import DecoderConfig
+        from ..training.style.adain_decoder import DecoderConfig
 
         d = DecoderConfig()
         return {
@@ -260,7 +261,7 @@ class AtelierTrainAdaINDecoder:
     def train(self, encoder: str, init_decoder: str, content_folder: str, style_folder: str, name: str, steps: int,
               batch_size: int, learning_rate: float, lr_decay: float, style_weight: float, resize_to: int, crop: int,
               seed: int, checkpoint_every: int, preview_every: int) -> tuple[Any, ...]:
-        from ..training import adain_decoder
+        from ..training.style import adain_decoder
 
         config = adain_decoder.DecoderConfig(steps, batch_size, learning_rate, lr_decay, style_weight, resize_to,
                                              crop, seed, checkpoint_every)

@@ -20,7 +20,7 @@ from unittest import mock
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "web" / "docs"
 sys.path.insert(0, str(ROOT))
-from atelier_loader import load_pack  # noqa: E402
+from atelier_cli import load_pack  # noqa: E402
 
 UNBOUNDED = 2**31 - 1  # seeds and the like: "0 or more" reads better than 18446744073709551615
 

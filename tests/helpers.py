@@ -84,8 +84,8 @@ def tiny_sd15_parts():
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from atelier.core.clip_tokenizer import sd15_tokenizer
-    from atelier.core.sd15 import SD15Parts
+    from atelier.core.sd15.pipeline import SD15Parts
+    from atelier.core.sd15.tokenizer import sd15_tokenizer
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(sample_size=8, layers_per_block=1, block_out_channels=(32, 64),
@@ -173,7 +173,7 @@ def tiny_adain_state_dicts(base: int = 4, seed: int = 0) -> tuple[dict[str, torc
     The first 1x1 convolution is VGG's own normalisation (RGB 0..1 to mean-free BGR 0..255) and the rest is
     He-initialised, so features have the scale trained VGG features have.
     """
-    from atelier.core.adain_model import build_decoder, build_encoder
+    from atelier.core.style.adain_model import build_decoder, build_encoder
 
     torch.manual_seed(seed)
     encoder, decoder = build_encoder(base), build_decoder(base)
@@ -212,7 +212,7 @@ class CancelAfter:
         self.done += steps
 
     def check_cancel(self) -> None:
-        from atelier.core.progress import Cancelled
+        from atelier.core.shared.progress import Cancelled
 
         if self.done == self.steps:
             raise Cancelled("user pressed cancel")
@@ -231,7 +231,7 @@ def tiny_clip_folder(root: Path, tokenizer_files: bool = True, projection_dim: i
 
     from transformers import CLIPConfig, CLIPModel
 
-    from atelier.core.clip_tokenizer import sd15_tokenizer
+    from atelier.core.sd15.tokenizer import sd15_tokenizer
 
     torch.manual_seed(0)
     config = CLIPConfig(
@@ -377,7 +377,7 @@ def tiny_unet(seed: int = 0, cross_attention_dim: int = 16):
 
 def tiny_data(n: int = 4, caption_dropout: float = 0.0, dim: int = 16):  # -> training.data.TrainData
     """Cached 'latents' and prompt embeddings of ``n`` pictures for ``tiny_unet(cross_attention_dim=dim)``."""
-    from atelier.training.data import Bucket, TrainData
+    from atelier.training.sd15.latents import Bucket, TrainData
 
     g = torch.Generator().manual_seed(1)
     return TrainData([Bucket(torch.randn(n, 4, 8, 8, generator=g), torch.randn(n, 5, dim, generator=g),

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from atelier.core import adain_model as am
-from atelier.core import color_preservation as cp
-from atelier.core import feature_transfer as ft
-from atelier.core import style_augment
-from atelier.core import stylize as stylize_module
-from atelier.core.multiply import Original
-from atelier.core.stylize import StyleOptions, encode, style_targets, stylize
+from atelier.core.dataset.multiply import Original
+from atelier.core.style import adain_model as am
+from atelier.core.style import color_preservation as cp
+from atelier.core.style import feature_transfer as ft
+from atelier.core.style import style_augment
+from atelier.core.style import stylize as stylize_module
+from atelier.core.style.stylize import StyleOptions, encode, style_targets, stylize
 
 from helpers import as_batch, photo, tiny_adain_files
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from atelier.core import adain_model as am
-from atelier.core.progress import Cancelled
-from atelier.training import adain_decoder as ad
+from atelier.core.shared.progress import Cancelled
+from atelier.core.style import adain_model as am
 from atelier.training.loop import TrainingDiverged
+from atelier.training.style import adain_decoder as ad
 
 from helpers import SAMPLES, CancelAfter, tiny_adain_files
 

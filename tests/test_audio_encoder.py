@@ -5,17 +5,17 @@ import numpy as np
 import pytest
 import torch
 
-from atelier.core import audio_features
-from atelier.core.audio_encoder import (
+from atelier.core.audio import features as audio_features
+from atelier.core.audio.encoder import (
     AudioEmbedder,
     AudioEncoder,
     AudioEncoderConfig,
     load_audio_encoder,
     save_audio_encoder,
 )
-from atelier.core.audio_features import MelSpec, SilentAudio
-from atelier.core.progress import Cancelled
-from atelier.training.audio_aligner import AlignConfig, AlignData, train_aligner
+from atelier.core.audio.features import MelSpec, SilentAudio
+from atelier.core.shared.progress import Cancelled
+from atelier.training.audio.aligner import AlignConfig, AlignData, train_aligner
 
 from helpers import CancelAfter, synthetic_sound
 

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from atelier.core.audio_encoder import AudioEmbedding, load_audio_encoder
-from atelier.core.audio_features import MelSpec, SilentAudio
-from atelier.core.clip_model import load_clip
-from atelier.core.embedding_adapter import AdapterConfig, EmbeddingAdapter, LoadedAdapter, condition
-from atelier.core.image_embedding import clip_embedder, embed_pictures
-from atelier.core.video_frames import NoAudioTrack
+from atelier.core.audio.encoder import AudioEmbedding, load_audio_encoder
+from atelier.core.audio.features import MelSpec, SilentAudio
+from atelier.core.audio.image_embedding import clip_embedder, embed_pictures
+from atelier.core.audio.video_frames import NoAudioTrack
+from atelier.core.curator.clip_model import load_clip
+from atelier.core.sd15.embedding_adapter import AdapterConfig, EmbeddingAdapter, LoadedAdapter, condition
 from atelier.nodes import audio as nodes
 from atelier.nodes import bridge
-from atelier.training import audio_job
-from atelier.training.audio_aligner import AlignConfig
+from atelier.training.audio import job as audio_job
+from atelier.training.audio.aligner import AlignConfig
 
 from helpers import (
     node_defaults,

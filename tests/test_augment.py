@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from atelier.core import augment, transforms
-from atelier.core.augment import AugmentSpec, Range
-from atelier.core.progress import Cancelled
+from atelier.core.dataset import augment, transforms
+from atelier.core.dataset.augment import AugmentSpec, Range
+from atelier.core.shared.progress import Cancelled
 
 from helpers import as_batch, photo
 

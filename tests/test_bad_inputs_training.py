@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from atelier.cli import main
-from atelier.core import adain_model as am
-from atelier.core.image_files import ImageFolderError
-from atelier.training import adain_decoder as ad
+from atelier.core.dataset.image_files import ImageFolderError
+from atelier.core.style import adain_model as am
+from atelier.training.style import adain_decoder as ad
 
 from helpers import SAMPLES, tiny_adain_files
 
@@ -110,8 +110,8 @@ def bomb_png(path: Path, width: int = 30_000, height: int = 30_000) -> Path:
 def test_a_16_bit_tiff_pair_gives_the_pictures_of_its_8_bit_twin(tmp_path: Path) -> None:
     import soundfile
 
-    from atelier.core.audio_features import MelSpec
-    from atelier.core.audio_pairs import paired_folder
+    from atelier.core.audio.features import MelSpec
+    from atelier.core.audio.pairs import paired_folder
 
     from helpers import synthetic_sound
 
@@ -143,9 +143,9 @@ def _bad_pairs(folder: Path) -> Path:
 
 
 def test_bad_pictures_and_sounds_are_skipped_with_their_names(tmp_path: Path) -> None:
-    from atelier.core.audio_features import MelSpec
-    from atelier.core.audio_pairs import paired_folder
-    from atelier.core.progress import SilentProgress
+    from atelier.core.audio.features import MelSpec
+    from atelier.core.audio.pairs import paired_folder
+    from atelier.core.shared.progress import SilentProgress
 
     folder = _bad_pairs(tmp_path / "pairs")
     progress = SilentProgress(12)

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import torch
 
-from atelier.core.blip2 import Blip2Model, CaptionSettings, caption_folder, caption_images, load_blip2
-from atelier.core.hf_folders import ModelFolderError
-from atelier.core.image_files import load_image, read_caption
-from atelier.core.progress import Cancelled, SilentProgress
+from atelier.core.captions.blip2 import Blip2Model, CaptionSettings, caption_folder, caption_images, load_blip2
+from atelier.core.dataset.image_files import load_image, read_caption
+from atelier.core.shared.hf_folders import ModelFolderError
+from atelier.core.shared.progress import Cancelled, SilentProgress
 
 from helpers import SAMPLES, CancelAfter, photo, tiny_blip2_folder
 

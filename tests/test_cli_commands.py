@@ -25,8 +25,8 @@ def _pictures(folder: Path, sizes: list[int], captions: list[str] | None = None)
 
 
 def test_story_strip_stacks_a_folder_with_its_captions(tmp_path: Path, capsys) -> None:
-    from atelier.core.folder_dataset import load_folder
-    from atelier.core.story_strip import StripLayout, make_strip
+    from atelier.core.dataset.folder_dataset import load_folder
+    from atelier.core.story.strip import StripLayout, make_strip
 
     panels = _pictures(tmp_path / "panels", [48, 32, 40], ["작은 배가 떠난다.", "", "the sea is calm."])
     out = tmp_path / "strips" / "strip.png"
@@ -58,14 +58,14 @@ def test_audio_encode_writes_what_encode_audio_computes(tmp_path: Path, capsys) 
     import soundfile
     from safetensors.torch import load_file
 
-    from atelier.core.audio_encoder import (
+    from atelier.core.audio.encoder import (
         AudioEmbedder,
         AudioEncoder,
         AudioEncoderConfig,
         load_audio_encoder,
         save_audio_encoder,
     )
-    from atelier.core.audio_features import MelSpec, read_audio
+    from atelier.core.audio.features import MelSpec, read_audio
 
     torch.manual_seed(0)
     spec = MelSpec(sample_rate=8000, window_seconds=0.5, n_mels=32, n_fft=256, hop_length=64)
@@ -93,8 +93,8 @@ def test_audio_encode_writes_what_encode_audio_computes(tmp_path: Path, capsys) 
 
 
 def test_retrieve_and_evaluate_retrieval_headless(tmp_path: Path, capsys) -> None:
-    from atelier.core import clip_model
-    from atelier.core.image_files import list_images
+    from atelier.core.curator import clip_model
+    from atelier.core.dataset.image_files import list_images
     from atelier.nodes.curator import AtelierEvaluateRetrieval, AtelierRetrieveImages
 
     clip = tiny_clip_folder(tmp_path / "clip")
@@ -119,7 +119,7 @@ def test_retrieve_and_evaluate_retrieval_headless(tmp_path: Path, capsys) -> Non
 
 def test_fid_headless_equals_the_core_scores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys,
                                            recwarn: pytest.WarningsRecorder) -> None:
-    from atelier.core import fid
+    from atelier.core.metrics import fid
 
     # FID's 2048-d matrix square root takes over a minute on a busy 2-core CPU, and test_fid.py holds its maths to
     # pytorch-fid's: here the same function on the first 32 features stands in, and the features must be the ones

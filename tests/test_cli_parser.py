@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from atelier import cli
-from atelier.cli import main
+from atelier.cli import common, dataset, main
 
 from helpers import SAMPLES
 
@@ -49,13 +49,15 @@ def test_help_of_every_command_imports_no_heavy_library() -> None:
 
 def test_defaults_read_from_source_equal_the_imported_ones(monkeypatch: pytest.MonkeyPatch) -> None:
     asked = set()
-    read = cli.declared
+    read = common.declared
 
     def recording(module: str, name: str):
         asked.add((module, name))
         return read(module, name)
 
-    monkeypatch.setattr(cli, "declared", recording)
+    for part in (common, *cli._PARTS):  # every module that builds options reads them through its own name
+        if hasattr(part, "declared"):
+            monkeypatch.setattr(part, "declared", recording)
     cli._parser()
     assert len(asked) >= 20
     for module, name in sorted(asked):
@@ -127,12 +129,12 @@ def test_recipe_needs_random_and_a_known_form(tmp_path: Path, capsys) -> None:
 
 
 def test_the_recipe_documented_in_help_is_valid(tmp_path: Path) -> None:
-    example = cli.RECIPE_HELP.split("Example (samples/recipe.json): ")[1]
+    example = dataset.RECIPE_HELP.split("Example (samples/recipe.json): ")[1]
     recipe = tmp_path / "recipe.json"
     recipe.write_text(" ".join(example.split()))
-    spec = cli._recipe(str(recipe))
+    spec = dataset.recipe_option(str(recipe))
     assert spec.hflip == 0.5 and spec.rotation.low == -15 and spec.brightness.high == 1.2
-    assert cli._recipe(str(ROOT / "samples" / "recipe.json")) == spec
+    assert dataset.recipe_option(str(ROOT / "samples" / "recipe.json")) == spec
 
 
 def test_names_are_checked_before_any_work(tmp_path: Path, capsys) -> None:
@@ -171,18 +173,18 @@ def test_core_errors_name_the_cli_flags(tmp_path: Path, capsys) -> None:
     assert main(["multiply", str(tmp_path), "--output", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "turn on --recursive to look in sub-folders" in err and "'recursive'" not in err
-    flags = cli._flags(cli._parser(), "curate")
-    assert cli.cli_spelling("keep_best 'score' needs sort_by; lower batch_size or turn on 'recursive' for "
+    flags = common._flags(cli._parser(), "curate")
+    assert common.cli_spelling("keep_best 'score' needs sort_by; lower batch_size or turn on 'recursive' for "
                             "my_batch_size.png; --name 'a/b'", flags) == \
         "--keep-best score needs --sort-by; lower --batch-size or turn on --recursive for my_batch_size.png; " \
         "--name 'a/b'"
-    flags = cli._flags(cli._parser(), "convert")
-    assert cli.cli_spelling("choose resize 'exact', pad 'to_size' or 'square' with crop 'center'", flags) == \
+    flags = common._flags(cli._parser(), "convert")
+    assert common.cli_spelling("choose resize 'exact', pad 'to_size' or 'square' with crop 'center'", flags) == \
         "choose --resize exact, --pad to_size or 'square' with --crop center"
 
 
 def test_an_error_starts_on_its_own_line_after_a_progress_bar(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    from atelier.core.progress import TqdmProgress
+    from atelier.core.shared.progress import TqdmProgress
 
     def fails_midway(args: argparse.Namespace) -> int:
         bar = TqdmProgress(10, "working")
@@ -220,9 +222,9 @@ def test_ctrl_c_in_a_real_training_run_exits_130_with_the_resume_hint(tmp_path: 
 
 def test_text_train_progress_covers_every_phase_at_its_cost_from_the_start(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from atelier.core.progress import SilentProgress
+    from atelier.core.shared.progress import SilentProgress
     from atelier.nodes import bridge
-    from atelier.training.seqgan_trainer import SeqGANTrainConfig
+    from atelier.training.story.seqgan_trainer import SeqGANTrainConfig
 
     bars: list[SilentProgress] = []
 

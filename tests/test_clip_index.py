@@ -12,12 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
-from atelier.core.clip_model import ClipModel, load_clip, refuse_comfy_clip
-from atelier.core.hf_folders import ModelFolderError, find_model_folder
-from atelier.core.image_files import ImageFolderError, load_image
-from atelier.core.image_index import FolderIndex, index_folder
-from atelier.core.progress import Cancelled, SilentProgress
-from atelier.core.retrieval import evaluate, ranks, top_k
+from atelier.core.curator.clip_model import ClipModel, load_clip, refuse_comfy_clip
+from atelier.core.curator.image_index import FolderIndex, index_folder
+from atelier.core.curator.retrieval import evaluate, ranks, top_k
+from atelier.core.dataset.image_files import ImageFolderError, load_image
+from atelier.core.shared.hf_folders import ModelFolderError, find_model_folder
+from atelier.core.shared.progress import Cancelled, SilentProgress
 
 from helpers import SAMPLES, CancelAfter, photo, tiny_clip_folder
 
@@ -466,7 +466,7 @@ def test_a_large_folder_is_decoded_a_batch_at_a_time(clip: ClipModel, tmp_path: 
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """1,200 pictures: every network call gets at most one batch, and no picture is decoded before the batch
     before its own has run (decoded pictures never pile up, so memory stays flat)."""
-    from atelier.core import image_index
+    from atelier.core.curator import image_index
 
     root = tmp_path / "many"
     root.mkdir()

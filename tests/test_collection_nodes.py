@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from atelier.cli import main
-from atelier.core import image_index
-from atelier.core.blip2 import load_blip2
-from atelier.core.clip_model import load_clip
-from atelier.core.curation_text import hashtag
-from atelier.core.hf_folders import ModelFolderError
-from atelier.core.safety import SafetyFilter
-from atelier.core.taxonomy import TaxonomyError
+from atelier.core.captions.blip2 import load_blip2
+from atelier.core.captions.curation_text import hashtag
+from atelier.core.captions.safety import SafetyFilter
+from atelier.core.curator import image_index
+from atelier.core.curator.clip_model import load_clip
+from atelier.core.curator.taxonomy import TaxonomyError
+from atelier.core.shared.hf_folders import ModelFolderError
 from atelier.nodes import captioner, curator
 from atelier.nodes.captioner import (
     AtelierCaptionDataset,
@@ -313,7 +313,7 @@ def test_evaluate_retrieval_scores_caption_queries(models: Path, clip: Any, coll
 
 
 def test_evaluate_retrieval_from_a_pairs_file(models: Path, clip: Any, collection: Path, tmp_path: Path) -> None:
-    from atelier.core import retrieval
+    from atelier.core.curator import retrieval
 
     node = AtelierEvaluateRetrieval()
     csv_file = tmp_path / "pairs.csv"
@@ -340,13 +340,13 @@ def test_evaluate_retrieval_from_a_pairs_file(models: Path, clip: Any, collectio
 
 
 def _index_of(clip: Any, collection: Path) -> dict[str, int]:
-    from atelier.core.image_index import index_folder
+    from atelier.core.curator.image_index import index_folder
 
     return {p.name: row for row, p in enumerate(index_folder(clip, collection, None).files)}
 
 
 def _embeddings(clip: Any, collection: Path) -> torch.Tensor:
-    from atelier.core.image_index import index_folder
+    from atelier.core.curator.image_index import index_folder
 
     return index_folder(clip, collection, None).embeddings
 

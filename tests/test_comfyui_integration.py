@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 import atelier
-from atelier.core import variants
+from atelier.core.dataset import variants
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
@@ -104,7 +104,7 @@ def _test_models(root: Path) -> Path:
     from safetensors.torch import save_file
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from atelier.core import fid
+    from atelier.core.metrics import fid
 
     from helpers import tiny_adain_files, tiny_blip2_folder, tiny_clip_folder, tiny_sd15_parts, to_ldm_checkpoint
 
@@ -141,9 +141,9 @@ def _test_models(root: Path) -> Path:
 
 def _untrained_text_model(folder: Path) -> None:
     """A text generator with random weights under the name story_strip.json asks for."""
-    from atelier.core.seqgan_model import Generator, SeqGANConfig
-    from atelier.core.text_generator import TextGenerator
-    from atelier.core.text_tokens import build_tokenizer
+    from atelier.core.story.seqgan_model import Generator, SeqGANConfig
+    from atelier.core.story.text_generator import TextGenerator
+    from atelier.core.story.text_tokens import build_tokenizer
 
     tokenizer = build_tokenizer(["a small boat leaves the harbour at dawn.", "the sea is calm and grey."])
     config = SeqGANConfig(vocab_size=len(tokenizer.vocab), max_len=16, emb_dim=8, hidden_dim=8,
@@ -184,8 +184,8 @@ def _audio_inputs(input_dir: Path) -> None:
 def _audio_models(root: Path) -> None:
     """An (untrained) audio encoder and embedding adapter for the tiny CLIP's 16-d space, under the names the
     workflow picks."""
-    from atelier.core.audio_encoder import AudioEmbedder, AudioEncoder, AudioEncoderConfig, save_audio_encoder
-    from atelier.core.embedding_adapter import AdapterConfig, EmbeddingAdapter, save_adapter
+    from atelier.core.audio.encoder import AudioEmbedder, AudioEncoder, AudioEncoderConfig, save_audio_encoder
+    from atelier.core.sd15.embedding_adapter import AdapterConfig, EmbeddingAdapter, save_adapter
 
     encoder = AudioEncoder(AudioEncoderConfig(16, widths=(8, 16), blocks_per_stage=1)).eval()
     save_audio_encoder(root / "audio_encoders", "atelier_audio", AudioEmbedder(encoder, TINY, 10.0), {})

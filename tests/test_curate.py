@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from atelier.core.curate import (
+from atelier.core.curator.curate import (
     REPORT,
     CurateOptions,
     Rule,
@@ -19,9 +19,9 @@ from atelier.core.curate import (
     plan_curation,
     write_curated,
 )
-from atelier.core.image_files import image_size
-from atelier.core.image_index import FolderIndex
-from atelier.core.taxonomy import Taxonomy, TaxonomyError, parse_taxonomy
+from atelier.core.curator.image_index import FolderIndex
+from atelier.core.curator.taxonomy import Taxonomy, TaxonomyError, parse_taxonomy
+from atelier.core.dataset.image_files import image_size
 
 from helpers import SAMPLES
 
@@ -434,7 +434,7 @@ groups:
 
 
 def test_korean_label_ids_name_sub_folders_settled_before_labelling(tmp_path: Path) -> None:
-    from atelier.core.output_paths import safe_subfolder
+    from atelier.core.shared.output_paths import safe_subfolder
 
     taxonomy = parse_taxonomy(KOREAN_ROOMS)
     options = CurateOptions(subfolders_by="공간")

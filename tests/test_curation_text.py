@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from atelier.core.curation_text import (
+from atelier.core.captions.curation_text import (
     MAX_HASHTAGS,
     METADATA_FIELDS,
     Metadata,
@@ -18,8 +18,8 @@ from atelier.core.curation_text import (
     hashtag,
     read_metadata,
 )
-from atelier.core.progress import SilentProgress
-from atelier.core.safety import DEFAULT_BLOCKED, SafetyFilter, parse_blocked
+from atelier.core.captions.safety import DEFAULT_BLOCKED, SafetyFilter, parse_blocked
+from atelier.core.shared.progress import SilentProgress
 
 from helpers import SAMPLES
 

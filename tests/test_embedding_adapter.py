@@ -6,14 +6,14 @@ import pytest
 import torch
 from PIL import Image
 
-from atelier.core.clip_model import load_clip
-from atelier.core.embedding_adapter import load_adapter
-from atelier.core.folder_dataset import load_folder
-from atelier.core.image_embedding import clip_embedder
-from atelier.core.progress import Cancelled
-from atelier.training import adapter_job
-from atelier.training import data as train_data
-from atelier.training.adapter_trainer import AdapterTrainConfig, train_adapter
+from atelier.core.audio.image_embedding import clip_embedder
+from atelier.core.curator.clip_model import load_clip
+from atelier.core.dataset.folder_dataset import load_folder
+from atelier.core.sd15.embedding_adapter import load_adapter
+from atelier.core.shared.progress import Cancelled
+from atelier.training.sd15 import adapter_job
+from atelier.training.sd15 import latents as train_data
+from atelier.training.sd15.adapter_trainer import AdapterTrainConfig, train_adapter
 
 from helpers import CancelAfter, synthetic_picture, tiny_clip_folder, tiny_sd15_parts
 

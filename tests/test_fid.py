@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from atelier.core import fid
-from atelier.core.image_files import ImageFolderError
-from atelier.core.progress import SilentProgress
+from atelier.core.dataset.image_files import ImageFolderError
+from atelier.core.metrics import fid
+from atelier.core.shared.progress import SilentProgress
 
 from helpers import as_batch, photo
 

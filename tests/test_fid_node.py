@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from atelier.core import fid
+from atelier.core.metrics import fid
 from atelier.nodes.fid import AtelierFID
 
 from helpers import SAMPLES, as_batch, photo

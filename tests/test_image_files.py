@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from atelier.core.folder_dataset import load_folder
-from atelier.core.image_files import ImageFolderError, list_images, load_image
-from atelier.core.preprocess import PreprocessSpec
+from atelier.core.dataset.folder_dataset import load_folder
+from atelier.core.dataset.image_files import ImageFolderError, list_images, load_image
+from atelier.core.dataset.preprocess import PreprocessSpec
 
 from helpers import photo
 
@@ -156,7 +156,7 @@ def _png_header_only(path: Path, width: int, height: int) -> None:
 
 
 def test_max_megapixels_above_pillows_own_limit_is_the_one_that_applies(tmp_path: Path) -> None:
-    from atelier.core.image_files import open_image
+    from atelier.core.dataset.image_files import open_image
 
     def size(path: Path, **kw: float) -> tuple[int, int]:
         with open_image(path, **kw) as img:  # the header only

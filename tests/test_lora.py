@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from atelier.core import lora_file, state_dicts
-from atelier.core.progress import Cancelled
-from atelier.training import lora_trainer as lt
-from atelier.training.data import Bucket, TrainData
+from atelier.core.sd15 import lora_file
+from atelier.core.shared import state_dicts
+from atelier.core.shared.progress import Cancelled
 from atelier.training.loop import TrainingDiverged
+from atelier.training.sd15 import lora_trainer as lt
+from atelier.training.sd15.latents import Bucket, TrainData
 
 from helpers import CancelAfter, tiny_data, tiny_unet
 

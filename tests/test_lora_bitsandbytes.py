@@ -10,10 +10,10 @@ import pytest
 import torch
 from test_lora import _forward, _lora_weights
 
-from atelier.core import lora_file
-from atelier.training import lora_job
-from atelier.training import lora_trainer as lt
-from atelier.training.quantize import quantize_linear_nf4
+from atelier.core.sd15 import lora_file
+from atelier.training.sd15 import lora_job
+from atelier.training.sd15 import lora_trainer as lt
+from atelier.training.sd15.quantize import quantize_linear_nf4
 
 from helpers import tiny_data, tiny_unet
 

@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from atelier.core import lora_file, sd15, state_dicts
-from atelier.training import data as td
-from atelier.training import lora_trainer as lt
+from atelier.core.sd15 import lora_file
+from atelier.core.sd15 import pipeline as sd15
+from atelier.core.shared import state_dicts
+from atelier.training.sd15 import latents as td
+from atelier.training.sd15 import lora_trainer as lt
 
 from helpers import as_batch, photo, tiny_sd15_folder
 
@@ -92,7 +94,7 @@ def test_other_model_families_are_named_and_refused(tmp_path: Path) -> None:
 
 
 def test_a_whole_job_writes_a_lora_with_metadata_samples_and_a_loss_plot(tmp_path: Path) -> None:
-    from atelier.training import lora_job
+    from atelier.training.sd15 import lora_job
 
     from helpers import SAMPLES
 

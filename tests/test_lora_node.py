@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from atelier.core import lora_file
+from atelier.core.sd15 import lora_file
 from atelier.nodes import bridge
 from atelier.nodes.lora import AtelierTrainLoRA
 

@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from atelier.cli import main, model_file
-from atelier.core import fid, sd15_checkpoint
-from atelier.core.adain_model import DECODER_FILE, ENCODER_FILE, AdaINModel
-from atelier.core.blip2 import DEFAULT_BLIP2, Blip2Model
-from atelier.core.clip_model import DEFAULT_CLIP, ClipModel, load_clip
-from atelier.core.hf_folders import ModelFolderError, find_model_folder
+from atelier.cli import main
+from atelier.cli.common import model_file
+from atelier.core.captions.blip2 import DEFAULT_BLIP2, Blip2Model
+from atelier.core.curator.clip_model import DEFAULT_CLIP, ClipModel, load_clip
+from atelier.core.metrics import fid
+from atelier.core.sd15 import checkpoint as sd15_checkpoint
+from atelier.core.shared.hf_folders import ModelFolderError, find_model_folder
+from atelier.core.style.adain_model import DECODER_FILE, ENCODER_FILE, AdaINModel
 from atelier.nodes import audio, bridge, captioner, curator, story, style
 from atelier.nodes import fid as fid_node
 
@@ -279,7 +281,7 @@ def _clip_folder(tmp_path: Path) -> tuple[Path, Callable[[], object]]:
 
 
 def _blip2_folder(tmp_path: Path) -> tuple[Path, Callable[[], object]]:
-    from atelier.core.blip2 import load_blip2
+    from atelier.core.captions.blip2 import load_blip2
 
     folder = tiny_blip2_folder(tmp_path / "blip2")
     return folder / "model.safetensors", lambda: load_blip2(folder)
@@ -296,14 +298,14 @@ def _clip_pickle(tmp_path: Path) -> tuple[Path, Callable[[], object]]:
 
 
 def _adain_encoder(tmp_path: Path) -> tuple[Path, Callable[[], object]]:
-    from atelier.core.adain_model import load_encoder
+    from atelier.core.style.adain_model import load_encoder
 
     encoder, _ = tiny_adain_files(tmp_path / "adain")
     return encoder, lambda: load_encoder(encoder)
 
 
 def _adain_decoder(tmp_path: Path) -> tuple[Path, Callable[[], object]]:
-    from atelier.core.adain_model import load_decoder
+    from atelier.core.style.adain_model import load_decoder
 
     _, decoder = tiny_adain_files(tmp_path / "adain")
     return decoder, lambda: load_decoder(decoder)
@@ -311,7 +313,7 @@ def _adain_decoder(tmp_path: Path) -> tuple[Path, Callable[[], object]]:
 
 def _adain_old_format(tmp_path: Path) -> tuple[Path, Callable[[], object]]:
     """The encoder in torch's pre-1.6 pickle format (not a zip), which the public release may use."""
-    from atelier.core.adain_model import load_encoder
+    from atelier.core.style.adain_model import load_encoder
 
     encoder, _ = tiny_adain_files(tmp_path / "adain")
     torch.save(torch.load(encoder, weights_only=True), encoder, _use_new_zipfile_serialization=False)
@@ -350,7 +352,7 @@ DAMAGED = {"clip": _clip_folder, "blip2": _blip2_folder, "clip_bin": _clip_pickl
 @pytest.mark.parametrize("damage", ["empty", "cut"])
 @pytest.mark.parametrize("kind", list(DAMAGED))
 def test_an_empty_or_cut_short_weight_file_is_named_with_what_to_do(kind: str, damage: str, tmp_path: Path) -> None:
-    from atelier.core.weight_files import WeightFileError
+    from atelier.core.shared.weight_files import WeightFileError
 
     path, load = DAMAGED[kind](tmp_path)
     _cut(path, damage)
@@ -364,7 +366,7 @@ def test_an_empty_or_cut_short_weight_file_is_named_with_what_to_do(kind: str, d
 @pytest.mark.parametrize("kind", ["clip_bin", "checkpoint_ckpt"])
 def test_a_pickle_that_would_run_code_is_refused_with_where_to_get_safetensors(kind: str, tmp_path: Path,
                                                                             capsys: pytest.CaptureFixture[str]) -> None:
-    from atelier.core.weight_files import WeightFileError
+    from atelier.core.shared.weight_files import WeightFileError
 
     path, load = DAMAGED[kind](tmp_path)
     torch.save({"weight": _RunsCode()}, path)

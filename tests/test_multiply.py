@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from atelier.core import augment, multiply, transforms, variants
-from atelier.core.progress import Cancelled
+from atelier.core.dataset import augment, multiply, transforms, variants
+from atelier.core.shared.progress import Cancelled
 
 from helpers import as_batch, photo, to_u8
 
@@ -148,7 +148,7 @@ def test_unwritable_output_and_empty_plans_fail_before_work(tmp_path: Path) -> N
 
 
 def test_render_is_the_same_on_every_piece_size(monkeypatch: pytest.MonkeyPatch) -> None:
-    import atelier.core.tensor_batches as tb
+    import atelier.core.shared.batches as tb
 
     x = torch.rand(5, 40, 30, 3)
     whole = variants.render(x, variants.KINDS, variants.VariantSettings())

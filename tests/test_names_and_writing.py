@@ -15,10 +15,11 @@ import torch
 from PIL import Image
 
 from atelier.cli import main
-from atelier.core import blip2, multiply, variants
-from atelier.core.dataset_writer import DatasetWriter
-from atelier.core.output_paths import clean_name, safe_name, safe_subfolder, unique_stems, write_text_atomic
-from atelier.core.state_dicts import IncompleteFile, read_tagged, read_weights, save_new_file, write_safetensors
+from atelier.core.captions import blip2
+from atelier.core.dataset import multiply, variants
+from atelier.core.dataset.writer import DatasetWriter
+from atelier.core.shared.output_paths import clean_name, safe_name, safe_subfolder, unique_stems, write_text_atomic
+from atelier.core.shared.state_dicts import IncompleteFile, read_tagged, read_weights, save_new_file, write_safetensors
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,7 +107,7 @@ def test_greyscale_captions_drop_colour_words(caption: str, grey: str) -> None:
 
 
 def test_random_variants_drawn_grey_drop_colour_words_too(tmp_path: Path) -> None:
-    from atelier.core.augment import AugmentSpec
+    from atelier.core.dataset.augment import AugmentSpec
 
     random = multiply.RandomVariants(AugmentSpec(grayscale=1.0), 1, seed=0)
     written = multiply.multiply([_original("a", 1, "a red cat")], tmp_path, kinds=(), random=random)
@@ -179,7 +180,7 @@ def test_the_caption_command_refuses_shared_sidecars_before_looking_for_a_model(
 
 
 def test_style_augmentation_gives_every_pair_its_own_file(tmp_path: Path) -> None:
-    from atelier.core import adain_model, style_augment
+    from atelier.core.style import adain_model, style_augment
 
     from helpers import tiny_adain_files
 
@@ -206,10 +207,10 @@ KILLED_SAVE = """
 import os, signal, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from atelier_loader import load_pack
+from atelier_cli import load_pack
 load_pack()
 import safetensors.torch, torch
-from atelier.core.state_dicts import save_new_file
+from atelier.core.shared.state_dicts import save_new_file
 
 def dies_half_way(tensors, filename, metadata=None):
     Path(filename).write_bytes(b"\\0" * 1000)  # part of the file, then the kill
@@ -266,7 +267,7 @@ def test_an_empty_or_cut_short_weights_file_reads_as_missing_with_its_name(tmp_p
     write_safetensors(whole, {"w": torch.ones(64)}, {"atelier_kind": "test"})
     cut = tmp_path / "cut.safetensors"
     cut.write_bytes(whole.read_bytes()[:-10])
-    from atelier.core.lora_file import read_lora
+    from atelier.core.sd15.lora_file import read_lora
 
     for reader in (lambda p: read_weights(p, "LoRA"), lambda p: read_tagged(p, "test", "LoRA", "train one")[1],
                    lambda p: read_lora(p)[0]):

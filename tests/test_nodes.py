@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import atelier
-from atelier.core.progress import SilentProgress
+from atelier.core.shared.progress import SilentProgress
 from atelier.nodes import augmentation as nodes
 from atelier.nodes import bridge
 

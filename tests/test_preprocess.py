@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from atelier.core.colors import most_frequent_color, parse_color
-from atelier.core.preprocess import PreprocessSpec, preprocess
+from atelier.core.dataset.preprocess import PreprocessSpec, preprocess
+from atelier.core.shared.colors import most_frequent_color, parse_color
 
 from helpers import as_batch, photo, to_u8
 

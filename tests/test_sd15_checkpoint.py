@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from atelier.core import sd15_checkpoint as sc
-from atelier.core.clip_tokenizer import sd15_tokenizer
+from atelier.core.sd15 import checkpoint as sc
+from atelier.core.sd15.tokenizer import sd15_tokenizer
 
 from helpers import tiny_sd15_parts, to_ldm_checkpoint
 

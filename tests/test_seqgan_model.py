@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from atelier.core import seqgan_model as sg
+from atelier.core.story import seqgan_model as sg
 
 VOCAB, LENGTH, EOS = 20, 8, 2
 

@@ -7,14 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from atelier.core.progress import Cancelled
-from atelier.core.text_generator import SamplingOptions, TextGenerator, load_text_generator
-from atelier.training.seqgan_trainer import (
-    SeqGANTrainConfig,
-    TextModelSpec,
-    run_name,
-    train_text_generator,
-)
+from atelier.core.shared.progress import Cancelled
+from atelier.core.story.text_generator import SamplingOptions, TextGenerator, load_text_generator
+from atelier.training.story.seqgan_trainer import SeqGANTrainConfig, TextModelSpec, run_name, train_text_generator
 
 from helpers import CancelAfter, node_defaults
 
@@ -101,7 +96,7 @@ def test_a_second_model_of_one_name_is_new_and_weights_carry_their_vocabulary(tr
 def test_a_two_file_model_of_an_older_version_still_loads(trained: tuple, tmp_path: Path) -> None:
     import json
 
-    from atelier.core.state_dicts import write_safetensors
+    from atelier.core.shared.state_dicts import write_safetensors
 
     model, _ = trained
     tensors = {f"generator.{k}": v.contiguous() for k, v in model.generator.state_dict().items()}
@@ -222,7 +217,7 @@ def test_the_command_line_trains_samples_and_continues(tmp_path: Path, capsys: p
 
 @pytest.mark.parametrize("damage", ["[1, 2]", "{not json", '{"format": "atelier-seqgan-v1", "config": 3}'])
 def test_a_text_model_whose_json_is_not_an_object_is_named(trained: tuple, tmp_path: Path, damage: str) -> None:
-    from atelier.core.state_dicts import write_safetensors
+    from atelier.core.shared.state_dicts import write_safetensors
 
     model, _ = trained
     tensors = {f"generator.{k}": v.contiguous() for k, v in model.generator.state_dict().items()}
@@ -236,7 +231,7 @@ def test_a_text_model_whose_json_is_not_an_object_is_named(trained: tuple, tmp_p
 def test_a_text_model_with_damaged_metadata_is_named(trained: tuple, tmp_path: Path, key: str, value: str) -> None:
     from safetensors import safe_open
 
-    from atelier.core.state_dicts import write_safetensors
+    from atelier.core.shared.state_dicts import write_safetensors
 
     model, _ = trained
     saved = model.save(tmp_path, "story")

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from atelier.core import story_strip
-from atelier.core.story_strip import StripLayout, caption_lines, find_font, load_font, make_strip, panel_rects
+from atelier.core.story import strip as story_strip
+from atelier.core.story.strip import StripLayout, caption_lines, find_font, load_font, make_strip, panel_rects
 
 RED = (1.0, 0.0, 0.0)
 WHITE = (1.0, 1.0, 1.0)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from atelier.core.folder_dataset import load_folder
+from atelier.core.dataset.folder_dataset import load_folder
 from atelier.nodes.augmentation import DatasetInfo
 from atelier.nodes.style import (
     AtelierLoadAdaIN,

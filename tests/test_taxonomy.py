@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from atelier.core.taxonomy import (
+from atelier.core.curator.taxonomy import (
     DEFAULT_TEMPLATES,
     TaxonomyError,
     load_taxonomy,
@@ -464,7 +464,7 @@ def _laughs(levels: int, fan: int = 9) -> str:
 
 
 def test_alias_expansion_past_the_limit_is_refused_naming_the_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    from atelier.core import taxonomy
+    from atelier.core.curator import taxonomy
 
     monkeypatch.setattr(taxonomy, "MAX_VALUES", 2000)
     message = _error(_laughs(4))  # its 4th line expands to 7381 values
@@ -483,7 +483,7 @@ def test_the_billion_laughs_is_refused_before_it_expands() -> None:
     del resource
     bomb = _laughs(10)
     assert len(bomb.encode()) < 600
-    from atelier.core import taxonomy
+    from atelier.core.curator import taxonomy
 
     probe = (  # core/taxonomy.py imports nothing of the pack: load it alone, then cap the memory
         "import importlib.util, resource, sys, yaml\n"
@@ -537,7 +537,7 @@ def _traced_lines(text: str) -> int:
     """Lines of core/taxonomy.py executed while parsing ``text``: the work, counted (not timed)."""
     import sys
 
-    from atelier.core import taxonomy
+    from atelier.core.curator import taxonomy
 
     count = 0
 

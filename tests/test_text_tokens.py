@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from atelier.core.text_tokens import (
+from atelier.core.story.text_tokens import (
     BOS,
     EOS,
     KINDS,

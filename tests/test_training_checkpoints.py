@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from atelier.core.progress import Cancelled, SilentProgress
+from atelier.core.shared.progress import Cancelled, SilentProgress
 from atelier.training import checkpoints
-from atelier.training import lora_trainer as lt
 from atelier.training.loop import run_steps
+from atelier.training.sd15 import lora_trainer as lt
 
 from helpers import CancelAfter, tiny_data, tiny_unet
 

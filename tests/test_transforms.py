@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from atelier.core import geometry, transforms
+from atelier.core.dataset import geometry, transforms
 
 from helpers import as_batch, photo, to_u8
 

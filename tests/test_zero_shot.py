@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from atelier.core.taxonomy import parse_taxonomy
-from atelier.core.zero_shot import (
+from atelier.core.curator.taxonomy import parse_taxonomy
+from atelier.core.curator.zero_shot import (
     LabelBank,
     build_label_bank,
     choose,

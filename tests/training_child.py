@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-from atelier_loader import load_pack  # noqa: E402
+from atelier_cli import load_pack  # noqa: E402
 
 load_pack()
 
@@ -41,8 +41,8 @@ STORIES = ["a small boat leaves the harbour at dawn. the sea is calm and grey.",
 
 
 def _lora(run: Path, out: Path) -> None:
-    from atelier.core import lora_file
-    from atelier.training import lora_trainer as lt
+    from atelier.core.sd15 import lora_file
+    from atelier.training.sd15 import lora_trainer as lt
 
     from helpers import tiny_data, tiny_unet
 
@@ -78,7 +78,7 @@ def _cli_lora(run: Path, out: Path) -> None:
 
 
 def _seqgan(run: Path, out: Path) -> None:
-    from atelier.training.seqgan_trainer import SeqGANTrainConfig, TextModelSpec, train_text_generator
+    from atelier.training.story.seqgan_trainer import SeqGANTrainConfig, TextModelSpec, train_text_generator
 
     config = SeqGANTrainConfig(batch_size=8, mle_epochs=3, dis_rounds=1, adversarial_epochs=1, d_steps=1,
                                d_epochs=1, rollouts=2, negatives=8, checkpoint_every=3, seed=3)
@@ -90,8 +90,8 @@ def _seqgan(run: Path, out: Path) -> None:
 
 
 def _adain(run: Path, out: Path) -> None:
-    from atelier.core import adain_model
-    from atelier.training import adain_decoder
+    from atelier.core.style import adain_model
+    from atelier.training.style import adain_decoder
 
     from helpers import SAMPLES, tiny_adain_files
 
@@ -105,8 +105,8 @@ def _adain(run: Path, out: Path) -> None:
 
 
 def _aligner(run: Path, out: Path) -> None:
-    from atelier.core.audio_features import MelSpec
-    from atelier.training.audio_aligner import AlignConfig, AlignData, train_aligner
+    from atelier.core.audio.features import MelSpec
+    from atelier.training.audio.aligner import AlignConfig, AlignData, train_aligner
 
     mel = MelSpec(window_seconds=0.5, n_mels=16)
     g = torch.Generator().manual_seed(0)
@@ -120,7 +120,7 @@ def _aligner(run: Path, out: Path) -> None:
 
 
 def _adapter(run: Path, out: Path) -> None:
-    from atelier.training.adapter_trainer import AdapterTrainConfig, train_adapter
+    from atelier.training.sd15.adapter_trainer import AdapterTrainConfig, train_adapter
 
     from helpers import tiny_data, tiny_unet
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from ..core.output_paths import as_umask_allows
-from ..core.state_dicts import read_weights
+from ..core.shared.output_paths import as_umask_allows
+from ..core.shared.state_dicts import read_weights
 
 _TENSOR = "__tensor__"
 _FILES = ("tensors.safetensors", "state.json")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.progress import Progress
+from ..core.shared.progress import Progress
 
 
 class TrainingDiverged(RuntimeError):

@@ -1,0 +1,232 @@
+"""Headless commands of the curator and captioner: label, curate, caption, describe, retrieve from a folder.
+
+    python atelier_cli.py label FOLDER --clip CLIP --taxonomy artworks [--json labels.json]
+    python atelier_cli.py curate FOLDER --clip CLIP --taxonomy spaces --output OUT [--keep RULES] [--dedup 0.95]
+    python atelier_cli.py caption FOLDER --blip2 BLIP2 [--trigger WORD] [--overwrite] [--prompt TEXT]
+    python atelier_cli.py describe FOLDER [--metadata metadata.csv]
+    python atelier_cli.py retrieve FOLDER "a calm seascape at dusk" --clip CLIP [--top-k 8]
+    python atelier_cli.py evaluate-retrieval FOLDER --clip CLIP [--k 10] [--pairs pairs.csv]
+
+CLIP and BLIP-2 are a folder name under models/atelier/clip (or blip2) of the ComfyUI folder (--comfyui),
+a Hugging Face id (found there by its last part, or in the local cache), or a path. Retrieval runs the
+Retrieve Images and Evaluate Retrieval nodes' own code on the CLIP given here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..core.shared.output_paths import safe_subfolder
+
+_CLIP_PRECISIONS = ["auto", "fp16", "bf16", "fp32"]
+
+
+def _clip_model(p: argparse.ArgumentParser) -> None:
+    from .common import declared
+
+    p.add_argument("--clip", default=declared("core.curator.clip_model", "DEFAULT_CLIP"),
+                   help="CLIP: a folder name in models/atelier/clip, a Hugging Face id, or a path")
+    p.add_argument("--precision", default="auto", choices=_CLIP_PRECISIONS, help="weights' precision")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present) or cpu")
+
+
+def _clip_options(p: argparse.ArgumentParser) -> None:
+    from .common import add_numbers
+
+    p.add_argument("folder", help="folder of pictures")
+    _clip_model(p)
+    p.add_argument("--taxonomy", default="artworks", help="a shipped taxonomy (artworks, scenes, spaces) or a file")
+    p.add_argument("--language", default="en", help="language of label names (en, ko, ...)")
+    add_numbers(p, int, 1, batch_size=(32, "pictures per forward pass"))
+    p.add_argument("--recursive", action="store_true", help="also read sub-folders")
+    p.add_argument("--cache", default=None, help="embedding cache folder (default: OUTPUT/atelier/clip_cache)")
+    p.add_argument("--output", default="output", help="output root folder")
+
+
+def add_parsers(sub: Any) -> None:
+    from .common import add_numbers, declared  # cli is loaded by the time it asks for these parsers
+
+    p = sub.add_parser("label", help="zero-shot labels of every picture of a folder against a taxonomy")
+    _clip_options(p)
+    p.add_argument("--json", help="write the labels and scores to this JSON file (default: print tags)")
+    c = sub.add_parser("curate", help="label, filter, sort and dedupe a folder into a new version folder")
+    _clip_options(c)
+    c.add_argument("--subfolder", default="atelier/curated", help="inside the output root; gets vNNN folders")
+    c.add_argument("--keep", default="", help="keep rules: 'medium:oil_painting, landscape>=0.3'")
+    c.add_argument("--require-all", action="store_true", help="keep only pictures matching every keep rule")
+    c.add_argument("--drop", default="", help="drop rules, same form")
+    c.add_argument("--sort-by", default="", help="a label: sort by its score and number the files")
+    add_numbers(c, float, 0, 1, dedup=(0.95, "near-duplicate cosine threshold; 0 turns it off"))
+    c.add_argument("--keep-best", default="resolution", choices=["resolution", "score"],
+                   help="which of a cluster of near-duplicates stays: most pixels, or best --sort-by score")
+    c.add_argument("--subfolders-by", default="", help="a group: one sub-folder per label of that group")
+    k = sub.add_parser("caption", help="write <stem>.txt BLIP-2 captions beside the pictures of a folder")
+    k.add_argument("folder", help="folder of pictures")
+    k.add_argument("--blip2", default=declared("core.captions.blip2", "DEFAULT_BLIP2"),
+                   help="BLIP-2: a folder name in models/atelier/blip2, a Hugging Face id, or a path")
+    k.add_argument("--precision", default="auto", choices=list(declared("core.captions.blip2", "PRECISIONS")),
+                   help="weights' precision (8bit and 4bit: CUDA and bitsandbytes)")
+    k.add_argument("--device", default="auto", help="auto (CUDA when present) or cpu")
+    k.add_argument("--trigger", default="", help="word put before every caption")
+    k.add_argument("--overwrite", action="store_true", help="replace existing captions")
+    k.add_argument("--recursive", action="store_true", help="also caption sub-folders")
+    d = declared("core.captions.blip2", "CaptionSettings")
+    k.add_argument("--prompt", default=d.prompt, help="text the caption continues, e.g. 'Question: what is in this "
+                   "picture? Answer:'; empty: a plain caption")
+    add_numbers(k, int, 1, max_new_tokens=(d.max_new_tokens, "longest caption, in tokens"),
+                num_beams=(d.num_beams, "beam-search width"), batch_size=(8, "pictures per forward pass"))
+    add_numbers(k, int, 0, min_new_tokens=(d.min_new_tokens, "shortest caption, in tokens"),
+                seed=(d.seed, "seed of --sampling"))
+    add_numbers(k, float, above=0, temperature=(d.temperature, "--sampling: higher is more varied"),
+                repetition_penalty=(d.repetition_penalty, "above 1 discourages repeated words"))
+    add_numbers(k, float, high=1, above=0, top_p=(d.top_p, "--sampling: nucleus share of probability"))
+    k.add_argument("--sampling", action="store_true", help="sample instead of beam search")
+    d = sub.add_parser("describe", help="curation texts for a dataset version (manifest labels, captions)")
+    d.add_argument("folder", help="a version folder, such as one written by curate and captioned by caption")
+    d.add_argument("--metadata", help="JSON (name -> fields) or CSV with a 'file' column")
+    d.add_argument("--blocked", default=", ".join(declared("core.captions.safety", "DEFAULT_BLOCKED")),
+                   help="comma-separated blocked words")
+    r = sub.add_parser("retrieve", help="the pictures of a folder nearest a text query (CLIP; embeddings cached)")
+    r.add_argument("folder", help="folder of pictures to search")
+    r.add_argument("query", help="what to look for, in words")
+    _clip_model(r)
+    add_numbers(r, int, 1, top_k=(8, "how many pictures to list"), batch_size=(32, "pictures per forward pass"))
+    r.add_argument("--recursive", action="store_true", help="also search sub-folders")
+    r.add_argument("--output", default="output", help="output root folder (holds the embedding cache)")
+    e = sub.add_parser("evaluate-retrieval", help="MRR@K and recall@K of text-to-picture retrieval over a folder's "
+                       "(caption, picture) pairs")
+    e.add_argument("folder", help="pictures with <stem>.txt captions (the others are distractors)")
+    _clip_model(e)
+    add_numbers(e, int, 1, k=(10, "the cut-off K of MRR@K and recall@K"),
+                batch_size=(32, "pictures per forward pass"))
+    e.add_argument("--pairs", default="", help="(text, picture) pairs instead of the captions: a CSV with 'text' "
+                   "and 'image' columns or JSON lines {\"text\", \"image\"}, pictures relative to the folder")
+    e.add_argument("--output", default="output", help="output root folder (holds the embedding cache)")
+
+
+def load_clip_option(args: argparse.Namespace) -> Any:  # -> core.clip_model.ClipModel
+    from ..core.curator import clip_model
+    from ..core.shared.hf_folders import find_model_folder
+    from ..nodes import bridge
+    from ..nodes.curator import clip_key
+
+    folder = find_model_folder(args.clip, bridge.model_folders(clip_key()), "CLIP", clip_model.DEFAULT_CLIP)
+    return clip_model.load_clip(folder, bridge.compute_device(args.device), args.precision)
+
+
+def _labelled(args: argparse.Namespace) -> tuple[Any, Any, Any, list[dict[str, Any]]]:
+    from ..core.curator import zero_shot
+    from ..core.curator.taxonomy import load_taxonomy
+    from ..core.dataset.image_files import list_images
+    from ..nodes import bridge
+    from ..nodes.curator import clip_cache_dir
+
+    bridge.set_output_directory(args.output)
+    taxonomy = load_taxonomy(args.taxonomy)
+    files = list_images(args.folder, args.recursive)
+    clip = load_clip_option(args)
+    cache = Path(args.cache) if args.cache else clip_cache_dir()
+    index, results = zero_shot.label_folder(clip, taxonomy, files, cache, args.batch_size, args.language,
+                                            bridge.progress(len(files), "embedding"))
+    return taxonomy, clip, index, results
+
+
+def run_label(args: argparse.Namespace) -> int:
+    from ..core.curator import zero_shot
+
+    taxonomy, _, index, results = _labelled(args)
+    for skipped in index.skipped:
+        print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
+    if args.json:
+        records = [{"file": str(f), **r} for f, r in zip(index.files, results)]
+        Path(args.json).write_text(zero_shot.to_json(records) + "\n", encoding="utf-8")
+        print(f"labelled {len(results)} picture(s) into {args.json}")
+    else:
+        for path, result in zip(index.files, results):
+            print(f"{path.name}\t{', '.join(zero_shot.tags(result, taxonomy, args.language))}")
+    return 0
+
+
+def run_curate(args: argparse.Namespace) -> int:
+    from ..core.curator import curate
+    from ..core.curator.taxonomy import load_taxonomy
+    from ..nodes import bridge
+
+    options = curate.CurateOptions(args.keep, args.require_all, args.drop, args.sort_by, args.dedup, args.keep_best,
+                                   args.subfolders_by)
+    options.check(load_taxonomy(args.taxonomy))  # a bad rule fails before any model loads
+    taxonomy, _, index, results = _labelled(args)
+    plan = curate.plan_curation(index, results, taxonomy, options)
+    parent = safe_subfolder(bridge.output_directory(), args.subfolder)
+    written = curate.write_curated(index, results, taxonomy, plan, options, parent, args.language)
+    for skipped in index.skipped:
+        print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
+    for row, why in sorted(plan.dropped.items()):
+        print(f"dropped {index.files[row].name}: {why}")
+    print(f"kept {len(plan.order)} of {len(index.files)} picture(s) ({index.encoded} encoded) in {written.folder}")
+    return 0
+
+
+def run_caption(args: argparse.Namespace) -> int:
+    from ..core.captions import blip2
+    from ..core.shared.hf_folders import find_model_folder
+    from ..nodes import bridge
+    from ..nodes.captioner import blip2_key
+
+    settings = blip2.CaptionSettings(args.prompt, args.max_new_tokens, args.min_new_tokens, args.num_beams,
+                                     args.sampling, args.temperature, args.top_p, args.repetition_penalty, args.seed)
+    settings.check()
+    files, _, _ = blip2.plan_captions(args.folder, args.overwrite, args.recursive)  # name clashes before loading
+    folder = find_model_folder(args.blip2, bridge.model_folders(blip2_key()), "BLIP-2", blip2.DEFAULT_BLIP2)
+    model = blip2.load_blip2(folder, bridge.compute_device(args.device), args.precision)
+    report = blip2.caption_folder(model, args.folder, settings, args.trigger, args.overwrite, args.batch_size,
+                                  args.recursive, bridge.progress(len(files), "captioning"))
+    for skipped in report.skipped:
+        print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
+    for name, caption in report.captions.items():
+        print(f"{name}\t{caption}")
+    print(report.report().splitlines()[0])
+    return 0
+
+
+def run_describe(args: argparse.Namespace) -> int:
+    from ..core.captions.curation_text import describe_folder, read_metadata
+    from ..core.captions.safety import SafetyFilter, parse_blocked
+
+    metadata = read_metadata(Path(args.metadata)) if args.metadata else None
+    records = describe_folder(Path(args.folder), SafetyFilter(parse_blocked(args.blocked)), metadata)
+    print(json.dumps(records, ensure_ascii=False, indent=1))
+    print(f"wrote {Path(args.folder) / 'curation.jsonl'} and curation.md ({len(records)} picture(s))")
+    return 0
+
+
+def run_retrieve(args: argparse.Namespace) -> int:
+    from ..nodes import bridge
+    from ..nodes.curator import AtelierRetrieveImages
+
+    bridge.set_output_directory(args.output)
+    clip = load_clip_option(args)
+    _, lines = AtelierRetrieveImages().retrieve(clip, str(Path(args.folder).resolve()), args.query, args.top_k, 64,
+                                                args.batch_size, args.recursive)
+    print(lines)
+    return 0
+
+
+def run_evaluate_retrieval(args: argparse.Namespace) -> int:
+    from ..nodes import bridge
+    from ..nodes.curator import AtelierEvaluateRetrieval
+
+    bridge.set_output_directory(args.output)
+    pairs = str(Path(args.pairs).resolve()) if args.pairs.strip() else ""
+    clip = load_clip_option(args)
+    _, _, report = AtelierEvaluateRetrieval().evaluate(clip, str(Path(args.folder).resolve()), args.k,
+                                                       args.batch_size, pairs)
+    print(report)
+    return 0
+
+
+JOBS = {"label": run_label, "curate": run_curate, "caption": run_caption, "describe": run_describe,
+        "retrieve": run_retrieve, "evaluate-retrieval": run_evaluate_retrieval}

@@ -1,0 +1,252 @@
+"""Curator-style texts from CLIP labels, a BLIP-2 description and the user's metadata.
+
+A paragraph for people, a JSON record with the same facts, and hashtags; the safety filter runs
+over all three last, so nothing it blocks leaves the node. The paragraph is assembled from fixed
+sentence patterns: the facts come from the user and the models, never invented.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..shared.output_paths import write_text_atomic
+from ..shared.progress import Progress, SilentProgress
+from .safety import SafetyFilter
+
+METADATA_FIELDS = ("title", "artist", "year", "material", "technique", "size", "artist_note")
+MAX_HASHTAGS = 15
+
+
+@dataclass(frozen=True)
+class Metadata:
+    title: str = ""
+    artist: str = ""
+    year: str = ""
+    material: str = ""
+    technique: str = ""
+    size: str = ""
+    artist_note: str = ""
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "Metadata":
+        unknown = set(values) - set(METADATA_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown metadata field(s) {', '.join(sorted(unknown))}; known: "
+                             f"{', '.join(METADATA_FIELDS)}")
+        return cls(**{k: str(v).strip() for k, v in values.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class CurationText:
+    paragraph: str
+    record: dict[str, Any]
+    hashtags: list[str]
+
+    def record_json(self) -> str:
+        return json.dumps(self.record, ensure_ascii=False, indent=1)
+
+
+def _names(labels: dict[str, list[dict[str, Any]]], group: str) -> list[str]:
+    return [choice["name"] for choice in labels.get(group, [])]
+
+
+def _join(words: list[str]) -> str:
+    if len(words) <= 1:
+        return "".join(words)
+    return ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def _article(word: str) -> str:
+    return ("an " if word[:1].lower() in "aeiou" else "a ") + word if word.isascii() else word
+
+
+def _sentence(text: str) -> str:
+    text = " ".join(text.split()).strip()
+    if not text:
+        return ""
+    text = text[0].upper() + text[1:]
+    return text if text[-1] in ".!?。" else text + "."
+
+
+def _opening(meta: Metadata, labels: dict[str, list[dict[str, Any]]]) -> str:
+    subject = f"\u201c{meta.title}\u201d" if meta.title else "This work"
+    if meta.year:
+        subject += f" ({meta.year})"
+    if meta.artist:
+        subject += f" by {meta.artist}"
+    medium = _names(labels, "medium")
+    size = f", {meta.size}" if meta.size else ""
+    if medium:
+        made = f"is {_article(medium[-1])}" + (f" in {meta.technique}" if meta.technique else "") + \
+            (f" on {meta.material}" if meta.material else "")
+    elif meta.technique:
+        made = f"is made in {meta.technique}" + (f" on {meta.material}" if meta.material else "")
+    elif meta.material:
+        made = f"is made of {meta.material}"
+    elif meta.size:
+        made, size = f"measures {meta.size}", ""
+    else:
+        return _sentence(subject) if subject != "This work" else ""
+    return _sentence(f"{subject} {made}{size}")
+
+
+def _label_sentences(labels: dict[str, list[dict[str, Any]]]) -> list[str]:
+    out = []
+    style, genre, period = _names(labels, "style"), _names(labels, "genre"), _names(labels, "period")
+    if style or genre:
+        parts = ([f"the language of {style[-1]}"] if style else []) + ([f"the {genre[-1]} tradition"] if genre else [])
+        out.append(_sentence(f"It draws on {_join(parts)}"))
+    if period:
+        out.append(_sentence(f"It belongs to {period[-1]}"))
+    if subjects := _names(labels, "subject"):
+        out.append(_sentence(f"Among its subjects are {_join(subjects)}"))
+    if palette := _names(labels, "palette"):
+        out.append(_sentence(f"Its palette is {_join(palette)}"))
+    if space := _names(labels, "space"):
+        out.append(_sentence(f"It would sit well in {_article(space[-1])}"))
+    known = {"medium", "style", "genre", "period", "subject", "palette", "space"}
+    for group, chosen in labels.items():
+        if group not in known and chosen:
+            out.append(_sentence(f"{group.replace('_', ' ')}: {_join([c['name'] for c in chosen])}"))
+    return out
+
+
+def hashtag(text: str) -> str:
+    """``oil painting`` -> ``#OilPainting``; letters of any script kept, everything else dropped."""
+    words = re.findall(r"\w+", re.sub(r"['\u2019]", "", text))  # children's room: ChildrensRoom
+    joined = "".join(w[:1].upper() + w[1:] if w.isascii() else w for w in words)
+    return f"#{joined}" if joined else ""
+
+
+def curate_text(labels: dict[str, list[dict[str, Any]]], description: str, meta: Metadata,
+                safety: SafetyFilter) -> CurationText:
+    """The paragraph, record and hashtags for one work. ``labels`` is one picture's ``labels`` from
+    zero-shot labelling (group -> chosen labels with names and scores)."""
+    # each field first, so a quote is never left half-open; the description and the artist's words are
+    # sentences: one that holds a blocked word goes whole rather than be misquoted
+    note = safety.clean(meta.artist_note, prose=True)
+    meta = Metadata(**{**safety.clean_value(asdict(meta)), "artist_note": note})
+    description = safety.clean(description, prose=True)
+    sentences = [_opening(meta, labels), _sentence(description), *_label_sentences(labels)]
+    if meta.artist_note:
+        sentences.append(f"In the artist\u2019s words: \u201c{meta.artist_note}\u201d")
+    paragraph = safety.clean(" ".join(s for s in sentences if s))
+    tags = [choice["name"] for chosen in labels.values() for choice in chosen]
+    candidates = [hashtag(t) for t in [meta.artist, meta.technique, meta.material, *tags] if t]
+    hashtags = safety.hashtags(list(dict.fromkeys(t for t in candidates if t)))[:MAX_HASHTAGS]
+    record = safety.clean_value({
+        **asdict(meta), "description": " ".join(description.split()),
+        "labels": {group: [{"label": c["label"], "name": c["name"], "score": c["score"]} for c in chosen]
+                   for group, chosen in labels.items()},
+        "tags": tags, "hashtags": hashtags, "paragraph": paragraph})
+    return CurationText(paragraph, record, hashtags)
+
+
+def read_metadata(path: Path) -> dict[str, Metadata]:
+    """Per-picture metadata from a JSON object (file name or stem -> fields) or a CSV with a ``file`` column;
+    keys as written (``describe_folder`` matches a picture's name or stem)."""
+    import csv
+
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read metadata file {str(path)!r}: {exc}") from exc
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(text.splitlines())
+        rows = list(reader)
+        if "file" not in (reader.fieldnames or []):
+            raise ValueError(f"metadata CSV {str(path)!r} needs a 'file' column (the picture's name or stem)")
+        entries = {row.pop("file"): {k: v for k, v in row.items() if k and v} for row in rows}
+    else:
+        try:
+            entries = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"metadata file {str(path)!r}, line {exc.lineno}: not valid JSON: {exc.msg}") from None
+        if not isinstance(entries, dict) or not all(isinstance(v, dict) for v in entries.values()):
+            raise ValueError(f"metadata file {str(path)!r} must map picture names to objects of fields")
+    out = {}
+    for name, fields in entries.items():
+        try:
+            out[str(name)] = Metadata.from_dict(fields)
+        except ValueError as exc:
+            raise ValueError(f"metadata file {str(path)!r}, entry {name!r}: {exc}") from None
+    return out
+
+
+def _manifest_entry_problem(entry: Any) -> str | None:
+    """What makes one manifest line unusable here, or ``None``."""
+    if not isinstance(entry, dict):
+        return f"a JSON object is needed, not {type(entry).__name__}"
+    if not isinstance(entry.get("file"), str) or not entry["file"]:
+        return "it names no 'file' (the picture's path inside the folder)"
+    if "source" in entry and not isinstance(entry["source"], str):
+        return "its 'source' must be text"
+    labels = entry.get("labels", {})
+    if not isinstance(labels, dict) or not all(
+            isinstance(chosen, list) and all(isinstance(c, dict) and isinstance(c.get("label"), str)
+                                             and isinstance(c.get("name"), str)
+                                             and isinstance(c.get("score"), (int, float)) for c in chosen)
+            for chosen in labels.values()):
+        return "its 'labels' must map each group to a list of {\"label\", \"name\", \"score\"}"
+    return None
+
+
+def read_manifest(manifest: Path) -> dict[str, dict[str, Any]]:
+    """A dataset version's ``manifest.jsonl`` by file; a damaged line is an error naming the file and the line,
+    raised before any picture is described."""
+    try:
+        lines = manifest.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {str(manifest)!r} ({exc}): delete it to describe the pictures without "
+                         "labels") from exc
+    entries = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problem: str | None = f"not valid JSON ({exc.msg}, column {exc.colno})"
+        else:
+            problem = _manifest_entry_problem(entry)
+        if problem:
+            raise ValueError(f"{str(manifest)!r}, line {number}: {problem}. Repair or delete that line (its picture "
+                             "is then described without labels), or delete the file to describe every picture "
+                             "without labels")
+        entries[entry["file"]] = entry
+    return entries
+
+
+def describe_folder(folder: Path, safety: SafetyFilter, metadata: dict[str, Metadata] | None = None,
+                    progress: Progress | None = None) -> list[dict[str, Any]]:
+    """Curation records for every picture of a dataset version: labels from its manifest, the description
+    from its caption sidecar, metadata matched by file stem. Writes ``curation.jsonl`` (one record per
+    picture) and ``curation.md`` (a readable catalogue) into the folder, and returns the records."""
+    from ..dataset.image_files import list_images, read_caption
+    from ..dataset.writer import MANIFEST
+
+    manifest = folder / MANIFEST
+    entries = read_manifest(manifest) if manifest.is_file() else {}
+    files = list_images(folder, recursive=True)
+    progress = progress or SilentProgress(len(files))
+    metadata = metadata or {}
+    records, catalogue = [], []
+    for path in files:
+        progress.check_cancel()
+        name = path.relative_to(folder).as_posix()
+        labels = entries.get(name, {}).get("labels", {})
+        source = Path(str(entries.get(name, {}).get("source", path)))  # a curated copy may have been renamed
+        keys = (source.name, source.stem, path.name, path.stem)
+        meta = next((metadata[k] for k in keys if k in metadata), Metadata())
+        text = curate_text(labels, read_caption(path) or "", meta, safety)
+        records.append({"file": name, **text.record})
+        heading = text.record.get("title") or path.stem
+        catalogue.append(f"## {heading}\n\n{text.paragraph}\n\n{' '.join(text.hashtags)}\n")
+        progress.advance()
+    write_text_atomic(folder / "curation.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    write_text_atomic(folder / "curation.md", "\n".join(catalogue))
+    return records
+

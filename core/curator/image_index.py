@@ -1,0 +1,114 @@
+"""CLIP embeddings of a folder of pictures, streamed in batches and cached per file content and model.
+
+Memory stays flat however large the folder: only one batch of decoded pictures is held at a time,
+and what is kept is one embedding row per picture. Pictures that fail to decode are skipped and
+listed, never silently dropped. A second run over the same folder reads every embedding from the
+cache and runs the network on nothing.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..dataset.image_files import DEFAULT_MAX_MEGAPIXELS, ImageFolderError, Skipped, image_size, list_images, load_image
+from ..metrics.feature_cache import FeatureCache
+from ..shared.progress import Progress, SilentProgress
+from ..shared.state_dicts import file_sha256
+
+CACHE_FORMAT = "atelier-clip-image-v2"  # v2: JPEGs decoded at a reduced scale
+
+
+@dataclass
+class FolderIndex:
+    """The readable pictures of a folder, in order, with their unit CLIP embeddings ``[N, D]``."""
+
+    files: list[Path]
+    embeddings: torch.Tensor
+    sizes: list[tuple[int, int]]  # (width, height)
+    skipped: list[Skipped] = field(default_factory=list)
+    encoded: int = 0  # distinct pictures the network ran on in this call (0 when all came from the cache)
+    cached: int = 0  # distinct pictures read from the cache
+
+    def report(self) -> str:
+        repeats = len(self.files) - self.encoded - self.cached
+        lines = [f"{len(self.files)} picture(s): {self.encoded} encoded, {self.cached} from cache"
+                 + (f", {repeats} with the same content as another" if repeats else "")]
+        lines += [f"skipped {Path(s.path).name}: {s.reason}" for s in self.skipped]
+        return "\n".join(lines)
+
+
+def _decode(path: Path, max_megapixels: float, min_side: int) -> torch.Tensor | str:
+    try:
+        return load_image(path, max_megapixels=max_megapixels, min_side=min_side)
+    except ImageFolderError as exc:
+        return str(exc)
+
+
+def index_folder(clip: Any, source: str | os.PathLike[str] | list[Path], cache_dir: str | os.PathLike[str] | None,
+                 batch_size: int = 32, recursive: bool = False, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+                 progress: Progress | None = None) -> FolderIndex:
+    """Embed every picture of a folder (or a list of files); unreadable ones are skipped with the reason.
+
+    ``progress`` counts pictures, and a cancel is noticed before every batch.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    files = list_images(source, recursive) if isinstance(source, (str, os.PathLike)) else list(source)
+    cache = FeatureCache(cache_dir, CACHE_FORMAT + clip.pixels.describe(), clip.fingerprint) if cache_dir else None
+    progress = progress or SilentProgress(len(files))
+    skipped: list[Skipped] = []
+    readable: list[tuple[Path, str, tuple[int, int]]] = []
+    for path in files:  # headers and hashes only: cheap, and a bad file is found before any encoding
+        try:
+            readable.append((path, file_sha256(path), image_size(path, max_megapixels)))
+        except ImageFolderError as exc:
+            skipped.append(Skipped(str(path), str(exc)))
+        except OSError as exc:
+            skipped.append(Skipped(str(path), f"cannot be read: {exc}"))
+    found: dict[str, torch.Tensor] = {}
+    if cache is not None:
+        for _, digest, _ in readable:
+            if digest not in found and (value := cache.get(digest)) is not None and value.shape[0] == clip.dim:
+                found[digest] = value
+    todo = list({digest: path for path, digest, _ in readable if digest not in found}.items())
+    progress.advance(len(files) - len(todo))
+    failed: dict[str, str] = {}
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        for start in range(0, len(todo), batch_size):
+            progress.check_cancel()
+            group = todo[start:start + batch_size]
+            decoded = list(pool.map(lambda item: _decode(item[1], max_megapixels, clip.pixels.size), group))
+            good = [(digest, image) for (digest, _), image in zip(group, decoded) if isinstance(image, torch.Tensor)]
+            failed.update({digest: image for (digest, _), image in zip(group, decoded) if isinstance(image, str)})
+            if good:
+                values = clip.embed_images([image for _, image in good])
+                for (digest, _), value in zip(good, values):
+                    found[digest] = value.clone()
+                    if cache is not None:
+                        cache.put(digest, found[digest])
+            progress.advance(len(group))
+    kept = [(path, digest, size) for path, digest, size in readable if digest in found]
+    skipped += [Skipped(str(path), failed[digest]) for path, digest, _ in readable if digest in failed]
+    if not kept:
+        reasons = "; ".join(f"{Path(s.path).name}: {s.reason}" for s in skipped[:5])
+        raise ImageFolderError(f"no readable picture among {len(files)} file(s): {reasons}")
+    embeddings = torch.stack([found[digest] for _, digest, _ in kept])
+    return FolderIndex([p for p, _, _ in kept], embeddings, [s for _, _, s in kept], skipped,
+                       encoded=len(todo) - len(failed), cached=len(found) - (len(todo) - len(failed)))
+
+
+def embed_batch(clip: Any, images: torch.Tensor, batch_size: int = 32,
+                progress: Progress | None = None) -> torch.Tensor:
+    """Unit embeddings ``[B, D]`` of an IMAGE batch, ``batch_size`` pictures per pass; cancel noticed per pass."""
+    progress = progress or SilentProgress(images.shape[0])
+    rows = []
+    for start in range(0, images.shape[0], batch_size):
+        progress.check_cancel()
+        rows.append(clip.embed_images(images[start:start + batch_size]))
+        progress.advance(min(batch_size, images.shape[0] - start))
+    return torch.cat(rows)

@@ -1,0 +1,1 @@
+"""Stories: tokenisers, the SeqGAN networks, the text generator and the story strip."""

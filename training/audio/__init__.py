@@ -1,0 +1,1 @@
+"""Aligning the audio encoder with the image-embedding space, and its job."""

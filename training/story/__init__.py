@@ -1,0 +1,1 @@
+"""Training the SeqGAN text generator (MLE, discriminator, policy gradient)."""

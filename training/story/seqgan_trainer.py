@@ -1,0 +1,325 @@
+"""SeqGAN training: maximum-likelihood pretraining, discriminator pretraining, then adversarial training.
+
+The run is one sequence of steps on the shared loop (progress, cancel, checkpoints, a NaN stops it):
+``mle_epochs`` generator epochs, ``dis_rounds`` discriminator rounds, then ``adversarial_epochs``
+epochs of ``g_steps`` policy-gradient updates (rewards from ``rollouts`` Monte Carlo completions by a
+rollout policy trailing the generator) and ``d_steps`` discriminator rounds of ``d_epochs`` epochs
+each (fresh negatives every round), as in the paper's reference code. Every step draws its randomness
+from a seed derived from (seed, step), so a resumed run equals an uninterrupted one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ...core.dataset.augment import derive_seed
+from ...core.shared import plots
+from ...core.shared.progress import Progress, SilentProgress
+from ...core.story.seqgan_model import (
+    Discriminator,
+    Generator,
+    RolloutPolicy,
+    SeqGANConfig,
+    init_generator,
+    policy_gradient_loss,
+    rollout_rewards,
+    token_mask,
+)
+from ...core.story.text_generator import TextGenerator, sequences_from_corpus
+from ...core.story.text_tokens import build_tokenizer
+from .. import checkpoints
+from ..loop import check_finite, run_steps, seeded
+
+RESUMABLE_CHANGES = ("adversarial_epochs", "checkpoint_every")  # settings a resumed run may change
+
+
+@dataclass(frozen=True)
+class SeqGANTrainConfig:
+    batch_size: int = 64
+    mle_epochs: int = 120
+    dis_rounds: int = 50
+    adversarial_epochs: int = 200
+    g_steps: int = 1
+    d_steps: int = 5
+    d_epochs: int = 3
+    rollouts: int = 16
+    rollout_rate: float = 0.8
+    trail_rollout: bool = True  # False: the generator itself completes the rollouts
+    g_lr: float = 0.01
+    d_lr: float = 1e-4
+    d_l2: float = 0.2  # L2 weight on the discriminator's output layer, as the reference
+    grad_clip: float = 5.0
+    negatives: int = 0  # generated sequences per discriminator round; 0: as many as the corpus has
+    seed: int = 0
+    checkpoint_every: int = 10
+
+    @property
+    def steps(self) -> int:
+        return self.mle_epochs + self.dis_rounds + self.adversarial_epochs
+
+    def step_costs(self, corpus_size: int, max_len: int) -> list[int]:
+        """Each step's work, in passes of one sequence through the generator (a training pass counts 3, one of the
+        discriminator 6, as timed on a CPU), for a progress bar that keeps an honest ETA across phases
+        (``core.progress.WeightedSteps``): with the defaults an adversarial epoch (rollouts and five discriminator
+        rounds) costs about 90 maximum-likelihood epochs."""
+        negatives = self.negatives or corpus_size
+        costs = {"mle": 3 * corpus_size, "discriminator": negatives * (1 + 12 * self.d_epochs)}
+        costs["adversarial"] = (self.g_steps * self.batch_size * (4 + 3 * self.rollouts * max_len // 2)
+                                + self.d_steps * costs["discriminator"])
+        return [costs[self.phase(step)] for step in range(self.steps)]
+
+    def check(self, corpus_size: int) -> None:
+        for name in ("batch_size", "g_steps", "d_epochs", "rollouts", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("mle_epochs", "dis_rounds", "adversarial_epochs", "d_steps", "negatives"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if not 0.0 <= self.rollout_rate <= 1.0:
+            raise ValueError(f"rollout_rate must be from 0 to 1, got {self.rollout_rate}")
+        if corpus_size < self.batch_size:
+            raise ValueError(f"the corpus has {corpus_size} sequence(s), fewer than one batch of {self.batch_size}: "
+                             "add text or lower batch_size")
+
+    def fingerprint(self, data: torch.Tensor) -> str:
+        """Settings and corpus a checkpoint must match; more adversarial epochs extend a finished run."""
+        digest = hashlib.sha256(data.cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+        return f"{checkpoints.fingerprint(self, RESUMABLE_CHANGES)}-{digest}"
+
+    def phase(self, step: int) -> str:
+        if step < self.mle_epochs:
+            return "mle"
+        return "discriminator" if step < self.mle_epochs + self.dis_rounds else "adversarial"
+
+
+@dataclass
+class SeqGANHistory:
+    """What each step measured: NLL of the corpus under the generator (MLE steps), discriminator accuracy on
+    its last round (discriminator and adversarial steps), mean reward of the policy-gradient batch."""
+
+    step: int = 0
+    nll: list[tuple[int, float]] = field(default_factory=list)
+    d_accuracy: list[tuple[int, float]] = field(default_factory=list)
+    reward: list[tuple[int, float]] = field(default_factory=list)
+
+
+@dataclass
+class SeqGANModels:
+    config: SeqGANConfig
+    generator: Generator
+    discriminator: Discriminator
+
+    @classmethod
+    def new(cls, config: SeqGANConfig, seed: int) -> "SeqGANModels":
+        with seeded(derive_seed(seed, "init")):
+            return cls(config, init_generator(Generator(config), seed), Discriminator(config))
+
+    def to(self, device: torch.device | str) -> "SeqGANModels":
+        self.generator.to(device)
+        self.discriminator.to(device)
+        return self
+
+
+def _batches(data: torch.Tensor, batch_size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
+    order = torch.randperm(data.shape[0], generator=gen, device=gen.device).cpu()  # gen lives on the model's device
+    for start in range(0, data.shape[0] - batch_size + 1, batch_size):  # whole batches only, as the reference
+        yield data[order[start:start + batch_size]]
+
+
+def mle_epoch(generator: Generator, optimizer: torch.optim.Optimizer, data: torch.Tensor, batch_size: int,
+              grad_clip: float, gen: torch.Generator) -> float:
+    """One maximum-likelihood epoch; returns the mean per-sequence NLL of its batches."""
+    generator.train()
+    losses = []
+    for batch in _batches(data, batch_size, gen):
+        loss = generator.nll(batch.to(_device(generator)))
+        check_finite(loss.item())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(generator.parameters(), grad_clip)
+        optimizer.step()
+        losses.append(loss.item())
+    return sum(losses) / max(1, len(losses))
+
+
+def _device(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+def _output_l2(discriminator: Discriminator) -> torch.Tensor:
+    """The reference's L2 penalty on the output layer (TensorFlow's l2_loss: half the sum of squares), which
+    keeps the discriminator from saturating and starving the generator of reward."""
+    return sum(0.5 * (p ** 2).sum() for p in discriminator.output.parameters())
+
+
+def discriminator_round(models: SeqGANModels, optimizer: torch.optim.Optimizer, data: torch.Tensor,
+                        config: SeqGANTrainConfig, gen: torch.Generator) -> float:
+    """Fresh negatives from the generator against as many corpus sequences, ``d_epochs`` epochs of binary
+    cross-entropy; returns the accuracy on the last epoch's batches."""
+    device = _device(models.generator)
+    count = config.negatives or data.shape[0]
+    models.generator.eval()
+    negatives = torch.cat([models.generator.sample(min(config.batch_size * 16, count - done), gen).cpu()
+                           for done in range(0, count, config.batch_size * 16)])
+    positives = data[torch.randint(0, data.shape[0], (count,), generator=gen, device=gen.device).cpu()]
+    sequences = torch.cat([positives, negatives])
+    labels = torch.cat([torch.ones(count), torch.zeros(count)])
+    models.discriminator.train()
+    correct = seen = 0
+    for epoch in range(config.d_epochs):
+        order = torch.randperm(sequences.shape[0], generator=gen, device=gen.device).cpu()
+        for start in range(0, sequences.shape[0], config.batch_size):
+            rows = order[start:start + config.batch_size]
+            logits = models.discriminator(sequences[rows].to(device))
+            target = labels[rows].to(device)
+            loss = F.binary_cross_entropy_with_logits(logits, target) + config.d_l2 * _output_l2(models.discriminator)
+            check_finite(loss.item())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if epoch == config.d_epochs - 1:
+                correct += int(((logits > 0).float() == target).sum())
+                seen += rows.numel()
+    return correct / max(1, seen)
+
+
+def adversarial_epoch(models: SeqGANModels, rollout: RolloutPolicy, pg_optimizer: torch.optim.Optimizer,
+                      d_optimizer: torch.optim.Optimizer, data: torch.Tensor, config: SeqGANTrainConfig,
+                      gen: torch.Generator) -> tuple[float, float]:
+    """``g_steps`` policy-gradient updates, the rollout policy's update, then ``d_steps`` discriminator rounds;
+    returns (mean reward per token of the last generator batch, discriminator accuracy)."""
+    reward = 0.0
+    for _ in range(config.g_steps):
+        models.generator.eval()
+        samples = models.generator.sample(config.batch_size, gen)
+        rewards = rollout_rewards(rollout.policy, models.discriminator, samples, config.rollouts, gen)
+        models.generator.train()
+        loss = policy_gradient_loss(models.generator, samples, rewards)
+        check_finite(loss.item())
+        pg_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(models.generator.parameters(), config.grad_clip)
+        pg_optimizer.step()
+        mask = token_mask(samples, models.generator.config.eos_id)
+        reward = float((rewards * mask).sum() / mask.sum())  # mean over the tokens that count
+    rollout.update(models.generator)
+    accuracy = float("nan")
+    for _ in range(config.d_steps):
+        accuracy = discriminator_round(models, d_optimizer, data, config, gen)
+    return reward, accuracy
+
+
+def train_seqgan(models: SeqGANModels, data: torch.Tensor, config: SeqGANTrainConfig, run_dir: Path,
+                 device: torch.device | str = "cpu", progress: Progress | None = None) -> SeqGANHistory:
+    """Train (or resume from ``run_dir/checkpoint``) on ``data``: token ids ``[N, max_len]``."""
+    config.check(data.shape[0])
+    device = torch.device(device)
+    models.to(device)
+    g_optimizer = torch.optim.Adam(models.generator.parameters(), lr=config.g_lr)
+    # a separate Adam for the policy gradient, as the reference: the pretraining one's second moments come
+    # from likelihood gradients far larger than reward-weighted ones, and would shrink its steps to nothing
+    pg_optimizer = torch.optim.Adam(models.generator.parameters(), lr=config.g_lr)
+    d_optimizer = torch.optim.Adam(models.discriminator.parameters(), lr=config.d_lr)
+    rollout = RolloutPolicy(models.generator, config.rollout_rate, config.trail_rollout)
+    history = SeqGANHistory()
+    checkpoint = run_dir / "checkpoint"
+    fingerprint = config.fingerprint(data)
+    state = checkpoints.load_matching(checkpoint, fingerprint)
+    if state is not None:
+        models.generator.load_state_dict(state["generator"])
+        models.discriminator.load_state_dict(state["discriminator"])
+        rollout.policy.load_state_dict(state["rollout"])
+        g_optimizer.load_state_dict(state["g_optimizer"])
+        pg_optimizer.load_state_dict(state["pg_optimizer"])
+        d_optimizer.load_state_dict(state["d_optimizer"])
+        history = SeqGANHistory(state["step"], [tuple(p) for p in state["nll"]],
+                                [tuple(p) for p in state["d_accuracy"]], [tuple(p) for p in state["reward"]])
+    progress = progress or SilentProgress(config.steps)
+
+    def save(step: int) -> None:
+        checkpoints.save(checkpoint, {
+            "fingerprint": fingerprint, "step": step, "generator": models.generator.state_dict(),
+            "discriminator": models.discriminator.state_dict(), "rollout": rollout.policy.state_dict(),
+            "g_optimizer": g_optimizer.state_dict(), "pg_optimizer": pg_optimizer.state_dict(),
+            "d_optimizer": d_optimizer.state_dict(),
+            "nll": history.nll, "d_accuracy": history.d_accuracy, "reward": history.reward})
+
+    def step(index: int) -> float:
+        gen = torch.Generator(device=device).manual_seed(derive_seed(config.seed, index))
+        with seeded(derive_seed(config.seed, index, "dropout")):
+            phase = config.phase(index)
+            if phase == "mle":
+                value = mle_epoch(models.generator, g_optimizer, data, config.batch_size, config.grad_clip, gen)
+                history.nll.append((index + 1, value))
+            elif phase == "discriminator":
+                value = discriminator_round(models, d_optimizer, data, config, gen)
+                history.d_accuracy.append((index + 1, value))
+            else:
+                if index == config.mle_epochs + config.dis_rounds:  # the rollout policy starts from the pretrained one
+                    rollout.reset(models.generator)
+                reward, value = adversarial_epoch(models, rollout, pg_optimizer, d_optimizer, data, config, gen)
+                history.reward.append((index + 1, reward))
+                history.d_accuracy.append((index + 1, value))
+        history.step = index + 1
+        return value
+
+    def report(done: int, value: float) -> None:
+        phase = config.phase(done - 1)
+        if phase == "mle":
+            progress.status(f"NLL {value:.3f}")
+        elif phase == "discriminator":
+            progress.status(f"D accuracy {value:.3f}")
+        else:
+            progress.status(f"reward {history.reward[-1][1]:.3f}  D accuracy {value:.3f}")
+
+    run_steps(history.step, config.steps, step, save, config.checkpoint_every, progress, checkpoint, report,
+              advice="Lower the learning rates.")
+    models.generator.eval()
+    models.discriminator.eval()
+    return history
+
+
+@dataclass(frozen=True)
+class TextModelSpec:
+    """The tokeniser and network sizes of a text generator trained on a user's corpus."""
+
+    tokenizer: str = "word"
+    max_vocab: int = 5000
+    max_len: int = 32
+    emb_dim: int = 64
+    hidden_dim: int = 128
+
+
+def run_name(name: str, spec: TextModelSpec, config: SeqGANTrainConfig, lines: list[str]) -> str:
+    """``<name>-<key>``: the same corpus and settings find the same run folder, and so resume."""
+    settings = checkpoints.fingerprint(config, RESUMABLE_CHANGES)
+    digest = hashlib.sha256(json.dumps([lines, asdict(spec), settings]).encode())
+    return f"{name}-{digest.hexdigest()[:10]}"
+
+
+def train_text_generator(lines: list[str], spec: TextModelSpec, config: SeqGANTrainConfig, run_dir: Path,
+                         device: torch.device | str = "cpu",
+                         progress: Progress | None = None) -> tuple[TextGenerator, SeqGANModels, SeqGANHistory]:
+    """Tokeniser, data and SeqGAN training from corpus lines; resumes from ``run_dir`` when it holds a run."""
+    tokenizer = build_tokenizer(lines, spec.tokenizer, spec.max_vocab)
+    data = sequences_from_corpus(tokenizer, lines, spec.max_len)
+    config.check(data.shape[0])
+    model_config = SeqGANConfig(vocab_size=len(tokenizer.vocab), max_len=spec.max_len, emb_dim=spec.emb_dim,
+                                hidden_dim=spec.hidden_dim, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id,
+                                pad_id=tokenizer.pad_id)
+    models = SeqGANModels.new(model_config, config.seed)
+    history = train_seqgan(models, data, config, run_dir, device, progress)
+    return TextGenerator(models.generator, tokenizer), models, history
+
+
+def history_plot(history: SeqGANHistory, max_len: int) -> Image.Image:
+    """Per-token NLL through maximum-likelihood pretraining, then the adversarial reward."""
+    values = [nll / max_len for _, nll in history.nll] + [1.0 - reward for _, reward in history.reward]
+    return plots.loss_curve(values, title="per-token NLL (pretraining), then 1 - reward (adversarial)")
