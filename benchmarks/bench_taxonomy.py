@@ -13,21 +13,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from atelier_cli import load_pack  # noqa: E402
 
 load_pack()
 from atelier.core.curator.taxonomy import parse_taxonomy  # noqa: E402
 
-
-def many_labels(n: int) -> str:
-    lines = ["groups:", "  g:", "    labels:"]
-    for i in range(n):
-        parent = f", parent: l{i - 1}" if i else ""
-        alias = f", alias{i}" if i % 10 == 0 else ""
-        lines.append(f"      l{i}: {{prompts: [p{i}], synonyms: [s{i}{alias}]{parent}}}")
-        if i % 10 == 0:
-            lines.append(f"      alias{i}: {{prompts: [q{i}]}}")
-    return "\n".join(lines) + "\n"
+from helpers import many_labels  # noqa: E402
 
 
 def main() -> None:

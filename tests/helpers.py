@@ -383,3 +383,16 @@ def tiny_data(n: int = 4, caption_dropout: float = 0.0, dim: int = 16):  # -> tr
     return TrainData([Bucket(torch.randn(n, 4, 8, 8, generator=g), torch.randn(n, 5, dim, generator=g),
                              torch.arange(n))],
                      torch.zeros(5, dim), caption_dropout)
+
+
+def many_labels(n: int) -> str:
+    """``n`` labels in one chain of parents (the deepest hierarchy), with synonyms, one in ten folded into
+    another label that lists it as a synonym."""
+    lines = ["groups:", "  g:", "    labels:"]
+    for i in range(n):
+        parent = f", parent: l{i - 1}" if i else ""
+        alias = f", alias{i}" if i % 10 == 0 else ""
+        lines.append(f"      l{i}: {{prompts: [p{i}], synonyms: [s{i}{alias}]{parent}}}")
+        if i % 10 == 0:
+            lines.append(f"      alias{i}: {{prompts: [q{i}]}}")
+    return "\n".join(lines) + "\n"

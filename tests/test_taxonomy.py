@@ -16,6 +16,8 @@ from atelier.core.curator.taxonomy import (
     shipped_taxonomies,
 )
 
+from helpers import many_labels
+
 ROOMS_YAML = """\
 name: rooms
 description: rooms and moods
@@ -520,19 +522,6 @@ def test_nesting_50000_deep_is_a_clear_error_naming_the_line(source: str) -> Non
     assert message.startswith(f"{source}, line 2: nested more than 64 levels deep")
 
 
-def _many_labels(n: int) -> str:
-    """``n`` labels in one chain of parents (the deepest hierarchy), with synonyms, one in ten folded into
-    another label that lists it as a synonym."""
-    lines = ["groups:", "  g:", "    labels:"]
-    for i in range(n):
-        parent = f", parent: l{i - 1}" if i else ""
-        alias = f", alias{i}" if i % 10 == 0 else ""
-        lines.append(f"      l{i}: {{prompts: [p{i}], synonyms: [s{i}{alias}]{parent}}}")
-        if i % 10 == 0:
-            lines.append(f"      alias{i}: {{prompts: [q{i}]}}")
-    return "\n".join(lines) + "\n"
-
-
 def _traced_lines(text: str) -> int:
     """Lines of core/taxonomy.py executed while parsing ``text``: the work, counted (not timed)."""
     import sys
@@ -564,5 +553,5 @@ def test_parsing_work_grows_linearly_with_the_labels() -> None:
     """10,000 labels took two minutes: the work grew with the square of the labels (a synonym index rebuilt per
     label, each hierarchy chain walked to its root from every label). Four times the labels must be about four
     times the work: a square law would give 16 times."""
-    small, large = _traced_lines(_many_labels(300)), _traced_lines(_many_labels(1200))
+    small, large = _traced_lines(many_labels(300)), _traced_lines(many_labels(1200))
     assert large / small < 5.0, (small, large)
