@@ -21,10 +21,15 @@ from ..training.audio.aligner import LOSSES, AlignConfig
 from ..training.sd15.adapter_trainer import AdapterTrainConfig
 from ..training.sd15.lora_trainer import PRECISIONS
 from . import bridge
-from .augmentation import _float, _int
 from .curator import CLIP
+from .declare import AtelierNode, ModelFileLoader, float_input, int_input, seed_input
+from .lora import CHECKPOINT_CLIP_VAE
 
-CATEGORY = "Atelier/Audio"
+
+class AudioNode(AtelierNode):
+    CATEGORY = "Atelier/Audio"
+
+
 ENCODER = "ATELIER_AUDIO_ENCODER"
 ADAPTER = "ATELIER_EMBED_ADAPTER"
 EMBEDDING = "ATELIER_AUDIO_EMBEDDING"
@@ -41,12 +46,6 @@ def adapter_key() -> str:
 
 
 DEFAULT_ENCODER, DEFAULT_ADAPTER = "atelier_audio.safetensors", "atelier_adapter.safetensors"  # the trainings' names
-
-
-def _choices(key: str, default: str) -> list[str]:
-    """The key's .safetensors files; the training's default name is always offered (bundled workflows use it)."""
-    files = [f for f in bridge.model_files(key) if f.endswith(".safetensors")]
-    return files if default in files else [default, *files]
 
 
 def _image_encoder_inputs() -> dict[str, Any]:
@@ -83,49 +82,38 @@ def _say(notes: list[str]) -> str:
     return "\n".join(unique)
 
 
-class AtelierLoadAudioEncoder:
+class AtelierLoadAudioEncoder(ModelFileLoader, AudioNode):
     DESCRIPTION = "Load an audio encoder trained by Atelier Train Audio Encoder (models/atelier/audio_encoders)."
     EXAMPLE = ("Choose an encoder trained by Atelier Train Audio Encoder (in models/atelier/audio_encoders) and wire "
                "it into Atelier Encode Audio or Atelier Audio Thumbnails.")
-    CATEGORY = CATEGORY
-    FUNCTION = "load"
-    RETURN_TYPES = (ENCODER,)
-    RETURN_NAMES = ("audio_encoder",)
-    OUTPUT_TOOLTIPS = ("The encoder, for Encode Audio and Audio Thumbnails.",)
-
-    @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {"required": {"encoder": (_choices(encoder_key(), DEFAULT_ENCODER), {
-            "default": DEFAULT_ENCODER, "tooltip": "An audio encoder .safetensors in models/atelier/audio_encoders."})}}
+    OUTPUTS = (
+        (ENCODER, "audio_encoder", "The encoder, for Encode Audio and Audio Thumbnails."),
+    )
+    KEY, DEFAULT, WIDGET = staticmethod(encoder_key), DEFAULT_ENCODER, "encoder"
+    TOOLTIP = "An audio encoder .safetensors in models/atelier/audio_encoders."
+    WHAT, HOW = "audio encoder", "train one with Atelier Train Audio Encoder"
 
     def load(self, encoder: str) -> tuple[Any]:
-        path = bridge.find_model_file(encoder_key(), encoder, "audio encoder",
-                                      "train one with Atelier Train Audio Encoder")
-        return (load_audio_encoder(path, bridge.compute_device()),)
+        return (load_audio_encoder(self.find(encoder), bridge.compute_device()),)
 
 
-class AtelierLoadEmbeddingAdapter:
+class AtelierLoadEmbeddingAdapter(ModelFileLoader, AudioNode):
     DESCRIPTION = ("Load an image-embedding adapter trained by Atelier Train Embedding Adapter "
                    "(models/atelier/embedding_adapters).")
     EXAMPLE = ("Choose an adapter trained by Atelier Train Embedding Adapter (in models/atelier/embedding_adapters) "
                "and wire it into Atelier Audio to Conditioning or Atelier Image + Sound Conditioning.")
-    CATEGORY = CATEGORY
-    FUNCTION = "load"
-    RETURN_TYPES = (ADAPTER,)
-    RETURN_NAMES = ("adapter",)
-    OUTPUT_TOOLTIPS = ("The adapter, for Audio to Conditioning and Image + Sound Conditioning.",)
-
-    @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {"required": {"adapter": (_choices(adapter_key(), DEFAULT_ADAPTER), {
-            "default": DEFAULT_ADAPTER, "tooltip": "An adapter .safetensors in models/atelier/embedding_adapters."})}}
+    OUTPUTS = (
+        (ADAPTER, "adapter", "The adapter, for Audio to Conditioning and Image + Sound Conditioning."),
+    )
+    KEY, DEFAULT, WIDGET = staticmethod(adapter_key), DEFAULT_ADAPTER, "adapter"
+    TOOLTIP = "An adapter .safetensors in models/atelier/embedding_adapters."
+    WHAT, HOW = "adapter", "train one with Atelier Train Embedding Adapter"
 
     def load(self, adapter: str) -> tuple[Any]:
-        return (load_adapter(bridge.find_model_file(adapter_key(), adapter, "adapter",
-                                                    "train one with Atelier Train Embedding Adapter")),)
+        return (load_adapter(self.find(adapter)),)
 
 
-class AtelierTrainAudioEncoder:
+class AtelierTrainAudioEncoder(AudioNode):
     DESCRIPTION = ("Train an audio encoder whose embeddings land where the image encoder puts the paired pictures, "
                    "from a folder of <stem>.wav/.flac/.mp3 beside <stem>.png/.jpg, or a folder of videos (frames are "
                    "scored by how well their sound matches them and the best kept). Held-out R@1 and R@10 (audio to "
@@ -133,13 +121,14 @@ class AtelierTrainAudioEncoder:
     EXAMPLE = ("Put pairs such as rain.wav beside rain.png in ComfyUI/input/atelier/pairs, wire Load CLIP Vision "
                "(CLIP ViT-L/14) into clip_vision and set folder 'atelier/pairs': the report gives held-out R@1 and "
                "R@10 every epoch and the encoder is saved into models/atelier/audio_encoders.")
-    CATEGORY = CATEGORY
     FUNCTION = "train"
     OUTPUT_NODE = True
-    RETURN_TYPES = (ENCODER, "STRING", "IMAGE", "STRING")
-    RETURN_NAMES = ("audio_encoder", "path", "retrieval_curve", "report")
-    OUTPUT_TOOLTIPS = ("The trained encoder.", "Its file in models/atelier/audio_encoders.",
-                       "Held-out R@1 per epoch.", "R@1/R@10 per epoch, notes and the frames kept.")
+    OUTPUTS = (
+        (ENCODER, "audio_encoder", "The trained encoder."),
+        ("STRING", "path", "Its file in models/atelier/audio_encoders."),
+        ("IMAGE", "retrieval_curve", "Held-out R@1 per epoch."),
+        ("STRING", "report", "R@1/R@10 per epoch, notes and the frames kept."),
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -150,27 +139,26 @@ class AtelierTrainAudioEncoder:
                                       "relative to ComfyUI's input folder)."}),
                 "name": ("STRING", {"default": DEFAULT_ENCODER.removesuffix(".safetensors"), "tooltip": "File name in "
                                     "models/atelier/audio_encoders; never overwrites (name_2, name_3...)."}),
-                "epochs": _int(d.epochs, 1, 10_000, "Passes over the training pairs."),
-                "batch_size": _int(d.batch_size, 2, 4096, "Pairs per step; InfoNCE contrasts each with the rest."),
-                "learning_rate": _float(d.lr, 1e-6, 1.0, "AdamW learning rate.", 1e-4),
+                "epochs": int_input(d.epochs, 1, 10_000, "Passes over the training pairs."),
+                "batch_size": int_input(d.batch_size, 2, 4096, "Pairs per step; InfoNCE contrasts each with the rest."),
+                "learning_rate": float_input(d.lr, 1e-6, 1.0, "AdamW learning rate.", 1e-4),
                 "loss": (list(LOSSES), {"default": d.loss, "tooltip": "infonce: contrastive, logits = -distance / "
                          "temperature; l2: plain regression onto the image embedding."}),
-                "temperature": _float(d.temperature, 0.001, 10.0, "InfoNCE temperature (on unit image embeddings).",
+                "temperature": float_input(d.temperature, 0.001, 10.0, "InfoNCE temperature (on unit image "
+                                           "embeddings).",
                                       0.005),
                 "symmetric": ("BOOLEAN", {"default": d.symmetric, "tooltip": "Also image-to-audio InfoNCE."}),
                 "learn_scale": ("BOOLEAN", {"default": d.learn_scale, "tooltip": "Train the temperature too."}),
-                "val_fraction": _float(d.val_fraction, 0.01, 0.9, "Share of pairs held out for R@1/R@10."),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": True,
-                                 "tooltip": "Seeds the split, the "
-                                 "initial weights and the batches."}),
-                "sample_rate": _int(m.sample_rate, 8000, 48000, "Rate every sound is resampled to.", 1000),
-                "window_seconds": _float(m.window_seconds, 0.25, 30.0, "Seconds of sound per embedding (shorter "
+                "val_fraction": float_input(d.val_fraction, 0.01, 0.9, "Share of pairs held out for R@1/R@10."),
+                "seed": seed_input("Seeds the split, the initial weights and the batches."),
+                "sample_rate": int_input(m.sample_rate, 8000, 48000, "Rate every sound is resampled to.", 1000),
+                "window_seconds": float_input(m.window_seconds, 0.25, 30.0, "Seconds of sound per embedding (shorter "
                                          "clips are padded, longer ones averaged over windows).", 0.25),
-                "n_mels": _int(m.n_mels, 16, 256, "Mel bands of the features."),
-                "frames_per_second": _float(1.0, 0.05, 30.0, "Videos: candidate frames per second.", 0.05),
-                "top_k": _int(8, 1, 10_000, "Videos: frames kept per video (the best-matching)."),
-                "threshold": _float(0.0, -1.0, 1.0, "Videos: lowest audio-image cosine a kept frame may have."),
-                "warmup_epochs": _int(3, 1, 1000, "Videos without 'scorer': epochs on all frames before scoring."),
+                "n_mels": int_input(m.n_mels, 16, 256, "Mel bands of the features."),
+                "frames_per_second": float_input(1.0, 0.05, 30.0, "Videos: candidate frames per second.", 0.05),
+                "top_k": int_input(8, 1, 10_000, "Videos: frames kept per video (the best-matching)."),
+                "threshold": float_input(0.0, -1.0, 1.0, "Videos: lowest audio-image cosine a kept frame may have."),
+                "warmup_epochs": int_input(3, 1, 1000, "Videos without 'scorer': epochs on all frames before scoring."),
             },
             "optional": {
                 **_image_encoder_inputs(),
@@ -207,7 +195,7 @@ class AtelierTrainAudioEncoder:
         return (result.align.embedder, str(result.path), plots.to_image_tensor(result.plot), _say(lines))
 
 
-class AtelierTrainEmbeddingAdapter:
+class AtelierTrainEmbeddingAdapter(AudioNode):
     DESCRIPTION = ("Train the adapter that lets SD 1.5 draw an image embedding: pictures alone (optional <stem>.txt "
                    "captions), the frozen image encoder, and the frozen SD 1.5 from Load Checkpoint. The adapter "
                    "turns an embedding into extra prompt tokens, so anything in that embedding space, sound included, "
@@ -215,13 +203,13 @@ class AtelierTrainEmbeddingAdapter:
     EXAMPLE = ("Load Checkpoint (SD 1.5) into model, clip and vae, the image encoder your audio encoder was trained "
                "for (Load CLIP Vision) into clip_vision, and a folder of a few hundred pictures into folder; then "
                "load the adapter with Atelier Load Embedding Adapter.")
-    CATEGORY = CATEGORY
     FUNCTION = "train"
     OUTPUT_NODE = True
-    RETURN_TYPES = (ADAPTER, "STRING", "IMAGE")
-    RETURN_NAMES = ("adapter", "path", "loss_curve")
-    OUTPUT_TOOLTIPS = ("The trained adapter.", "Its file in models/atelier/embedding_adapters.",
-                       "Loss per step (light) and smoothed (dark).")
+    OUTPUTS = (
+        (ADAPTER, "adapter", "The trained adapter."),
+        ("STRING", "path", "Its file in models/atelier/embedding_adapters."),
+        ("IMAGE", "loss_curve", "Loss per step (light) and smoothed (dark)."),
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -229,27 +217,25 @@ class AtelierTrainEmbeddingAdapter:
         return {
             "required": {
                 "model": ("MODEL", {"tooltip": "SD 1.5 from Load Checkpoint; it stays frozen."}),
-                "clip": ("CLIP", {"tooltip": "The checkpoint's CLIP; encodes the captions."}),
-                "vae": ("VAE", {"tooltip": "The checkpoint's VAE; encodes the pictures to latents once."}),
+                **CHECKPOINT_CLIP_VAE,
                 "folder": ("STRING", {"default": "", "tooltip": "Training pictures with optional <stem>.txt captions "
                                       "(absolute, or relative to ComfyUI's input folder)."}),
                 "name": ("STRING", {"default": DEFAULT_ADAPTER.removesuffix(".safetensors"), "tooltip": "File name in "
                                     "models/atelier/embedding_adapters; never overwrites."}),
-                "steps": _int(d.steps, 1, 1_000_000, "Optimizer steps."),
-                "tokens": _int(d.tokens, 1, 77, "Extra tokens per embedding (IP-Adapter uses 4)."),
-                "batch_size": _int(d.batch_size, 1, 64, "Pictures per step."),
-                "learning_rate": _float(d.lr, 1e-7, 1.0, "AdamW learning rate.", 1e-5),
-                "text_dropout": _float(d.text_dropout, 0.0, 1.0, "Share of steps with the empty prompt, so the "
+                "steps": int_input(d.steps, 1, 1_000_000, "Optimizer steps."),
+                "tokens": int_input(d.tokens, 1, 77, "Extra tokens per embedding (IP-Adapter uses 4)."),
+                "batch_size": int_input(d.batch_size, 1, 64, "Pictures per step."),
+                "learning_rate": float_input(d.lr, 1e-7, 1.0, "AdamW learning rate.", 1e-5),
+                "text_dropout": float_input(d.text_dropout, 0.0, 1.0, "Share of steps with the empty prompt, so the "
                                        "tokens learn to carry the picture alone."),
-                "embed_dropout": _float(d.embed_dropout, 0.0, 0.9, "Share of steps with no embedding."),
-                "resolution": _int(512, 64, 2048, "Training size (aspect-ratio buckets of about this area).", 64),
+                "embed_dropout": float_input(d.embed_dropout, 0.0, 0.9, "Share of steps with no embedding."),
+                "resolution": int_input(512, 64, 2048, "Training size (aspect-ratio buckets of about this area).", 64),
                 "mixed_precision": (list(PRECISIONS), {"default": "fp16", "tooltip": "fp16 or bf16 autocast with the "
                                     "frozen UNet in that precision; 'no': fp32."}),
                 "gradient_checkpointing": ("BOOLEAN", {"default": True, "tooltip": "Trade compute for memory."}),
                 "use_captions": ("BOOLEAN", {"default": True, "tooltip": "Train with the <stem>.txt captions."}),
-                "checkpoint_every": _int(d.checkpoint_every, 1, 100_000, "Steps between resumable checkpoints."),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": True,
-                                 "tooltip": "Seeds everything."}),
+                "checkpoint_every": int_input(d.checkpoint_every, 1, 100_000, "Steps between resumable checkpoints."),
+                "seed": seed_input("Seeds everything."),
             },
             "optional": _image_encoder_inputs(),
         }
@@ -290,19 +276,19 @@ class AtelierTrainEmbeddingAdapter:
                 plots.to_image_tensor(result.plot))
 
 
-class AtelierEncodeAudio:
+class AtelierEncodeAudio(AudioNode):
     DESCRIPTION = ("Embed sound (Load Audio's AUDIO) with a trained audio encoder: any channel layout is downmixed, "
                    "any sample rate resampled, a clip shorter than the encoder's window padded and a longer one "
                    "averaged over its windows. Silence is an error. Also given as a CLIP_VISION_OUTPUT "
                    "(image_embeds only) for image-embedding nodes elsewhere.")
     EXAMPLE = ("Wire Load Audio (a .wav or .mp3) and Atelier Load Audio Encoder: audio_embedding goes into Atelier "
                "Audio to Conditioning, and notes says whether the sound was downmixed, resampled or padded.")
-    CATEGORY = CATEGORY
     FUNCTION = "encode"
-    RETURN_TYPES = (EMBEDDING, "CLIP_VISION_OUTPUT", "STRING")
-    RETURN_NAMES = ("audio_embedding", "clip_vision_output", "notes")
-    OUTPUT_TOOLTIPS = ("One embedding per clip of the batch.", "The same, scaled as the image encoder's "
-                       "image_embeds.", "What was done to the sound (downmixed, resampled, padded).")
+    OUTPUTS = (
+        (EMBEDDING, "audio_embedding", "One embedding per clip of the batch."),
+        ("CLIP_VISION_OUTPUT", "clip_vision_output", "The same, scaled as the image encoder's image_embeds."),
+        ("STRING", "notes", "What was done to the sound (downmixed, resampled, padded)."),
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -322,18 +308,17 @@ class AtelierEncodeAudio:
         return out, bridge.clip_vision_output(out.raw_image_embeds()), _say(notes)
 
 
-class AtelierAudioConditioning:
+class AtelierAudioConditioning(AudioNode):
     DESCRIPTION = ("Append the adapter's tokens for an audio embedding to a CONDITIONING (a prompt's, even an empty "
                    "one), so core KSampler draws the sound. One embedding steers every image; a batch of embeddings "
                    "gives one conditioning per embedding (use a latent batch of the same size).")
     EXAMPLE = ("Wire CLIP Text Encode (an SD 1.5 prompt, even an empty one), Atelier Load Embedding Adapter and "
                "Atelier Encode Audio's audio_embedding, strength 1, into KSampler's positive: the picture follows the "
                "sound, and a louder or mixed sound (Atelier Mix Sounds) changes it.")
-    CATEGORY = CATEGORY
     FUNCTION = "apply"
-    RETURN_TYPES = ("CONDITIONING",)
-    RETURN_NAMES = ("conditioning",)
-    OUTPUT_TOOLTIPS = ("The conditioning with the sound's tokens appended, for KSampler's positive.",)
+    OUTPUTS = (
+        ("CONDITIONING", "conditioning", "The conditioning with the sound's tokens appended, for KSampler's positive."),
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -341,7 +326,7 @@ class AtelierAudioConditioning:
             "conditioning": ("CONDITIONING", {"tooltip": "From CLIP Text Encode (SD 1.5)."}),
             "adapter": (ADAPTER, {"tooltip": "From Load or Train Embedding Adapter."}),
             "audio_embedding": (EMBEDDING, {"tooltip": "From Encode Audio or Audio Thumbnails."}),
-            "strength": _float(1.0, 0.0, 5.0, "Scale of the appended tokens; 0 appends nothing."),
+            "strength": float_input(1.0, 0.0, 5.0, "Scale of the appended tokens; 0 appends nothing."),
         }}
 
     def apply(self, conditioning: list, adapter: LoadedAdapter, audio_embedding: AudioEmbedding,
@@ -349,18 +334,18 @@ class AtelierAudioConditioning:
         return (condition(conditioning, adapter.tokens(audio_embedding.embeds), strength),)
 
 
-class AtelierImageSoundConditioning:
+class AtelierImageSoundConditioning(AudioNode):
     DESCRIPTION = ("An image-plus-sound edit: the source picture's embedding and the sound's, blended by 'sound_"
                    "weight', become the adapter's tokens on the CONDITIONING. Sample from the source picture's latent "
                    "(VAE Encode) with denoise below 1 for img2img.")
     EXAMPLE = ("Wire a picture from Load Image, Atelier Encode Audio's embedding, the adapter and the image encoder "
                "it was trained with; VAE Encode the same picture as KSampler's latent, denoise 0.6, sound_weight 0.5: "
                "the picture edited towards the sound.")
-    CATEGORY = CATEGORY
     FUNCTION = "apply"
-    RETURN_TYPES = ("CONDITIONING",)
-    RETURN_NAMES = ("conditioning",)
-    OUTPUT_TOOLTIPS = ("The conditioning with the picture-and-sound tokens appended, for KSampler's positive.",)
+    OUTPUTS = (
+        ("CONDITIONING", "conditioning", "The conditioning with the picture-and-sound tokens appended, for "
+                                         "KSampler's positive."),
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -370,8 +355,8 @@ class AtelierImageSoundConditioning:
                 "adapter": (ADAPTER, {"tooltip": "From Load or Train Embedding Adapter."}),
                 "image": ("IMAGE", {"tooltip": "The source picture (one, or one per sound)."}),
                 "audio_embedding": (EMBEDDING, {"tooltip": "From Encode Audio."}),
-                "sound_weight": _float(0.5, 0.0, 1.0, "0: the picture's embedding alone; 1: the sound's alone."),
-                "strength": _float(1.0, 0.0, 5.0, "Scale of the appended tokens; 0 appends nothing."),
+                "sound_weight": float_input(0.5, 0.0, 1.0, "0: the picture's embedding alone; 1: the sound's alone."),
+                "strength": float_input(1.0, 0.0, 5.0, "Scale of the appended tokens; 0 appends nothing."),
             },
             "optional": _image_encoder_inputs(),
         }
@@ -388,23 +373,22 @@ class AtelierImageSoundConditioning:
 _MIX_SLOTS = 4
 
 
-class AtelierMixSounds:
+class AtelierMixSounds(AudioNode):
     DESCRIPTION = ("Mix up to four sounds with a gain each (the first clip of each AUDIO), so their relative "
                    "loudness shows in the picture: a dog barking over a quiet stream, or the other way round. The mix "
                    "is mono at the highest sample rate among them and as long as the longest; nothing is "
                    "normalised.")
     EXAMPLE = ("Wire a dog barking (Load Audio) into audio_1 with gain_1 1.0 and a stream into audio_2 with gain_2 "
                "0.3, then into Atelier Encode Audio: the bark leads the picture; swap the gains and the stream leads.")
-    CATEGORY = CATEGORY
     FUNCTION = "mix"
-    RETURN_TYPES = ("AUDIO", "STRING")
-    RETURN_NAMES = ("audio", "notes")
-    OUTPUT_TOOLTIPS = ("The mix: mono, at the highest sample rate, as long as the longest sound.",
-                       "What was done to the sounds, and warnings such as a mix above full scale.")
+    OUTPUTS = (
+        ("AUDIO", "audio", "The mix: mono, at the highest sample rate, as long as the longest sound."),
+        ("STRING", "notes", "What was done to the sounds, and warnings such as a mix above full scale."),
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
-        gains = {f"gain_{i}": _float(1.0, 0.0, 10.0, f"Linear gain of sound {i} (0.5 is -6 dB, 2 is +6 dB).")
+        gains = {f"gain_{i}": float_input(1.0, 0.0, 10.0, f"Linear gain of sound {i} (0.5 is -6 dB, 2 is +6 dB).")
                  for i in range(1, _MIX_SLOTS + 1)}
         sounds = {f"audio_{i}": ("AUDIO", {"tooltip": f"Sound {i}."}) for i in range(2, _MIX_SLOTS + 1)}
         return {"required": {"audio_1": ("AUDIO", {"tooltip": "Sound 1."}), **gains}, "optional": sounds}
@@ -421,30 +405,29 @@ class AtelierMixSounds:
         return {"waveform": torch.from_numpy(wave)[None], "sample_rate": rate}, _say(notes)
 
 
-class AtelierAudioThumbnails:
+class AtelierAudioThumbnails(AudioNode):
     DESCRIPTION = ("Thumbnails for a long sound: cut into segments that overlap, embedded, grouped by K-means; one "
                    "representative embedding per cluster (largest cluster first) and the largest cluster's as the "
                    "thumbnail. Wire them into Audio Conditioning and a sampler to draw them.")
     EXAMPLE = ("Wire a long recording from Load Audio and Atelier Load Audio Encoder, segment_seconds 10, "
                "overlap_seconds 5, clusters 4: wire thumbnail into Atelier Audio to Conditioning for one picture of "
                "the recording, or representatives for four (with a latent batch of 4).")
-    CATEGORY = CATEGORY
     FUNCTION = "cluster"
-    RETURN_TYPES = (EMBEDDING, EMBEDDING, "STRING")
-    RETURN_NAMES = ("representatives", "thumbnail", "report")
-    OUTPUT_TOOLTIPS = ("One embedding per cluster, largest cluster first (a batch of K).",
-                       "The largest cluster's representative.", "Cluster sizes and where each representative starts.")
+    OUTPUTS = (
+        (EMBEDDING, "representatives", "One embedding per cluster, largest cluster first (a batch of K)."),
+        (EMBEDDING, "thumbnail", "The largest cluster's representative."),
+        ("STRING", "report", "Cluster sizes and where each representative starts."),
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
             "audio_encoder": (ENCODER, {"tooltip": "From Load or Train Audio Encoder."}),
             "audio": ("AUDIO", {"tooltip": "A long sound (its first clip)."}),
-            "segment_seconds": _float(10.0, 0.5, 600.0, "Length of each segment.", 0.5),
-            "overlap_seconds": _float(5.0, 0.0, 599.0, "Overlap between neighbouring segments.", 0.5),
-            "clusters": _int(4, 1, 64, "K: how many kinds of sound to find."),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": True,
-                             "tooltip": "Seeds K-means."}),
+            "segment_seconds": float_input(10.0, 0.5, 600.0, "Length of each segment.", 0.5),
+            "overlap_seconds": float_input(5.0, 0.0, 599.0, "Overlap between neighbouring segments.", 0.5),
+            "clusters": int_input(4, 1, 64, "K: how many kinds of sound to find."),
+            "seed": seed_input("Seeds K-means."),
         }}
 
     def cluster(self, audio_encoder: AudioEmbedder, audio: Any, segment_seconds: float, overlap_seconds: float,

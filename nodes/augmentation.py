@@ -14,8 +14,13 @@ from ..core.dataset.preprocess import CROP_MODES, FILTERS, PAD_MODES, RESIZE_MOD
 from ..core.shared.colors import parse_color
 from ..core.shared.output_paths import safe_subfolder
 from . import bridge
+from .declare import AtelierNode, color_input, float_input, int_input, seed_input
 
-CATEGORY = "Atelier/Augmentation"
+
+class DatasetNode(AtelierNode):
+    CATEGORY = "Atelier/Augmentation"
+
+
 DATASET = "ATELIER_DATASET"
 RECIPE = "ATELIER_AUGMENT"
 
@@ -40,29 +45,17 @@ def originals_from_batch(images: torch.Tensor, dataset: DatasetInfo | None) -> l
             for i in range(images.shape[0])]
 
 
-def _int(default: int, lo: int, hi: int, tip: str, step: int = 1) -> tuple[str, dict[str, Any]]:
-    return ("INT", {"default": default, "min": lo, "max": hi, "step": step, "tooltip": tip})
-
-
-def _float(default: float, lo: float, hi: float, tip: str, step: float = 0.01) -> tuple[str, dict[str, Any]]:
-    return ("FLOAT", {"default": default, "min": lo, "max": hi, "step": step, "tooltip": tip})
-
-
-def _color(default: str, tip: str) -> tuple[str, dict[str, Any]]:
-    return ("STRING", {"default": default, "tooltip": tip + " ('#rrggbb' or 'r,g,b')."})
-
-
 PREPROCESS_INPUTS: dict[str, tuple[Any, ...]] = {
     "resize": (list(RESIZE_MODES), {"default": "none", "tooltip": "shorter_edge/longer_edge: scale that edge to "
                                     "'size' keeping the aspect ratio; exact: stretch to width x height."}),
-    "size": _int(512, 8, 16384, "Target length of the shorter or longer edge.", 8),
-    "width": _int(512, 8, 16384, "Width for exact resize, padding to size and centre crop.", 8),
-    "height": _int(512, 8, 16384, "Height for exact resize, padding to size and centre crop.", 8),
+    "size": int_input(512, 8, 16384, "Target length of the shorter or longer edge.", 8),
+    "width": int_input(512, 8, 16384, "Width for exact resize, padding to size and centre crop.", 8),
+    "height": int_input(512, 8, 16384, "Height for exact resize, padding to size and centre crop.", 8),
     "pad": (list(PAD_MODES), {"default": "none", "tooltip": "to_size: centre on a width x height canvas; square: "
                               "pad the shorter edge up to the longer one."}),
     "pad_fill": (["color", "most_frequent"], {"default": "color", "tooltip": "Fill padding with pad_color, or with "
                                               "each picture's most frequent colour ('resize and fill')."}),
-    "pad_color": _color("#000000", "Padding colour when pad_fill is 'color'"),
+    "pad_color": color_input("#000000", "Padding colour when pad_fill is 'color'"),
     "crop": (list(CROP_MODES), {"default": "none", "tooltip": "center: cut a width x height window from the middle, "
                                 "after resizing and padding."}),
     "filter": (list(FILTERS), {"default": "bicubic", "tooltip": "Resampling filter; shrinking is antialiased."}),
@@ -75,7 +68,7 @@ def preprocess_spec(resize: str, size: int, width: int, height: int, pad: str, p
     return PreprocessSpec(resize, size, width, height, pad, color, crop, filter)
 
 
-class AtelierLoadImageFolder:
+class AtelierLoadImageFolder(DatasetNode):
     DESCRIPTION = ("Load every image of a folder (png, jpg, webp, bmp, gif, tif/tiff; 16-bit, CMYK, palette and alpha "
                    "included) with its caption sidecar, preprocess it and output one IMAGE batch. Unreadable files "
                    "are skipped and listed in the report.")
@@ -83,12 +76,13 @@ class AtelierLoadImageFolder:
                "folder 'atelier/originals', set resize 'longer_edge', size 512, pad 'square' and pad_fill "
                "'most_frequent', and wire images and dataset into Atelier Multiply Dataset. The batch has one size, "
                "so pictures of different sizes need a resize, pad or crop that makes them equal.")
-    CATEGORY = CATEGORY
     FUNCTION = "load"
-    RETURN_TYPES = ("IMAGE", DATASET, "INT", "STRING")
-    RETURN_NAMES = ("images", "dataset", "count", "report")
-    OUTPUT_TOOLTIPS = ("The pictures as one batch.", "Names, captions and source files, for Multiply Dataset.",
-                       "How many pictures were loaded.", "What was loaded and what was skipped, and why.")
+    OUTPUTS = (
+        ("IMAGE", "images", "The pictures as one batch."),
+        (DATASET, "dataset", "Names, captions and source files, for Multiply Dataset."),
+        ("INT", "count", "How many pictures were loaded."),
+        ("STRING", "report", "What was loaded and what was skipped, and why."),
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -98,9 +92,9 @@ class AtelierLoadImageFolder:
                                       "relative to ComfyUI's input folder."}),
                 "recursive": ("BOOLEAN", {"default": False, "tooltip": "Also read sub-folders."}),
                 **PREPROCESS_INPUTS,
-                "alpha_background": _color("#ffffff", "Colour transparent pixels are composited on"),
-                "max_megapixels": _float(DEFAULT_MAX_MEGAPIXELS, 1.0, 1000.0, "Larger files are refused as possible "
-                                         "decompression bombs.", 1.0),
+                "alpha_background": color_input("#ffffff", "Colour transparent pixels are composited on"),
+                "max_megapixels": float_input(DEFAULT_MAX_MEGAPIXELS, 1.0, 1000.0, "Larger files are refused as "
+                                              "possible decompression bombs.", 1.0),
                 "save_png_copies": ("BOOLEAN", {"default": False, "tooltip": "Also write the loaded pictures as PNG "
                                                 "(with captions and a manifest) to a new version folder."}),
                 "png_subfolder": ("STRING", {"default": "atelier/png", "tooltip": "Where PNG copies go, inside "
@@ -141,15 +135,14 @@ class AtelierLoadImageFolder:
         return data.batch(), info, len(data.images), report
 
 
-class AtelierPreprocessImages:
+class AtelierPreprocessImages(DatasetNode):
     DESCRIPTION = "Resize, pad (constant or most frequent colour) and centre-crop an IMAGE batch."
     EXAMPLE = ("Wire a batch from Load Image, set resize 'shorter_edge' with size 512, then crop 'center' with width "
                "and height 512: every picture becomes a 512 x 512 square cut from its middle.")
-    CATEGORY = CATEGORY
     FUNCTION = "run"
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("images",)
-    OUTPUT_TOOLTIPS = ("The preprocessed batch.",)
+    OUTPUTS = (
+        ("IMAGE", "images", "The preprocessed batch."),
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -162,44 +155,43 @@ class AtelierPreprocessImages:
         return (preprocess(images, spec),)
 
 
-class AtelierAugmentRecipe:
+class AtelierAugmentRecipe(DatasetNode):
     DESCRIPTION = ("Which augmentations to draw and how strongly: each happens with its probability and a "
                    "magnitude drawn uniformly between its min and max (equal: fixed). Feed it to Augment Images "
                    "or to Multiply Dataset's random variants.")
     EXAMPLE = ("Set hflip_p 0.5, rotation_p 0.3 with rotation_min -15 and rotation_max 15, and brightness_p 0.5 "
                "between 0.8 and 1.2; wire recipe into Atelier Augment Images, or into Atelier Multiply Dataset's "
                "recipe with random_variants 4.")
-    CATEGORY = CATEGORY
     FUNCTION = "build"
-    RETURN_TYPES = (RECIPE,)
-    RETURN_NAMES = ("recipe",)
-    OUTPUT_TOOLTIPS = ("The recipe, for Augment Images or Multiply Dataset's random variants.",)
+    OUTPUTS = (
+        (RECIPE, "recipe", "The recipe, for Augment Images or Multiply Dataset's random variants."),
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         p = "Probability that an image gets this transform."
         return {
             "required": {
-                "hflip_p": _float(0.5, 0, 1, "Probability of a horizontal flip."),
-                "vflip_p": _float(0.0, 0, 1, "Probability of a vertical flip."),
-                "grayscale_p": _float(0.0, 0, 1, "Probability of greyscale (ITU-R 601 luma, 3 channels)."),
-                "saturation_p": _float(0.0, 0, 1, p),
-                "saturation_min": _float(-0.2, -1, 1, "Lowest offset added to the HSV S channel."),
-                "saturation_max": _float(0.2, -1, 1, "Highest offset added to the HSV S channel."),
-                "brightness_p": _float(0.0, 0, 1, p),
-                "brightness_min": _float(0.7, 0, 4, "Lowest brightness factor (1 leaves the picture as it is)."),
-                "brightness_max": _float(1.3, 0, 4, "Highest brightness factor."),
-                "rotation_p": _float(0.0, 0, 1, p),
-                "rotation_min": _float(-45, -360, 360, "Lowest angle in degrees, counter-clockwise.", 0.5),
-                "rotation_max": _float(45, -360, 360, "Highest angle in degrees, counter-clockwise.", 0.5),
-                "affine_p": _float(0.0, 0, 1, "Probability of the affine transform (translate, scale, shear)."),
-                "translate_max": _float(0.1, 0, 1, "Largest shift, as a fraction of width and height."),
-                "scale_min": _float(0.9, 0.05, 4, "Smallest scale factor."),
-                "scale_max": _float(1.1, 0.05, 4, "Largest scale factor."),
-                "shear_max": _float(10, 0, 60, "Largest horizontal shear in degrees.", 0.5),
+                "hflip_p": float_input(0.5, 0, 1, "Probability of a horizontal flip."),
+                "vflip_p": float_input(0.0, 0, 1, "Probability of a vertical flip."),
+                "grayscale_p": float_input(0.0, 0, 1, "Probability of greyscale (ITU-R 601 luma, 3 channels)."),
+                "saturation_p": float_input(0.0, 0, 1, p),
+                "saturation_min": float_input(-0.2, -1, 1, "Lowest offset added to the HSV S channel."),
+                "saturation_max": float_input(0.2, -1, 1, "Highest offset added to the HSV S channel."),
+                "brightness_p": float_input(0.0, 0, 1, p),
+                "brightness_min": float_input(0.7, 0, 4, "Lowest brightness factor (1 leaves the picture as it is)."),
+                "brightness_max": float_input(1.3, 0, 4, "Highest brightness factor."),
+                "rotation_p": float_input(0.0, 0, 1, p),
+                "rotation_min": float_input(-45, -360, 360, "Lowest angle in degrees, counter-clockwise.", 0.5),
+                "rotation_max": float_input(45, -360, 360, "Highest angle in degrees, counter-clockwise.", 0.5),
+                "affine_p": float_input(0.0, 0, 1, "Probability of the affine transform (translate, scale, shear)."),
+                "translate_max": float_input(0.1, 0, 1, "Largest shift, as a fraction of width and height."),
+                "scale_min": float_input(0.9, 0.05, 4, "Smallest scale factor."),
+                "scale_max": float_input(1.1, 0.05, 4, "Largest scale factor."),
+                "shear_max": float_input(10, 0, 60, "Largest horizontal shear in degrees.", 0.5),
                 "expand": ("BOOLEAN", {"default": False, "tooltip": "Grow the canvas so rotated corners are kept "
                                        "(the batch takes the largest canvas any image needs)."}),
-                "fill_color": _color("#000000", "Colour of uncovered corners"),
+                "fill_color": color_input("#000000", "Colour of uncovered corners"),
                 "interpolation": (list(INTERPOLATIONS), {"default": "bilinear", "tooltip": "Resampling of warps."}),
             }
         }
@@ -224,25 +216,24 @@ class AtelierAugmentRecipe:
 DEVICE_INPUT = (["auto", "cpu"], {"default": "auto", "tooltip": "auto: ComfyUI's GPU when there is one."})
 
 
-class AtelierAugmentImages:
+class AtelierAugmentImages(DatasetNode):
     DESCRIPTION = ("Augment an IMAGE batch with a recipe, batched on the GPU, each image drawing its own seeded "
                    "parameters.")
     EXAMPLE = ("Wire Atelier Load Image Folder's images and an Atelier Augmentation Recipe and send images to Preview "
                "Image: each picture draws its own flips, angles and factors, and the same seed gives the same batch "
                "again.")
-    CATEGORY = CATEGORY
     FUNCTION = "run"
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("images",)
-    OUTPUT_TOOLTIPS = ("The augmented batch, in input order (with expand: on the largest canvas any picture needs).",)
+    OUTPUTS = (
+        ("IMAGE", "images", "The augmented batch, in input order (with expand: on the largest canvas any picture "
+                            "needs)."),
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
             "images": ("IMAGE", {"tooltip": "The batch to augment."}),
             "recipe": (RECIPE, {"tooltip": "From Atelier Augmentation Recipe."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "Same seed, same result.",
-                             "control_after_generate": True}),
+            "seed": seed_input("Same seed, same result.", largest=0xFFFFFFFFFFFFFFFF),
             "device": DEVICE_INPUT,
         }}
 
@@ -252,20 +243,20 @@ class AtelierAugmentImages:
         return (out.to(images.device),)
 
 
-class AtelierMultiplyDataset:
+class AtelierMultiplyDataset(DatasetNode):
     DESCRIPTION = ("Write each original plus its named variants (brightness, saturation, greyscale, flips, "
                    "rotations) and optional seeded random variants as PNG, with caption sidecars and a "
                    "manifest.jsonl, into a new version folder (v001, v002, ...) that never overwrites.")
     EXAMPLE = ("Wire Atelier Load Image Folder's images and dataset and leave every variant on: four originals become "
                "40 PNG files (each original and its nine variants, captions copied beside them) in "
                "output/atelier/augmented/v001. Wire folder into Atelier Train LoRA's folder.")
-    CATEGORY = CATEGORY
     FUNCTION = "run"
     OUTPUT_NODE = True
-    RETURN_TYPES = ("IMAGE", "STRING", "INT")
-    RETURN_NAMES = ("preview", "folder", "files")
-    OUTPUT_TOOLTIPS = ("The first original and its variants.", "The version folder written.",
-                       "How many images were written.")
+    OUTPUTS = (
+        ("IMAGE", "preview", "The first original and its variants."),
+        ("STRING", "folder", "The version folder written."),
+        ("INT", "files", "How many images were written."),
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -280,16 +271,16 @@ class AtelierMultiplyDataset:
                 "include_original": ("BOOLEAN", {"default": True,
                                                  "tooltip": "Also write each original as <stem>.png."}),
                 **toggles,
-                "brightness_down_factor": _float(s.brightness_down, 0, 1, "Brightness factor of brightness_down."),
-                "brightness_up_factor": _float(s.brightness_up, 1, 4, "Brightness factor of brightness_up."),
-                "saturation_down_offset": _float(s.saturation_down, -1, 0, "HSV S offset of saturation_down."),
-                "saturation_up_offset": _float(s.saturation_up, 0, 1, "HSV S offset of saturation_up."),
-                "rotation_degrees": _float(s.angle, 0.5, 359.5, "Angle of rotation_+A (counter-clockwise) and "
+                "brightness_down_factor": float_input(s.brightness_down, 0, 1, "Brightness factor of brightness_down."),
+                "brightness_up_factor": float_input(s.brightness_up, 1, 4, "Brightness factor of brightness_up."),
+                "saturation_down_offset": float_input(s.saturation_down, -1, 0, "HSV S offset of saturation_down."),
+                "saturation_up_offset": float_input(s.saturation_up, 0, 1, "HSV S offset of saturation_up."),
+                "rotation_degrees": float_input(s.angle, 0.5, 359.5, "Angle of rotation_+A (counter-clockwise) and "
                                            "rotation_-A (clockwise); it appears in the file names.", 0.5),
-                "fill_color": _color("#000000", "Colour of the corners rotations uncover"),
-                "random_variants": _int(0, 0, 64, "Extra random_NN variants per original, drawn from 'recipe'."),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
-                                 "tooltip": "Seed of the random variants; each file's own seed is in the manifest."}),
+                "fill_color": color_input("#000000", "Colour of the corners rotations uncover"),
+                "random_variants": int_input(0, 0, 64, "Extra random_NN variants per original, drawn from 'recipe'."),
+                "seed": seed_input("Seed of the random variants; each file's own seed is in the manifest.",
+                                   largest=0xFFFFFFFFFFFFFFFF),
                 "device": DEVICE_INPUT,
             },
             "optional": {

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -12,12 +14,16 @@ from ..core.captions.safety import DEFAULT_BLOCKED, SafetyFilter, parse_blocked
 from ..core.curator.pixels import check_image_batch
 from ..core.shared.hf_folders import find_model_folder
 from . import bridge
-from .augmentation import _float, _int
-from .curator import model_choices
+from .declare import AtelierNode, float_input, int_input, model_input, seed_input
 
-CATEGORY = "Atelier/Caption"
+
+class CaptionNode(AtelierNode):
+    CATEGORY = "Atelier/Caption"
+
+
 BLIP2 = "ATELIER_BLIP2"
 BLIP2_KIND = "blip2"
+BLIP2_INPUT = (BLIP2, {"tooltip": "From Atelier Load BLIP-2."})
 
 
 def blip2_key() -> str:
@@ -27,49 +33,53 @@ def blip2_key() -> str:
 CAPTION_INPUTS: dict[str, tuple[Any, ...]] = {
     "prompt": ("STRING", {"default": "", "multiline": True, "tooltip": "Text the caption continues, such as "
                "'Question: what style is this artwork? Answer:'. Empty: a plain caption."}),
-    "max_new_tokens": _int(40, 1, 512, "Longest caption, in tokens."),
-    "min_new_tokens": _int(0, 0, 512, "Shortest caption, in tokens."),
-    "num_beams": _int(3, 1, 16, "Beam search width (1: greedy); with sampling on, each beam samples."),
+    "max_new_tokens": int_input(40, 1, 512, "Longest caption, in tokens."),
+    "min_new_tokens": int_input(0, 0, 512, "Shortest caption, in tokens."),
+    "num_beams": int_input(3, 1, 16, "Beam search width (1: greedy); with sampling on, each beam samples."),
     "sampling": ("BOOLEAN", {"default": False, "tooltip": "Sample words (varied captions) instead of searching for "
                  "the likeliest caption."}),
-    "temperature": _float(1.0, 0.05, 5.0, "Sampling temperature: lower is safer, higher more varied."),
-    "top_p": _float(0.9, 0.05, 1.0, "Sampling keeps the smallest set of words whose probability reaches top_p."),
-    "repetition_penalty": _float(1.0, 1.0, 3.0, "Above 1 discourages repeated words."),
-    "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": True,
-                     "tooltip": "Seed of sampling; the same seed and batch size give the same captions."}),
-    "batch_size": _int(8, 1, 256, "Pictures captioned at once."),
+    "temperature": float_input(1.0, 0.05, 5.0, "Sampling temperature: lower is safer, higher more varied."),
+    "top_p": float_input(0.9, 0.05, 1.0, "Sampling keeps the smallest set of words whose probability reaches top_p."),
+    "repetition_penalty": float_input(1.0, 1.0, 3.0, "Above 1 discourages repeated words."),
+    "seed": seed_input("Seed of sampling; the same seed and batch size give the same captions."),
+    "batch_size": int_input(8, 1, 256, "Pictures captioned at once."),
     "unload_after": ("BOOLEAN", {"default": False, "tooltip": "Free the model's memory when done (load it again "
                      "to caption more)."}),
 }
 
 
-def _settings(prompt: str, max_new_tokens: int, min_new_tokens: int, num_beams: int, sampling: bool,
-              temperature: float, top_p: float, repetition_penalty: float, seed: int) -> blip2.CaptionSettings:
+@contextmanager
+def _captioning(model: blip2.Blip2Model, prompt: str, max_new_tokens: int, min_new_tokens: int, num_beams: int,
+                sampling: bool, temperature: float, top_p: float, repetition_penalty: float, seed: int,
+                batch_size: int, unload_after: bool) -> Iterator[tuple[blip2.CaptionSettings, int]]:
+    """The CAPTION_INPUTS as checked settings and the batch size; the model's memory is freed afterwards when
+    the user asked for it."""
     settings = blip2.CaptionSettings(prompt.strip(), max_new_tokens, min_new_tokens, num_beams, sampling,
                                      temperature, top_p, repetition_penalty, seed)
     settings.check()
-    return settings
+    yield settings, batch_size
+    if unload_after:
+        model.unload()
 
 
-class AtelierLoadBLIP2:
+class AtelierLoadBLIP2(CaptionNode):
     DESCRIPTION = ("Load BLIP-2 (image captioning and questions) from a folder in models/atelier/blip2 or the "
                    "Hugging Face cache; Salesforce/blip2-opt-2.7b is the recommended one. 8-bit and 4-bit need "
                    "bitsandbytes and a CUDA GPU.")
     EXAMPLE = ("Put the Salesforce/blip2-opt-2.7b folder (config.json, weights, tokenizer and processor files) in "
                "models/atelier/blip2, choose it with precision 'auto' ('8bit' on an 8 GB GPU) and wire blip2_model "
                "into Atelier Caption Images or Caption Dataset.")
-    CATEGORY = CATEGORY
     FUNCTION = "load"
-    RETURN_TYPES = (BLIP2,)
-    RETURN_NAMES = ("blip2_model",)
-    OUTPUT_TOOLTIPS = ("The BLIP-2, for Caption Images and Caption Dataset.",)
+    OUTPUTS = (
+        (BLIP2, "blip2_model", "The BLIP-2, for Caption Images and Caption Dataset."),
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
-            "model": (model_choices(blip2_key(), blip2.DEFAULT_BLIP2), {"default": blip2.DEFAULT_BLIP2,
-                      "tooltip": "A BLIP-2 model folder in models/atelier/blip2, or a Hugging Face id found in the "
-                                 "local cache (never downloaded)."}),
+            "model": model_input(bridge.model_dirs(blip2_key()), blip2.DEFAULT_BLIP2, "A BLIP-2 model folder in "
+                                 "models/atelier/blip2, or a Hugging Face id found in the local cache (never "
+                                 "downloaded)."),
             "precision": (list(blip2.PRECISIONS), {"default": "auto", "tooltip": "auto: fp16 on a GPU, fp32 on the "
                           "CPU. 8bit (~4 GB for OPT-2.7B) and 4bit (~2.5 GB) load through bitsandbytes on CUDA."}),
             "device": (["auto", "cpu"], {"default": "auto", "tooltip": "auto: ComfyUI's GPU when there is one."}),
@@ -80,57 +90,51 @@ class AtelierLoadBLIP2:
         return (blip2.load_blip2(folder, bridge.compute_device(device), precision),)
 
 
-class AtelierCaptionImages:
+class AtelierCaptionImages(CaptionNode):
     DESCRIPTION = "Caption an IMAGE batch with BLIP-2, in batches; one caption per line, in batch order."
     EXAMPLE = ("Wire Atelier Load BLIP-2 and Atelier Load Image Folder's images: captions holds one line per picture, "
                "in batch order, for Atelier Train LoRA's captions. A prompt such as 'Question: what style is this "
                "artwork? Answer:' asks for style words instead.")
-    CATEGORY = CATEGORY
     FUNCTION = "caption"
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("captions",)
-    OUTPUT_TOOLTIPS = ("One caption per picture, one per line (the LoRA trainer's 'captions' input reads this).",)
+    OUTPUTS = (
+        ("STRING", "captions", "One caption per picture, one per line (the LoRA trainer's 'captions' input reads "
+                               "this)."),
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
-            "blip2_model": (BLIP2, {"tooltip": "From Atelier Load BLIP-2."}),
+            "blip2_model": BLIP2_INPUT,
             "images": ("IMAGE", {"tooltip": "The pictures to caption."}),
             **CAPTION_INPUTS,
         }}
 
-    def caption(self, blip2_model: blip2.Blip2Model, images: torch.Tensor, prompt: str, max_new_tokens: int,
-                min_new_tokens: int, num_beams: int, sampling: bool, temperature: float, top_p: float,
-                repetition_penalty: float, seed: int, batch_size: int, unload_after: bool) -> tuple[str]:
-        settings = _settings(prompt, max_new_tokens, min_new_tokens, num_beams, sampling, temperature, top_p,
-                             repetition_penalty, seed)
-        check_image_batch(images)
-        captions = blip2.caption_images(blip2_model, images, settings, batch_size,
-                                        bridge.progress(images.shape[0], "captioning"))
-        if unload_after:
-            blip2_model.unload()
+    def caption(self, blip2_model: blip2.Blip2Model, images: torch.Tensor, **caption_inputs: Any) -> tuple[str]:
+        with _captioning(blip2_model, **caption_inputs) as (settings, batch_size):
+            check_image_batch(images)
+            captions = blip2.caption_images(blip2_model, images, settings, batch_size,
+                                            bridge.progress(images.shape[0], "captioning"))
         return ("\n".join(captions),)
 
 
-class AtelierCaptionDataset:
+class AtelierCaptionDataset(CaptionNode):
     DESCRIPTION = ("Write a <stem>.txt caption beside every picture of a folder, the captions the LoRA trainer reads. "
                    "Existing captions are kept unless 'overwrite' is on; pictures that fail to decode are listed. "
                    "Pictures that would share one caption file (a.jpg and a.tif) are refused before captioning.")
     EXAMPLE = ("Wire Atelier Load BLIP-2 and Atelier Multiply Dataset's (or Curate Folder's) folder into folder, "
                "trigger 'sks_style': every picture gets a <stem>.txt reading 'sks_style, a ...'; captions already "
                "there stay unless overwrite is on. Wire folder on into Atelier Train LoRA.")
-    CATEGORY = CATEGORY
     FUNCTION = "caption"
     OUTPUT_NODE = True
-    RETURN_TYPES = ("STRING", "STRING")
-    RETURN_NAMES = ("folder", "report")
-    OUTPUT_TOOLTIPS = ("The folder captioned, for Train LoRA's folder.",
-                       "How many captions were written and kept, and the pictures skipped with why.")
+    OUTPUTS = (
+        ("STRING", "folder", "The folder captioned, for Train LoRA's folder."),
+        ("STRING", "report", "How many captions were written and kept, and the pictures skipped with why."),
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
-            "blip2_model": (BLIP2, {"tooltip": "From Atelier Load BLIP-2."}),
+            "blip2_model": BLIP2_INPUT,
             "folder": ("STRING", {"default": "atelier/dataset", "tooltip": "Folder of pictures (absolute, or inside "
                        "ComfyUI's input folder), such as a version folder from Curate Folder or Multiply Dataset."}),
             "trigger": ("STRING", {"default": "", "tooltip": "Word put before every caption ('sks_style, a ...')."}),
@@ -140,19 +144,14 @@ class AtelierCaptionDataset:
         }}
 
     def caption(self, blip2_model: blip2.Blip2Model, folder: str, trigger: str, overwrite: bool, recursive: bool,
-                prompt: str, max_new_tokens: int, min_new_tokens: int, num_beams: int, sampling: bool,
-                temperature: float, top_p: float, repetition_penalty: float, seed: int, batch_size: int,
-                unload_after: bool) -> tuple[str, str]:
+                **caption_inputs: Any) -> tuple[str, str]:
         from ..core.dataset.image_files import list_images
 
-        settings = _settings(prompt, max_new_tokens, min_new_tokens, num_beams, sampling, temperature, top_p,
-                             repetition_penalty, seed)
-        path = bridge.resolve_input_folder(folder)
-        total = len(list_images(path, recursive))
-        report = blip2.caption_folder(blip2_model, path, settings, trigger, overwrite, batch_size, recursive,
-                                      bridge.progress(total, "captioning"))
-        if unload_after:
-            blip2_model.unload()
+        with _captioning(blip2_model, **caption_inputs) as (settings, batch_size):
+            path = bridge.resolve_input_folder(folder)
+            total = len(list_images(path, recursive))
+            report = blip2.caption_folder(blip2_model, path, settings, trigger, overwrite, batch_size, recursive,
+                                          bridge.progress(total, "captioning"))
         return str(path), report.report()
 
 
@@ -165,18 +164,19 @@ BLOCKED_INPUT = ("STRING", {"default": ", ".join(DEFAULT_BLOCKED), "multiline": 
                  "A sentence holding one is dropped."})
 
 
-class AtelierCurationText:
+class AtelierCurationText(CaptionNode):
     DESCRIPTION = ("A curator-style paragraph, a JSON record and hashtags for one work, from its CLIP labels, a "
                    "BLIP-2 description and your metadata. A safety filter removes URLs, e-mail addresses and "
                    "blocked words (sales talk by default) from all three.")
     EXAMPLE = ("Wire Atelier Label Images' labels_json and Atelier Caption Images' captions (into descriptions), fill "
                "title 'Harbour at Dawn', material 'oil on canvas' and the artist's note, and show paragraph in a text "
                "preview; picture_index chooses the picture of a batch.")
-    CATEGORY = CATEGORY
     FUNCTION = "write"
-    RETURN_TYPES = ("STRING", "STRING", "STRING")
-    RETURN_NAMES = ("paragraph", "record_json", "hashtags")
-    OUTPUT_TOOLTIPS = ("The curator-style paragraph.", "The work as a JSON record.", "Hashtags, space-separated.")
+    OUTPUTS = (
+        ("STRING", "paragraph", "The curator-style paragraph."),
+        ("STRING", "record_json", "The work as a JSON record."),
+        ("STRING", "hashtags", "Hashtags, space-separated."),
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -186,7 +186,8 @@ class AtelierCurationText:
         return {
             "required": {
                 **fields,
-                "picture_index": _int(0, 0, 100_000, "Which picture of labels_json and descriptions this is about."),
+                "picture_index": int_input(0, 0, 100_000, "Which picture of labels_json and "
+                                           "descriptions this is about."),
                 "blocked_words": BLOCKED_INPUT,
             },
             "optional": {
@@ -219,19 +220,19 @@ class AtelierCurationText:
         return text.paragraph, text.record_json(), " ".join(text.hashtags)
 
 
-class AtelierDescribeFolder:
+class AtelierDescribeFolder(CaptionNode):
     DESCRIPTION = ("Curation texts for every picture of a dataset version (such as Curate Folder's, captioned by "
                    "Caption Dataset): labels from its manifest, the caption as description, metadata matched by "
                    "file name. Writes curation.jsonl and a readable curation.md into the folder.")
     EXAMPLE = ("Wire Atelier Curate Folder's folder, captioned by Atelier Caption Dataset, into folder and give "
                "metadata_file 'atelier/metadata.csv' (a 'file' column, then title, artist, year...): the folder gains "
                "curation.jsonl and a readable curation.md.")
-    CATEGORY = CATEGORY
     FUNCTION = "describe"
     OUTPUT_NODE = True
-    RETURN_TYPES = ("STRING", "STRING")
-    RETURN_NAMES = ("records_json", "catalogue")
-    OUTPUT_TOOLTIPS = ("Every picture's record, as a JSON list.", "The readable catalogue written as curation.md.")
+    OUTPUTS = (
+        ("STRING", "records_json", "Every picture's record, as a JSON list."),
+        ("STRING", "catalogue", "The readable catalogue written as curation.md."),
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:

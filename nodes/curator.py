@@ -12,23 +12,24 @@ from ..core.dataset.image_files import load_image
 from ..core.shared.hf_folders import find_model_folder
 from ..core.shared.output_paths import safe_subfolder
 from . import bridge
-from .augmentation import _float, _int
+from .declare import AtelierNode, float_input, int_input, model_input
 
-CATEGORY = "Atelier/Curate"
+
+class CurateNode(AtelierNode):
+    CATEGORY = "Atelier/Curate"
+
+
 CLIP = "ATELIER_CLIP"
 TAXONOMY = "ATELIER_TAXONOMY"
 CLIP_KIND = "clip"
 CACHE_SUBFOLDER = "atelier/clip_cache"
 LANGUAGES = ["en", "ko"]
+CLIP_INPUT = (CLIP, {"tooltip": "From Atelier Load CLIP."})
+TAXONOMY_INPUT = (TAXONOMY, {"tooltip": "From Atelier Load Taxonomy."})
 
 
 def clip_key() -> str:
     return bridge.register_model_folder(CLIP_KIND, {".safetensors", ".bin", ".json"})
-
-
-def model_choices(key: str, default: str) -> list[str]:
-    found = bridge.model_dirs(key)
-    return found if default in found else [default, *found]
 
 
 def clip_cache_dir() -> Path:
@@ -41,7 +42,7 @@ def _language() -> tuple[str, dict[str, Any]]:
 
 
 def _batch_size(default: int = 32) -> tuple[str, dict[str, Any]]:
-    return _int(default, 1, 1024, "Pictures per forward pass; larger is faster until memory runs out.")
+    return int_input(default, 1, 1024, "Pictures per forward pass; larger is faster until memory runs out.")
 
 
 def _files(clip: clip_model.ClipModel, folder: str, recursive: bool) -> list[Path]:
@@ -58,26 +59,25 @@ def _index(clip: clip_model.ClipModel, folder: str, batch_size: int, recursive: 
                                     progress=bridge.progress(len(files), "embedding pictures"))
 
 
-class AtelierLoadCLIP:
+class AtelierLoadCLIP(CurateNode):
     DESCRIPTION = ("Load a whole CLIP (image and text towers) for zero-shot labelling and retrieval, from a folder in "
                    "models/atelier/clip or the Hugging Face cache; ViT-L/14 (openai/clip-vit-large-patch14) is the "
                    "recommended one. ComfyUI's CLIP_VISION lacks the text tower, so it cannot be used here.")
     EXAMPLE = ("Put a transformers CLIP folder (such as openai/clip-vit-large-patch14: config.json, weights and "
                "tokenizer files) in models/atelier/clip and choose it, or keep the Hugging Face id when it is in your "
                "local cache; wire clip_model into Atelier Label Images, Curate Folder or Retrieve Images.")
-    CATEGORY = CATEGORY
     FUNCTION = "load"
-    RETURN_TYPES = (CLIP,)
-    RETURN_NAMES = ("clip_model",)
-    OUTPUT_TOOLTIPS = ("The CLIP, for Label Images, Curate Folder, Retrieve Images, Evaluate Retrieval and the audio "
-                       "trainers.",)
+    OUTPUTS = (
+        (CLIP, "clip_model", "The CLIP, for Label Images, Curate Folder, Retrieve Images, Evaluate Retrieval and "
+                             "the audio trainers."),
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
-            "model": (model_choices(clip_key(), clip_model.DEFAULT_CLIP), {"default": clip_model.DEFAULT_CLIP,
-                      "tooltip": "A CLIP model folder in models/atelier/clip, or a Hugging Face id found in the "
-                                 "local cache (never downloaded)."}),
+            "model": model_input(bridge.model_dirs(clip_key()), clip_model.DEFAULT_CLIP, "A CLIP model folder in "
+                                 "models/atelier/clip, or a Hugging Face id found in the local cache (never "
+                                 "downloaded)."),
             "precision": (["auto", "fp16", "bf16", "fp32"], {"default": "auto", "tooltip": "auto: fp16 on a GPU, "
                           "fp32 on the CPU; bf16 runs about twice as fast on CPUs with AVX-512 BF16 or AMX. Cached "
                           "embeddings are kept per precision."}),
@@ -89,17 +89,16 @@ class AtelierLoadCLIP:
         return (clip_model.load_clip(folder, bridge.compute_device(device), precision),)
 
 
-class AtelierLoadTaxonomy:
+class AtelierLoadTaxonomy(CurateNode):
     DESCRIPTION = ("A taxonomy for zero-shot labelling: one shipped with the pack (artworks, scenes, spaces) or your "
                    "own YAML/JSON file (see taxonomies/README.md in the pack). Parse errors give the line.")
     EXAMPLE = ("Choose 'artworks' and wire taxonomy into Atelier Label Images. For labels of your own, write a YAML "
                "file as taxonomies/README.md shows, put it in ComfyUI/input and give its name in custom_file.")
-    CATEGORY = CATEGORY
     FUNCTION = "load"
-    RETURN_TYPES = (TAXONOMY, "STRING")
-    RETURN_NAMES = ("taxonomy", "summary")
-    OUTPUT_TOOLTIPS = ("The taxonomy, for Label Images and Curate Folder.",
-                       "Its groups and their labels, one group per line.")
+    OUTPUTS = (
+        (TAXONOMY, "taxonomy", "The taxonomy, for Label Images and Curate Folder."),
+        ("STRING", "summary", "Its groups and their labels, one group per line."),
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -120,24 +119,23 @@ class AtelierLoadTaxonomy:
         return loaded, "\n".join(lines)
 
 
-class AtelierLabelImages:
+class AtelierLabelImages(CurateNode):
     DESCRIPTION = ("Zero-shot labels for an IMAGE batch against a taxonomy: prompt ensembles, scores per label, "
                    "hierarchy, thresholds, top-k and exclusive groups. Outputs JSON (labels and every score per "
                    "picture) and tags (one line per picture).")
     EXAMPLE = ("Wire Atelier Load CLIP, Atelier Load Taxonomy ('artworks') and pictures from Load Image: tags holds "
                "each picture's labels on one line, and labels_json goes into Atelier Curation Text.")
-    CATEGORY = CATEGORY
     FUNCTION = "label"
-    RETURN_TYPES = ("STRING", "STRING")
-    RETURN_NAMES = ("labels_json", "tags")
-    OUTPUT_TOOLTIPS = ("A JSON list, one object per picture: chosen labels per group and all scores.",
-                       "Comma-separated label names, one line per picture.")
+    OUTPUTS = (
+        ("STRING", "labels_json", "A JSON list, one object per picture: chosen labels per group and all scores."),
+        ("STRING", "tags", "Comma-separated label names, one line per picture."),
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
-            "clip_model": (CLIP, {"tooltip": "From Atelier Load CLIP."}),
-            "taxonomy": (TAXONOMY, {"tooltip": "From Atelier Load Taxonomy."}),
+            "clip_model": CLIP_INPUT,
+            "taxonomy": TAXONOMY_INPUT,
             "images": ("IMAGE", {"tooltip": "The pictures to label."}),
             "language": _language(),
             "batch_size": _batch_size(),
@@ -157,7 +155,7 @@ class AtelierLabelImages:
         return zero_shot.to_json(results), tags
 
 
-class AtelierCurateFolder:
+class AtelierCurateFolder(CurateNode):
     DESCRIPTION = ("Label every picture of a folder, keep or drop by labels and scores, sort, remove near-duplicates "
                    "(keeping the best of each cluster), and copy what stays (with caption sidecars) into a new "
                    "vNNN version folder with a manifest of labels and scores. Embeddings are cached, so a second "
@@ -166,19 +164,20 @@ class AtelierCurateFolder:
                "'landscape', dedup_threshold 0.95: the oil paintings, best landscapes first and near-duplicates "
                "removed, are copied into output/atelier/curated/v001, whose curation_report.json says why each other "
                "picture was dropped.")
-    CATEGORY = CATEGORY
     FUNCTION = "curate"
     OUTPUT_NODE = True
-    RETURN_TYPES = ("STRING", "STRING", "STRING", "INT")
-    RETURN_NAMES = ("folder", "labels_json", "report", "kept")
-    OUTPUT_TOOLTIPS = ("The version folder written.", "Labels and scores of every picture of the source folder.",
-                       "What was kept, dropped (and why) and skipped.", "How many pictures were kept.")
+    OUTPUTS = (
+        ("STRING", "folder", "The version folder written."),
+        ("STRING", "labels_json", "Labels and scores of every picture of the source folder."),
+        ("STRING", "report", "What was kept, dropped (and why) and skipped."),
+        ("INT", "kept", "How many pictures were kept."),
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
-            "clip_model": (CLIP, {"tooltip": "From Atelier Load CLIP."}),
-            "taxonomy": (TAXONOMY, {"tooltip": "From Atelier Load Taxonomy."}),
+            "clip_model": CLIP_INPUT,
+            "taxonomy": TAXONOMY_INPUT,
             "folder": ("STRING", {"default": "atelier/collection", "tooltip": "Folder of pictures (absolute, or "
                        "inside ComfyUI's input folder). Files that fail to decode are skipped and listed."}),
             "keep": ("STRING", {"default": "", "multiline": True, "tooltip": "Keep rules, comma- or line-separated: "
@@ -189,7 +188,7 @@ class AtelierCurateFolder:
                      "matching any is dropped."}),
             "sort_by": ("STRING", {"default": "", "tooltip": "A label: pictures sorted by its score, highest first, "
                         "and numbered in that order. Empty: folder order."}),
-            "dedup_threshold": _float(0.95, 0.0, 1.0, "Cosine similarity of CLIP embeddings at which two pictures "
+            "dedup_threshold": float_input(0.95, 0.0, 1.0, "Cosine similarity of CLIP embeddings at which two pictures "
                                       "count as near-duplicates; 0 turns removal off.", 0.005),
             "keep_best": (list(curate.KEEP_BEST), {"default": "resolution", "tooltip": "Which of a cluster of "
                           "near-duplicates stays: the one with most pixels, or the best sort_by score."}),
@@ -222,28 +221,27 @@ class AtelierCurateFolder:
         return str(written.folder), zero_shot.to_json(records), "\n".join(report), len(plan.order)
 
 
-class AtelierRetrieveImages:
+class AtelierRetrieveImages(CurateNode):
     DESCRIPTION = ("Text to pictures: the top-K pictures of a folder nearest a text query in CLIP space, from the "
                    "cached embeddings (a folder indexed once answers every later query at once).")
     EXAMPLE = ("Wire Atelier Load CLIP, point folder at your collection and ask 'a calm seascape at dusk': images "
                "shows the 8 nearest pictures and results their ranks, similarities and paths. The first query indexes "
                "the folder; later ones answer at once.")
-    CATEGORY = CATEGORY
     FUNCTION = "retrieve"
-    RETURN_TYPES = ("IMAGE", "STRING")
-    RETURN_NAMES = ("images", "results")
-    OUTPUT_TOOLTIPS = ("The pictures found, best first, fitted into squares of 'preview_size'.",
-                       "One line per picture: rank, cosine similarity and path.")
+    OUTPUTS = (
+        ("IMAGE", "images", "The pictures found, best first, fitted into squares of 'preview_size'."),
+        ("STRING", "results", "One line per picture: rank, cosine similarity and path."),
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
-            "clip_model": (CLIP, {"tooltip": "From Atelier Load CLIP."}),
+            "clip_model": CLIP_INPUT,
             "folder": ("STRING", {"default": "atelier/collection", "tooltip": "Folder of pictures to search."}),
             "query": ("STRING", {"default": "a calm seascape at dusk", "multiline": True,
                       "tooltip": "What to look for, in words."}),
-            "top_k": _int(8, 1, 1000, "How many pictures to return."),
-            "preview_size": _int(512, 64, 4096, "Side of the square each result is fitted into.", 8),
+            "top_k": int_input(8, 1, 1000, "How many pictures to return."),
+            "preview_size": int_input(512, 64, 4096, "Side of the square each result is fitted into.", 8),
             "batch_size": _batch_size(),
             "recursive": ("BOOLEAN", {"default": False, "tooltip": "Also search sub-folders."}),
         }}
@@ -259,27 +257,28 @@ class AtelierRetrieveImages:
         return images, "\n".join(lines)
 
 
-class AtelierEvaluateRetrieval:
+class AtelierEvaluateRetrieval(CurateNode):
     DESCRIPTION = ("MRR@K and recall@K of text-to-image retrieval over (text, picture) pairs: each picture's caption "
                    "sidecar (<stem>.txt), or each text of a pairs file, is the query that should find its picture "
                    "among all the folder's pictures.")
     EXAMPLE = ("Point folder at pictures with <stem>.txt captions (Atelier Caption Dataset writes them) and keep k "
                "10: an mrr near 1 means each caption finds its own picture first. Compare two CLIP models on the same "
                "folder.")
-    CATEGORY = CATEGORY
     FUNCTION = "evaluate"
-    RETURN_TYPES = ("FLOAT", "FLOAT", "STRING")
-    RETURN_NAMES = ("mrr", "recall", "report")
-    OUTPUT_TOOLTIPS = ("Mean reciprocal rank at K: 1 when every query finds its picture first, 0 when none is within "
-                       "K.", "Share of queries whose picture is within the top K.", "Both scores as text.")
+    OUTPUTS = (
+        ("FLOAT", "mrr", "Mean reciprocal rank at K: 1 when every query finds its picture first, 0 when none is "
+                         "within K."),
+        ("FLOAT", "recall", "Share of queries whose picture is within the top K."),
+        ("STRING", "report", "Both scores as text."),
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
-            "clip_model": (CLIP, {"tooltip": "From Atelier Load CLIP."}),
+            "clip_model": CLIP_INPUT,
             "folder": ("STRING", {"default": "atelier/collection", "tooltip": "Pictures with <stem>.txt captions; "
                        "pictures without a caption take part as distractors."}),
-            "k": _int(10, 1, 10_000, "The cut-off K of MRR@K and recall@K."),
+            "k": int_input(10, 1, 10_000, "The cut-off K of MRR@K and recall@K."),
             "batch_size": _batch_size(),
             "pairs_file": ("STRING", {"default": "", "tooltip": "Optional (text, picture) pairs instead of the "
                            "captions: a CSV with 'text' and 'image' columns or JSON lines {\"text\", \"image\"}, "

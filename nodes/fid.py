@@ -7,9 +7,13 @@ import torch
 
 from ..core.metrics import fid
 from . import bridge
-from .augmentation import _int
+from .declare import AtelierNode, int_input, seed_input
 
-CATEGORY = "Atelier/Evaluation"
+
+class EvaluationNode(AtelierNode):
+    CATEGORY = "Atelier/Evaluation"
+
+
 FID_KIND = "fid"
 
 
@@ -18,7 +22,7 @@ def fid_folders() -> list[Any]:
     return bridge.model_folders(bridge.register_model_folder(FID_KIND, {".pth", ".pt"}))
 
 
-class AtelierFID:
+class AtelierFID(EvaluationNode):
     DESCRIPTION = ("FID and KID between two image sets, say generated samples and the originals: Inception-v3 pool "
                    "features of the standard FID network (put pt_inception-2015-12-05-6726825d.pth in "
                    "models/atelier/fid), resized as pytorch-fid does; folder features are cached per file. Small sets "
@@ -27,14 +31,14 @@ class AtelierFID:
     EXAMPLE = ("Put pt_inception-2015-12-05-6726825d.pth in models/atelier/fid, wire VAE Decode's samples into "
                "images_a and leave folder_b at your originals ('atelier/originals'). With a few dozen pictures "
                "compare kid, not fid.")
-    CATEGORY = CATEGORY
     FUNCTION = "score"
     OUTPUT_NODE = True
-    RETURN_TYPES = ("FLOAT", "FLOAT", "FLOAT", "STRING")
-    RETURN_NAMES = ("fid", "kid", "kid_std", "report")
-    OUTPUT_TOOLTIPS = ("Frechet Inception Distance (lower is closer).", "Kernel Inception Distance (mean over "
-                       "subsets; lower is closer).", "Standard deviation of KID over the subsets.",
-                       "Both scores with the set sizes.")
+    OUTPUTS = (
+        ("FLOAT", "fid", "Frechet Inception Distance (lower is closer)."),
+        ("FLOAT", "kid", "Kernel Inception Distance (mean over subsets; lower is closer)."),
+        ("FLOAT", "kid_std", "Standard deviation of KID over the subsets."),
+        ("STRING", "report", "Both scores with the set sizes."),
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -44,11 +48,10 @@ class AtelierFID:
             "required": {
                 "folder_a": ("STRING", {"default": "", "tooltip": "First set: " + folder_tip}),
                 "folder_b": ("STRING", {"default": "atelier/originals", "tooltip": "Second set: " + folder_tip}),
-                "kid_subsets": _int(100, 1, 10_000, "KID: how many random subsets are averaged."),
-                "kid_subset_size": _int(1000, 2, 100_000, "KID: images per subset (clipped to the smaller set)."),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": True,
-                                 "tooltip": "KID's subset draws."}),
-                "batch_size": _int(50, 1, 1024, "Images per Inception forward pass."),
+                "kid_subsets": int_input(100, 1, 10_000, "KID: how many random subsets are averaged."),
+                "kid_subset_size": int_input(1000, 2, 100_000, "KID: images per subset (clipped to the smaller set)."),
+                "seed": seed_input("KID's subset draws."),
+                "batch_size": int_input(50, 1, 1024, "Images per Inception forward pass."),
             },
             "optional": {
                 "images_a": ("IMAGE", {"tooltip": "First set as a batch (for example a VAE Decode's samples)."}),

@@ -13,11 +13,22 @@ from ..core.shared.output_paths import safe_name
 from ..core.shared.state_dicts import state_dict_sha256
 from ..training.sd15.lora_trainer import OPTIMIZERS, PRECISIONS, SCHEDULERS, TARGETS, TrainConfig
 from . import bridge
-from .augmentation import DATASET, DatasetInfo, _float, _int
+from .augmentation import DATASET, DatasetInfo
+from .declare import AtelierNode, Widget, float_input, int_input, seed_input
 
-CATEGORY = "Atelier/LoRA"  # by part: every trainer sits beside the nodes of its part
+
+class LoRANode(AtelierNode):
+    CATEGORY = "Atelier/LoRA"  # by part: every trainer sits beside the nodes of its part
+
+
 RUNS_SUBFOLDER = "atelier/lora_runs"
 
+
+# What both SD 1.5 trainers (this and the embedding adapter's) take from Load Checkpoint beside its MODEL.
+CHECKPOINT_CLIP_VAE: dict[str, Widget] = {
+    "clip": ("CLIP", {"tooltip": "The checkpoint's CLIP; encodes the captions."}),
+    "vae": ("VAE", {"tooltip": "The checkpoint's VAE; encodes the pictures to latents once."}),
+}
 
 def _pictures(folder: str, images: torch.Tensor | None, captions: str | None,
               dataset: DatasetInfo | None) -> tuple[FolderDataset, str]:
@@ -39,7 +50,7 @@ def _pictures(folder: str, images: torch.Tensor | None, captions: str | None,
     return load_folder(path), folder_fingerprint(list_images(path))
 
 
-class AtelierTrainLoRA:
+class AtelierTrainLoRA(LoRANode):
     DESCRIPTION = ("Fine-tune SD 1.5 with a LoRA on a folder of pictures (optional <stem>.txt captions), such as a "
                    "version folder from Multiply Dataset, or on an IMAGE batch with captions. Returns the model and "
                    "CLIP with the LoRA applied, the LoRA file (also listed in Load LoRA), the loss curve and samples. "
@@ -48,15 +59,15 @@ class AtelierTrainLoRA:
     EXAMPLE = ("Load Checkpoint (an SD 1.5 model) into model, clip and vae, Atelier Multiply Dataset's folder into "
                "folder, trigger 'sks_style', steps 1000; wire the model and clip outputs into CLIP Text Encode and "
                "KSampler to try the LoRA at once. The file also appears in Load LoRA's list.")
-    CATEGORY = CATEGORY
     FUNCTION = "train"
     OUTPUT_NODE = True
-    RETURN_TYPES = ("MODEL", "CLIP", "STRING", "IMAGE", "IMAGE")
-    RETURN_NAMES = ("model", "clip", "lora_path", "loss_curve", "samples")
-    OUTPUT_TOOLTIPS = ("The input model with the trained LoRA applied at 'strength'.",
-                       "The input CLIP, with the text encoder's LoRA when 'train_text_encoder' is on.",
-                       "The saved .safetensors file (kohya keys), in ComfyUI's loras folder.",
-                       "Loss per step (light) and smoothed (dark).", "Images sampled with the LoRA at the end.")
+    OUTPUTS = (
+        ("MODEL", "model", "The input model with the trained LoRA applied at 'strength'."),
+        ("CLIP", "clip", "The input CLIP, with the text encoder's LoRA when 'train_text_encoder' is on."),
+        ("STRING", "lora_path", "The saved .safetensors file (kohya keys), in ComfyUI's loras folder."),
+        ("IMAGE", "loss_curve", "Loss per step (light) and smoothed (dark)."),
+        ("IMAGE", "samples", "Images sampled with the LoRA at the end."),
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -64,26 +75,24 @@ class AtelierTrainLoRA:
         return {
             "required": {
                 "model": ("MODEL", {"tooltip": "SD 1.5 model from Load Checkpoint (other families are refused)."}),
-                "clip": ("CLIP", {"tooltip": "The checkpoint's CLIP; encodes the captions."}),
-                "vae": ("VAE", {"tooltip": "The checkpoint's VAE; encodes the pictures to latents once."}),
+                **CHECKPOINT_CLIP_VAE,
                 "folder": ("STRING", {"default": "", "tooltip": "Training pictures with optional <stem>.txt captions "
                                       "(absolute, or relative to ComfyUI's input folder). Ignored when 'images' is "
                                       "wired."}),
                 "name": ("STRING", {"default": "atelier_lora", "tooltip": "File name in the loras folder; never "
                                     "overwrites (name_2, name_3...)."}),
-                "steps": _int(1000, 1, 1_000_000, "Optimizer steps."),
-                "rank": _int(d.rank, 1, 1024, "LoRA rank (capacity)."),
-                "alpha": _float(d.alpha, 0.01, 1024.0, "LoRA alpha; the update is scaled by alpha / rank.", 0.5),
-                "learning_rate": _float(d.lr, 1e-7, 1.0, "AdamW learning rate.", 1e-5),
-                "resolution": _int(512, 64, 2048, "Training size: buckets of about resolution^2 pixels.", 64),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": True,
-                                 "tooltip": "Seeds everything: latents, noise, timesteps, dropout."}),
+                "steps": int_input(1000, 1, 1_000_000, "Optimizer steps."),
+                "rank": int_input(d.rank, 1, 1024, "LoRA rank (capacity)."),
+                "alpha": float_input(d.alpha, 0.01, 1024.0, "LoRA alpha; the update is scaled by alpha / rank.", 0.5),
+                "learning_rate": float_input(d.lr, 1e-7, 1.0, "AdamW learning rate.", 1e-5),
+                "resolution": int_input(512, 64, 2048, "Training size: buckets of about resolution^2 pixels.", 64),
+                "seed": seed_input("Seeds everything: latents, noise, timesteps, dropout."),
                 "targets": (list(TARGETS), {"default": d.targets, "tooltip": "attention: to_q/k/v/out; all_linear: "
                             "also feed-forward, projections, time embedding; all_linear_and_conv: also convolutions."}),
-                "batch_size": _int(d.batch_size, 1, 64, "Pictures per step (one bucket shape per batch)."),
-                "grad_accum": _int(d.grad_accum, 1, 128, "Batches accumulated per optimizer step."),
+                "batch_size": int_input(d.batch_size, 1, 64, "Pictures per step (one bucket shape per batch)."),
+                "grad_accum": int_input(d.grad_accum, 1, 128, "Batches accumulated per optimizer step."),
                 "scheduler": (list(SCHEDULERS), {"default": d.scheduler, "tooltip": "Learning-rate schedule."}),
-                "warmup_steps": _int(d.warmup_steps, 0, 100_000, "Warm-up steps for the schedule."),
+                "warmup_steps": int_input(d.warmup_steps, 0, 100_000, "Warm-up steps for the schedule."),
                 "optimizer": (list(OPTIMIZERS), {"default": d.optimizer, "tooltip": "adamw8bit (needs bitsandbytes) "
                               "keeps Adam's moments in 8 bits: less memory."}),
                 "qlora": ("BOOLEAN", {"default": d.qlora, "tooltip": "QLoRA: keep the frozen UNet's linear layers in "
@@ -91,29 +100,29 @@ class AtelierTrainLoRA:
                 "mixed_precision": (list(PRECISIONS), {"default": "fp16", "tooltip": "fp16 (loss-scaled) or bf16 "
                                     "autocast with the frozen weights in that precision; 'no' trains in fp32."}),
                 "gradient_checkpointing": ("BOOLEAN", {"default": True, "tooltip": "Trade compute for memory."}),
-                "min_snr_gamma": _float(d.min_snr_gamma, 0.0, 20.0, "Min-SNR loss weighting (5 is usual); 0: off.",
+                "min_snr_gamma": float_input(d.min_snr_gamma, 0.0, 20.0, "Min-SNR loss weighting (5 is usual); 0: off.",
                                         0.5),
-                "noise_offset": _float(d.noise_offset, 0.0, 1.0, "Noise offset (0.05-0.1 helps very dark/bright "
+                "noise_offset": float_input(d.noise_offset, 0.0, 1.0, "Noise offset (0.05-0.1 helps very dark/bright "
                                        "pictures); 0: off."),
                 "train_text_encoder": ("BOOLEAN", {"default": False, "tooltip": "Also train a LoRA on the text "
                                        "encoder's attention (same rank and alpha); the CLIP output then carries it."}),
-                "text_encoder_lr": _float(d.text_encoder_lr, 1e-7, 1.0, "Learning rate of the text encoder's LoRA "
+                "text_encoder_lr": float_input(d.text_encoder_lr, 1e-7, 1.0, "Learning rate of the text encoder's LoRA "
                                           "(usually below the UNet's).", 1e-5),
-                "lora_dropout": _float(d.dropout, 0.0, 0.9, "Dropout inside the LoRA layers."),
-                "max_grad_norm": _float(d.max_grad_norm, 0.0, 100.0, "Gradient clipping; 0: off.", 0.1),
+                "lora_dropout": float_input(d.dropout, 0.0, 0.9, "Dropout inside the LoRA layers."),
+                "max_grad_norm": float_input(d.max_grad_norm, 0.0, 100.0, "Gradient clipping; 0: off.", 0.1),
                 "trigger": ("STRING", {"default": "", "tooltip": "Trigger word put before every caption."}),
                 "use_captions": ("BOOLEAN", {"default": True, "tooltip": "Train on captions; off: the trigger word "
                                  "alone, or the empty prompt (unconditional fine-tuning) without one."}),
-                "caption_dropout": _float(0.0, 0.0, 1.0, "Share of steps trained on the empty prompt."),
+                "caption_dropout": float_input(0.0, 0.0, 1.0, "Share of steps trained on the empty prompt."),
                 "upscale_small": ("BOOLEAN", {"default": True, "tooltip": "Upscale pictures smaller than their "
                                   "bucket (listed as notes); off: refuse them."}),
-                "checkpoint_every": _int(d.checkpoint_every, 1, 100_000, "Steps between resumable checkpoints."),
+                "checkpoint_every": int_input(d.checkpoint_every, 1, 100_000, "Steps between resumable checkpoints."),
                 "sample_prompts": ("STRING", {"multiline": True, "default": "", "tooltip": "One prompt per line for "
                                    "sample images; empty: the trigger word."}),
-                "sample_every": _int(0, 0, 100_000, "Also sample every N steps (shown as previews); 0: at the end "
+                "sample_every": int_input(0, 0, 100_000, "Also sample every N steps (shown as previews); 0: at the end "
                                      "only."),
-                "sample_steps": _int(20, 1, 150, "DDIM steps per sample image."),
-                "strength": _float(1.0, -4.0, 4.0, "Strength of the LoRA on the returned model and CLIP."),
+                "sample_steps": int_input(20, 1, 150, "DDIM steps per sample image."),
+                "strength": float_input(1.0, -4.0, 4.0, "Strength of the LoRA on the returned model and CLIP."),
             },
             "optional": {
                 "images": ("IMAGE", {"tooltip": "Training pictures as a batch (instead of 'folder')."}),

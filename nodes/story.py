@@ -11,9 +11,13 @@ from ..core.shared.output_paths import safe_name
 from ..core.story.strip import StripLayout, make_strip
 from ..core.story.text_generator import SamplingOptions, TextGenerator, load_text_generator
 from . import bridge
-from .augmentation import _color, _float, _int
+from .declare import AtelierNode, ModelFileLoader, color_input, float_input, int_input, seed_input
 
-CATEGORY = "Atelier/Story"
+
+class StoryNode(AtelierNode):
+    CATEGORY = "Atelier/Story"
+
+
 TEXT_MODEL = "ATELIER_TEXT_MODEL"
 KIND = "seqgan"
 RUNS_SUBFOLDER = "atelier/seqgan_runs"
@@ -25,16 +29,12 @@ def seqgan_key() -> str:
     return bridge.register_model_folder(KIND, {".safetensors"})
 
 
-def _seed(tip: str) -> tuple[str, dict[str, Any]]:
-    return ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": True, "tooltip": tip})
-
-
 SAMPLING_INPUTS: dict[str, tuple[Any, ...]] = {
-    "temperature": _float(1.0, 0.05, 5.0, "Below 1: safer, more repetitive text; above 1: more surprising."),
-    "top_k": _int(0, 0, 100_000, "Sample only among the k likeliest tokens; 0: all."),
-    "top_p": _float(1.0, 0.05, 1.0, "Sample only among the likeliest tokens holding this probability; 1: all."),
-    "max_len": _int(0, 0, 1024, "Longest text in tokens; 0: the model's length."),
-    "seed": _seed("Seed of the sampling; the same seed gives the same text."),
+    "temperature": float_input(1.0, 0.05, 5.0, "Below 1: safer, more repetitive text; above 1: more surprising."),
+    "top_k": int_input(0, 0, 100_000, "Sample only among the k likeliest tokens; 0: all."),
+    "top_p": float_input(1.0, 0.05, 1.0, "Sample only among the likeliest tokens holding this probability; 1: all."),
+    "max_len": int_input(0, 0, 1024, "Longest text in tokens; 0: the model's length."),
+    "seed": seed_input("Seed of the sampling; the same seed gives the same text."),
 }
 
 
@@ -44,7 +44,7 @@ def _options(temperature: float, top_k: int, top_p: float, max_len: int, seed: i
     return options
 
 
-class AtelierTrainTextGenerator:
+class AtelierTrainTextGenerator(StoryNode):
     DESCRIPTION = ("Train a SeqGAN text generator on your own corpus (a text file, a folder of .txt files, or lines "
                    "from other nodes such as captions): maximum-likelihood pretraining, then adversarial training "
                    "with Monte Carlo rollouts. Resumes after a cancel when queued again; saves to "
@@ -53,14 +53,14 @@ class AtelierTrainTextGenerator:
                "or more), choose tokenizer 'char' for Korean, and queue: the model is saved into "
                "models/atelier/seqgan under 'name' and samples shows four texts it writes. For a quick try lower "
                "mle_epochs to 20 and adversarial_epochs to 10.")
-    CATEGORY = CATEGORY
     FUNCTION = "train"
     OUTPUT_NODE = True
-    RETURN_TYPES = (TEXT_MODEL, "STRING", "STRING", "IMAGE")
-    RETURN_NAMES = ("text_model", "model_path", "samples", "curve")
-    OUTPUT_TOOLTIPS = ("The trained generator, for Generate Text and Continue Story.",
-                       "Its .safetensors file in models/atelier/seqgan.", "Four texts the trained model writes.",
-                       "Training curves: likelihood, reward and the discriminator's accuracy.")
+    OUTPUTS = (
+        (TEXT_MODEL, "text_model", "The trained generator, for Generate Text and Continue Story."),
+        ("STRING", "model_path", "Its .safetensors file in models/atelier/seqgan."),
+        ("STRING", "samples", "Four texts the trained model writes."),
+        ("IMAGE", "curve", "Training curves: likelihood, reward and the discriminator's accuracy."),
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -78,23 +78,23 @@ class AtelierTrainTextGenerator:
                 "tokenizer": (list(KINDS), {"default": m.tokenizer, "tooltip": "word: English words; char: "
                               "characters of any script (Korean too); sentencepiece: subwords learnt from the "
                               "corpus."}),
-                "max_vocab": _int(m.max_vocab, 8, 100_000, "Largest vocabulary (rarer tokens become <unk>)."),
-                "max_len": _int(m.max_len, 4, 512, "Tokens per text; longer lines are cut."),
-                "emb_dim": _int(m.emb_dim, 4, 1024, "Token embedding size."),
-                "hidden_dim": _int(m.hidden_dim, 4, 2048, "LSTM state size."),
-                "batch_size": _int(d.batch_size, 1, 4096, "Texts per batch; the corpus needs at least this many."),
-                "mle_epochs": _int(d.mle_epochs, 0, 100_000, "Maximum-likelihood pretraining epochs."),
-                "dis_rounds": _int(d.dis_rounds, 0, 100_000, "Discriminator pretraining rounds."),
-                "adversarial_epochs": _int(d.adversarial_epochs, 0, 100_000, "Adversarial epochs (raise it and "
+                "max_vocab": int_input(m.max_vocab, 8, 100_000, "Largest vocabulary (rarer tokens become <unk>)."),
+                "max_len": int_input(m.max_len, 4, 512, "Tokens per text; longer lines are cut."),
+                "emb_dim": int_input(m.emb_dim, 4, 1024, "Token embedding size."),
+                "hidden_dim": int_input(m.hidden_dim, 4, 2048, "LSTM state size."),
+                "batch_size": int_input(d.batch_size, 1, 4096, "Texts per batch; the corpus needs at least this many."),
+                "mle_epochs": int_input(d.mle_epochs, 0, 100_000, "Maximum-likelihood pretraining epochs."),
+                "dis_rounds": int_input(d.dis_rounds, 0, 100_000, "Discriminator pretraining rounds."),
+                "adversarial_epochs": int_input(d.adversarial_epochs, 0, 100_000, "Adversarial epochs (raise it and "
                                            "queue again to train on)."),
-                "g_steps": _int(d.g_steps, 1, 100, "Generator updates per adversarial epoch."),
-                "d_steps": _int(d.d_steps, 0, 100, "Discriminator rounds per adversarial epoch."),
-                "d_epochs": _int(d.d_epochs, 1, 100, "Epochs of each discriminator round."),
-                "rollouts": _int(d.rollouts, 1, 256, "Monte Carlo completions per prefix for its reward."),
+                "g_steps": int_input(d.g_steps, 1, 100, "Generator updates per adversarial epoch."),
+                "d_steps": int_input(d.d_steps, 0, 100, "Discriminator rounds per adversarial epoch."),
+                "d_epochs": int_input(d.d_epochs, 1, 100, "Epochs of each discriminator round."),
+                "rollouts": int_input(d.rollouts, 1, 256, "Monte Carlo completions per prefix for its reward."),
                 "rollout_policy": (["trailing", "generator"], {"default": "trailing", "tooltip": "trailing: a copy "
                                    "that follows the generator at rate 0.8 completes rollouts; generator: itself."}),
-                "seed": _seed("Seeds initialisation, batches, samples and rollouts."),
-                "checkpoint_every": _int(d.checkpoint_every, 1, 100_000, "Steps (epochs or rounds) between "
+                "seed": seed_input("Seeds initialisation, batches, samples and rollouts."),
+                "checkpoint_every": int_input(d.checkpoint_every, 1, 100_000, "Steps (epochs or rounds) between "
                                          "resumable checkpoints."),
             },
             "optional": {
@@ -132,43 +132,36 @@ class AtelierTrainTextGenerator:
         return model, str(path), "\n".join(samples), plots.to_image_tensor(curve)
 
 
-class AtelierLoadTextGenerator:
+class AtelierLoadTextGenerator(ModelFileLoader, StoryNode):
     DESCRIPTION = "Load a text generator trained by Atelier Train Text Generator (models/atelier/seqgan)."
     EXAMPLE = ("Choose a model trained by Atelier Train Text Generator (in models/atelier/seqgan) and wire text_model "
                "into Atelier Generate Text or Atelier Continue Story.")
-    CATEGORY = CATEGORY
-    FUNCTION = "load"
-    RETURN_TYPES = (TEXT_MODEL,)
-    RETURN_NAMES = ("text_model",)
-    OUTPUT_TOOLTIPS = ("The generator, for Generate Text and Continue Story.",)
-
-    @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        files = [f for f in bridge.model_files(seqgan_key()) if f.endswith(".safetensors")]
-        choices = files if DEFAULT_MODEL in files else [DEFAULT_MODEL, *files]
-        return {"required": {"model": (choices, {"default": DEFAULT_MODEL, "tooltip": "A .safetensors text model "
-                                                 "in models/atelier/seqgan (an older one with its .json beside it)."})}}
+    OUTPUTS = (
+        (TEXT_MODEL, "text_model", "The generator, for Generate Text and Continue Story."),
+    )
+    KEY, DEFAULT, WIDGET = staticmethod(seqgan_key), DEFAULT_MODEL, "model"
+    TOOLTIP = "A .safetensors text model in models/atelier/seqgan (an older one with its .json beside it)."
+    WHAT, HOW = "text model", "train one with Atelier Train Text Generator"
 
     def load(self, model: str) -> tuple[Any]:
-        return (load_text_generator(bridge.find_model_file(seqgan_key(), model, "text model", "train one with "
-                                                           "Atelier Train Text Generator")),)
+        return (load_text_generator(self.find(model)),)
 
 
-class AtelierGenerateText:
+class AtelierGenerateText(StoryNode):
     DESCRIPTION = "Write texts with a trained generator, optionally continuing a prefix; one text per line."
     EXAMPLE = ("Wire Atelier Load Text Generator, set count 5, prefix 'the sea' and temperature 0.8: texts holds five "
                "lines beginning 'the sea', and notes says when a prefix word is not in the model's vocabulary.")
-    CATEGORY = CATEGORY
     FUNCTION = "generate"
-    RETURN_TYPES = ("STRING", "STRING")
-    RETURN_NAMES = ("texts", "notes")
-    OUTPUT_TOOLTIPS = ("One text per line.", "What you should know, such as prefix words the model does not know.")
+    OUTPUTS = (
+        ("STRING", "texts", "One text per line."),
+        ("STRING", "notes", "What you should know, such as prefix words the model does not know."),
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
             "text_model": (TEXT_MODEL, {"tooltip": "From Load or Train Text Generator."}),
-            "count": _int(1, 1, 1000, "How many texts."),
+            "count": int_input(1, 1, 1000, "How many texts."),
             "prefix": ("STRING", {"default": "", "multiline": True, "tooltip": "Words every text starts with."}),
             "stop_at_sentence_end": ("BOOLEAN", {"default": True, "tooltip": "Cut each text after its first "
                                      "sentence."}),
@@ -182,18 +175,17 @@ class AtelierGenerateText:
         return "\n".join(t.replace("\n", " ") for t in result.texts), "\n".join(result.notes)
 
 
-class AtelierContinueStory:
+class AtelierContinueStory(StoryNode):
     DESCRIPTION = ("Continue a first sentence into a short story of N sentences. 'lines' is a list, so each "
                    "sentence drives one run of the nodes after it (one panel each); 'story' is the whole text.")
     EXAMPLE = ("Wire Atelier Load Text Generator and keep sentences 4: wire lines into CLIP Text Encode's text, so "
                "KSampler runs once per sentence (one panel each), and into Atelier Story Strip's captions.")
-    CATEGORY = CATEGORY
     FUNCTION = "continue_story"
-    RETURN_TYPES = ("STRING", "STRING", "STRING")
-    RETURN_NAMES = ("lines", "story", "notes")
-    OUTPUT_TOOLTIPS = ("The sentences as a list: each drives one run of the nodes after it.",
-                       "The whole story as one text.",
-                       "What you should know, such as words of the first sentence the model does not know.")
+    OUTPUTS = (
+        ("STRING", "lines", "The sentences as a list: each drives one run of the nodes after it."),
+        ("STRING", "story", "The whole story as one text."),
+        ("STRING", "notes", "What you should know, such as words of the first sentence the model does not know."),
+    )
     OUTPUT_IS_LIST = (True, False, False)
 
     @classmethod
@@ -202,7 +194,7 @@ class AtelierContinueStory:
             "text_model": (TEXT_MODEL, {"tooltip": "From Load or Train Text Generator."}),
             "first_sentence": ("STRING", {"default": "a small boat leaves the harbour at dawn.", "multiline": True,
                                "tooltip": "How the story begins; the first panel's line."}),
-            "sentences": _int(4, 1, 64, "Lines in the story, the first sentence included."),
+            "sentences": int_input(4, 1, 64, "Lines in the story, the first sentence included."),
             **SAMPLING_INPUTS,
         }}
 
@@ -213,18 +205,17 @@ class AtelierContinueStory:
         return result.texts, " ".join(result.texts), "\n".join(result.notes)
 
 
-class AtelierStoryStrip:
+class AtelierStoryStrip(StoryNode):
     DESCRIPTION = ("Stack pictures (one per story line, any sizes) into one vertical, webtoon-style strip at a chosen "
                    "width, with gutters, margins and an optional caption under each panel. Takes a list of IMAGEs "
                    "(such as one KSampler result per line) or one batch.")
     EXAMPLE = ("Wire the pictures made once per line of Atelier Continue Story (VAE Decode) into images and its lines "
                "into captions, width 800: one tall strip with each sentence under its panel, for Save Image.")
-    CATEGORY = CATEGORY
     FUNCTION = "stack"
     INPUT_IS_LIST = True
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("strip",)
-    OUTPUT_TOOLTIPS = ("The strip as one tall picture.",)
+    OUTPUTS = (
+        ("IMAGE", "strip", "The strip as one tall picture."),
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -232,13 +223,13 @@ class AtelierStoryStrip:
         return {
             "required": {
                 "images": ("IMAGE", {"tooltip": "The panels, in order: a list of IMAGEs or one batch."}),
-                "width": _int(layout.width, 64, 16384, "Strip width in pixels; panels are scaled to fit it, aspect "
-                              "kept."),
-                "gutter": _int(layout.gutter, 0, 4096, "Pixels between panels."),
-                "margin": _int(layout.margin, 0, 4096, "Pixels around everything."),
-                "background": _color("#ffffff", "Colour of gutters and margins"),
-                "caption_size": _int(layout.caption_size, 0, 512, "Caption font size in pixels; 0: no captions."),
-                "caption_color": _color("#000000", "Caption colour"),
+                "width": int_input(layout.width, 64, 16384, "Strip width in pixels; panels are scaled "
+                                   "to fit it, aspect kept."),
+                "gutter": int_input(layout.gutter, 0, 4096, "Pixels between panels."),
+                "margin": int_input(layout.margin, 0, 4096, "Pixels around everything."),
+                "background": color_input("#ffffff", "Colour of gutters and margins"),
+                "caption_size": int_input(layout.caption_size, 0, 512, "Caption font size in pixels; 0: no captions."),
+                "caption_color": color_input("#000000", "Caption colour"),
                 "font": ("STRING", {"default": "", "tooltip": "A .ttf/.otf file for captions; empty: a system font "
                          "that covers the captions' script (for Korean install Noto Sans CJK or Nanum)."}),
             },

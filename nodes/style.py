@@ -14,9 +14,14 @@ from ..core.style.color_preservation import MODES as COLOR_MODES
 from ..core.style.feature_transfer import METHODS
 from ..core.style.stylize import StyleOptions
 from . import bridge
-from .augmentation import DATASET, DatasetInfo, _float, _int, originals_from_batch
+from .augmentation import DATASET, DatasetInfo, originals_from_batch
+from .declare import AtelierNode, float_input, int_input, model_input, seed_input
 
-CATEGORY = "Atelier/Style"
+
+class StyleNode(AtelierNode):
+    CATEGORY = "Atelier/Style"
+
+
 ADAIN = "ATELIER_ADAIN"
 ADAIN_KIND = "adain"
 RUNS_SUBFOLDER = "atelier/adain_runs"
@@ -31,21 +36,20 @@ def _weights_path(name: str, what: str) -> Any:
     return adain_model.find_weights(name, bridge.model_folders(adain_key()), what)
 
 
-def _choices(default: str) -> list[str]:
-    files = bridge.model_files(adain_key())
-    return files if default in files else [default, *files]
+def _weights_input(default: str, tip: str) -> Any:
+    return model_input(bridge.model_files(adain_key()), default, tip)
 
 
 STYLE_INPUTS: dict[str, tuple[Any, ...]] = {
-    "alpha": _float(1.0, 0.0, 1.0, "Style strength: 1 all style, 0 the decoder's reconstruction of the content."),
+    "alpha": float_input(1.0, 0.0, 1.0, "Style strength: 1 all style, 0 the decoder's reconstruction of the content."),
     "method": (list(METHODS), {"default": "adain", "tooltip": "adain: match each feature channel's mean and std; "
                                "efdm: match the whole distribution (more faithful style, same cost)."}),
     "preserve_color": (list(COLOR_MODES), {"default": "none", "tooltip": "match_style_colors: give the style picture "
                        "the content's colour mean and covariance first; luminance_only: keep the content's colours "
                        "and take only the stylized luminance."}),
-    "tile": _int(1024, 64, 8192, "Pictures larger than this (pixels) run in tiles, so huge pictures fit in GPU "
+    "tile": int_input(1024, 64, 8192, "Pictures larger than this (pixels) run in tiles, so huge pictures fit in GPU "
                  "memory; statistics still come from the whole picture.", 8),
-    "overlap": _int(64, 0, 512, "Context around each tile (pixels, multiple of 8); 64 and above give results "
+    "overlap": int_input(64, 0, 512, "Context around each tile (pixels, multiple of 8); 64 and above give results "
                     "equal to untiled ones, half of it is cross-faded.", 8),
 }
 
@@ -65,41 +69,38 @@ def parse_weights(text: str) -> list[float] | None:
         raise ValueError(f"style_weights must be numbers separated by commas, like '0.7, 0.3'; got {text!r}") from None
 
 
-class AtelierLoadAdaIN:
+class AtelierLoadAdaIN(StyleNode):
     DESCRIPTION = ("Load an AdaIN style-transfer model from models/atelier/adain: the normalised VGG-19 encoder "
                    "(vgg_normalised.pth) and a decoder (decoder.pth, or one trained by Atelier Train AdaIN Decoder).")
     EXAMPLE = ("Put vgg_normalised.pth and decoder.pth (the AdaIN authors' released weights) in models/atelier/adain, "
                "choose them here and wire adain_model into Atelier Stylize (AdaIN) or Atelier Style Augmentation.")
-    CATEGORY = CATEGORY
     FUNCTION = "load"
-    RETURN_TYPES = (ADAIN,)
-    RETURN_NAMES = ("adain_model",)
-    OUTPUT_TOOLTIPS = ("The encoder and decoder, for Stylize (AdaIN) and Style Augmentation.",)
+    OUTPUTS = (
+        (ADAIN, "adain_model", "The encoder and decoder, for Stylize (AdaIN) and Style Augmentation."),
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
-            "encoder": (_choices(adain_model.ENCODER_FILE), {"default": adain_model.ENCODER_FILE,
-                        "tooltip": "The normalised VGG-19 weights in models/atelier/adain."}),
-            "decoder": (_choices(adain_model.DECODER_FILE), {"default": adain_model.DECODER_FILE,
-                        "tooltip": "The decoder weights in models/atelier/adain."}),
+            "encoder": _weights_input(adain_model.ENCODER_FILE, "The normalised VGG-19 weights in "
+                                      "models/atelier/adain."),
+            "decoder": _weights_input(adain_model.DECODER_FILE, "The decoder weights in models/atelier/adain."),
         }}
 
     def load(self, encoder: str, decoder: str) -> tuple[adain_model.AdaINModel]:
         return (adain_model.load_model(_weights_path(encoder, "encoder file"), _weights_path(decoder, "decoder file")),)
 
 
-class AtelierStylize:
+class AtelierStylize(StyleNode):
     DESCRIPTION = ("Arbitrary style transfer (AdaIN or EFDM) of every content picture: one style, several styles "
                    "mixed by weights (batch them), or placed by masks. Any size; large pictures run in tiles.")
     EXAMPLE = ("Wire Atelier Load AdaIN Model, a photograph from Load Image as content and a painting as style, alpha "
                "1: the photograph painted in that style. For two styles batch both pictures into style and set "
                "style_weights '0.7, 0.3'; preserve_color 'luminance_only' keeps the photograph's colours.")
-    CATEGORY = CATEGORY
     FUNCTION = "run"
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("images",)
-    OUTPUT_TOOLTIPS = ("The stylized content pictures, in input order and at their size.",)
+    OUTPUTS = (
+        ("IMAGE", "images", "The stylized content pictures, in input order and at their size."),
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -148,7 +149,7 @@ def _style_pictures(style_folder: str, styles: torch.Tensor | None) -> tuple[lis
         raise ValueError(str(exc)) from exc
 
 
-class AtelierStyleAugment:
+class AtelierStyleAugment(StyleNode):
     DESCRIPTION = ("Virtual training pictures: every original crossed with every style picture (or a seeded sample "
                    "of the pairs), written with caption sidecars and a manifest.jsonl into a new version folder "
                    "(v001, v002, ...) that Atelier Train LoRA can take.")
@@ -156,14 +157,15 @@ class AtelierStyleAugment:
                "pictures in ComfyUI/input/atelier/styles: with pairs 0, four originals and five style pictures give "
                "20 pictures named <stem>__style_<style>.png plus the four originals in output/atelier/styled/v001, "
                "for Atelier Train LoRA's folder.")
-    CATEGORY = CATEGORY
     FUNCTION = "run"
     OUTPUT_NODE = True
-    RETURN_TYPES = ("IMAGE", "STRING", "INT", "STRING")
-    RETURN_NAMES = ("preview", "folder", "files", "report")
-    OUTPUT_TOOLTIPS = ("The first original's stylized copies.", "The version folder written.",
-                       "How many images were written.",
-                       "What was written, and every style picture skipped (it failed to decode) with the reason.")
+    OUTPUTS = (
+        ("IMAGE", "preview", "The first original's stylized copies."),
+        ("STRING", "folder", "The version folder written."),
+        ("INT", "files", "How many images were written."),
+        ("STRING", "report", "What was written, and every style picture skipped (it failed to "
+                              "decode) with the reason."),
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -175,9 +177,9 @@ class AtelierStyleAugment:
                                  "(absolute, or inside ComfyUI's input folder); ignored when 'styles' is wired."}),
                 "subfolder": ("STRING", {"default": "atelier/styled", "tooltip": "Inside ComfyUI's output folder; "
                               "each run adds a new vNNN folder here."}),
-                "pairs": _int(0, 0, 100_000, "How many (original, style) pairs to draw at random; 0: all of them."),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": True,
-                                 "tooltip": "Seed of the pair draw."}),
+                "pairs": int_input(0, 0, 100_000, "How many (original, style) pairs to draw at "
+                                   "random; 0: all of them."),
+                "seed": seed_input("Seed of the pair draw."),
                 "include_original": ("BOOLEAN", {"default": True, "tooltip": "Also write each original."}),
                 **STYLE_INPUTS,
             },
@@ -212,7 +214,7 @@ class AtelierStyleAugment:
         return preview, str(written.folder), len(written.files), "\n".join(report)
 
 
-class AtelierTrainAdaINDecoder:
+class AtelierTrainAdaINDecoder(StyleNode):
     DESCRIPTION = ("Train an AdaIN decoder from scratch, or fine-tune one, on a content folder and a style folder "
                    "(content loss + style_weight x style loss; Adam with inverse decay; random crops). Resumes "
                    "after a cancel when queued again; saves safetensors into models/atelier/adain.")
@@ -220,14 +222,14 @@ class AtelierTrainAdaINDecoder:
                "init_decoder '(new decoder)' and queue: the decoder is saved into models/atelier/adain under 'name' "
                "and appears in Atelier Load AdaIN Model's list. For a first try lower steps to 2000; queue again "
                "after a cancel to resume.")
-    CATEGORY = CATEGORY
     FUNCTION = "train"
     OUTPUT_NODE = True
-    RETURN_TYPES = (ADAIN, "STRING", "IMAGE", "STRING")
-    RETURN_NAMES = ("adain_model", "decoder_path", "loss_curve", "report")
-    OUTPUT_TOOLTIPS = ("The encoder with the trained decoder, for Stylize (AdaIN) and Style Augmentation.",
-                       "The decoder's .safetensors file in models/atelier/adain.", "The training losses per step.",
-                       "Steps trained, and every picture skipped (it failed to decode) with the reason.")
+    OUTPUTS = (
+        (ADAIN, "adain_model", "The encoder with the trained decoder, for Stylize (AdaIN) and Style Augmentation."),
+        ("STRING", "decoder_path", "The decoder's .safetensors file in models/atelier/adain."),
+        ("IMAGE", "loss_curve", "The training losses per step."),
+        ("STRING", "report", "Steps trained, and every picture skipped (it failed to decode) with the reason."),
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -236,25 +238,25 @@ class AtelierTrainAdaINDecoder:
         d = DecoderConfig()
         return {
             "required": {
-                "encoder": (_choices(adain_model.ENCODER_FILE), {"default": adain_model.ENCODER_FILE,
-                            "tooltip": "The normalised VGG-19 weights in models/atelier/adain (frozen)."}),
+                "encoder": _weights_input(adain_model.ENCODER_FILE, "The normalised VGG-19 weights in "
+                                          "models/atelier/adain (frozen)."),
                 "init_decoder": ([NEW_DECODER, *bridge.model_files(adain_key())], {"default": NEW_DECODER,
                                  "tooltip": "Start from scratch, or fine-tune this decoder."}),
                 "content_folder": ("STRING", {"default": "atelier/content", "tooltip": "Folder of content pictures "
                                    "(absolute, or inside ComfyUI's input folder)."}),
                 "style_folder": ("STRING", {"default": "atelier/styles", "tooltip": "Folder of style pictures."}),
                 "name": ("STRING", {"default": "atelier_decoder", "tooltip": "File name of the trained decoder."}),
-                "steps": _int(d.steps, 1, 1_000_000, "Optimizer steps."),
-                "batch_size": _int(d.batch_size, 1, 64, "Content/style pairs per step."),
-                "learning_rate": _float(d.lr, 1e-7, 1.0, "Adam learning rate.", 1e-5),
-                "lr_decay": _float(d.lr_decay, 0.0, 1.0, "Inverse decay: lr / (1 + lr_decay x step).", 1e-5),
-                "style_weight": _float(d.style_weight, 0.0, 1000.0, "Lambda: weight of the style loss.", 0.5),
-                "resize_to": _int(d.resize_to, 16, 4096, "Pictures are resized to this on the shorter side.", 8),
-                "crop": _int(d.crop, 16, 4096, "Random square crops of this size are trained on.", 8),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": True,
-                                 "tooltip": "Seeds the picture and crop draws."}),
-                "checkpoint_every": _int(d.checkpoint_every, 1, 1_000_000, "Steps between resumable checkpoints."),
-                "preview_every": _int(500, 0, 1_000_000, "Show content, style and result every N steps; 0: never."),
+                "steps": int_input(d.steps, 1, 1_000_000, "Optimizer steps."),
+                "batch_size": int_input(d.batch_size, 1, 64, "Content/style pairs per step."),
+                "learning_rate": float_input(d.lr, 1e-7, 1.0, "Adam learning rate.", 1e-5),
+                "lr_decay": float_input(d.lr_decay, 0.0, 1.0, "Inverse decay: lr / (1 + lr_decay x step).", 1e-5),
+                "style_weight": float_input(d.style_weight, 0.0, 1000.0, "Lambda: weight of the style loss.", 0.5),
+                "resize_to": int_input(d.resize_to, 16, 4096, "Pictures are resized to this on the shorter side.", 8),
+                "crop": int_input(d.crop, 16, 4096, "Random square crops of this size are trained on.", 8),
+                "seed": seed_input("Seeds the picture and crop draws."),
+                "checkpoint_every": int_input(d.checkpoint_every, 1, 1_000_000, "Steps between resumable checkpoints."),
+                "preview_every": int_input(500, 0, 1_000_000, "Show content, style and result every N "
+                                           "steps; 0: never."),
             },
         }
 
