@@ -19,7 +19,8 @@ def _sqrtm(cov: torch.Tensor, inverse: bool = False) -> torch.Tensor:
 def _mean_cov(pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     mean = pixels.mean(0)
     centred = pixels - mean
-    return mean, centred.T @ centred / max(1, pixels.shape[0] - 1) + 1e-5 * torch.eye(3, dtype=pixels.dtype)
+    # a ridge far below one 8-bit level squared (1.5e-5): it only keeps a flat direction from dividing by 0
+    return mean, centred.T @ centred / max(1, pixels.shape[0] - 1) + 1e-8 * torch.eye(3, dtype=pixels.dtype)
 
 
 def match_colors(style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:

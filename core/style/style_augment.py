@@ -116,7 +116,7 @@ def style_augment(model: AdaINModel, originals: Sequence[Original], others: Sequ
         for picture in pictures:
             check_pictures(picture.image[None], f"{what} {picture.stem!r}")
     contents, styles = sides(originals, others, spec)
-    weights = normalised_weights(list(spec.style_weights or []), len(styles), f"{style_word}s") \
+    weights = normalised_weights(list(spec.style_weights or []), len(styles), style_word) \
         if spec.whole_set else None
     style_names = [set_name] if spec.whole_set else unique_stems([s.stem for s in styles], fallback="style")
     suffixes = [""] + [infix + name for name in style_names]
