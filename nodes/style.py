@@ -194,8 +194,8 @@ class AtelierStyleAugment:
                                    "of content pictures, varied photographs, 5-20 per original, with optional "
                                    "<stem>.txt captions (absolute, or inside ComfyUI's input folder)."}),
                 "trigger": ("STRING", {"default": "", "tooltip": "in_originals_style: the word naming the "
-                            "originals' style, put before each virtual picture's caption (leave Train LoRA's "
-                            "trigger empty then, or it comes twice)."}),
+                            "originals' style, put before each virtual picture's caption. Train LoRA's own trigger "
+                            "goes before every caption, the originals' too: use one or the other."}),
                 "whole_set": ("BOOLEAN", {"default": False, "tooltip": "Mix all style pictures (the originals, "
                               "in in_originals_style) into one style target: one picture per content picture, in "
                               "the style of the whole set."}),
