@@ -150,7 +150,7 @@ def style_augment(model: AdaINModel, originals: Sequence[Original], others: Sequ
             writer.add_image(variants.render_original(out)[0], f"{content_stems[i]}{infix}{style_names[j]}", caption,
                              {"source": content.source, "stem": content_stems[i],
                               "variant": f"{infix.strip('_')}_{style_names[j]}",
-                              "content": content.stem, "style": style_names[j] if spec.whole_set else styles[j].stem,
+                              "content": content_stems[i], "style": style_names[j],  # as in the file's name
                               "parameters": {"content_source": content.source, "style_source": style_source,
                                              **settings},
                               "seed": spec.seed if spec.pairs else None})
