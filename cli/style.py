@@ -24,7 +24,7 @@ def _add_style(sub: argparse._SubParsersAction) -> None:
                    help="in_originals_style: the --content-folder pictures painted in the originals' style; "
                    "restyle_originals: the originals painted in the --styles pictures' styles")
     s.add_argument("--content-folder", help="in_originals_style: folder of content pictures (varied photographs, "
-                   "5-20 per original, with optional <stem>.txt captions)")
+                   "5-20 per original, with optional <stem>.txt captions; sub-folders included)")
     s.add_argument("--styles", dest="style_folder", help="restyle_originals: folder of style pictures")
     s.add_argument("--encoder", required=True, help="vgg_normalised.pth (or an Atelier safetensors encoder): a name in "
                    "models/atelier/adain, or a path")
@@ -66,11 +66,11 @@ def _style(args: argparse.Namespace) -> int:
         raise ValueError("give --content-folder: a folder of photographs to paint in the originals' style (or "
                          "--direction restyle_originals with --styles)" if inside else
                          "give --styles: a folder of style pictures to paint the originals in")
-    model = adain_model.load_model(model_file(args.encoder, "adain", "encoder file"),
-                                   model_file(args.decoder, "adain", "decoder file"))
     originals, skipped = load_pictures(args.folder, "folder of originals")
     others, skipped_others = load_contents(args.content_folder) if inside else \
         load_pictures(args.style_folder, "style_folder")
+    model = adain_model.load_model(model_file(args.encoder, "adain", "encoder file"),
+                                   model_file(args.decoder, "adain", "decoder file"))
     bridge.set_output_directory(args.output)
     parent = safe_subfolder(bridge.output_directory(), args.subfolder)
     device = bridge.compute_device(args.device)

@@ -192,7 +192,8 @@ class AtelierStyleAugment:
                               "styles (the node's behaviour before this option)."}),
                 "content_folder": ("STRING", {"default": "atelier/content", "tooltip": "in_originals_style: folder "
                                    "of content pictures, varied photographs, 5-20 per original, with optional "
-                                   "<stem>.txt captions (absolute, or inside ComfyUI's input folder)."}),
+                                   "<stem>.txt captions, sub-folders included (absolute, or inside ComfyUI's input "
+                                   "folder)."}),
                 "trigger": ("STRING", {"default": "", "tooltip": "in_originals_style: the word naming the "
                             "originals' style, put before each virtual picture's caption. Train LoRA's own trigger "
                             "goes before every caption, the originals' too: use one or the other."}),

@@ -58,21 +58,24 @@ class AugmentSpec:
                              "or leave style_weights empty")
 
 
-def load_pictures(folder: str | os.PathLike[str], what: str, advice: str = "") -> tuple[list[Original], list[Skipped]]:
-    """The pictures of a folder with their caption sidecars, and the files that failed to decode (skipped:
-    list them to the user). No readable picture at all is an error naming the folder, ``what`` it is for and
-    the ``advice``, before any work."""
+def load_pictures(folder: str | os.PathLike[str], what: str, advice: str = "", recursive: bool = False
+                  ) -> tuple[list[Original], list[Skipped]]:
+    """The pictures of a folder (and its sub-folders, if ``recursive``) with their caption sidecars, and the
+    files that failed to decode (skipped: list them to the user). No readable picture at all is an error
+    naming the folder, ``what`` it is for and the ``advice``, before any work."""
     try:
-        data = load_folder(folder)
+        data = load_folder(folder, recursive=recursive)
     except ImageFolderError as exc:
         raise ImageFolderError(f"{what}: {exc}" + (f"; {advice}" if advice else "")) from exc
     return [Original(item.image, item.stem, item.caption, str(item.path)) for item in data.images], data.skipped
 
 
 def load_contents(folder: str | os.PathLike[str]) -> tuple[list[Original], list[Skipped]]:
-    """The content pictures for ``in_originals_style``; an empty or missing folder says what to put there."""
+    """The content pictures for ``in_originals_style``, sub-folders included (a photo library is often sorted
+    into them); an empty or missing folder says what to put there."""
     return load_pictures(folder, "content_folder", "put varied photographs there (5-20 per original), or choose "
-                         "direction 'restyle_originals' to paint the originals in the style folder's styles instead")
+                         "direction 'restyle_originals' to paint the originals in the style folder's styles instead",
+                         recursive=True)
 
 
 def plan_pairs(contents: int, styles: int, pairs: int, seed: int) -> list[tuple[int, int]]:
@@ -90,8 +93,27 @@ def sides(originals: Sequence[Original], others: Sequence[Original], spec: Augme
     return (others, originals) if spec.direction == "in_originals_style" else (originals, others)
 
 
+def mix_weights(originals: Sequence[Original], others: Sequence[Original], spec: AugmentSpec) -> list[float] | None:
+    """The style pictures' weights in the ``whole_set`` mix, summing to 1 (None without it): a list that does
+    not give one weight per style picture is an error."""
+    if not spec.whole_set:
+        return None
+    return normalised_weights(list(spec.style_weights or []), len(sides(originals, others, spec)[1]),
+                              _SIDES[spec.direction][1])
+
+
 def plan(originals: Sequence[Original], others: Sequence[Original], spec: AugmentSpec) -> list[tuple[int, int]]:
-    """The (content, style) index pairs to make; with ``whole_set`` the style index is always 0 (the mix)."""
+    """The (content, style) index pairs to make (with ``whole_set`` the style index is always 0, the mix), after
+    checking every picture and the weights: call it first, and bad input fails before any work."""
+    others_word = _SIDES[spec.direction][0]
+    if not originals:
+        raise ValueError("no original pictures")
+    if not others:
+        raise ValueError(f"no {others_word}s")
+    for pictures, what in ((originals, "original"), (others, others_word)):
+        for picture in pictures:
+            check_pictures(picture.image[None], f"{what} {picture.stem!r}")
+    mix_weights(originals, others, spec)
     contents, styles = sides(originals, others, spec)
     return plan_pairs(len(contents), 1 if spec.whole_set else len(styles), spec.pairs, spec.seed)
 
@@ -107,17 +129,10 @@ def style_augment(model: AdaINModel, originals: Sequence[Original], others: Sequ
                   device: torch.device | str = "cpu", progress: Progress | None = None) -> WrittenDataset:
     """Write the virtual pictures (and the originals, if ``spec.include_original``) as the next version folder
     under ``parent``. ``others`` are the content pictures or the style pictures, as ``spec.direction`` says."""
-    others_word, style_word, infix, set_name = _SIDES[spec.direction]
-    if not originals:
-        raise ValueError("no original pictures")
-    if not others:
-        raise ValueError(f"no {others_word}s")
-    for pictures, what in ((originals, "original"), (others, others_word)):
-        for picture in pictures:
-            check_pictures(picture.image[None], f"{what} {picture.stem!r}")
+    pairs = plan(originals, others, spec)
+    _, _, infix, set_name = _SIDES[spec.direction]
     contents, styles = sides(originals, others, spec)
-    weights = normalised_weights(list(spec.style_weights or []), len(styles), style_word) \
-        if spec.whole_set else None
+    weights = mix_weights(originals, others, spec)
     style_names = [set_name] if spec.whole_set else unique_stems([s.stem for s in styles], fallback="style")
     suffixes = [""] + [infix + name for name in style_names]
     # one call over the originals and the content pictures, so no two files of the folder share a name
@@ -125,7 +140,6 @@ def style_augment(model: AdaINModel, originals: Sequence[Original], others: Sequ
                          suffixes)
     original_stems = stems[:len(originals)]
     content_stems = original_stems if contents is originals else stems[len(originals):]
-    pairs = plan(originals, others, spec)
     progress = progress or SilentProgress(len(pairs))
     settings = {"direction": spec.direction, **asdict(options)}
     if spec.whole_set:
