@@ -92,9 +92,15 @@ def test_style_augmentation_and_decoder_training_headless(tmp_path: Path, capsys
     folder = tmp_path / "out" / "atelier" / "styled" / "v001"
     assert "wrote 8 images (4 virtual): 4 content pictures in the style of 1 style pictures" in capsys.readouterr().out
     assert (folder / "rocket__style_coffee.png").exists() and (folder / "rocket__style_coffee.txt").exists()
-    # the seed's way (the default): the samples as content, painted in the style of the one original
+    # the seed's way (the default): the samples as content, painted in the style of the one original; an
+    # original that fails to decode is named, and the rest go on
+    from test_bad_inputs_training import truncated
+
+    truncated(styles / "broken.png", "PNG")
     assert main(["style", str(styles), "--content-folder", str(SAMPLES), *model, "--trigger", "sks"]) == 0
-    assert "wrote 5 images (4 virtual): 4 content pictures in the style of 1 originals" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "wrote 5 images (4 virtual): 4 content pictures in the style of 1 originals" in out
+    assert f"skipped {styles / 'broken.png'}: " in err
     folder = folder.parent / "v002"
     caption = (SAMPLES / "rocket.txt").read_text(encoding="utf-8").strip()
     assert (folder / "rocket__in_coffee.txt").read_text(encoding="utf-8") == f"sks, {caption}\n"

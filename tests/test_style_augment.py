@@ -180,8 +180,11 @@ def test_content_folders_empty_broken_or_partly_broken(tmp_path: Path) -> None:
     with pytest.raises(ImageFolderError, match=f"content_folder: image folder '{empty}' holds no image.*"
                                                "put varied photographs there"):
         load_contents(empty)
-    contents, skipped = load_contents(mixed_folder(tmp_path / "mixed"))
-    assert [c.stem for c in contents] == ["chelsea", "rocket"]
+    mixed = mixed_folder(tmp_path / "mixed")
+    (mixed / "여름").mkdir()
+    (mixed / "chelsea.jpg").rename(mixed / "여름" / "고양이.jpg")  # sub-folders are read too
+    contents, skipped = load_contents(mixed)
+    assert sorted(c.stem for c in contents) == ["rocket", "고양이"]
     assert sorted(Path(s.path).name for s in skipped) == ["broken.jpg", "cut.png"]
     broken = tmp_path / "broken"
     broken.mkdir()
