@@ -3,7 +3,7 @@
     python atelier_cli.py multiply FOLDER --output OUT [--variants ...] [--random N --seed S [--recipe R.json]]
     python atelier_cli.py convert FOLDER --output OUT      # png copies ("tif to png")
     python atelier_cli.py train FOLDER --model SD15_CHECKPOINT_OR_FOLDER --loras LORAS --run RUN [options]
-    python atelier_cli.py style FOLDER --styles STYLE_FOLDER --encoder VGG --decoder DECODER --output OUT
+    python atelier_cli.py style ORIGINALS --content-folder PHOTOS --encoder VGG --decoder DECODER --output OUT [options]
     python atelier_cli.py train-decoder CONTENT STYLES --encoder VGG --out-dir ADAIN_FOLDER --run RUN [options]
     python atelier_cli.py fid REAL GENERATED [--kid-subset 50]
     python atelier_cli.py label|curate|caption|describe|retrieve|evaluate-retrieval FOLDER ...  # cli/collection.py

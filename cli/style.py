@@ -16,52 +16,69 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def _add_style(sub: argparse._SubParsersAction) -> None:
     d = declared("core.style.stylize", "StyleOptions")
-    s = sub.add_parser("style", help="style augmentation: every original crossed with every style picture")
+    a = declared("core.style.style_augment", "AugmentSpec")
+    s = sub.add_parser("style", help="style augmentation: virtual pictures in the originals' style (content "
+                       "pictures painted in each original's style), or the originals restyled")
     s.add_argument("folder", help="folder of originals (with optional <stem>.txt captions)")
-    s.add_argument("--styles", required=True, help="folder of style pictures")
+    s.add_argument("--direction", choices=declared("core.style.style_augment", "DIRECTIONS"), default=a.direction,
+                   help="in_originals_style: the --content-folder pictures painted in the originals' style; "
+                   "restyle_originals: the originals painted in the --styles pictures' styles")
+    s.add_argument("--content-folder", help="in_originals_style: folder of content pictures (varied photographs, "
+                   "5-20 per original, with optional <stem>.txt captions; sub-folders included)")
+    s.add_argument("--styles", dest="style_folder", help="restyle_originals: folder of style pictures")
     s.add_argument("--encoder", required=True, help="vgg_normalised.pth (or an Atelier safetensors encoder): a name in "
                    "models/atelier/adain, or a path")
     s.add_argument("--decoder", required=True, help="decoder.pth or a decoder trained by train-decoder: a name in "
                    "models/atelier/adain, or a path")
     s.add_argument("--output", default="output", help="output root folder")
     s.add_argument("--subfolder", default="atelier/styled", help="inside the output root; gets vNNN folders")
-    add_numbers(s, int, 0, pairs=(0, "random (original, style) pairs to make; 0: all"),
-                seed=(0, "seed of the random pairs"))
+    add_numbers(s, int, 0, pairs=(a.pairs, "random (content, style) pairs to make; 0: all"),
+                seed=(a.seed, "seed of the random pairs"))
     s.add_argument("--no-original", action="store_true", help="do not write the originals themselves")
+    s.add_argument("--trigger", default=a.trigger, help="in_originals_style: word naming the originals' style, put "
+                   "before each virtual picture's caption")
+    s.add_argument("--whole-set", action="store_true", help="mix all style pictures (the originals, in "
+                   "in_originals_style) into one style target: one picture per content picture")
+    s.add_argument("--style-weights", default="", help="with --whole-set: one weight per style picture in their "
+                   "order, like '2, 1, 1'; empty: equal")
     add_numbers(s, float, 0, 1, alpha=(d.alpha, "1: all style; 0: the decoder's reconstruction of the content"))
     s.add_argument("--method", choices=declared("core.style.feature_transfer", "METHODS"), default=d.method,
                    help="adain (mean and std) or efdm (exact feature distribution matching)")
     s.add_argument("--preserve-color", choices=declared("core.style.color_preservation", "MODES"),
-                   default=d.preserve_color, help="keep the original's colours")
+                   default=d.preserve_color, help="keep the content pictures' colours")
     add_numbers(s, int, 64, tile=(d.tile, "pixels; larger pictures run in tiles of about this size (multiple of 8)"))
     add_numbers(s, int, 0, overlap=(d.overlap, "pixels of context around each tile (a multiple of 8)"))
     s.add_argument("--device", default="auto", help="auto (CUDA when present) or cpu")
 
 
 def _style(args: argparse.Namespace) -> int:
-    from ..core.dataset import multiply
-    from ..core.dataset.folder_dataset import load_folder
     from ..core.style import adain_model
-    from ..core.style.style_augment import load_styles, plan_pairs, style_augment
-    from ..core.style.stylize import StyleOptions
+    from ..core.style.style_augment import AugmentSpec, load_contents, load_pictures, plan, style_augment, summary
+    from ..core.style.stylize import StyleOptions, parse_weights
     from ..nodes import bridge
 
     options = StyleOptions(args.alpha, args.method, args.preserve_color, args.tile, args.overlap)
+    weights = parse_weights(args.style_weights)
+    spec = AugmentSpec(args.direction, args.pairs, args.seed, not args.no_original, args.trigger, args.whole_set,
+                       None if weights is None else tuple(weights))
+    inside = args.direction == "in_originals_style"
+    if not (args.content_folder if inside else args.style_folder):
+        raise ValueError("give --content-folder: a folder of photographs to paint in the originals' style (or "
+                         "--direction restyle_originals with --styles)" if inside else
+                         "give --styles: a folder of style pictures to paint the originals in")
+    originals, skipped = load_pictures(args.folder, "folder of originals")
+    others, skipped_others = load_contents(args.content_folder) if inside else \
+        load_pictures(args.style_folder, "style_folder")
     model = adain_model.load_model(model_file(args.encoder, "adain", "encoder file"),
                                    model_file(args.decoder, "adain", "decoder file"))
-    data = load_folder(args.folder)
-    originals = [multiply.Original(i.image, i.stem, i.caption, str(i.path)) for i in data.images]
-    styles, skipped_styles = load_styles(args.styles)
     bridge.set_output_directory(args.output)
     parent = safe_subfolder(bridge.output_directory(), args.subfolder)
     device = bridge.compute_device(args.device)
-    total = len(plan_pairs(len(originals), len(styles), args.pairs, args.seed))
-    written = style_augment(model.to(device), originals, styles, parent, options, args.pairs, args.seed,
-                            not args.no_original, device, bridge.progress(total, "stylizing"))
-    for skipped in data.skipped + skipped_styles:
-        print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
-    print(f"wrote {len(written.files)} images from {len(originals)} originals and {len(styles)} styles to "
-          f"{written.folder}")
+    written = style_augment(model.to(device), originals, others, parent, options, spec, device,
+                            bridge.progress(len(plan(originals, others, spec)), "stylizing"))
+    for skip in skipped + skipped_others:
+        print(f"skipped {skip.path}: {skip.reason}", file=sys.stderr)
+    print(f"{summary(written, originals, others, spec)} to {written.folder}")
     return 0
 
 

@@ -6,13 +6,13 @@ from typing import Any
 import torch
 
 from ..core.dataset.folder_dataset import skip_lines
-from ..core.dataset.image_files import ImageFolderError, load_image
+from ..core.dataset.image_files import load_image
 from ..core.shared import plots
 from ..core.shared.output_paths import safe_name, safe_subfolder
 from ..core.style import adain_model
 from ..core.style.color_preservation import MODES as COLOR_MODES
 from ..core.style.feature_transfer import METHODS
-from ..core.style.stylize import StyleOptions
+from ..core.style.stylize import StyleOptions, parse_weights
 from . import bridge
 from .augmentation import DATASET, DatasetInfo, originals_from_batch
 from .declare import AtelierNode, float_input, int_input, model_input, seed_input
@@ -56,17 +56,6 @@ STYLE_INPUTS: dict[str, tuple[Any, ...]] = {
 
 def _options(alpha: float, method: str, preserve_color: str, tile: int, overlap: int) -> StyleOptions:
     return StyleOptions(alpha=alpha, method=method, preserve_color=preserve_color, tile=tile, overlap=overlap)
-
-
-def parse_weights(text: str) -> list[float] | None:
-    """'0.7, 0.3' -> [0.7, 0.3]; empty -> None (equal weights)."""
-    parts = [p for p in text.replace(";", ",").split(",") if p.strip()]
-    if not parts:
-        return None
-    try:
-        return [float(p) for p in parts]
-    except ValueError:
-        raise ValueError(f"style_weights must be numbers separated by commas, like '0.7, 0.3'; got {text!r}") from None
 
 
 class AtelierLoadAdaIN(StyleNode):
@@ -135,82 +124,117 @@ class AtelierStylize(StyleNode):
         return (out,)
 
 
-def _style_pictures(style_folder: str, styles: torch.Tensor | None) -> tuple[list[Any], list[Any]]:
-    """The style pictures and the style files skipped (they failed to decode)."""
-    from ..core.style.style_augment import StylePicture, load_styles
+def _others(direction: str, content_folder: str, style_folder: str, styles: torch.Tensor | None
+            ) -> tuple[list[Any], list[Any]]:
+    """The pictures beside the originals (the content folder's, or the style pictures from the batch or the
+    folder), and the files skipped (they failed to decode)."""
+    from ..core.dataset.multiply import Original
+    from ..core.style.style_augment import load_contents, load_pictures
 
+    if direction == "in_originals_style":
+        if not content_folder.strip():
+            raise ValueError("give a content_folder: a folder of photographs to paint in the originals' style")
+        return load_contents(bridge.resolve_input_folder(content_folder))
     if styles is not None:
-        return [StylePicture(styles[i], f"style_{i + 1:02d}", f"styles[{i}]") for i in range(styles.shape[0])], []
+        return [Original(styles[i], f"style_{i + 1:02d}", None, f"styles[{i}]") for i in range(styles.shape[0])], []
     if not style_folder.strip():
         raise ValueError("give a style_folder or wire style pictures into 'styles'")
-    try:
-        return load_styles(bridge.resolve_input_folder(style_folder))
-    except ImageFolderError as exc:
-        raise ValueError(str(exc)) from exc
+    return load_pictures(bridge.resolve_input_folder(style_folder), "style_folder")
 
 
 class AtelierStyleAugment(StyleNode):
-    DESCRIPTION = ("Virtual training pictures: every original crossed with every style picture (or a seeded sample "
-                   "of the pairs), written with caption sidecars and a manifest.jsonl into a new version folder "
-                   "(v001, v002, ...) that Atelier Train LoRA can take.")
-    EXAMPLE = ("Wire Atelier Load AdaIN Model and Atelier Load Image Folder's images and dataset, and put style "
-               "pictures in ComfyUI/input/atelier/styles: with pairs 0, four originals and five style pictures give "
-               "20 pictures named <stem>__style_<style>.png plus the four originals in output/atelier/styled/v001, "
-               "for Atelier Train LoRA's folder.")
+    DESCRIPTION = ("Virtual training pictures in the originals' style, the first model of the two-model flow: with "
+                   "direction in_originals_style (the default) every picture of a content folder (your "
+                   "photographs) is painted in the style of each original, or of the whole set mixed by "
+                   "style_weights, and captioned with its own caption plus the trigger word; restyle_originals "
+                   "instead paints the originals in the styles of a style folder. All pairs or a seeded sample, "
+                   "written with caption sidecars and a manifest.jsonl naming each file's content and style into a "
+                   "new version folder (v001, v002, ...) that Atelier Train LoRA can take.")
+    EXAMPLE = ("Wire Atelier Load AdaIN Model and Atelier Load Image Folder's images and dataset (four originals), "
+               "put 40 varied photographs in ComfyUI/input/atelier/content and set trigger 'sks_style': with pairs "
+               "0 you get 160 pictures named <photo>__in_<original>.png, captioned 'sks_style, <the photo's "
+               "caption>', plus the four originals in output/atelier/styled/v001, for Atelier Train LoRA's folder. "
+               "Turn on whole_set for one picture per photograph in the style of all four (style_weights "
+               "'2, 1, 1, 1' leans on the first).")
     FUNCTION = "run"
     OUTPUT_NODE = True
     OUTPUTS = (
-        ("IMAGE", "preview", "The first original's stylized copies."),
+        ("IMAGE", "preview", "The first content picture's virtual pictures (up to 8)."),
         ("STRING", "folder", "The version folder written."),
         ("INT", "files", "How many images were written."),
-        ("STRING", "report", "What was written, and every style picture skipped (it failed to "
-                              "decode) with the reason."),
+        ("STRING", "report", "What was written, and every content or style picture skipped (it failed to decode) "
+                             "with the reason."),
     )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
+        from ..core.style.style_augment import DIRECTIONS
+
         return {
             "required": {
                 "adain_model": (ADAIN, {"tooltip": "From Atelier Load AdaIN Model."}),
-                "images": ("IMAGE", {"tooltip": "The originals."}),
-                "style_folder": ("STRING", {"default": "atelier/styles", "tooltip": "Folder of style pictures "
-                                 "(absolute, or inside ComfyUI's input folder); ignored when 'styles' is wired."}),
+                "images": ("IMAGE", {"tooltip": "The originals: the style of every virtual picture "
+                                     "(in_originals_style), or the pictures restyled (restyle_originals)."}),
+                "style_folder": ("STRING", {"default": "atelier/styles", "tooltip": "restyle_originals: folder of "
+                                 "style pictures (absolute, or inside ComfyUI's input folder); ignored when 'styles' "
+                                 "is wired, and by in_originals_style."}),
                 "subfolder": ("STRING", {"default": "atelier/styled", "tooltip": "Inside ComfyUI's output folder; "
                               "each run adds a new vNNN folder here."}),
-                "pairs": int_input(0, 0, 100_000, "How many (original, style) pairs to draw at "
-                                   "random; 0: all of them."),
+                "pairs": int_input(0, 0, 100_000, "How many (content, style) pairs to draw at random; 0: all of "
+                                   "them (with whole_set: how many content pictures)."),
                 "seed": seed_input("Seed of the pair draw."),
-                "include_original": ("BOOLEAN", {"default": True, "tooltip": "Also write each original."}),
+                "include_original": ("BOOLEAN", {"default": True, "tooltip": "Also write each original, with its "
+                                     "own caption."}),
                 **STYLE_INPUTS,
+                "direction": (list(DIRECTIONS), {"default": DIRECTIONS[0], "tooltip": "in_originals_style: the "
+                              "content folder's pictures painted in the originals' style (virtual data for a LoRA "
+                              "of that style); restyle_originals: the originals painted in the style folder's "
+                              "styles (the node's behaviour before this option)."}),
+                "content_folder": ("STRING", {"default": "atelier/content", "tooltip": "in_originals_style: folder "
+                                   "of content pictures, varied photographs, 5-20 per original, with optional "
+                                   "<stem>.txt captions, sub-folders included (absolute, or inside ComfyUI's input "
+                                   "folder)."}),
+                "trigger": ("STRING", {"default": "", "tooltip": "in_originals_style: the word naming the "
+                            "originals' style, put before each virtual picture's caption. Train LoRA's own trigger "
+                            "goes before every caption, the originals' too: use one or the other."}),
+                "whole_set": ("BOOLEAN", {"default": False, "tooltip": "Mix all style pictures (the originals, "
+                              "in in_originals_style) into one style target: one picture per content picture, in "
+                              "the style of the whole set."}),
+                "style_weights": ("STRING", {"default": "", "tooltip": "With whole_set: one weight per style "
+                                  "picture in their order, like '2, 1, 1' (normalised to sum 1); empty: equal."}),
             },
             "optional": {
                 "dataset": (DATASET, {"tooltip": "Names and captions from Load Image Folder; without it files are "
                                       "named image_0001... and have no captions."}),
-                "styles": ("IMAGE", {"tooltip": "Style pictures as a batch, instead of style_folder."}),
+                "styles": ("IMAGE", {"tooltip": "restyle_originals: style pictures as a batch, instead of "
+                                     "style_folder."}),
             },
         }
 
     def run(self, adain_model: adain_model.AdaINModel, images: torch.Tensor, style_folder: str, subfolder: str,
             pairs: int, seed: int, include_original: bool, alpha: float, method: str, preserve_color: str,
-            tile: int, overlap: int, dataset: DatasetInfo | None = None,
+            tile: int, overlap: int, direction: str = "in_originals_style", content_folder: str = "atelier/content",
+            trigger: str = "", whole_set: bool = False, style_weights: str = "", dataset: DatasetInfo | None = None,
             styles: torch.Tensor | None = None) -> tuple[Any, ...]:
-        from ..core.style.style_augment import plan_pairs, style_augment
+        from ..core.style.style_augment import AugmentSpec, plan, style_augment, summary
 
         options = _options(alpha, method, preserve_color, tile, overlap)
+        weights = parse_weights(style_weights)
+        spec = AugmentSpec(direction, pairs, seed, include_original, trigger, whole_set,
+                           None if weights is None else tuple(weights))
         originals = originals_from_batch(images, dataset)
-        pictures, skipped = _style_pictures(style_folder, styles)
+        others, skipped = _others(direction, content_folder, style_folder, styles)
         parent = safe_subfolder(bridge.output_directory(), subfolder)
         device = bridge.compute_device()
         try:
-            total = len(plan_pairs(len(originals), len(pictures), pairs, seed))
-            written = style_augment(adain_model.to(device), originals, pictures, parent, options, pairs, seed,
-                                    include_original, device, bridge.progress(total, "style augmentation"))
+            written = style_augment(adain_model.to(device), originals, others, parent, options, spec, device,
+                                    bridge.progress(len(plan(originals, others, spec)), "style augmentation"))
         finally:
             adain_model.to("cpu")
-        first = [f for f, r in zip(written.files, written.records) if r["stem"] == written.records[0]["stem"]]
+        virtual = [(f, r) for f, r in zip(written.files, written.records) if r["variant"] != "original"]
+        first = [f for f, r in virtual if r["content"] == virtual[0][1]["content"]] if virtual else []
         preview = torch.stack([load_image(f) for f in first[:8]]) if first else images[:1]
-        report = [f"wrote {len(written.files)} images from {len(originals)} originals and {len(pictures)} styles",
-                  *skip_lines(skipped)]
+        report = [summary(written, originals, others, spec), *skip_lines(skipped)]
         return preview, str(written.folder), len(written.files), "\n".join(report)
 
 

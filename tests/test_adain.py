@@ -127,25 +127,28 @@ def test_style_targets_computed_once_give_the_same_pictures(model: am.AdaINModel
         stylize(model, pictures, styles, options, targets=targets[:1])
 
 
-@pytest.mark.parametrize(("preserve_color", "encodings"), [("none", 2), ("match_style_colors", 6)])
-def test_style_augmentation_encodes_each_style_once(model: am.AdaINModel, tmp_path: Path,
+@pytest.mark.parametrize(("preserve_color", "calls"), [("none", 1), ("match_style_colors", 6)])
+def test_style_augmentation_encodes_the_styles_once(model: am.AdaINModel, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch, preserve_color: str,
-                                                    encodings: int) -> None:
-    calls = []
+                                                    calls: int) -> None:
+    made = []
     counted = style_augment.style_targets
 
-    def counting(*args: object, **kwargs: object) -> list[ft.StyleTarget]:
-        calls.append(1)
-        return counted(*args, **kwargs)
+    def counting(m: am.AdaINModel, styles: list[torch.Tensor], *args: object, **kwargs: object
+                 ) -> list[ft.StyleTarget]:
+        made.append(len(styles))
+        return counted(m, styles, *args, **kwargs)
 
     monkeypatch.setattr(style_augment, "style_targets", counting)
     monkeypatch.setattr(stylize_module, "style_targets", counting)
     originals = [Original(_picture(n, (48, 40))[0], n) for n in ("chelsea.jpg", "coffee.webp", "astronaut.tif")]
-    styles = [style_augment.StylePicture(_picture(n, (40, 40))[0], n) for n in ("rocket.png", "coffee.webp")]
+    styles = [Original(_picture(n, (40, 40))[0], n) for n in ("rocket.png", "coffee.webp")]
     options = StyleOptions(preserve_color=preserve_color)
-    written = style_augment.style_augment(model, originals, styles, tmp_path, options)
+    written = style_augment.style_augment(model, originals, styles, tmp_path, options,
+                                          style_augment.AugmentSpec("restyle_originals"))
     assert len(written.files) == 3 + 6  # the originals and every pair
-    assert len(calls) == encodings  # with recolouring each pair needs its own
+    # both styles at once; with recolouring each pair needs its own
+    assert made == ([2] if preserve_color == "none" else [1] * 6)
 
 
 @pytest.mark.parametrize("method", ["adain", "efdm"])
@@ -207,6 +210,46 @@ def test_color_preservation_keeps_the_contents_colors(model: am.AdaINModel) -> N
     inside = ((plain > 0.02) & (plain < 0.98)).all(-1) & ((stylized > 0.001) & (stylized < 0.999)).all(-1)
     torch.testing.assert_close((stylized @ yiq[1:].T)[inside], (content @ yiq[1:].T)[inside], rtol=0, atol=1e-4)
     torch.testing.assert_close((stylized @ yiq[0])[inside], (plain @ yiq[0])[inside], rtol=0, atol=1e-4)
+
+
+def contrasty_photograph(size: int = 96, seed: int = 0) -> torch.Tensor:
+    """A photograph-like ``[H, W, 3]``: a sky gradient, a saturated red disc and green patch, a deep shadow and a
+    bright highlight, with sensor noise; its colour covariance is large, so recolouring another picture to it
+    sends many pixels outside 0..1 (about a fifth to a third for the sample photographs)."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    image = torch.stack([0.25 + 0.5 * xx, 0.3 + 0.4 * yy, 0.8 - 0.6 * xx], -1)
+    image[(xx - 0.3) ** 2 + (yy - 0.6) ** 2 < 0.05] = torch.tensor([0.95, 0.05, 0.05])
+    image[(xx > 0.6) & (yy > 0.55)] = torch.tensor([0.02, 0.02, 0.03])
+    image[(xx > 0.65) & (yy < 0.25)] = torch.tensor([1.0, 0.98, 0.9])
+    image[(xx < 0.2) & (yy < 0.3)] = torch.tensor([0.05, 0.7, 0.1])
+    return (image + 0.04 * torch.randn(size, size, 3, generator=g)).clamp(0, 1)
+
+
+@pytest.mark.parametrize("style_name", ["coffee.webp", "rocket.png", "chelsea.jpg"])
+def test_matched_colors_keep_their_promise_on_a_contrasty_photograph(model: am.AdaINModel, style_name: str) -> None:
+    content = contrasty_photograph()
+    style = _picture(style_name, (80, 80))[0]
+    matched = cp.match_colors(style, content)
+
+    def mean_cov(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pixels = image.reshape(-1, 3).double()
+        return pixels.mean(0), torch.cov(pixels.T)
+
+    def misses(image: torch.Tensor) -> tuple[float, float]:
+        """(largest mean difference, covariance difference relative to the content's, Frobenius norms)."""
+        (mean, cov), (c_mean, c_cov) = mean_cov(image), mean_cov(content)
+        return float((mean - c_mean).abs().max()), float(torch.linalg.norm(cov - c_cov) / torch.linalg.norm(c_cov))
+
+    outside = ((matched < 0) | (matched > 1)).any(-1).float().mean()
+    assert outside > 0.15  # the case clipping broke: measured 0.20-0.33
+    mean_miss, cov_miss = misses(matched)
+    assert mean_miss < 1e-6 and cov_miss < 5e-4  # measured: below 1e-9 and 1.2e-6..5.6e-5 (float32 pixels)
+    clipped_mean, clipped_cov = misses(matched.clamp(0, 1))  # what the clipping code gave the encoder
+    assert clipped_mean > 0.01 and clipped_cov > 0.2  # measured: 0.023-0.033 and 0.27-0.35
+    # the encoder takes it as it is; only the stylized picture is clipped
+    out = stylize(model, content[None], [style], StyleOptions(preserve_color="match_style_colors"))
+    assert out.isfinite().all() and out.min() >= 0 and out.max() <= 1
 
 
 @pytest.mark.parametrize(("content", "message"), [

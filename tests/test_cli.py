@@ -87,11 +87,31 @@ def test_style_augmentation_and_decoder_training_headless(tmp_path: Path, capsys
     styles = tmp_path / "styles"
     styles.mkdir()
     shutil.copy(SAMPLES / "coffee.webp", styles / "coffee.webp")
-    assert main(["style", str(SAMPLES), "--styles", str(styles), "--encoder", str(encoder), "--decoder",
-                 str(decoder), "--output", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    model = ["--encoder", str(encoder), "--decoder", str(decoder), "--output", str(tmp_path / "out"), "--device", "cpu"]
+    assert main(["style", str(SAMPLES), "--styles", str(styles), *model, "--direction", "restyle_originals"]) == 0
     folder = tmp_path / "out" / "atelier" / "styled" / "v001"
-    assert "wrote 8 images from 4 originals and 1 styles" in capsys.readouterr().out
+    assert "wrote 8 images (4 virtual): 4 content pictures in the style of 1 style pictures" in capsys.readouterr().out
     assert (folder / "rocket__style_coffee.png").exists() and (folder / "rocket__style_coffee.txt").exists()
+    # the seed's way (the default): the samples as content, painted in the style of the one original; an
+    # original that fails to decode is named, and the rest go on
+    from test_bad_inputs_training import truncated
+
+    truncated(styles / "broken.png", "PNG")
+    assert main(["style", str(styles), "--content-folder", str(SAMPLES), *model, "--trigger", "sks"]) == 0
+    out, err = capsys.readouterr()
+    assert "wrote 5 images (4 virtual): 4 content pictures in the style of 1 originals" in out
+    assert f"skipped {styles / 'broken.png'}: " in err
+    folder = folder.parent / "v002"
+    caption = (SAMPLES / "rocket.txt").read_text(encoding="utf-8").strip()
+    assert (folder / "rocket__in_coffee.txt").read_text(encoding="utf-8") == f"sks, {caption}\n"
+    assert main(["style", str(styles), *model, "--whole-set", "--style-weights", "1, 2"]) == 2
+    assert "give --content-folder" in capsys.readouterr().err
+    assert main(["style", str(styles), "--content-folder", str(SAMPLES), *model, "--whole-set", "--style-weights",
+                 "1, 2"]) == 2
+    assert "2 style weight(s) for 1 original(s)" in capsys.readouterr().err
+    assert main(["style", str(styles), "--content-folder", str(SAMPLES), *model, "--style-weights", "1"]) == 2
+    assert "turn on --whole-set" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["v001", "v002"]
     args = ["train-decoder", str(SAMPLES), str(styles), "--encoder", str(encoder), "--out-dir",
             str(tmp_path / "adain"), "--run", str(tmp_path / "run"), "--batch-size", "2", "--resize-to", "48",
             "--crop", "32", "--device", "cpu", "--name", "mine"]
@@ -100,7 +120,7 @@ def test_style_augmentation_and_decoder_training_headless(tmp_path: Path, capsys
     assert main([*args, "--steps", "3"]) == 0
     out = capsys.readouterr().out
     assert "resumed from step 2" in out and "mine_2.safetensors" in out
-    assert main(["style", str(SAMPLES), "--styles", str(styles), "--encoder", str(decoder), "--decoder",
+    assert main(["style", str(SAMPLES), "--content-folder", str(styles), "--encoder", str(decoder), "--decoder",
                  str(decoder), "--output", str(tmp_path / "out")]) == 2
     assert "does not fit the AdaIN encoder" in capsys.readouterr().err
 

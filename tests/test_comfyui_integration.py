@@ -152,12 +152,15 @@ def _untrained_text_model(folder: Path) -> None:
 
 
 def _style_inputs(input_dir: Path) -> None:
-    """Style pictures for Style Augmentation, and the pictures style_transfer.json's Load Image nodes name."""
+    """Style and content pictures for Style Augmentation, and the pictures style_transfer.json's Load Image nodes name."""
     from PIL import Image
 
     (input_dir / "atelier" / "styles").mkdir(parents=True)
     for name in ("coffee.webp", "rocket.png"):
         shutil.copy(ORIGINALS / name, input_dir / "atelier" / "styles" / name)
+    (input_dir / "atelier" / "content").mkdir(parents=True)  # the photographs painted in the originals' style
+    for name in ("chelsea.jpg", "rocket.png"):
+        Image.open(ORIGINALS / name).convert("RGB").resize((96, 64)).save(input_dir / "atelier" / "content" / name)
     content = Image.open(ORIGINALS / "chelsea.jpg").convert("RGB").resize((96, 64))
     content.save(input_dir / "atelier_content.png")
     for i, name in enumerate(("coffee.webp", "rocket.png"), 1):
@@ -412,7 +415,7 @@ def _check_train_lora(server: Server, workflow: dict[str, Any], before: dict[str
     styled = _version_folders(server.output_dir / "atelier" / "styled")
     assert styled, "Style Augmentation wrote no version folder"
     newest = server.output_dir / "atelier" / "styled" / max(styled)
-    assert len(list(newest.glob("*__style_*.png"))) == 4 * 2, "expected 4 originals x 2 styles"
+    assert len(list(newest.glob("*__in_*.png"))) == 2 * 4, "expected 2 content pictures x 4 originals' styles"
 
 
 def _check_style_transfer(server: Server, workflow: dict[str, Any], before: dict[str, set[str]]) -> None:

@@ -186,11 +186,17 @@ def test_style_augmentation_gives_every_pair_its_own_file(tmp_path: Path) -> Non
 
     model = adain_model.load_model(*tiny_adain_files(tmp_path / "adain"))
     originals = [_original("a", 1, "one", 16), _original("a", 2, "two", 16), _original("a__style_b", 3, "three", 16)]
-    styles = [style_augment.StylePicture(_original("b", 4, side=16).image, n) for n in ("b", "b", "★")]
-    written = style_augment.style_augment(model, originals, styles, tmp_path / "styled")
+    styles = [_original(n, 4, side=16) for n in ("b", "b", "★")]
+    written = style_augment.style_augment(model, originals, styles, tmp_path / "styled",
+                                          spec=style_augment.AugmentSpec("restyle_originals"))
     names = [p.name for p in written.files]
     assert len(names) == 3 + 9 and len(set(names)) == 12
     assert "a_2__style_b_2.png" in names and "a__style_style_0003.png" in names
+    # in the originals' style: content pictures named like an original, or like a virtual picture
+    contents = [_original(n, 5, side=16) for n in ("a", "b__in_a", "B")]
+    written = style_augment.style_augment(model, originals[:2], contents, tmp_path / "styled")
+    names = [p.name for p in written.files]
+    assert len(names) == 2 + 6 and len({n.casefold() for n in names}) == 8
 
 
 # --------------------------------------------------------------------------------------------

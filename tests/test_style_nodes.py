@@ -65,9 +65,9 @@ def test_stylize_two_styles_with_a_mask(models: Path) -> None:
 def test_style_augmentation_writes_a_dataset_the_lora_trainer_reads(models: Path, output_dir: Path) -> None:
     images = as_batch(photo("chelsea.jpg", (64, 48)), photo("astronaut.tif", (64, 48)))
     info = DatasetInfo(["cat", "astronaut"], ["a cat", None], ["cat.jpg", "astronaut.tif"])
-    values = node_defaults(AtelierStyleAugment, subfolder="atelier/styled")
+    values = node_defaults(AtelierStyleAugment, subfolder="atelier/styled", direction="restyle_originals")
     preview, folder, files, report = AtelierStyleAugment().run(_load(), images, **values, dataset=info)
-    assert report == "wrote 6 images from 2 originals and 2 styles"
+    assert report == "wrote 6 images (4 virtual): 2 content pictures in the style of 2 style pictures"
     folder = Path(folder)
     assert folder == output_dir / "atelier" / "styled" / "v001" and files == 2 + 2 * 2
     names = sorted(p.name for p in folder.glob("*.png"))
@@ -77,9 +77,10 @@ def test_style_augmentation_writes_a_dataset_the_lora_trainer_reads(models: Path
     assert not (folder / "astronaut__style_coffee.txt").exists()
     records = [json.loads(line) for line in (folder / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
     styled = [r for r in records if r["variant"].startswith("style_")]
-    assert {r["parameters"]["style"] for r in styled} == {"coffee", "rocket"}
+    assert {(r["content"], r["style"]) for r in styled} == {(c, s) for c in ("cat", "astronaut")
+                                                           for s in ("coffee", "rocket")}
     assert all(r["parameters"]["alpha"] == 1.0 and r["parameters"]["method"] == "adain" for r in styled)
-    assert preview.shape == (3, 48, 64, 3)  # the first original and its two stylized copies
+    assert preview.shape == (2, 48, 64, 3)  # the first original's two stylized copies
     assert len(load_folder(folder).images) == 6  # what Atelier Train LoRA reads
     # a seeded sample of the pairs, into the next version
     _, again, count, _ = AtelierStyleAugment().run(_load(), images, **{**values, "pairs": 3, "seed": 5,
@@ -87,14 +88,73 @@ def test_style_augmentation_writes_a_dataset_the_lora_trainer_reads(models: Path
     assert Path(again).name == "v002" and count == 3
 
 
+def _content_folder(root: Path) -> Path:
+    content = root / "input" / "atelier" / "content"
+    content.mkdir(parents=True)
+    for name in ("chelsea.jpg", "rocket.png"):
+        shutil.copy(SAMPLES / name, content / name)
+    (content / "chelsea.txt").write_text("a cat", encoding="utf-8")
+    return content
+
+
+def test_style_augmentation_paints_the_content_folder_in_the_originals_style(models: Path, output_dir: Path,
+                                                                             tmp_path: Path) -> None:
+    _content_folder(tmp_path)
+    images = as_batch(photo("coffee.webp", (48, 48)), photo("astronaut.tif", (48, 48)))
+    info = DatasetInfo(["작품", "moon"], ["작품 하나", None], ["작품.png", "moon.png"])
+    values = node_defaults(AtelierStyleAugment, trigger="sks_style")  # a fresh node: in_originals_style
+    assert values["direction"] == "in_originals_style" and values["content_folder"] == "atelier/content"
+    preview, folder, files, report = AtelierStyleAugment().run(_load(), images, **values, dataset=info)
+    folder = Path(folder)
+    assert report == "wrote 6 images (4 virtual): 2 content pictures in the style of 2 originals"
+    assert sorted(p.name for p in folder.glob("*.png")) == [
+        "chelsea__in_moon.png", "chelsea__in_작품.png", "moon.png", "rocket__in_moon.png", "rocket__in_작품.png",
+        "작품.png"]
+    assert (folder / "chelsea__in_작품.txt").read_text(encoding="utf-8") == "sks_style, a cat\n"
+    assert (folder / "rocket__in_moon.txt").read_text(encoding="utf-8") == "sks_style\n"
+    assert (folder / "작품.txt").read_text(encoding="utf-8") == "작품 하나\n"
+    chelsea = load_folder(SAMPLES).images[1].image
+    assert preview.shape == (2, *chelsea.shape)  # the first content picture in each original's style
+    # the whole set as one style, weighted; a weight list of another length is refused before any work
+    mixed = {**values, "whole_set": True, "style_weights": "3, 1", "include_original": False}
+    _, folder2, count, report = AtelierStyleAugment().run(_load(), images, **mixed, dataset=info)
+    assert count == 2 and report.endswith("2 originals, mixed as one")
+    assert (Path(folder2) / "rocket__in_all_originals.png").exists()
+    with pytest.raises(ValueError, match=r"1 style weight\(s\) for 2 original\(s\)"):
+        AtelierStyleAugment().run(_load(), images, **{**mixed, "style_weights": "1"}, dataset=info)
+    with pytest.raises(ValueError, match="turn on 'whole_set'"):
+        AtelierStyleAugment().run(_load(), images, **{**values, "style_weights": "1, 2"}, dataset=info)
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["v001", "v002"]
+
+
+def test_style_augmentation_content_folder_errors_and_skips(models: Path, output_dir: Path, tmp_path: Path) -> None:
+    from test_bad_inputs_training import truncated
+
+    images = as_batch(photo("coffee.webp", (48, 48)))
+    empty = tmp_path / "input" / "atelier" / "content"
+    empty.mkdir(parents=True)
+    with pytest.raises(ValueError, match=f"content_folder: image folder '{empty}' holds no image.*photographs"):
+        AtelierStyleAugment().run(_load(), images, **node_defaults(AtelierStyleAugment))
+    with pytest.raises(ValueError, match="give a content_folder"):
+        AtelierStyleAugment().run(_load(), images, **node_defaults(AtelierStyleAugment, content_folder=" "))
+    truncated(empty / "부서진.jpg", "JPEG")
+    with pytest.raises(ValueError, match="content_folder: no readable image in .*부서진.jpg"):
+        AtelierStyleAugment().run(_load(), images, **node_defaults(AtelierStyleAugment))
+    assert not (output_dir / "atelier" / "styled").exists()  # refused before any work
+    shutil.copy(SAMPLES / "rocket.png", empty / "rocket.png")
+    *_, count, report = AtelierStyleAugment().run(_load(), images, **node_defaults(AtelierStyleAugment))
+    lines = report.splitlines()
+    assert count == 2 and lines[0] == "wrote 2 images (1 virtual): 1 content pictures in the style of 1 originals"
+    assert len(lines) == 2 and lines[1].startswith("skipped 부서진.jpg: ") and "truncated" in lines[1]
+
+
 def test_style_augmentation_needs_styles(models: Path) -> None:
     images = as_batch(photo("chelsea.jpg", (64, 48)))
-    values = node_defaults(AtelierStyleAugment, style_folder="missing")
-    with pytest.raises(ValueError, match="does not exist"):
+    values = node_defaults(AtelierStyleAugment, style_folder="missing", direction="restyle_originals")
+    with pytest.raises(ValueError, match="style_folder: image folder .*missing' does not exist"):
         AtelierStyleAugment().run(_load(), images, **values)
     with pytest.raises(ValueError, match="RGBA"):
-        AtelierStyleAugment().run(_load(), images, **node_defaults(AtelierStyleAugment),
-                                  styles=torch.rand(1, 32, 32, 4))
+        AtelierStyleAugment().run(_load(), images, **values, styles=torch.rand(1, 32, 32, 4))
 
 
 def test_train_decoder_saves_into_the_adain_folder_and_resumes(models: Path, output_dir: Path) -> None:
@@ -134,7 +194,8 @@ def test_style_augmentation_lists_the_style_pictures_it_skipped(models: Path, tm
 
     truncated(tmp_path / "input" / "atelier" / "styles" / "스타일.jpg", "JPEG")
     images = as_batch(photo("chelsea.jpg", (64, 48)))
-    *_, count, report = AtelierStyleAugment().run(_load(), images, **node_defaults(AtelierStyleAugment))
+    values = node_defaults(AtelierStyleAugment, direction="restyle_originals")
+    *_, count, report = AtelierStyleAugment().run(_load(), images, **values)
     lines = report.splitlines()
-    assert count == 3 and lines[0] == "wrote 3 images from 1 originals and 2 styles"
+    assert count == 3 and lines[0] == "wrote 3 images (2 virtual): 1 content pictures in the style of 2 style pictures"
     assert len(lines) == 2 and lines[1].startswith("skipped 스타일.jpg: ") and "truncated" in lines[1]

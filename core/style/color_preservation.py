@@ -19,19 +19,24 @@ def _sqrtm(cov: torch.Tensor, inverse: bool = False) -> torch.Tensor:
 def _mean_cov(pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     mean = pixels.mean(0)
     centred = pixels - mean
-    return mean, centred.T @ centred / max(1, pixels.shape[0] - 1) + 1e-5 * torch.eye(3, dtype=pixels.dtype)
+    # a ridge far below one 8-bit level squared (1.5e-5): it only keeps a flat direction from dividing by 0
+    return mean, centred.T @ centred / max(1, pixels.shape[0] - 1) + 1e-8 * torch.eye(3, dtype=pixels.dtype)
 
 
 def match_colors(style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
     """``style`` (``[H, W, 3]`` 0..1) moved by an affine map so its colour mean and covariance are those of
-    ``content``; clipped to 0..1."""
+    ``content``.
+
+    Not clipped to 0..1: on a contrasty photograph a tenth of the pixels or more land outside, and clipping
+    them would take the promised statistics away again (the covariance then misses by a quarter). The
+    encoder takes any values; only the stylized picture is clipped."""
     s = style.reshape(-1, 3).double().cpu()
     c = content.reshape(-1, 3).double().cpu()
     s_mean, s_cov = _mean_cov(s)
     c_mean, c_cov = _mean_cov(c)
     transform = _sqrtm(c_cov) @ _sqrtm(s_cov, inverse=True)
     out = (s - s_mean) @ transform.T + c_mean
-    return out.reshape(style.shape).clamp(0, 1).to(style.dtype).to(style.device)
+    return out.reshape(style.shape).to(style.dtype).to(style.device)
 
 
 def luminance_only(stylized: torch.Tensor, content: torch.Tensor) -> torch.Tensor:

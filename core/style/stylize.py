@@ -64,14 +64,28 @@ def check_pictures(images: torch.Tensor, what: str) -> None:
                          f"{MIN_SIDE}x{MIN_SIDE}")
 
 
-def normalised_weights(weights: list[float] | None, styles: int) -> list[float]:
+def normalised_weights(weights: list[float] | None, styles: int, what: str = "style picture") -> list[float]:
+    """Style weights summing to 1 (None or empty: equal); a list that does not give one weight per ``what``
+    is an error."""
     if weights is None or not weights:
         return [1.0 / styles] * styles
     if len(weights) != styles:
-        raise ValueError(f"{len(weights)} style weight(s) for {styles} style picture(s): give one weight per style")
+        raise ValueError(f"{len(weights)} style weight(s) for {styles} {what}(s): give one weight per {what}, in "
+                         "their order, or none for equal weights")
     if any(w < 0 or not math.isfinite(w) for w in weights) or sum(weights) <= 0:
         raise ValueError(f"style weights must be non-negative with a positive sum, not {weights}")
     return [w / sum(weights) for w in weights]
+
+
+def parse_weights(text: str) -> list[float] | None:
+    """'0.7, 0.3' -> [0.7, 0.3]; empty -> None (equal weights): style weights as typed in a node or command."""
+    parts = [p for p in text.replace(";", ",").split(",") if p.strip()]
+    if not parts:
+        return None
+    try:
+        return [float(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"style_weights must be numbers separated by commas, like '0.7, 0.3'; got {text!r}") from None
 
 
 def _spans(length: int, tile: int) -> list[tuple[int, int]]:
