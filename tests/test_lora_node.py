@@ -70,7 +70,7 @@ def _expected_counts(rank: int, unet_ends: tuple[str, ...], text_ends: tuple[str
                 trainable += rank * (in_dim + out_dim)
                 targeted += in_dim * out_dim
     return {"atelier_lora_layers": str(layers), "atelier_trainable_params": str(trainable),
-            "atelier_base_params": str(targeted), "atelier_model_params": str(base)}
+            "atelier_targeted_params": str(targeted), "atelier_base_params": str(base)}
 
 
 def _counts(metadata: dict[str, str]) -> dict[str, str]:
@@ -89,9 +89,9 @@ def test_trains_saves_into_loras_and_applies_the_file(comfy) -> None:
     assert samples.shape == (1, 64, 64, 3) and 0.0 <= float(samples.min()) <= float(samples.max()) <= 1.0
     expected = _expected_counts(4, (".to_q", ".to_k", ".to_v", ".to_out.0"))
     assert _counts(metadata) == expected and expected["atelier_lora_layers"] == "32"  # 4 transformer blocks x 8
-    trainable, targeted = int(expected["atelier_trainable_params"]), int(expected["atelier_base_params"])
+    trainable, targeted = int(expected["atelier_trainable_params"]), int(expected["atelier_targeted_params"])
     assert report.startswith(f"LoRA trains {trainable:,} parameters in 32 layers instead of their {targeted:,} weights")
-    assert f"the base networks have {int(expected['atelier_model_params']):,} parameters" in report
+    assert f"the base networks have {int(expected['atelier_base_params']):,} parameters" in report
     assert f"wrote {path}" in report and "over 2 steps" in report
 
 

@@ -196,7 +196,7 @@ def run(parts: sd15.SD15Parts, job: LoraJob, loras_dir: Path, run_dir: Path, dev
         "atelier_use_captions": job.use_captions, "atelier_caption_dropout": job.caption_dropout,
         "atelier_targets": job.train.targets, "atelier_attention": attention, "atelier_train_config": asdict(job.train),
         "atelier_lora_layers": result.params.layers, "atelier_trainable_params": result.params.trainable,
-        "atelier_base_params": result.params.targeted, "atelier_model_params": result.params.base,
+        "atelier_targeted_params": result.params.targeted, "atelier_base_params": result.params.base,
         "ss_training_comment": TRAINER_VERSION, "atelier_trainer_version": TRAINER_VERSION,
     }
     tensors = lora_file.kohya_state_dict(parts.unet, parts.text_encoder if train_te else None)
