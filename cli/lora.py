@@ -38,7 +38,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                 min_snr_gamma=(d.min_snr_gamma, "min-SNR loss weighting gamma; 0: plain MSE"),
                 noise_offset=(d.noise_offset, "noise offset (darker darks, brighter lights)"))
     t.add_argument("--targets", choices=list(declared(lt, "TARGETS")), default=d.targets,
-                   help="which UNet layers get a LoRA")
+                   help="which layers get a LoRA: attention (to_q/k/v/out), all_linear, all_linear_and_conv, or "
+                   "kohya_default (kohya sd-scripts' default: transformer blocks' attention, feed-forward, "
+                   "proj_in/out; with --train-text-encoder also the text encoder's MLP)")
     t.add_argument("--scheduler", choices=declared(lt, "SCHEDULERS"), default=d.scheduler,
                    help="learning-rate schedule")
     t.add_argument("--optimizer", choices=declared(lt, "OPTIMIZERS"), default=d.optimizer,
@@ -47,7 +49,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="fp16/bf16 autocast (CUDA)")
     t.add_argument("--qlora", action="store_true", help="frozen UNet linear layers in 4-bit NF4 (CUDA, bitsandbytes)")
     t.add_argument("--gradient-checkpointing", action="store_true", help="less memory, slower steps")
-    t.add_argument("--train-text-encoder", action="store_true", help="also a LoRA on the text encoder's attention")
+    t.add_argument("--train-text-encoder", action="store_true", help="also a LoRA on the text encoder's attention (and "
+                   "MLP with --targets kohya_default)")
     t.add_argument("--sample-prompt", action="append", default=[], help="prompt for sample images (repeatable)")
     t.add_argument("--device", default="auto", help="auto (CUDA when present) or cpu")
 
@@ -79,10 +82,7 @@ def run_train(args: argparse.Namespace) -> int:
                           lora_job.model_hash(weights), bridge.progress(total, "training"))
     for warning in result.warnings:
         print(f"note: {warning}", file=sys.stderr)
-    if result.resumed_from:
-        print(f"resumed from step {result.resumed_from}")
-    print(f"loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f} over {len(result.losses)} steps")
-    print(f"wrote {result.lora_path}")
+    print(result.report())
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Metrics command: fid (FID and KID between two folders of pictures)."""
+"""Metrics command: fid (FID and KID between two folders of pictures, and the first folder's Inception Score)."""
 from __future__ import annotations
 
 import argparse
@@ -8,15 +8,19 @@ from .common import add_numbers
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    f = sub.add_parser("fid", help="FID and KID between two folders of pictures (the FID Inception network)")
+    f = sub.add_parser("fid", help="FID and KID between two folders of pictures, and the Inception Score of the "
+                       "first (the FID Inception network)")
     f.add_argument("folder_a", help="first set, say generated samples")
     f.add_argument("folder_b", help="second set, say the originals")
     f.add_argument("--weights", help="pt_inception-2015-12-05-6726825d.pth, or a folder holding it (default: "
                    "models/atelier/fid)")
     add_numbers(f, int, 1, kid_subsets=(100, "KID: how many random subsets are averaged"),
-                batch_size=(50, "pictures per Inception forward pass"))
+                batch_size=(50, "pictures per Inception forward pass"),
+                is_splits=(10, "Inception Score of folder_a: splits scored apart and averaged (clipped to the number "
+                           "of pictures)"))
     add_numbers(f, int, 2, kid_subset_size=(1000, "KID: pictures per subset (clipped to the smaller set)"))
-    add_numbers(f, int, 0, seed=(0, "seed of KID's subset draws"))
+    add_numbers(f, int, 0, seed=(0, "seed of KID's subset draws and of the shuffle before IS's splits "
+                                  "(torch-fidelity's default: 2020)"))
     f.add_argument("--cache", help="feature cache folder (default: OUTPUT/atelier/fid_cache)")
     f.add_argument("--output", default="output", help="output root folder (holds the default cache)")
     f.add_argument("--device", default="auto", help="auto (CUDA when present) or cpu")
@@ -34,10 +38,7 @@ def run_fid(args: argparse.Namespace) -> int:
     cache = Path(args.cache) if args.cache else bridge.output_directory() / "atelier" / "fid_cache"
     a, b = (fid.folder_features(model, folder, cache, args.batch_size, device, bridge.progress(
         len(list_images(folder)), "FID features")) for folder in (args.folder_a, args.folder_b))
-    fid_value = fid.fid_from_features(a, b)
-    kid, kid_std = fid.kid_from_features(a, b, args.kid_subsets, args.kid_subset_size, args.seed)
-    print(f"FID {fid_value:.3f}  KID {kid:.5f} ± {kid_std:.5f}  ({a.shape[0]} vs {b.shape[0]} images; small sets "
-          "bias FID upwards)")
+    print(fid.score_sets(model, a, b, args.kid_subsets, args.kid_subset_size, args.seed, args.is_splits).report())
     return 0
 
 

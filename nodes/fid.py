@@ -1,4 +1,5 @@
-"""Score FID and KID between two image sets (IMAGE batches or folders) with the standard FID Inception."""
+"""Score FID and KID between two image sets (IMAGE batches or folders), and the Inception Score of the first,
+with the standard FID Inception."""
 from __future__ import annotations
 
 from typing import Any
@@ -23,21 +24,26 @@ def fid_folders() -> list[Any]:
 
 
 class AtelierFID(EvaluationNode):
-    DESCRIPTION = ("FID and KID between two image sets, say generated samples and the originals: Inception-v3 pool "
-                   "features of the standard FID network (put pt_inception-2015-12-05-6726825d.pth in "
-                   "models/atelier/fid), resized as pytorch-fid does; folder features are cached per file. Small sets "
-                   "bias FID upwards, so compare FIDs only at equal set sizes and prefer KID below a few thousand "
-                   "images.")
+    DESCRIPTION = ("FID and KID between two image sets, say generated samples and the originals, and the Inception "
+                   "Score of the first (generated) set: Inception-v3 pool features and logits of the standard FID "
+                   "network (put pt_inception-2015-12-05-6726825d.pth in models/atelier/fid), resized as pytorch-fid "
+                   "does; IS as torch-fidelity computes it; folder features are cached per file. Small sets bias FID "
+                   "upwards and IS downwards, so compare scores only at equal set sizes (and IS splits) and prefer "
+                   "KID below a few thousand images.")
     EXAMPLE = ("Put pt_inception-2015-12-05-6726825d.pth in models/atelier/fid, wire VAE Decode's samples into "
                "images_a and leave folder_b at your originals ('atelier/originals'). With a few dozen pictures "
-               "compare kid, not fid.")
+               "compare kid, not fid; the inception_score output is the samples' IS over is_splits splits.")
     FUNCTION = "score"
     OUTPUT_NODE = True
     OUTPUTS = (
         ("FLOAT", "fid", "Frechet Inception Distance (lower is closer)."),
         ("FLOAT", "kid", "Kernel Inception Distance (mean over subsets; lower is closer)."),
         ("FLOAT", "kid_std", "Standard deviation of KID over the subsets."),
-        ("STRING", "report", "Both scores with the set sizes."),
+        ("STRING", "report", "FID, KID ± std and IS ± std with the set sizes and the IS splits."),
+        ("FLOAT", "inception_score", "Inception Score of the first set (mean over the splits; higher: more "
+                                     "confident and more varied ImageNet classes). It says nothing about likeness "
+                                     "to the second set."),
+        ("FLOAT", "inception_score_std", "Standard deviation of the Inception Score over the splits."),
     )
 
     @classmethod
@@ -50,8 +56,12 @@ class AtelierFID(EvaluationNode):
                 "folder_b": ("STRING", {"default": "atelier/originals", "tooltip": "Second set: " + folder_tip}),
                 "kid_subsets": int_input(100, 1, 10_000, "KID: how many random subsets are averaged."),
                 "kid_subset_size": int_input(1000, 2, 100_000, "KID: images per subset (clipped to the smaller set)."),
-                "seed": seed_input("KID's subset draws."),
+                "seed": seed_input("KID's subset draws and the shuffle before IS's splits (torch-fidelity's rng_seed, "
+                                   "whose default is 2020)."),
                 "batch_size": int_input(50, 1, 1024, "Images per Inception forward pass."),
+                "is_splits": int_input(10, 1, 1000, "Inception Score: the first set is cut into this many splits (clipped "
+                                  "to its size), scored apart, then averaged; 10 as torch-fidelity and the original "
+                                  "code. Fewer images per split lower the score."),
             },
             "optional": {
                 "images_a": ("IMAGE", {"tooltip": "First set as a batch (for example a VAE Decode's samples)."}),
@@ -60,7 +70,7 @@ class AtelierFID(EvaluationNode):
         }
 
     def score(self, folder_a: str, folder_b: str, kid_subsets: int, kid_subset_size: int, seed: int,
-              batch_size: int, images_a: torch.Tensor | None = None,
+              batch_size: int, is_splits: int = 10, images_a: torch.Tensor | None = None,
               images_b: torch.Tensor | None = None) -> dict[str, Any]:
         sets = [(images_a, folder_a, "a"), (images_b, folder_b, "b")]
         for images, folder, name in sets:
@@ -79,13 +89,11 @@ class AtelierFID(EvaluationNode):
             else:
                 path = bridge.resolve_input_folder(folder)
                 feats.append(fid.folder_features(model, path, cache, batch_size, device))
+        scores = fid.score_sets(model, *feats, kid_subsets, kid_subset_size, seed, is_splits)
         del model
-        a, b = feats
-        fid_value = fid.fid_from_features(a, b)
-        kid, kid_std = fid.kid_from_features(a, b, kid_subsets, kid_subset_size, seed)
-        report = (f"FID {fid_value:.3f}  KID {kid:.5f} ± {kid_std:.5f}  ({a.shape[0]} vs {b.shape[0]} images; "
-                  f"small sets bias FID upwards)")
-        return {"ui": {"text": [report]}, "result": (fid_value, kid, kid_std, report)}
+        report = scores.report()
+        return {"ui": {"text": [report]}, "result": (scores.fid, scores.kid, scores.kid_std, report,
+                                                     scores.inception_score, scores.inception_score_std)}
 
 
 NODE_CLASS_MAPPINGS = {"AtelierFID": AtelierFID}

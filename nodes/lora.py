@@ -53,8 +53,9 @@ def _pictures(folder: str, images: torch.Tensor | None, captions: str | None,
 class AtelierTrainLoRA(LoRANode):
     DESCRIPTION = ("Fine-tune SD 1.5 with a LoRA on a folder of pictures (optional <stem>.txt captions), such as a "
                    "version folder from Multiply Dataset, or on an IMAGE batch with captions. Returns the model and "
-                   "CLIP with the LoRA applied, the LoRA file (also listed in Load LoRA), the loss curve and samples. "
-                   "Checkpoints go to output/atelier/lora_runs: running the same graph again after a cancel or "
+                   "CLIP with the LoRA applied, the LoRA file (also listed in Load LoRA), the loss curve, samples "
+                   "and a report of how many parameters the LoRA trains against the base. Checkpoints go to "
+                   "output/atelier/lora_runs: running the same graph again after a cancel or "
                    "crash resumes where it stopped, and raising 'steps' continues a finished run.")
     EXAMPLE = ("Load Checkpoint (an SD 1.5 model) into model, clip and vae, Atelier Multiply Dataset's folder into "
                "folder, trigger 'sks_style', steps 1000; wire the model and clip outputs into CLIP Text Encode and "
@@ -67,6 +68,8 @@ class AtelierTrainLoRA(LoRANode):
         ("STRING", "lora_path", "The saved .safetensors file (kohya keys), in ComfyUI's loras folder."),
         ("IMAGE", "loss_curve", "Loss per step (light) and smoothed (dark)."),
         ("IMAGE", "samples", "Images sampled with the LoRA at the end."),
+        ("STRING", "report", "How many parameters the LoRA trains against the weights of the layers it adapts and "
+                             "the whole base, the loss, the file, and notes on the pictures."),
     )
 
     @classmethod
@@ -88,7 +91,10 @@ class AtelierTrainLoRA(LoRANode):
                 "resolution": int_input(512, 64, 2048, "Training size: buckets of about resolution^2 pixels.", 64),
                 "seed": seed_input("Seeds everything: latents, noise, timesteps, dropout."),
                 "targets": (list(TARGETS), {"default": d.targets, "tooltip": "attention: to_q/k/v/out; all_linear: "
-                            "also feed-forward, projections, time embedding; all_linear_and_conv: also convolutions."}),
+                            "also feed-forward, projections, time embedding; all_linear_and_conv: also convolutions; "
+                            "kohya_default: kohya sd-scripts' default LoRA (the transformer blocks' attention, "
+                            "feed-forward and proj_in/proj_out; with train_text_encoder also the text encoder's "
+                            "MLP)."}),
                 "batch_size": int_input(d.batch_size, 1, 64, "Pictures per step (one bucket shape per batch)."),
                 "grad_accum": int_input(d.grad_accum, 1, 128, "Batches accumulated per optimizer step."),
                 "scheduler": (list(SCHEDULERS), {"default": d.scheduler, "tooltip": "Learning-rate schedule."}),
@@ -105,7 +111,8 @@ class AtelierTrainLoRA(LoRANode):
                 "noise_offset": float_input(d.noise_offset, 0.0, 1.0, "Noise offset (0.05-0.1 helps very dark/bright "
                                        "pictures); 0: off."),
                 "train_text_encoder": ("BOOLEAN", {"default": False, "tooltip": "Also train a LoRA on the text "
-                                       "encoder's attention (same rank and alpha); the CLIP output then carries it."}),
+                                       "encoder's attention (and MLP fc1/fc2 with kohya_default targets; same rank and "
+                                       "alpha); the CLIP output then carries it."}),
                 "text_encoder_lr": float_input(d.text_encoder_lr, 1e-7, 1.0, "Learning rate of the text encoder's LoRA "
                                           "(usually below the UNet's).", 1e-5),
                 "lora_dropout": float_input(d.dropout, 0.0, 0.9, "Dropout inside the LoRA layers."),
@@ -175,11 +182,12 @@ class AtelierTrainLoRA(LoRANode):
             del parts
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            for warning in result.warnings:
-                print(f"[Atelier] {warning}")
+            report = "\n".join([result.report(), *result.warnings])
+            for line in report.splitlines():
+                print(f"[Atelier] {line}")
         new_model, new_clip = bridge.apply_lora(model, clip, result.lora_path, strength)
         samples = torch.cat([plots.to_image_tensor(img) for img in result.samples])  # all at the sample size
-        return new_model, new_clip, str(result.lora_path), plots.to_image_tensor(result.loss_plot), samples
+        return new_model, new_clip, str(result.lora_path), plots.to_image_tensor(result.loss_plot), samples, report
 
 
 NODE_CLASS_MAPPINGS = {"AtelierTrainLoRA": AtelierTrainLoRA}

@@ -55,7 +55,14 @@ def test_train_writes_a_lora_and_resumes_from_its_run_folder(tmp_path: Path, cap
             str(tmp_path / "run"), "--resolution", "64", "--rank", "4", "--steps", "2", "--checkpoint-every", "1",
             "--device", "cpu", "--name", "demo"]
     assert main(args) == 0
-    assert "wrote " + str(tmp_path / "loras" / "demo.safetensors") in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "wrote " + str(tmp_path / "loras" / "demo.safetensors") in out
+    from atelier.core.sd15 import lora_file
+
+    metadata = lora_file.read_lora(tmp_path / "loras" / "demo.safetensors")[1]
+    trainable, targeted = int(metadata["atelier_trainable_params"]), int(metadata["atelier_targeted_params"])
+    assert f"LoRA trains {trainable:,} parameters in {metadata['atelier_lora_layers']} layers instead of their " \
+           f"{targeted:,} weights" in out and 0 < trainable < targeted
     assert main([*args[:-4], "--steps", "3", "--device", "cpu", "--name", "demo"]) == 0
     out = capsys.readouterr().out
     assert "resumed from step 2" in out and "demo_2.safetensors" in out

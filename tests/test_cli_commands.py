@@ -147,7 +147,9 @@ def test_fid_headless_equals_the_core_scores(tmp_path: Path, monkeypatch: pytest
     loaded = fid.load_fid_inception(weights)
     a, b = (fid.folder_features(loaded, folder) for folder in (generated, originals))  # computed anew, no cache
     kid, kid_std = fid.kid_from_features(a, b, 5, 2, 0)
-    assert f"FID {fid.fid_from_features(a, b):.3f}  KID {kid:.5f} ± {kid_std:.5f}  (3 vs 3 images" in out
+    inception, inception_std = fid.inception_score(loaded.logits(a), 3, True, 0)  # the first folder's, 3 splits
+    assert (f"FID {fid.fid_from_features(a, b):.3f}  KID {kid:.5f} ± {kid_std:.5f}  IS {inception:.3f} ± "
+            f"{inception_std:.3f}  (3 vs 3 images; IS of the first set over 3 splits") in out
 
     assert main(["fid", str(generated), str(originals), "--weights", str(tmp_path / "nothing")]) == 2
     assert "FID needs the Inception weights file" in capsys.readouterr().err

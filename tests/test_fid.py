@@ -80,6 +80,26 @@ def torch_fidelity_kid(f1, f2, subsets, subset_size, seed):
     return float(np.mean(mmds)), float(np.std(mmds))
 
 
+def torch_fidelity_isc(logits, splits, shuffle, seed):
+    """torch-fidelity's isc_features_to_metric (torch_fidelity/metric_isc.py), transcribed in numpy float64:
+    rows permuted by np.random.RandomState(seed).permutation(N) when shuffling, softmax over the classes, chunk i
+    is rows [i*N//splits, (i+1)*N//splits), its score exp(mean over rows of sum_y p * (log p - log mean_chunk p)),
+    and the result np.mean and np.std (ddof 0) of the chunk scores."""
+    x = np.asarray(logits, dtype=np.float64)
+    n = x.shape[0]
+    if shuffle:
+        x = x[np.random.RandomState(seed).permutation(n)]
+    shifted = x - x.max(axis=1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    p = np.exp(log_p)
+    scores = []
+    for i in range(splits):
+        lo, hi = i * n // splits, (i + 1) * n // splits
+        q = p[lo:hi].mean(axis=0, keepdims=True)
+        scores.append(np.exp((p[lo:hi] * (log_p[lo:hi] - np.log(q))).sum(axis=1).mean()))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
 def gaussian_sets(n=300, d=64, shift=0.3, seed=0):
     rng = np.random.default_rng(seed)
     mix = rng.normal(size=(d, d)) / math.sqrt(d)
@@ -360,6 +380,77 @@ def test_kid_is_seeded_and_agrees_with_torch_fidelity(monkeypatch: pytest.Monkey
     # a subset larger than a set is clipped to the smaller set
     clipped = fid.kid_from_features(a[:40], b, subsets=5, subset_size=1000, seed=1)
     np.testing.assert_allclose(clipped, torch_fidelity_kid(a[:40], b, 5, 40, 1), rtol=1e-9)
+
+
+# ---------------------------------------------------------------------------- Inception Score
+
+
+def test_inception_score_agrees_with_torch_fidelity_formula() -> None:
+    rng = np.random.default_rng(11)
+    # logits of the Inception's size, spread like a real network's, in float32 as the network returns them
+    logits = (rng.normal(size=(103, fid.LOGITS_DIM)) * rng.uniform(0.5, 6.0, size=(103, 1))).astype(np.float32)
+    for splits, shuffle, seed in [(10, True, 2020), (10, False, 0), (7, True, 3), (1, True, 5), (103, False, 0)]:
+        got = fid.inception_score(logits, splits, shuffle, seed)
+        want = torch_fidelity_isc(logits, splits, shuffle, seed)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-12)  # atol: the std of 1-row splits is 0
+    assert fid.inception_score(logits)[0] > 1.5  # varied, confident rows: clearly above the floor of 1
+    assert fid.inception_score(logits, 10, True, 1) != fid.inception_score(logits, 10, True, 2)  # the shuffle counts
+    assert fid.inception_score(torch.from_numpy(logits)) == fid.inception_score(logits)
+
+
+def test_inception_score_known_values() -> None:
+    # every picture certain of its own class, k classes equally often in each split: IS = k exactly
+    k, per_class, splits = 4, 5, 5
+    logits = np.full((k * per_class, fid.LOGITS_DIM), -50.0)
+    logits[np.arange(k * per_class), np.arange(k * per_class) % k] = 50.0
+    mean, std = fid.inception_score(logits, splits, shuffle=False)
+    assert mean == pytest.approx(k, rel=1e-9) and std == pytest.approx(0.0, abs=1e-9)
+    same = np.tile(np.random.default_rng(0).normal(size=(1, fid.LOGITS_DIM)), (20, 1))  # one prediction for all
+    assert fid.inception_score(same, 4) == pytest.approx((1.0, 0.0), abs=1e-12)
+
+
+def test_inception_score_refuses_bad_logits_and_splits() -> None:
+    logits = np.zeros((5, 8))
+    with pytest.raises(ValueError, match="5 images cannot be cut into 6 splits"):
+        fid.inception_score(logits, 6)
+    with pytest.raises(ValueError, match="at least 1"):
+        fid.inception_score(logits, 0)
+    with pytest.raises(ValueError, match="expected logits"):
+        fid.inception_score(np.zeros(5), 1)
+    logits[2, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        fid.inception_score(logits, 1)
+
+
+def test_logits_are_pool3_times_the_fc_weight_without_bias(net: fid.FIDInceptionV3) -> None:
+    pool3 = fid.features(net, torch.rand(3, 40, 40, 3, generator=torch.Generator().manual_seed(2)))
+    logits = net.logits(pool3)
+    assert logits.shape == (3, fid.LOGITS_DIM) and logits.dtype == torch.float32
+    expected = pool3.astype(np.float64) @ net.fc.weight.detach().double().numpy().T  # torch-fidelity's logits_unbiased
+    np.testing.assert_allclose(logits.numpy(), expected, rtol=1e-4, atol=1e-4)
+    assert net.fc.bias.abs().sum() > 0  # the bias exists and is left out
+    with torch.no_grad():
+        full = net.fc(torch.from_numpy(pool3))
+    assert not torch.allclose(full, logits)
+
+
+def test_score_sets_reports_is_of_the_first_set_with_clipped_splits(net: fid.FIDInceptionV3,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # FID's 2048-d matrix square root is slow on a busy CPU and its maths is tested above: here on 16 dimensions
+    real_fid = fid.fid_from_features
+    monkeypatch.setattr(fid, "fid_from_features", lambda a, b: real_fid(a[:, :16], b[:, :16]))
+    rng = np.random.default_rng(3)
+    a = rng.gamma(1.0, size=(6, fid.FEATURE_DIM)).astype(np.float32)
+    b = rng.gamma(1.0, size=(5, fid.FEATURE_DIM)).astype(np.float32)
+    scores = fid.score_sets(net, a, b, kid_subsets=4, kid_subset_size=3, seed=9, is_splits=10)
+    assert scores.is_splits == 6 and (scores.images_a, scores.images_b) == (6, 5)
+    assert (scores.inception_score, scores.inception_score_std) == fid.inception_score(net.logits(a), 6, True, 9)
+    assert (scores.kid, scores.kid_std) == fid.kid_from_features(a, b, 4, 3, 9)
+    assert scores.fid == real_fid(a[:, :16], b[:, :16])
+    assert fid.score_sets(net, a, b, 4, 3, 9, is_splits=2).is_splits == 2
+    report = scores.report()
+    assert f"IS {scores.inception_score:.3f} ± {scores.inception_score_std:.3f}" in report
+    assert "6 vs 5 images; IS of the first set over 6 splits" in report
 
 
 # ---------------------------------------------------------------------------- folders and the cache

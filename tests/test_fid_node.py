@@ -36,14 +36,22 @@ def test_scores_a_batch_against_a_folder(weights: fid.FIDInceptionV3, output_dir
     batch = as_batch(*(photo(n, (128, 96)) for n in names))
     with pytest.warns(UserWarning):  # the random weights' hash is not the canonical one
         out = AtelierFID().score(folder_a="", folder_b=str(SAMPLES), images_a=batch, **NODE_ARGS)
-    value, kid, kid_std, report = out["result"]
+    value, kid, kid_std, report, inception, inception_std = out["result"]
     a = fid.features(weights, batch)
     b = fid.folder_features(weights, SAMPLES)
     assert value == pytest.approx(fid.fid_from_features(a, b), rel=1e-6)
     assert (kid, kid_std) == pytest.approx(fid.kid_from_features(a, b, 10, 3, 0), rel=1e-6)
-    assert out["ui"]["text"] == [report] and "3 vs 4 images" in report
+    # IS of the first set (the wired batch), its 10 default splits clipped to its 3 images
+    assert (inception, inception_std) == pytest.approx(fid.inception_score(weights.logits(a), 3, True, 0), rel=1e-6)
+    assert out["ui"]["text"] == [report] and "3 vs 4 images; IS of the first set over 3 splits" in report
+    assert f"IS {inception:.3f} ± {inception_std:.3f}" in report
     assert np.isfinite(value) and value > 0
     assert any((output_dir / "atelier" / "fid_cache").rglob("*.safetensors"))  # folder features were cached
+
+    with pytest.warns(UserWarning):  # set a from the folder (cached now), IS in one split
+        again = AtelierFID().score(folder_a=str(SAMPLES), folder_b="", images_b=batch, is_splits=1, **NODE_ARGS)
+    assert again["result"][4:] == pytest.approx(fid.inception_score(weights.logits(b), 1, True, 0), rel=1e-6)
+    assert "4 vs 3 images; IS of the first set over 1 split;" in again["result"][3]
 
 
 def test_missing_weights_and_missing_sets_are_clear_errors(tmp_path: Path, monkeypatch, output_dir: Path) -> None:

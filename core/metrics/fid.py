@@ -8,16 +8,20 @@ max-pools), a 1008-class ``fc`` and no auxiliary head. Its weights are pytorch-f
 nothing here downloads them. Images in 0..1 are resized to 299x299 bilinearly
 (``align_corners=False``, no antialiasing) and scaled to -1..1, as pytorch-fid does, and the
 2048-d pool3 features are scored with pytorch-fid's Frechet distance formula and with KID
-(unbiased MMD^2, cubic polynomial kernel, over random subsets, as torch-fidelity computes it).
+(unbiased MMD^2, cubic polynomial kernel, over random subsets, as torch-fidelity computes it). The
+Inception Score takes the same network's 1008-way logits, which are the pool3 features times ``fc``'s
+weight (no bias, torch-fidelity's ``logits_unbiased``), so one forward pass serves all three scores.
 
 Folder features are cached per file under the SHA-256 of its bytes (safetensors, no pickle), in a
-sub-folder per network, so scoring the same originals again costs nothing.
+sub-folder per network, so scoring the same originals again costs nothing; the logits come from the
+cached features without running the network again.
 """
 from __future__ import annotations
 
 import os
 import warnings
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +42,7 @@ FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid
 FID_WEIGHTS_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
 FID_INPUT_SIZE = 299
 FEATURE_DIM = 2048
+LOGITS_DIM = 1008  # the 2015 graph's 1000 ImageNet classes plus 8 unused ones
 # Bumped whenever the way a file becomes features changes, so old cache entries stop matching.
 CACHE_FORMAT = "atelier-fid-pool3-v1"
 # KID: the full kernel matrices are computed once when the larger set has at most this many images.
@@ -189,8 +194,8 @@ class FIDInceptionV3(nn.Module):
     """The FID Inception-v3; ``forward`` takes ``[B, 3, H, W]`` in 0..1 and returns ``[B, 2048]`` pool3 features.
 
     Module names follow torchvision's ``Inception3`` (``aux_logits=False``, 1008 classes), so the
-    ``state_dict`` is key for key the one in ``pt_inception-2015-12-05-6726825d.pth``. ``fc`` is
-    kept for those keys only: FID never uses the logits.
+    ``state_dict`` is key for key the one in ``pt_inception-2015-12-05-6726825d.pth``. ``fc`` gives
+    the logits of the Inception Score (``logits``); FID and KID never use it.
     """
 
     def __init__(self) -> None:
@@ -232,6 +237,15 @@ class FIDInceptionV3(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = resize_for_inception(images)
         return self.pool3(2 * x - 1)  # 0..1 to the -1..1 the TensorFlow graph expects
+
+    def logits(self, pool3: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """The 1008-way logits ``[B, 1008]`` (float32, on the CPU) of pool3 features ``[B, 2048]``:
+        ``pool3 @ fc.weight.T`` without ``fc``'s bias. That is torch-fidelity's ``logits_unbiased``, the
+        layer its Inception Score reads (and the original IS code's: pool3 times the softmax weights alone)."""
+        weight = self.fc.weight
+        pool3 = torch.as_tensor(pool3).to(device=weight.device, dtype=torch.float32)
+        with torch.inference_mode():
+            return pool3.mm(weight.float().T).cpu()
 
 
 # --------------------------------------------------------------------------------------------
@@ -523,3 +537,67 @@ def kid_from_features(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor
             x, y = a[ia], b[ib]
             mmds[i] = _mmd2_unbiased(_polynomial_kernel(x, x), _polynomial_kernel(y, y), _polynomial_kernel(x, y))
     return float(np.mean(mmds)), float(np.std(mmds))
+
+
+def inception_score(logits: np.ndarray | torch.Tensor, splits: int = 10, shuffle: bool = True,
+                    seed: int = 2020) -> tuple[float, float]:
+    """Inception Score (Salimans et al. 2016) of 1008-way logits ``[N, C]``, as torch-fidelity's
+    ``isc_features_to_metric`` computes it: the rows permuted by ``np.random.RandomState(seed)`` (when
+    ``shuffle``; torch-fidelity's default seed is 2020), softmax in float64, the rows cut into ``splits``
+    consecutive chunks ``[i*N//splits, (i+1)*N//splits)``, per chunk ``exp(mean_x KL(p(y|x) || p(y)))``
+    with ``p(y)`` the chunk's mean; returns the mean and the (population) standard deviation over the chunks.
+    Higher is better: confident and varied class predictions. A split needs at least one row."""
+    values = torch.as_tensor(logits).detach().cpu()
+    if values.dim() != 2:
+        raise ValueError(f"Inception Score: expected logits [N, classes], got shape {list(values.shape)}")
+    n = values.shape[0]
+    if splits < 1:
+        raise ValueError(f"Inception Score: splits must be at least 1, got {splits}")
+    if n < splits:
+        raise ValueError(f"Inception Score: {n} images cannot be cut into {splits} splits; lower the splits or "
+                         "score more images")
+    if not torch.isfinite(values).all():
+        raise ValueError("Inception Score: the logits contain NaN or infinity")
+    if shuffle:
+        values = values[torch.from_numpy(np.random.RandomState(seed).permutation(n))]
+    values = values.double()
+    p, log_p = values.softmax(dim=1), values.log_softmax(dim=1)
+    scores = []
+    for i in range(splits):
+        chunk = slice(i * n // splits, (i + 1) * n // splits)
+        marginal = p[chunk].mean(dim=0, keepdim=True)
+        kl = (p[chunk] * (log_p[chunk] - marginal.log())).sum(dim=1)
+        scores.append(float(kl.mean().exp()))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+@dataclass(frozen=True)
+class Scores:
+    """FID and KID between two sets, and the Inception Score of the first (the generated) set."""
+
+    fid: float
+    kid: float
+    kid_std: float
+    inception_score: float
+    inception_score_std: float
+    is_splits: int  # the splits actually used: the asked number, at most the first set's size
+    images_a: int
+    images_b: int
+
+    def report(self) -> str:
+        splits = f"{self.is_splits} split{'s' * (self.is_splits != 1)}"
+        return (f"FID {self.fid:.3f}  KID {self.kid:.5f} ± {self.kid_std:.5f}  IS {self.inception_score:.3f} ± "
+                f"{self.inception_score_std:.3f}  ({self.images_a} vs {self.images_b} images; IS of the first set "
+                f"over {splits}; small sets bias FID upwards and IS downwards)")
+
+
+def score_sets(model: FIDInceptionV3, a: np.ndarray, b: np.ndarray, kid_subsets: int = 100,
+               kid_subset_size: int = 1000, seed: int = 0, is_splits: int = 10) -> Scores:
+    """FID and KID between the pool3 features ``a`` and ``b``, and the Inception Score of ``a`` (the generated
+    set) from ``model``'s logits of those features. ``seed`` draws KID's subsets and shuffles IS's rows, as
+    torch-fidelity's one ``rng_seed`` does; ``is_splits`` is clipped to the size of ``a``."""
+    fid_value = fid_from_features(a, b)
+    kid, kid_std = kid_from_features(a, b, kid_subsets, kid_subset_size, seed)
+    splits = min(is_splits, a.shape[0])
+    is_mean, is_std = inception_score(model.logits(a), splits, shuffle=True, seed=seed)
+    return Scores(fid_value, kid, kid_std, is_mean, is_std, splits, a.shape[0], b.shape[0])

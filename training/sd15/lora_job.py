@@ -56,6 +56,15 @@ class JobResult:
     samples: list[Image.Image]
     warnings: list[str]
     resumed_from: int
+    params: lora_trainer.ParameterCount
+
+    def report(self) -> str:
+        """What the run did, for the console and the node's report: resumed step, parameters, loss, file."""
+        lines = [f"resumed from step {self.resumed_from}"] if self.resumed_from else []
+        lines += [self.params.summary(),
+                  f"loss {self.losses[0]:.4f} -> {self.losses[-1]:.4f} over {len(self.losses)} steps",
+                  f"wrote {self.lora_path}"]
+        return "\n".join(lines)
 
 
 def model_hash(path: Path | None) -> str:
@@ -186,6 +195,8 @@ def run(parts: sd15.SD15Parts, job: LoraJob, loras_dir: Path, run_dir: Path, dev
         "ss_num_train_images": len(dataset.images), "atelier_trigger": job.trigger,
         "atelier_use_captions": job.use_captions, "atelier_caption_dropout": job.caption_dropout,
         "atelier_targets": job.train.targets, "atelier_attention": attention, "atelier_train_config": asdict(job.train),
+        "atelier_lora_layers": result.params.layers, "atelier_trainable_params": result.params.trainable,
+        "atelier_targeted_params": result.params.targeted, "atelier_base_params": result.params.base,
         "ss_training_comment": TRAINER_VERSION, "atelier_trainer_version": TRAINER_VERSION,
     }
     tensors = lora_file.kohya_state_dict(parts.unet, parts.text_encoder if train_te else None)
@@ -193,4 +204,4 @@ def run(parts: sd15.SD15Parts, job: LoraJob, loras_dir: Path, run_dir: Path, dev
     plot = plots.loss_curve(result.losses)
     plot.save(run_dir / "loss.png")
     warnings = dataset.report().splitlines()[1:] + data.warnings + ([attention_warning] if attention_warning else [])
-    return JobResult(path, result.losses, plot, samples, warnings, result.resumed_from)
+    return JobResult(path, result.losses, plot, samples, warnings, result.resumed_from, result.params)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -34,8 +34,12 @@ TARGETS = {
                    "time_emb_proj"],
     "all_linear_and_conv": ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
                             "time_emb_proj", "conv1", "conv2", "conv_shortcut", "conv"],
+    # kohya sd-scripts' default LoRA (networks/lora.py, no conv_dim): every Linear and 1x1 Conv2d inside the UNet's
+    # Transformer2DModel blocks, which in SD 1.5 are these (192 layers), and CLIPAttention/CLIPMLP in the text encoder
+    "kohya_default": ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"],
 }
 TEXT_ENCODER_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")  # CLIP's attention projections
+TEXT_ENCODER_EXTRA_TARGETS = {"kohya_default": ("fc1", "fc2")}  # and CLIP's MLP, as kohya's default takes it
 SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 OPTIMIZERS = ("adamw", "adamw8bit")
 PRECISIONS = ("no", "fp16", "bf16")
@@ -61,7 +65,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 100
     gradient_checkpointing: bool = False
-    train_text_encoder: bool = False  # also a LoRA on the text encoder's attention (same rank and alpha)
+    train_text_encoder: bool = False  # also a LoRA on the text encoder's attention, and MLP with kohya_default
     text_encoder_lr: float = 5e-5
     qlora: bool = False  # the frozen UNet's linear layers in 4-bit NF4 with double quantization
 
@@ -83,11 +87,33 @@ class TrainConfig:
         return checkpoints.fingerprint(self)
 
 
+@dataclass(frozen=True)
+class ParameterCount:
+    """What a LoRA trains against what it adapts: rank 16 on a 2560x2560 weight trains 16 * (2560 + 2560) =
+    81,920 parameters instead of the 6,553,600 a full fine-tune of that weight would."""
+
+    layers: int = 0  # layers carrying a LoRA
+    trainable: int = 0  # the LoRA's own parameters (down and up matrices)
+    targeted: int = 0  # the weights of those layers (biases left out), what a full fine-tune of them trains
+    base: int = 0  # every parameter of the networks that carry the LoRA, as loaded (before any 4-bit packing)
+
+    def __add__(self, other: ParameterCount) -> ParameterCount:
+        return ParameterCount(self.layers + other.layers, self.trainable + other.trainable,
+                              self.targeted + other.targeted, self.base + other.base)
+
+    def summary(self) -> str:
+        layers = f"{self.layers} layer{'s' * (self.layers != 1)}"
+        share = 100 * self.trainable / self.targeted
+        return (f"LoRA trains {self.trainable:,} parameters in {layers} instead of their {self.targeted:,} weights "
+                f"({share:.2f} %); the base networks have {self.base:,} parameters")
+
+
 @dataclass
 class TrainResult:
     step: int
     losses: list[float] = field(default_factory=list)
     resumed_from: int = 0
+    params: ParameterCount = field(default_factory=ParameterCount)
 
 
 def noise_scheduler():  # -> diffusers.DDPMScheduler
@@ -100,7 +126,8 @@ def noise_scheduler():  # -> diffusers.DDPMScheduler
 
 def targeted_layers(model: nn.Module, config: TrainConfig, text_encoder: bool = False) -> list[tuple[str, nn.Module]]:
     """The layers the LoRA wraps; a clear error when none match or the rank is above what they allow."""
-    targets = TEXT_ENCODER_TARGETS if text_encoder else TARGETS[config.targets]
+    targets = TEXT_ENCODER_TARGETS + TEXT_ENCODER_EXTRA_TARGETS.get(config.targets, ()) if text_encoder \
+        else TARGETS[config.targets]
     matched = [(n, m) for n, m in model.named_modules()
                if isinstance(m, (nn.Linear, nn.Conv2d)) and any(n == t or n.endswith("." + t) for t in targets)]
     if not matched:
@@ -110,6 +137,14 @@ def targeted_layers(model: nn.Module, config: TrainConfig, text_encoder: bool = 
     if config.rank > smallest:
         raise ValueError(f"rank {config.rank} is above what the targeted layers allow (at most {smallest})")
     return matched
+
+
+def base_count(model: nn.Module, config: TrainConfig, text_encoder: bool = False) -> ParameterCount:
+    """The layers a LoRA targets in ``model``, their weights and all of ``model``'s parameters (``trainable`` is
+    left 0: the LoRA's own size is counted once it exists)."""
+    matched = targeted_layers(model, config, text_encoder)
+    return ParameterCount(layers=len(matched), targeted=sum(m.weight.numel() for _, m in matched),
+                          base=sum(p.numel() for p in model.parameters()))
 
 
 def add_lora(unet: nn.Module, config: TrainConfig, text_encoder: bool = False) -> list[nn.Parameter]:
@@ -212,15 +247,18 @@ def train_lora(unet: nn.Module, data: TrainData, config: TrainConfig, run_dir: P
     if config.train_text_encoder and text_encoder is None:
         raise ValueError("train_text_encoder needs the text encoder")
     text_encoder = text_encoder if config.train_text_encoder else None
+    counted = base_count(unet, config)  # before QLoRA packs the weights
     if config.qlora:
         quantize_linear_nf4(unet, autocast_dtype(config) or torch.float32)
     params = add_lora(unet, config)
     groups = [{"params": params}]
     if text_encoder is not None:
+        counted = counted + base_count(text_encoder, config, text_encoder=True)
         te_params = add_lora(text_encoder, config, text_encoder=True)
         groups.append({"params": te_params, "lr": config.text_encoder_lr})
         params = params + te_params
         text_encoder.train()
+    counted = replace(counted, trainable=sum(p.numel() for p in params))
     _check_disk(run_dir, params)
     if config.gradient_checkpointing and hasattr(unet, "enable_gradient_checkpointing"):
         unet.enable_gradient_checkpointing()
@@ -240,6 +278,7 @@ def train_lora(unet: nn.Module, data: TrainData, config: TrainConfig, run_dir: P
         optimizer.load_state_dict(state["optimizer"])
         lr_scheduler.load_state_dict(state["lr_scheduler"])
         result = TrainResult(step=state["step"], losses=list(state["losses"]), resumed_from=state["step"])
+    result.params = counted
 
     def save(step: int) -> None:
         state = {"fingerprint": config.fingerprint(), "step": step, "losses": result.losses,
