@@ -59,9 +59,9 @@ class AtelierFID(EvaluationNode):
                 "seed": seed_input("KID's subset draws and the shuffle before IS's splits (torch-fidelity's rng_seed, "
                                    "whose default is 2020)."),
                 "batch_size": int_input(50, 1, 1024, "Images per Inception forward pass."),
-                "is_splits": int_input(10, 1, 1000, "Inception Score: the first set is cut into this many splits (clipped "
-                                  "to its size), scored apart, then averaged; 10 as torch-fidelity and the original "
-                                  "code. Fewer images per split lower the score."),
+                "is_splits": int_input(10, 1, 1000, "Inception Score: the first set is cut into this many splits "
+                                       "(clipped to its size), scored apart, then averaged; 10 as torch-fidelity and "
+                                       "the original code. Fewer images per split lower the score."),
             },
             "optional": {
                 "images_a": ("IMAGE", {"tooltip": "First set as a batch (for example a VAE Decode's samples)."}),

@@ -152,7 +152,8 @@ def _untrained_text_model(folder: Path) -> None:
 
 
 def _style_inputs(input_dir: Path) -> None:
-    """Style and content pictures for Style Augmentation, and the pictures style_transfer.json's Load Image nodes name."""
+    """Style and content pictures for Style Augmentation, and the pictures style_transfer.json's Load Image nodes
+    name."""
     from PIL import Image
 
     (input_dir / "atelier" / "styles").mkdir(parents=True)
