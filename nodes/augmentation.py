@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -68,10 +69,16 @@ def preprocess_spec(resize: str, size: int, width: int, height: int, pad: str, p
     return PreprocessSpec(resize, size, width, height, pad, color, crop, filter)
 
 
+def _folders(text: str) -> list[Path]:
+    """One folder per line (a folder named twice is read once); a blank text gets the usual error."""
+    lines = list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
+    return [bridge.resolve_input_folder(line) for line in lines] or [bridge.resolve_input_folder(text)]
+
+
 class AtelierLoadImageFolder(DatasetNode):
-    DESCRIPTION = ("Load every image of a folder (png, jpg, webp, bmp, gif, tif/tiff; 16-bit, CMYK, palette and alpha "
-                   "included) with its caption sidecar, preprocess it and output one IMAGE batch. Unreadable files "
-                   "are skipped and listed in the report.")
+    DESCRIPTION = ("Load every image of a folder, or of several folders given one per line (png, jpg, webp, bmp, "
+                   "gif, tif/tiff; 16-bit, CMYK, palette and alpha included), with its caption sidecar, preprocess it "
+                   "and output one IMAGE batch. Unreadable files are skipped and listed in the report.")
     EXAMPLE = ("Put your originals (with optional <stem>.txt captions) in ComfyUI/input/atelier/originals, keep "
                "folder 'atelier/originals', set resize 'longer_edge', size 512, pad 'square' and pad_fill "
                "'most_frequent', and wire images and dataset into Atelier Multiply Dataset. The batch has one size, "
@@ -88,8 +95,10 @@ class AtelierLoadImageFolder(DatasetNode):
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {
             "required": {
-                "folder": ("STRING", {"default": "atelier/originals", "tooltip": "Folder of originals: absolute, or "
-                                      "relative to ComfyUI's input folder."}),
+                "folder": ("STRING", {"default": "atelier/originals", "multiline": True, "tooltip": "Folder of "
+                                      "originals: absolute, or relative to ComfyUI's input folder. Several folders, "
+                                      "one per line, are read as one set (say a Style Augmentation and a Virtual "
+                                      "Data version joined by String Concatenate with a line break)."}),
                 "recursive": ("BOOLEAN", {"default": False, "tooltip": "Also read sub-folders."}),
                 **PREPROCESS_INPUTS,
                 "alpha_background": color_input("#ffffff", "Colour transparent pixels are composited on"),
@@ -110,7 +119,7 @@ class AtelierLoadImageFolder(DatasetNode):
         if folder is None or recursive is None:
             return float("nan")
         try:
-            files = list_images(bridge.resolve_input_folder(folder), recursive)
+            files = [path for one in _folders(folder) for path in list_images(one, recursive)]
         except ValueError:
             return "missing"
         return folder_fingerprint(files)
@@ -120,9 +129,9 @@ class AtelierLoadImageFolder(DatasetNode):
         spec = preprocess_spec(**pre)
         background = parse_color(alpha_background)
         png_parent = safe_subfolder(bridge.output_directory(), png_subfolder) if save_png_copies else None
-        path = bridge.resolve_input_folder(folder)
-        count = len(list_images(path, recursive))
-        data = load_folder(path, spec, background, recursive, max_megapixels, same_size=True,
+        paths = _folders(folder)
+        count = sum(len(list_images(path, recursive)) for path in paths)
+        data = load_folder(paths, spec, background, recursive, max_megapixels, same_size=True,
                            progress=bridge.progress(count, "loading"))
         report = data.report()
         if png_parent is not None:

@@ -74,6 +74,26 @@ def test_load_refuses_mixed_sizes_before_decoding(originals: Path, output_dir: P
         nodes.AtelierLoadImageFolder().load(**node_defaults(nodes.AtelierLoadImageFolder, folder=str(originals)))
 
 
+def test_several_folders_one_per_line_load_as_one_set(originals: Path, tmp_path: Path) -> None:
+    # how a workflow trains on a Style Augmentation version and a Virtual Data version together
+    second = tmp_path / "input" / "가상"
+    second.mkdir()
+    shutil.copy(originals / "rocket.png", second / "로켓.png")
+    (second / "로켓.txt").write_text("로켓, 가상 데이터", encoding="utf-8")
+    values = node_defaults(nodes.AtelierLoadImageFolder, folder=f"atelier/originals\n\n{second}\natelier/originals\n",
+                           resize="exact", width=32, height=32)
+    images, dataset, count, report = nodes.AtelierLoadImageFolder().load(**values)
+    assert count == 5 and images.shape == (5, 32, 32, 3) and "loaded 5" in report
+    assert dataset.stems == ["astronaut", "chelsea", "coffee", "rocket", "로켓"]
+    assert dataset.captions[-1] == "로켓, 가상 데이터"
+    assert torch.equal(images[3], images[4])
+    before = nodes.AtelierLoadImageFolder.IS_CHANGED(folder=values["folder"], recursive=False)
+    (second / "로켓.txt").write_text("바뀐 캡션", encoding="utf-8")
+    assert nodes.AtelierLoadImageFolder.IS_CHANGED(folder=values["folder"], recursive=False) != before
+    with pytest.raises(ValueError, match="없는"):
+        nodes.AtelierLoadImageFolder().load(**{**values, "folder": f"atelier/originals\n{tmp_path / '없는'}"})
+
+
 def test_is_changed_follows_the_folder_contents(originals: Path) -> None:
     before = nodes.AtelierLoadImageFolder.IS_CHANGED(folder=str(originals), recursive=False)
     (originals / "chelsea.txt").write_text("another caption")

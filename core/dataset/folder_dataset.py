@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def batch_dataset(images: torch.Tensor, captions: list[str], stems: list[str]) -
 
 
 def load_folder(
-    folder: str | os.PathLike[str],
+    folder: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     spec: PreprocessSpec = PreprocessSpec(),
     background: RGB = (1.0, 1.0, 1.0),
     recursive: bool = False,
@@ -62,12 +63,15 @@ def load_folder(
     same_size: bool = False,
     progress: Progress | None = None,
 ) -> FolderDataset:
-    """Read every image of ``folder``; unreadable files are skipped and listed.
+    """Read every image of ``folder`` (or of several folders, in order, as one set); unreadable files are
+    skipped and listed.
 
     Headers are checked first, so a folder with nothing readable, or (with ``same_size``) one
     whose pictures would come out in different sizes, fails before any pixel is decoded.
     """
-    files = list_images(folder, recursive)
+    folders = [folder] if isinstance(folder, (str, os.PathLike)) else list(folder)
+    files = [path for one in folders for path in list_images(one, recursive)]
+    named = ", ".join(str(one) for one in folders)  # how errors name them
     skipped: list[Skipped] = []
     readable, out_sizes = [], {}
     for path in files:
@@ -79,14 +83,14 @@ def load_folder(
         except OSError as exc:
             skipped.append(Skipped(str(path), f"cannot be read: {exc}"))
     if not readable:
-        _raise_nothing_readable(folder, skipped)
+        _raise_nothing_readable(named, skipped)
     if same_size and len(set(out_sizes.values())) > 1:
         examples = {}
         for path, size in out_sizes.items():
             examples.setdefault(size, path.name)
         listed = ", ".join(f"{name} -> {w}x{h}" for (w, h), name in list(examples.items())[:4])
         raise ImageFolderError(
-            f"the images of {str(folder)!r} come out in {len(examples)} different sizes ({listed}); one IMAGE batch "
+            f"the images of {named!r} come out in {len(examples)} different sizes ({listed}); one IMAGE batch "
             "needs one size: choose resize 'exact', pad 'to_size' or 'square' with crop 'center', or a fixed "
             "width/height"
         )
@@ -105,7 +109,7 @@ def load_folder(
             loaded.append(LoadedImage(path, image, caption))
         progress.advance()
     if not loaded:
-        _raise_nothing_readable(folder, skipped)
+        _raise_nothing_readable(named, skipped)
     return FolderDataset(loaded, skipped)
 
 
