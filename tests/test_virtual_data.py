@@ -124,3 +124,53 @@ def test_cancel_leaves_no_version_folder_and_bad_settings_are_refused(tmp_path, 
     with pytest.raises(ValueError, match="2 originals but embeddings"):
         vd.write_virtual_data(originals(), embeds()[:1], SETTINGS, draw, tmp_path)
     assert vd.parse_changes("in a forest\n\n  at night \n숲 속에서") == ("in a forest", "at night", "숲 속에서")
+
+
+def test_the_command_draws_from_a_checkpoint_file_with_a_first_lora_and_refuses_another_encoder(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from atelier.cli import main
+    from atelier.core.audio.image_embedding import clip_embedder, probe_embedding
+    from atelier.core.curator.clip_model import load_clip
+    from atelier.core.sd15.embedding_adapter import save_adapter
+
+    from helpers import tiny_clip_folder, to_ldm_checkpoint
+
+    checkpoint = tmp_path / "tiny_sd15.safetensors"
+    save_file({k: v.contiguous() for k, v in to_ldm_checkpoint(tiny_sd15_parts()).items()}, str(checkpoint))
+    clip_folder = tiny_clip_folder(tmp_path / "tiny-clip")
+    clip = clip_embedder(load_clip(clip_folder))
+    adapter_file = save_adapter(tmp_path, "style", adapter().adapter, clip.name, {}, probe_embedding(clip))
+    folder = tmp_path / "originals"
+    folder.mkdir()
+    for original in originals():
+        Image.fromarray((original.image.numpy() * 255).astype(np.uint8)).save(folder / f"{original.stem}.png")
+    key = lora_file.unet_key("down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_v")
+    g = torch.Generator().manual_seed(4)
+    lora = lora_file.save_lora(tmp_path, "first", {f"{key}.lora_down.weight": torch.randn(2, 768, generator=g),
+                                                    f"{key}.lora_up.weight": torch.randn(32, 2, generator=g)}, {})
+    changes = tmp_path / "changes.txt"
+    changes.write_text("at night\n\n", encoding="utf-8")
+    args = ["virtual-data", str(folder), "--model", str(checkpoint), "--adapter", str(adapter_file), "--clip",
+            str(clip_folder), "--change", "in a forest", "--changes-file", str(changes), "--samples", "1", "--steps",
+            "2", "--width", "64", "--height", "64", "--trigger", "sks", "--output", str(tmp_path / "out"),
+            "--device", "cpu", "--no-original"]
+    assert main([*args, "--lora", str(lora)]) == 0
+    assert "merged first.safetensors into 1 layers" in capsys.readouterr().out
+    written = tmp_path / "out" / "atelier" / "virtual" / "v001"
+    assert sorted(p.name for p in written.glob("*.txt")) == ["work_0__at_night_01.txt", "work_0__in_a_forest_01.txt",
+                                                             "work_3__at_night_01.txt", "work_3__in_a_forest_01.txt"]
+    record = json.loads((written / "manifest.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert record["parameters"]["lora"] == "first.safetensors"
+    assert record["parameters"]["adapter"] == "style.safetensors"
+    assert main(args) == 0  # without the first LoRA: other pixels, same seeds
+    plain = tmp_path / "out" / "atelier" / "virtual" / "v002"
+    with_lora = np.asarray(Image.open(written / "work_0__in_a_forest_01.png"), dtype=float)
+    assert np.abs(np.asarray(Image.open(plain / "work_0__in_a_forest_01.png"), dtype=float) - with_lora).mean() > 0.5
+    capsys.readouterr()
+    other = save_adapter(tmp_path, "for_wider", EmbeddingAdapter(AdapterConfig(32, tokens=2)), "a 32-d encoder", {})
+    assert main([*args[:4], "--adapter", str(other), *args[6:]]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert "the --adapter for_wider.safetensors was trained with the image encoder 'a 32-d encoder' (32-d)" in err
+    assert f"{clip.name!r} (16-d)" in err
+    assert not (tmp_path / "out" / "atelier" / "virtual" / "v003").exists()
