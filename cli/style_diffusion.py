@@ -76,8 +76,7 @@ def run_virtual_data(args: argparse.Namespace) -> int:
     bridge.set_output_directory(args.output)
     parent = safe_subfolder(bridge.output_directory(), args.subfolder)
     vd.check_disk(parent, settings.pictures(len(originals)), args.width, args.height)  # before any model loads
-    adapter_file = model_file(args.adapter, "embedding_adapters", "embedding adapter")
-    adapter = load_adapter(adapter_file)
+    adapter = load_adapter(model_file(args.adapter, "embedding_adapters", "embedding adapter"))
     lora = bridge.find_model_file("loras", args.lora, "LoRA", "train one with `train` (--loras)") if args.lora \
         else None
     device = bridge.compute_device(args.device)
@@ -86,7 +85,7 @@ def run_virtual_data(args: argparse.Namespace) -> int:
     dtype = {"bf16": torch.bfloat16}.get(args.precision, torch.float16 if half else torch.float32)
     parts, _ = sd15_checkpoint.load(model_file(args.model, "checkpoints", "SD 1.5 checkpoint"), dtype)
     details = {"steps": args.steps, "guidance": args.guidance, "strength": args.strength, "negative": args.negative,
-               "sampler": "diffusers DDIM", "adapter": adapter_file.name}
+               "sampler": "diffusers DDIM", "adapter": adapter.file}
     if lora is not None:
         patched = lora_file.apply_file(parts.unet, parts.text_encoder, lora, args.lora_strength)
         details.update(lora=lora.name, lora_strength=args.lora_strength)

@@ -92,11 +92,11 @@ class LoadedAdapter:
     adapter: EmbeddingAdapter
     image_encoder: str
     probe: torch.Tensor | None = None  # the training encoder's fingerprint; files written before it have none
-    source: str = "the adapter"  # how errors name it (its file)
+    file: str = ""  # the file's name, for errors and manifests ("" for one trained in this run)
 
     def _trained_with(self) -> str:
-        return f"{self.source} was trained with the image encoder {self.image_encoder!r} " \
-               f"({self.adapter.config.embed_dim}-d)"
+        return f"the adapter{f' {self.file!r}' if self.file else ''} was trained with the image encoder " \
+               f"{self.image_encoder!r} ({self.adapter.config.embed_dim}-d)"
 
     def check_encoder(self, embedder: ImageEmbedder) -> None:
         """Refuse an image encoder other than the one the adapter was trained with, naming both: by width, and
@@ -110,6 +110,11 @@ class LoadedAdapter:
                 raise ValueError(f"{self._trained_with()}, but the image encoder given, {given}, is another model "
                                  f"(their embeddings of one test picture agree to {agreement:.2f}; one model's agree "
                                  f"to above 0.99): {_OTHER_ENCODER}")
+
+    def no_picture(self) -> torch.Tensor:
+        """The zero embedding ``[1, D]``: 'no picture', as training's ``embed_dropout`` shows it. A negative prompt
+        carries its tokens, so both sides of classifier-free guidance have the same length."""
+        return torch.zeros(1, self.adapter.config.embed_dim)
 
     def embed_images(self, embedder: ImageEmbedder, images: torch.Tensor) -> torch.Tensor:
         """Unit embeddings ``[B, D]`` of an IMAGE batch, once the encoder is checked against the adapter."""
@@ -138,8 +143,7 @@ def load_adapter(path: str | Path) -> LoadedAdapter:
     adapter = EmbeddingAdapter(AdapterConfig(**json.loads(meta["atelier_config"])))
     load_exactly(adapter, state, path)
     probe = torch.tensor(json.loads(meta[PROBE_KEY]), dtype=torch.float32) if PROBE_KEY in meta else None
-    return LoadedAdapter(adapter.eval(), meta.get("atelier_image_encoder", "unknown"), probe,
-                         f"the adapter {path.name!r}")
+    return LoadedAdapter(adapter.eval(), meta.get("atelier_image_encoder", "unknown"), probe, path.name)
 
 
 def condition(conditioning: list, tokens: torch.Tensor, strength: float = 1.0) -> list:

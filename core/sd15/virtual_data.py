@@ -135,14 +135,13 @@ def write_virtual_data(originals: Sequence[Original], embeds: torch.Tensor, sett
 def diffusers_draw(parts: SD15Parts, adapter: LoadedAdapter, strength: float = 1.0, steps: int = 25,
                    guidance: float = 7.0, negative: str = "", device: torch.device | str = "cpu") -> Draw:
     """Drawing with diffusers' SD pipeline (DDIM) on the pack's SD 1.5 parts: the prompt's encoding with the
-    adapter's tokens appended, against the negative prompt's with the adapter's 'no picture' tokens (the zero
-    embedding, which its training shows with ``embed_dropout``), so both sides have the same length."""
+    adapter's tokens appended, against the negative prompt's with the adapter's 'no picture' tokens."""
     device = torch.device(device)
     parts.unet.to(device).eval()
     parts.text_encoder.eval()
     pipe = ddim_pipeline(parts, device)
     dtype = next(parts.unet.parameters()).dtype
-    nothing = adapter.tokens(torch.zeros(1, adapter.adapter.config.embed_dim))
+    nothing = adapter.tokens(adapter.no_picture())
 
     @torch.no_grad()
     def draw(embedding: torch.Tensor, prompt: str, seed: int, count: int, size: tuple[int, int]) -> torch.Tensor:
