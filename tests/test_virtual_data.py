@@ -39,8 +39,8 @@ def draw():
     return vd.diffusers_draw(tiny_sd15_parts(), adapter(), strength=1.0, steps=2, guidance=5.0)
 
 
-SETTINGS = vd.VirtualDataSettings(changes=("in a forest", "", "at night"), samples=2, width=SIZE[0], height=SIZE[1],
-                                  seed=3, trigger="sks")
+SETTINGS = vd.VirtualDataSettings(changes=("in a forest", "", "at night", " in a forest"), samples=2, width=SIZE[0],
+                                  height=SIZE[1], seed=3, trigger="sks")
 
 
 def test_folder_sidecars_manifest_and_same_seed_same_pixels(tmp_path, draw):

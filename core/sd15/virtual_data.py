@@ -52,7 +52,8 @@ class VirtualDataSettings:
 
     @property
     def prompts(self) -> list[str]:
-        return [c.strip() for c in self.changes if c.strip()]
+        """The change prompts, blanks and repeats left out (a repeat would draw the very same pictures again)."""
+        return list(dict.fromkeys(c.strip() for c in self.changes if c.strip()))
 
     def caption(self, change: str) -> str:
         """What a virtual picture is drawn from and captioned with: the trigger word, then the change."""
