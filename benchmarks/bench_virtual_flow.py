@@ -18,7 +18,9 @@ what a user runs:
 Peak memory is ``torch.cuda.max_memory_allocated`` within the stage. The SD 1.5 file is ``--model``, else the first
 SD 1.5 ``.safetensors`` (recognised from its header, nothing loaded) in the checkpoints folders of ``--comfyui`` /
 ``$COMFYUI_PATH`` / the ComfyUI this pack sits in / ``./models`` / ``~/ComfyUI/models``. Without a CUDA GPU or
-without such a file it says so and exits 0 having measured nothing.
+without such a file it says so and exits 0 having measured nothing. ``--device cpu`` runs the same flow on the CPU
+(memory: the process's peak resident set so far): a check of the script itself with a tiny model, not a
+measurement.
 
     .venv/bin/python benchmarks/bench_virtual_flow.py --comfyui ~/ComfyUI --content path/to/photos --steps 50
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import resource
 import shutil
 import struct
 import sys
@@ -66,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--trigger", default="sks", help="trigger word of the style")
     p.add_argument("--work", help="folder for everything written; default: a temporary folder, removed after")
     p.add_argument("--json", help="also write the measurements to this JSON file")
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
+                   help="cpu: check the script with a tiny model (times and memory then mean nothing)")
     return p.parse_args(argv)
 
 
@@ -100,15 +105,24 @@ def find_sd15(args: argparse.Namespace) -> tuple[Path | None, list[Path]]:
 
 
 class Stages:
-    def __init__(self) -> None:
+    def __init__(self, device: str) -> None:
         self.rows: list[dict[str, object]] = []
+        self.cuda = device == "cuda"
+
+    def _peak_mib(self) -> int:
+        import torch
+
+        if self.cuda:
+            return round(torch.cuda.max_memory_allocated() / 2**20)
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # KiB on Linux
 
     def run(self, name: str, job: Callable[[], object]) -> bool:
         import torch
 
         gc.collect()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+        if self.cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         try:
             result = job()
@@ -117,14 +131,14 @@ class Stages:
         seconds = time.perf_counter() - start
         ok = result in (0, None)
         self.rows.append({"stage": name, "seconds": round(seconds, 2),
-                          "peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20),
+                          "peak_mib": self._peak_mib(),
                           "note": "" if ok else f"exit {result}" if isinstance(result, int) else str(result)})
-        print(f"{name:10s} {seconds:9.1f} s  {self.rows[-1]['peak_gpu_mib']:7d} MiB  {self.rows[-1]['note']}",
+        print(f"{name:10s} {seconds:9.1f} s  {self.rows[-1]['peak_mib']:7d} MiB  {self.rows[-1]['note']}",
               flush=True)
         return ok
 
     def skip(self, name: str, why: str) -> None:
-        self.rows.append({"stage": name, "seconds": None, "peak_gpu_mib": None, "note": f"skipped: {why}"})
+        self.rows.append({"stage": name, "seconds": None, "peak_mib": None, "note": f"skipped: {why}"})
         print(f"{name:10s} skipped: {why}", flush=True)
 
 
@@ -134,25 +148,32 @@ def _latest(parent: Path) -> Path:
 
 
 def _combine(folders: list[Path], into: Path) -> Path:
-    """One training folder from several dataset versions (pictures with their caption sidecars)."""
+    """One training folder: the originals, then each virtual-data version, pictures with their caption sidecars; a
+    stem already there (the diffusion folder's copy of an original) is not taken twice."""
+    from atelier.core.dataset.image_files import IMAGE_EXTENSIONS
+
     into.mkdir(parents=True)
+    stems: set[str] = set()
     for folder in folders:
-        for file in folder.iterdir():
-            if file.suffix in (".png", ".txt") and not (into / file.name).exists():
+        for file in sorted(folder.iterdir()):
+            if file.suffix.lower() in IMAGE_EXTENSIONS and file.stem not in stems:
+                stems.add(file.stem)
                 shutil.copy2(file, into / file.name)
+                if file.with_suffix(".txt").is_file():
+                    shutil.copy2(file.with_suffix(".txt"), into / f"{file.stem}.txt")
     return into
 
 
-def _sample(model: Path, lora: Path, prompts: list[str], size: int, out: Path) -> None:
+def _sample(model: Path, lora: Path, prompts: list[str], size: int, out: Path, device: str) -> None:
     import torch
 
     from atelier.core.sd15 import checkpoint as sd15_checkpoint
     from atelier.core.sd15 import lora_file
     from atelier.training.sd15.lora_job import sample_images
 
-    parts, _ = sd15_checkpoint.load(model, torch.float16)
+    parts, _ = sd15_checkpoint.load(model, torch.float16 if device == "cuda" else torch.float32)
     lora_file.apply_file(parts.unet, parts.text_encoder, lora)
-    parts.unet.to("cuda")
+    parts.unet.to(device)
     out.mkdir(parents=True, exist_ok=True)
     for i, image in enumerate(sample_images(parts, prompts, 0, 25, size)):
         image.save(out / f"sample_{i + 1:02d}.png")
@@ -161,9 +182,10 @@ def _sample(model: Path, lora: Path, prompts: list[str], size: int, out: Path) -
 def flow(args: argparse.Namespace, model: Path, work: Path) -> Stages:
     from atelier.core.shared.hf_folders import ModelFolderError, find_model_folder
 
-    stages = Stages()
+    stages = Stages(args.device)
     out = work / "output"
-    common = ["--comfyui", args.comfyui] if args.comfyui else []
+    common = ["--device", args.device, *(["--comfyui", args.comfyui] if args.comfyui else [])]
+    precision = ["--mixed-precision", "fp16" if args.device == "cuda" else "no"]
     changes = args.change or list(CHANGES)
     virtual: list[Path] = []
     adain = [bridge.model_folders("atelier_adain")[0] / n for n in ("vgg_normalised.pth", "decoder.pth")]
@@ -173,7 +195,7 @@ def flow(args: argparse.Namespace, model: Path, work: Path) -> Stages:
         stages.skip("adain", f"no {adain[0].name} and {adain[1].name} in {str(adain[0].parent)!r}")
     elif stages.run("adain", lambda: cli(["style", args.content, "--styles", args.originals, "--encoder",
                                           str(adain[0]), "--decoder", str(adain[1]), "--output", str(out),
-                                          "--subfolder", "adain", "--no-original", "--device", "cuda", *common])):
+                                          "--subfolder", "adain", "--no-original", *common])):
         virtual.append(_latest(out / "adain"))
     try:
         find_model_folder(args.clip, bridge.model_folders("atelier_clip"), "CLIP", args.clip)
@@ -189,42 +211,41 @@ def flow(args: argparse.Namespace, model: Path, work: Path) -> Stages:
             stages.run("adapter", lambda: cli([
                 "adapter-train", args.originals, "--model", str(model), "--clip", args.clip, "--out-dir",
                 str(work / "adapters"), "--run", str(work / "adapter_run"), "--steps", str(args.adapter_steps),
-                "--resolution", str(args.resolution), "--mixed-precision", "fp16", "--gradient-checkpointing",
-                "--batch-size", "2", "--device", "cuda", *common]))
+                "--resolution", str(args.resolution), *precision, "--gradient-checkpointing", "--batch-size", "2",
+                *common]))
             adapter = str(work / "adapters" / "atelier_adapter.safetensors")
         if Path(adapter).is_file() and stages.run("diffusion", lambda: cli([
                 "virtual-data", args.originals, "--model", str(model), "--adapter", adapter, "--clip", args.clip,
                 *[a for c in changes for a in ("--change", c)], "--samples", str(args.samples), "--trigger",
                 args.trigger, "--width", str(args.resolution), "--height", str(args.resolution), "--output",
-                str(out), "--subfolder", "virtual", "--device", "cuda", *common])):
+                str(out), "--subfolder", "virtual", *common])):
             virtual.append(_latest(out / "virtual"))
-    training = _combine(virtual or [Path(args.originals)], work / f"combined_{len(list(work.glob('combined*')))}")
+    training = _combine([Path(args.originals), *virtual], work / f"combined_{len(list(work.glob('combined*')))}")
     if not stages.run("multiply", lambda: cli(["multiply", str(training), "--output", str(out), "--subfolder",
-                                                "multiplied", "--device", "cuda"])):
+                                                "multiplied", "--device", args.device])):
         return stages
     multiplied = _latest(out / "multiplied")
     if args.blip2:
         stages.run("caption", lambda: cli(["caption", str(multiplied), "--blip2", args.blip2, "--trigger",
-                                           args.trigger, "--device", "cuda", *common]))
+                                           args.trigger, *common]))
     else:
         stages.skip("caption", "no --blip2 model")
     if not stages.run("train", lambda: cli([
             "train", str(multiplied), "--model", str(model), "--loras", str(work / "loras"), "--run",
             str(work / "lora_run"), "--name", "flow", "--trigger", args.trigger, "--steps", str(args.steps),
-            "--resolution", str(args.resolution), "--mixed-precision", "fp16", "--gradient-checkpointing",
-            "--device", "cuda", *common])):
+            "--resolution", str(args.resolution), *precision, "--gradient-checkpointing", *common])):
         return stages
     prompts = [f"{args.trigger}, {changes[i % len(changes)]}" for i in range(args.sample_count)]
     samples = work / "samples"
     lora = max((work / "loras").glob("flow*.safetensors"), key=lambda p: p.stat().st_mtime)  # flow_2... on reruns
-    if not stages.run("sample", lambda: _sample(model, lora, prompts, args.resolution, samples)):
+    if not stages.run("sample", lambda: _sample(model, lora, prompts, args.resolution, samples, args.device)):
         return stages
     fid = bridge.model_folders("atelier_fid")[0]
     if not (fid / "pt_inception-2015-12-05-6726825d.pth").is_file():
         stages.skip("fid", f"no pt_inception-2015-12-05-6726825d.pth in {str(fid)!r}")
     else:
         stages.run("fid", lambda: cli(["fid", str(samples), args.originals, "--weights", str(fid), "--output",
-                                       str(out), "--device", "cuda", *common]))
+                                       str(out), *common]))
     return stages
 
 
@@ -236,7 +257,7 @@ def run(argv: list[str] | None = None) -> int:
         bridge.set_comfyui_directory(args.comfyui)
     model, searched = find_sd15(args)
     missing = []
-    if not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available():
         missing.append("no CUDA GPU on this machine: this benchmark measures the flow on a GPU")
     if model is None or not model.is_file():
         where = str(model) if model is not None else ", ".join(map(str, searched))
@@ -244,7 +265,8 @@ def run(argv: list[str] | None = None) -> int:
     if missing:
         print("nothing measured: " + "; ".join(missing))
         return 0
-    print(f"SD 1.5: {model}\nGPU: {torch.cuda.get_device_name()}")
+    device = torch.cuda.get_device_name() if args.device == "cuda" else "CPU (a check of the script, not a measurement)"
+    print(f"SD 1.5: {model}\ndevice: {device}")
     print(f"{'stage':10s} {'time':>11s}  {'peak':>11s}")
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="atelier-flow-"))
     try:
@@ -253,7 +275,7 @@ def run(argv: list[str] | None = None) -> int:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"model": str(model), "gpu": torch.cuda.get_device_name(),
+        Path(args.json).write_text(json.dumps({"model": str(model), "device": device,
                                                "stages": stages.rows}, indent=2), encoding="utf-8")
     return 0
 
