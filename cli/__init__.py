@@ -56,6 +56,9 @@ def _check_up_front(parser: argparse.ArgumentParser, args: argparse.Namespace) -
             parser.error("--recipe is drawn from for random variants only: give --random N (variants per "
                          "original) with it")
         dataset.recipe_option(args.recipe)
+    if args.command == "virtual-data" and args.adapter is None and args.lora is None:
+        parser.error("give --adapter (the diffusion form: each original's image embedding steers SD 1.5) or --lora "
+                     "(the first-LoRA form: an SD already fine-tuned on the originals), or both")
 
 
 JOBS: dict[str, Callable[[argparse.Namespace], int]] = {k: v for part in _PARTS for k, v in part.JOBS.items()}

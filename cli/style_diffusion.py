@@ -24,8 +24,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     v.add_argument("folder", help="folder of originals (with optional <stem>.txt captions)")
     v.add_argument("--model", required=True, help="SD 1.5 checkpoint file or diffusers folder: a name in "
                    "models/checkpoints, or a path")
-    v.add_argument("--adapter", required=True, help="embedding adapter written by adapter-train: a name in "
-                   "models/atelier/embedding_adapters, or a path")
+    v.add_argument("--adapter", help="embedding adapter written by adapter-train: a name in "
+                   "models/atelier/embedding_adapters, or a path (the diffusion form); leave it out with --lora for "
+                   "the first-LoRA form, drawn from the change prompts alone")
     v.add_argument("--clip", default=declared("core.curator.clip_model", "DEFAULT_CLIP"),
                    help="the image encoder the adapter was trained with: a CLIP folder, name or cached HF id")
     v.add_argument("--change", action="append", help="a change prompt such as 'in a forest' "
@@ -76,16 +77,17 @@ def run_virtual_data(args: argparse.Namespace) -> int:
     bridge.set_output_directory(args.output)
     parent = safe_subfolder(bridge.output_directory(), args.subfolder)
     vd.check_disk(parent, settings.pictures(len(originals)), args.width, args.height)  # before any model loads
-    adapter = load_adapter(model_file(args.adapter, "embedding_adapters", "embedding adapter"))
+    adapter = load_adapter(model_file(args.adapter, "embedding_adapters", "embedding adapter")) if args.adapter \
+        else None
     lora = bridge.find_model_file("loras", args.lora, "LoRA", "train one with `train` (--loras)") if args.lora \
         else None
     device = bridge.compute_device(args.device)
-    embeds = adapter.embed_images(_image_encoder(args), [o.image for o in originals])
+    embeds = adapter.embed_images(_image_encoder(args), [o.image for o in originals]) if adapter else None
     half = args.precision == "fp16" or (args.precision == "auto" and device.type == "cuda")
     dtype = {"bf16": torch.bfloat16}.get(args.precision, torch.float16 if half else torch.float32)
     parts, _ = sd15_checkpoint.load(model_file(args.model, "checkpoints", "SD 1.5 checkpoint"), dtype)
     details = {"steps": args.steps, "guidance": args.guidance, "strength": args.strength, "negative": args.negative,
-               "sampler": "diffusers DDIM", "adapter": adapter.file}
+               "sampler": "diffusers DDIM", "adapter": adapter and adapter.file}
     if lora is not None:
         patched = lora_file.apply_file(parts.unet, parts.text_encoder, lora, args.lora_strength)
         details.update(lora=lora.name, lora_strength=args.lora_strength)

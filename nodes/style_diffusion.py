@@ -64,14 +64,20 @@ class AtelierImageConditioning(StyleNode):
         return (adapter.condition(conditioning, embeds, strength, f"the embedding of {embedder.name!r}"),)
 
 
-def comfy_draw(model: Any, clip: Any, vae: Any, adapter: LoadedAdapter, strength: float, negative_prompt: str,
-               steps: int, cfg: float, sampler_name: str, scheduler: str) -> vd.Draw:
+def comfy_draw(model: Any, clip: Any, vae: Any, adapter: LoadedAdapter | None, strength: float,
+               negative_prompt: str, steps: int, cfg: float, sampler_name: str, scheduler: str) -> vd.Draw:
     """Drawing with ComfyUI's own text encoder, KSampler and VAE: the change prompt's CONDITIONING with the
-    original's tokens, against the negative prompt's with the adapter's 'no picture' tokens."""
-    negative = adapter.condition(bridge.encode_text(clip, negative_prompt), adapter.no_picture(), strength)
+    original's tokens, against the negative prompt's with the adapter's 'no picture' tokens; without an adapter
+    (the first-LoRA form) the two prompts alone."""
+    negative = bridge.encode_text(clip, negative_prompt)
+    if adapter is not None:
+        negative = adapter.condition(negative, adapter.no_picture(), strength)
 
-    def draw(embedding: torch.Tensor, prompt: str, seed: int, count: int, size: tuple[int, int]) -> torch.Tensor:
-        positive = adapter.condition(bridge.encode_text(clip, prompt), embedding, strength)
+    def draw(embedding: torch.Tensor | None, prompt: str, seed: int, count: int, size: tuple[int, int]
+             ) -> torch.Tensor:
+        positive = bridge.encode_text(clip, prompt)
+        if adapter is not None and embedding is not None:
+            positive = adapter.condition(positive, embedding, strength)
         return bridge.sample_pictures(model, vae, positive, negative, count, size, seed, steps, cfg, sampler_name,
                                       scheduler)
 
@@ -110,7 +116,6 @@ class AtelierVirtualData(StyleNode):
                           "fine-tuned on the originals)."}),
                 "clip": ("CLIP", {"tooltip": "The checkpoint's CLIP; encodes the change prompts."}),
                 "vae": ("VAE", {"tooltip": "The checkpoint's VAE; decodes the pictures."}),
-                "adapter": (ADAPTER, {"tooltip": "From Load or Train Embedding Adapter."}),
                 "images": ("IMAGE", {"tooltip": "The originals (Load Image Folder's images)."}),
                 "changes": ("STRING", {"default": DEFAULT_CHANGES, "multiline": True, "tooltip": "Change prompts, "
                             "one per line: what should differ (content, pose, setting); the original gives the "
@@ -134,26 +139,34 @@ class AtelierVirtualData(StyleNode):
                                      "original (with its caption)."}),
             },
             "optional": {
+                "adapter": (ADAPTER, {"tooltip": "From Load or Train Embedding Adapter: the diffusion form, each "
+                            "original's look given by its image embedding. Leave it out for the first-LoRA form "
+                            "(model and clip already fine-tuned on the originals, say Train LoRA's outputs): the "
+                            "change prompts alone."}),
                 **_image_encoder_inputs(),
                 "dataset": (DATASET, {"tooltip": "Names and captions from Load Image Folder; without it files are "
                                       "named image_0001..."}),
             },
         }
 
-    def run(self, model: Any, clip: Any, vae: Any, adapter: LoadedAdapter, images: torch.Tensor, changes: str,
+    def run(self, model: Any, clip: Any, vae: Any, images: torch.Tensor, changes: str,
             samples: int, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str, width: int,
             height: int, strength: float, trigger: str, negative_prompt: str, subfolder: str, include_original: bool,
-            clip_vision: Any = None, clip_model: Any = None, dataset: DatasetInfo | None = None) -> tuple[Any, ...]:
+            adapter: LoadedAdapter | None = None, clip_vision: Any = None, clip_model: Any = None,
+            dataset: DatasetInfo | None = None) -> tuple[Any, ...]:
         check_image_batch(images)
+        if adapter is None and (clip_vision is not None or clip_model is not None):
+            raise ValueError("an image encoder is wired but no adapter: wire Atelier Load Embedding Adapter too (the "
+                             "diffusion form), or unwire the encoder (the first-LoRA form draws from the prompts)")
         settings = vd.VirtualDataSettings(vd.parse_changes(changes), samples, width, height, seed, trigger,
                                           include_original)
         originals = originals_from_batch(images, dataset)
         parent = safe_subfolder(bridge.output_directory(), subfolder)
         vd.check_disk(parent, settings.pictures(len(originals)), width, height)  # before the image encoder runs
-        embeds = adapter.embed_images(image_embedder(clip_vision, clip_model), images)
+        embeds = None if adapter is None else adapter.embed_images(image_embedder(clip_vision, clip_model), images)
         draw = comfy_draw(model, clip, vae, adapter, strength, negative_prompt, steps, cfg, sampler_name, scheduler)
         details = {"steps": steps, "guidance": cfg, "strength": strength, "negative": negative_prompt,
-                   "sampler": f"ComfyUI {sampler_name} {scheduler}", "adapter": adapter.file}
+                   "sampler": f"ComfyUI {sampler_name} {scheduler}", "adapter": adapter and adapter.file}
         written = vd.write_virtual_data(originals, embeds, settings, draw, parent, details,
                                         bridge.progress(len(originals) * len(settings.prompts), "virtual data"))
         first = [f for f, r in zip(written.files, written.records)
@@ -161,7 +174,8 @@ class AtelierVirtualData(StyleNode):
         preview = torch.stack([load_image(f) for f in first[:8]])
         report = (f"wrote {len(written.files)} pictures to {written.folder}: {len(originals)} originals x "
                   f"{len(settings.prompts)} change prompts x {samples} samples"
-                  f"{' + the originals' if include_original else ''}")
+                  f"{' + the originals' if include_original else ''}"
+                  f"{'' if adapter else '; no adapter: drawn from the change prompts alone (the first-LoRA form)'}")
         return preview, str(written.folder), len(written.files), report
 
 

@@ -167,10 +167,17 @@ def test_the_command_draws_from_a_checkpoint_file_with_a_first_lora_and_refuses_
     plain = tmp_path / "out" / "atelier" / "virtual" / "v002"
     with_lora = np.asarray(Image.open(written / "work_0__in_a_forest_01.png"), dtype=float)
     assert np.abs(np.asarray(Image.open(plain / "work_0__in_a_forest_01.png"), dtype=float) - with_lora).mean() > 0.5
-    capsys.readouterr()
+    assert main([*args[:4], *args[6:], "--lora", str(lora)]) == 0  # the first-LoRA form: no adapter, no encoder
+    alone = tmp_path / "out" / "atelier" / "virtual" / "v003"
+    record = json.loads((alone / "manifest.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert record["parameters"]["adapter"] is None and record["parameters"]["lora"] == "first.safetensors"
+    assert np.abs(np.asarray(Image.open(alone / "work_0__in_a_forest_01.png"), dtype=float) - with_lora).mean() > 0.5
+    with pytest.raises(SystemExit):
+        main([*args[:4], *args[6:]])  # neither an adapter nor a first LoRA: nothing would carry the style
+    assert "give --adapter (the diffusion form" in capsys.readouterr().err
     other = save_adapter(tmp_path, "for_wider", EmbeddingAdapter(AdapterConfig(32, tokens=2)), "a 32-d encoder", {})
     assert main([*args[:4], "--adapter", str(other), *args[6:]]) == 2
     err = capsys.readouterr().err.splitlines()[-1]
     assert "the --adapter for_wider.safetensors was trained with the image encoder 'a 32-d encoder' (32-d)" in err
     assert f"{clip.name!r} (16-d)" in err
-    assert not (tmp_path / "out" / "atelier" / "virtual" / "v003").exists()
+    assert not (tmp_path / "out" / "atelier" / "virtual" / "v004").exists()

@@ -99,6 +99,20 @@ def test_the_node_draws_through_comfyuis_sampler_with_each_originals_tokens(worl
     assert [c["seed"] for c in comfy[4:]] == [c["seed"] for c in comfy[:4]]
 
 
+def test_without_an_adapter_the_node_draws_from_the_change_prompts_alone(world, comfy, output_dir):
+    # the first-LoRA form: MODEL and CLIP already fine-tuned on the originals, no image embedding
+    _, folder, files, report = run(world, adapter=None, clip_model=None, include_original=False, samples=1)
+    assert files == 2 * 2 and "no adapter: drawn from the change prompts alone" in report
+    assert len(comfy) == 4
+    assert torch.equal(comfy[0]["positive"][0][0], text_encoding("sks, in a forest"))  # 77 tokens, nothing appended
+    assert torch.equal(comfy[0]["negative"][0][0], text_encoding("blurry"))
+    record = (output_dir / "atelier" / "virtual" / "v001" / "manifest.jsonl").read_text(encoding="utf-8")
+    assert '"adapter": null' in record
+    with pytest.raises(ValueError, match="no adapter: wire Atelier Load Embedding Adapter too"):
+        run(world, adapter=None)  # an image encoder alone would do nothing
+    assert len(comfy) == 4
+
+
 def test_the_node_refuses_what_the_disk_cannot_hold_before_sampling(world, comfy, monkeypatch):
     monkeypatch.setattr(vd.shutil, "disk_usage", lambda path: types.SimpleNamespace(free=10 << 20))
     with pytest.raises(OSError, match=r"not enough disk for 1002 pictures of 1024x1024 .* 10 MiB free"):

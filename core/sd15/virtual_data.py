@@ -26,8 +26,9 @@ from ..shared.progress import Progress, SilentProgress
 from .embedding_adapter import LoadedAdapter, append_tokens
 from .pipeline import SD15Parts, ddim_pipeline, encode_prompts
 
-# Draw(embedding [1, D] (unit), prompt, seed, count, (width, height)) -> count pictures [count, H, W, 3] in 0..1
-Draw = Callable[[torch.Tensor, str, int, int, tuple[int, int]], torch.Tensor]
+# Draw(embedding [1, D] (unit) or None, prompt, seed, count, (width, height)) -> count pictures [count, H, W, 3] in
+# 0..1; None: the first-LoRA form, drawn from the prompt alone by an SD already fine-tuned on the originals
+Draw = Callable[[torch.Tensor | None, str, int, int, tuple[int, int]], torch.Tensor]
 PNG_BOUND = 64 << 10  # per picture beyond its raw RGB bytes: PNG headers and a caption (PNG never grows more)
 CHANGE_NAME = 40  # characters of a change prompt kept in file names
 
@@ -86,18 +87,19 @@ def check_disk(parent: Path, pictures: int, width: int, height: int, free: int |
                       "samples or the number of change prompts, or write to another output folder")
 
 
-def write_virtual_data(originals: Sequence[Original], embeds: torch.Tensor, settings: VirtualDataSettings,
+def write_virtual_data(originals: Sequence[Original], embeds: torch.Tensor | None, settings: VirtualDataSettings,
                        draw: Draw, parent: Path, details: dict[str, object] | None = None,
                        progress: Progress | None = None) -> WrittenDataset:
-    """Draw ``settings.samples`` pictures per original (its unit embedding, a row of ``embeds``) and change prompt
-    and write them, with the originals unless told not to, as the next version folder under ``parent``.
+    """Draw ``settings.samples`` pictures per original (its unit embedding, a row of ``embeds``; ``None`` for the
+    first-LoRA form, which draws from the change prompt alone) and change prompt and write them, with the
+    originals unless told not to, as the next version folder under ``parent``.
 
     Each (original, change) batch takes the seed ``derive_seed(seed, stem, change)``: the same seed gives the same
     pixels, and adding an original or a change leaves the others' pictures as they were. ``details`` (sampler,
     steps, guidance, LoRA...) go into every manifest record."""
     if not originals:
         raise ValueError("no originals to draw virtual data from")
-    if embeds.ndim != 2 or embeds.shape[0] != len(originals):
+    if embeds is not None and (embeds.ndim != 2 or embeds.shape[0] != len(originals)):
         raise ValueError(f"{len(originals)} originals but embeddings of shape {tuple(embeds.shape)}")
     changes = settings.prompts
     names = unique_stems([clean_name(c)[:CHANGE_NAME] for c in changes], fallback="change")
@@ -118,7 +120,8 @@ def write_virtual_data(originals: Sequence[Original], embeds: torch.Tensor, sett
                 progress.check_cancel()
                 seed = derive_seed(settings.seed, stems[i], change)
                 caption = settings.caption(change)
-                pictures = draw(embeds[i:i + 1], caption, seed, settings.samples, (settings.width, settings.height))
+                embedding = None if embeds is None else embeds[i:i + 1]
+                pictures = draw(embedding, caption, seed, settings.samples, (settings.width, settings.height))
                 if pictures.shape[:3] != (settings.samples, settings.height, settings.width):
                     raise RuntimeError(f"the sampler gave pictures {tuple(pictures.shape)}, not {settings.samples} "
                                        f"of {settings.width}x{settings.height}")
@@ -133,22 +136,26 @@ def write_virtual_data(originals: Sequence[Original], embeds: torch.Tensor, sett
         return writer.commit()
 
 
-def diffusers_draw(parts: SD15Parts, adapter: LoadedAdapter, strength: float = 1.0, steps: int = 25,
+def diffusers_draw(parts: SD15Parts, adapter: LoadedAdapter | None, strength: float = 1.0, steps: int = 25,
                    guidance: float = 7.0, negative: str = "", device: torch.device | str = "cpu") -> Draw:
     """Drawing with diffusers' SD pipeline (DDIM) on the pack's SD 1.5 parts: the prompt's encoding with the
-    adapter's tokens appended, against the negative prompt's with the adapter's 'no picture' tokens."""
+    adapter's tokens appended, against the negative prompt's with the adapter's 'no picture' tokens; without an
+    adapter, the two prompts alone."""
     device = torch.device(device)
     parts.unet.to(device).eval()
     parts.text_encoder.eval()
     pipe = ddim_pipeline(parts, device)
     dtype = next(parts.unet.parameters()).dtype
-    nothing = adapter.tokens(adapter.no_picture())
+    nothing = None if adapter is None else adapter.tokens(adapter.no_picture())
 
     @torch.no_grad()
-    def draw(embedding: torch.Tensor, prompt: str, seed: int, count: int, size: tuple[int, int]) -> torch.Tensor:
+    def draw(embedding: torch.Tensor | None, prompt: str, seed: int, count: int, size: tuple[int, int]
+             ) -> torch.Tensor:
         text = encode_prompts(parts.text_encoder, parts.tokenizer, [prompt, negative])
-        positive = append_tokens(text[:1], adapter.tokens(embedding), strength)
-        negatives = append_tokens(text[1:], nothing, strength)
+        positive, negatives = text[:1], text[1:]
+        if adapter is not None and embedding is not None:
+            positive = append_tokens(positive, adapter.tokens(embedding), strength)
+            negatives = append_tokens(negatives, nothing, strength)
         out = pipe(prompt_embeds=positive.to(device, dtype), negative_prompt_embeds=negatives.to(device, dtype),
                    num_images_per_prompt=count, num_inference_steps=steps, guidance_scale=guidance,
                    width=size[0], height=size[1],
