@@ -196,7 +196,7 @@ class AtelierStyleAugment(StyleNode):
                                    "folder)."}),
                 "trigger": ("STRING", {"default": "", "tooltip": "in_originals_style: the word naming the "
                             "originals' style, put before each virtual picture's caption. Train LoRA's own trigger "
-                            "goes before every caption, the originals' too: use one or the other."}),
+                            "goes before every caption that does not already begin with it."}),
                 "whole_set": ("BOOLEAN", {"default": False, "tooltip": "Mix all style pictures (the originals, "
                               "in in_originals_style) into one style target: one picture per content picture, in "
                               "the style of the whole set."}),

@@ -38,6 +38,11 @@ def test_fit_to_bucket_covers_and_centre_crops() -> None:
 def test_prompts_from_trigger_and_captions() -> None:
     assert td.caption_for("a cat", "sks", True) == "sks, a cat"
     assert td.caption_for("a cat", "", False) == "" and td.caption_for(None, "sks", True) == "sks"
+    # virtual data already carries the trigger (Style Augmentation's and Virtual Data's captions): not twice
+    assert td.caption_for("sks, a cat in a forest", "sks", True) == "sks, a cat in a forest"
+    assert td.caption_for("sks_style, 숲 속의 고양이", " sks_style ", True) == "sks_style, 숲 속의 고양이"
+    assert td.caption_for("sksx, a cat", "sks", True) == "sks, sksx, a cat"  # a longer word is not the trigger
+    assert td.caption_for("sks, a cat", "sks", False) == "sks"
 
 
 def test_build_caches_latents_per_bucket_and_warns_on_upscaling(parts: sd15.SD15Parts) -> None:

@@ -70,11 +70,12 @@ def fit_to_bucket(image: torch.Tensor, bucket: tuple[int, int]) -> torch.Tensor:
 
 
 def caption_for(caption: str | None, trigger: str, use_captions: bool) -> str:
-    """The prompt an image trains with: trigger word first, then its caption (if captions are used)."""
-    parts = [trigger.strip()] if trigger.strip() else []
-    if use_captions and caption:
-        parts.append(caption.strip())
-    return ", ".join(parts)
+    """The prompt an image trains with: trigger word first, then its caption (if captions are used). A caption
+    that already begins with the trigger (virtual data captioned 'sks_style, ...') does not get it twice."""
+    trigger, caption = trigger.strip(), (caption or "").strip() if use_captions else ""
+    if trigger and caption.split(",")[0].strip() == trigger:
+        return caption
+    return ", ".join(part for part in (trigger, caption) if part)
 
 
 @torch.no_grad()
