@@ -383,9 +383,13 @@ def _set_widgets(node: dict[str, Any], **values: Any) -> None:
 
 
 def _cpu_sized_training(workflow: dict[str, Any]) -> None:
-    """train_lora.json at a size a CPU runs in a minute or two: 64 px, 2 steps, a 2-step sampler."""
+    """The training workflows at a size a CPU runs in a few minutes: 64 px, 2 steps, 2-step samplers, one virtual
+    picture per original and change, the tiny CLIP and BLIP-2."""
+    _tiny_models(workflow)
     for node in workflow["nodes"]:
-        if node["type"] == "AtelierTrainLoRA":
+        if node["type"] == "AtelierVirtualData":
+            _set_widgets(node, samples=1, steps=2, width=64, height=64, changes="in a forest\nat night")
+        elif node["type"] == "AtelierTrainLoRA":
             _set_widgets(node, steps=2, rank=4, resolution=64, sample_steps=2, mixed_precision="no",
                          gradient_checkpointing=False, name="integration_lora")
         elif node["type"] == "AtelierMultiplyDataset":
@@ -413,10 +417,38 @@ def _check_train_lora(server: Server, workflow: dict[str, Any], before: dict[str
     fid_node = next(str(n["id"]) for n in workflow["nodes"] if n["type"] == "AtelierFID")
     texts = [run["outputs"].get(fid_node, {}).get("text") for run in server.get("/history").values()]
     assert any(t and "FID" in t[0] for t in texts), texts
+    assert any(t and "IS " in t[0] for t in texts), texts
     styled = _version_folders(server.output_dir / "atelier" / "styled")
     assert styled, "Style Augmentation wrote no version folder"
     newest = server.output_dir / "atelier" / "styled" / max(styled)
     assert len(list(newest.glob("*__in_*.png"))) == 2 * 4, "expected 2 content pictures x 4 originals' styles"
+    drawn = _newest_virtual_data(server)
+    assert len(list(drawn.glob("*__in_a_forest_01.png"))) == 4 and not list(drawn.glob("chelsea.png"))
+    multiplied = server.output_dir / "atelier" / "augmented" / max(_version_folders(
+        server.output_dir / "atelier" / "augmented"))
+    pictures = sorted(multiplied.glob("*.png"))
+    assert any("__in_" in p.name for p in pictures) and any("__in_a_forest_" in p.name for p in pictures)
+    assert all(p.with_suffix(".txt").is_file() for p in pictures), "Caption Dataset left pictures uncaptioned"
+
+
+def _newest_virtual_data(server: Server) -> Path:
+    drawn = _version_folders(server.output_dir / "atelier" / "virtual")
+    assert drawn, "Virtual Data wrote no version folder"
+    return server.output_dir / "atelier" / "virtual" / max(drawn)
+
+
+def _check_first_lora(server: Server, workflow: dict[str, Any], before: dict[str, set[str]]) -> None:
+    loras = sorted((COMFYUI_DIR / "models" / "loras").glob("integration_lora*.safetensors"))
+    try:
+        assert len(loras) == 2, f"expected the first and the second LoRA, found {[p.name for p in loras]}"
+    finally:
+        for path in loras:
+            path.unlink()
+    drawn = _newest_virtual_data(server)
+    assert len(list(drawn.glob("*__at_night_01.png"))) == 4 and (drawn / "chelsea.png").is_file()
+    record = json.loads((drawn / "manifest.jsonl").read_text(encoding="utf-8").splitlines()[-1])
+    assert record["parameters"]["adapter"] is None and record["parameters"]["prompt"].startswith("atl, ")
+    assert sorted(server.output_dir.glob("atelier/first_lora_samples*.png")), "KSampler's samples were not saved"
 
 
 def _check_style_transfer(server: Server, workflow: dict[str, Any], before: dict[str, set[str]]) -> None:
@@ -501,7 +533,9 @@ def _check_audio_to_image(server: Server, workflow: dict[str, Any], before: dict
 
 OUTPUT_CHECKS["story_strip.json"] = _check_story_strip
 OUTPUT_CHECKS["audio_to_image.json"] = _check_audio_to_image
-CPU_SIZED = {"train_lora.json": _cpu_sized_training, "curate_collection.json": _tiny_models,
+OUTPUT_CHECKS["virtual_data_first_lora.json"] = _check_first_lora
+CPU_SIZED = {"train_lora.json": _cpu_sized_training, "virtual_data_first_lora.json": _cpu_sized_training,
+             "curate_collection.json": _tiny_models,
              "caption_dataset.json": _tiny_models, "story_strip.json": _cpu_sized_story,
              "audio_to_image.json": _cpu_sized_audio}
 
