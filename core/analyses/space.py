@@ -13,6 +13,7 @@ the group's threshold).
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -74,8 +75,9 @@ def space_group(taxonomy: Taxonomy, group: str) -> Taxonomy:
 
 def space_from_text(clip: Any, taxonomy: Taxonomy, text: str, image: torch.Tensor | None = None,
                     group: str = DEFAULT_GROUP, language: str = "en",
-                    cache_dir: Any = None) -> SpaceResult:
-    """Rank the group's spaces by the text (and score them on ``image``, one ``[H, W, 3]`` picture, if given)."""
+                    cache_dir: str | os.PathLike[str] | None = None) -> SpaceResult:
+    """Rank the group's spaces by the text (and score them on ``image``, one ``[H, W, 3]`` picture, if given);
+    ``cache_dir`` keeps the prompt embeddings as zero-shot labelling does."""
     only = space_group(taxonomy, group)
     embedding, count = text_embedding(clip, text)
     bank = build_label_bank(clip, only, cache_dir)
