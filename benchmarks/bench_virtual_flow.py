@@ -195,7 +195,8 @@ def flow(args: argparse.Namespace, model: Path, work: Path) -> Stages:
         stages.skip("adain", f"no {adain[0].name} and {adain[1].name} in {str(adain[0].parent)!r}")
     elif stages.run("adain", lambda: cli(["style", args.originals, "--content-folder", args.content, "--encoder",
                                           str(adain[0]), "--decoder", str(adain[1]), "--output", str(out),
-                                          "--subfolder", "adain", "--no-original", *common])):
+                                          "--subfolder", "adain", "--no-original", "--trigger", args.trigger,
+                                          *common])):
         virtual.append(_latest(out / "adain"))
     try:
         find_model_folder(args.clip, bridge.model_folders("atelier_clip"), "CLIP", args.clip)
