@@ -146,6 +146,18 @@ def test_empty_note_reads_the_picture_alone(clip: Any, picture: torch.Tensor) ->
     assert "no text: picture only" in result.summary()
 
 
+def test_clip_refuses_a_text_its_tokenizer_spells_in_bytes(clip: Any, picture: torch.Tensor) -> None:
+    # OpenAI CLIP's byte-level BPE has no unknown token: Hangul it lacks is spelled in bytes that decode to U+FFFD
+    korean = "해질녘 바다는 고요하고 차분하다"
+    assert emotion.unknown_token_share(clip.tokenizer, korean) == pytest.approx(25 / 28)
+    assert emotion.unknown_token_share(clip.tokenizer, "café naïve résumé") == 0.0  # accents are in its vocabulary
+    with pytest.raises(ValueError, match=r"CLIP 'tiny' cannot read this text: 89% .*English translation"):
+        emotion.analyse_emotion(clip, picture, korean)
+    titled = "바다 (The Sea). The sea at dusk is quiet and calm, the light fading over the water."
+    assert 0.1 < emotion.unknown_token_share(clip.tokenizer, titled) < emotion.UNKNOWN_TOKEN_LIMIT
+    assert emotion.analyse_emotion(clip, picture, titled).text is not None  # a Korean title in an English note
+
+
 def test_circle_plot(clip: Any, picture: torch.Tensor) -> None:
     result = emotion.analyse_emotion(clip, picture, "a storm of red anger")
     img = emotion.circle_image(result)
@@ -237,5 +249,9 @@ def test_node_with_and_without_a_classifier(models_root: Path, clip: Any, pictur
     assert json.loads(one)["text"] is None and summary.endswith("no text: picture only")
     with pytest.raises(ValueError, match="cannot read this text"):
         node.analyse(clip, images[:1], "해질녘 바다는 고요하다", 1.0, 1.0, 0.01, "tiny-emotion")
+    with pytest.raises(ValueError, match="CLIP 'tiny' cannot read this text"):
+        node.analyse(clip, images[:1], "해질녘 바다는 고요하다", 1.0, 1.0, 0.01, "(none)")
+    english, _, _ = node.analyse(clip, images[:1], "The sea at dusk is quiet.", 1.0, 1.0, 0.01, "tiny-emotion")
+    assert json.loads(english)["text"]["step"] in {s.name for s in emotion.STEPS}  # as the error says: translated
     with pytest.raises(ModelFolderError, match=r"'gone'.*text_classifiers"):
         node.analyse(clip, images[:1], "calm", 1.0, 1.0, 0.01, "gone")

@@ -19,8 +19,10 @@ emotions the six basic words' probabilities renormalised among themselves.
   embeddings and the same softmax; or, with a text-classification model folder, its softmax over its own labels
   (at its own calibration), each label that names one of the words (or a known synonym, such as joy for
   happiness) adding its probability to that word; other labels are ignored and listed with their share, and the
-  rest renormalised. A text the classifier's tokenizer mostly cannot read (more than ``UNKNOWN_TOKEN_LIMIT`` of
-  its word pieces are the unknown token) is refused rather than guessed at.
+  rest renormalised.
+- A text the model's tokenizer (CLIP's or the classifier's) mostly does not know, more than ``UNKNOWN_TOKEN_LIMIT``
+  of its word pieces being the unknown token or byte pieces of unknown characters (Korean for an English model),
+  is refused rather than guessed at.
 - Fusion: p = (w_picture * p_picture + w_text * p_text) / (w_picture + w_text), a convex combination of the two
   distributions, so an emotion found in both is averaged, never added twice: identical readings fuse to the same
   reading, and the fused point is the same convex combination of the two points. Without a text the picture
@@ -189,6 +191,7 @@ def read_picture(clip: Any, prompts: torch.Tensor, image: torch.Tensor, temperat
 
 def read_text_clip(clip: Any, prompts: torch.Tensor, text: str, temperature: float) -> EmotionReading:
     """The text's reading from CLIP's text tower (the text cut at the tower's 77 tokens) against ``prompts``."""
+    check_readable(clip.tokenizer, text, f"CLIP {clip.name!r}")
     embedding = clip.embed_texts([text])[0]
     return softmax_reading(prompts @ embedding, temperature, "text (CLIP text tower)")
 
@@ -233,22 +236,30 @@ def load_text_classifier(folder: Path, device: torch.device | str = "cpu") -> Te
 
 
 def unknown_token_share(tokenizer: Any, text: str) -> float:
-    """Share of the text's word pieces (special tokens left out) that are the tokenizer's unknown token."""
+    """Share of the text's word pieces (special tokens left out) that the tokenizer does not know: its unknown
+    token (WordPiece, SentencePiece), or a byte piece of a character its vocabulary lacks (byte-level BPE, as in
+    CLIP and RoBERTa, spells such a character in bytes, each of which decodes to U+FFFD alone)."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    if tokenizer.unk_token_id is None or not ids:
+    if not ids:
         return 0.0
-    return sum(i == tokenizer.unk_token_id for i in ids) / len(ids)
+    unknown = sum(i == tokenizer.unk_token_id or "\ufffd" in tokenizer.decode([i]) for i in ids)
+    return unknown / len(ids)
+
+
+def check_readable(tokenizer: Any, text: str, model: str, limit: float = UNKNOWN_TOKEN_LIMIT) -> None:
+    """Refuse a text that the model's tokenizer mostly does not know, rather than guess its emotion."""
+    share = unknown_token_share(tokenizer, text)
+    if share > limit:
+        raise ValueError(f"{model} cannot read this text: {share:.0%} of its word pieces are unknown to its "
+                         f"tokenizer (more than {limit:.0%}), so it is probably in a language the model was not "
+                         "trained on. Give the text in a language the model reads (such as an English translation), "
+                         "or a model that reads this language")
 
 
 def read_text_classifier(classifier: TextClassifier, text: str,
                          unknown_limit: float = UNKNOWN_TOKEN_LIMIT) -> EmotionReading:
     """The text's reading from the classifier: its label probabilities gathered onto the words they name."""
-    share = unknown_token_share(classifier.tokenizer, text)
-    if share > unknown_limit:
-        raise ValueError(f"text classifier {classifier.name!r} cannot read this text: {share:.0%} of its word pieces "
-                         f"are unknown to its tokenizer (more than {unknown_limit:.0%}), so it is probably in a "
-                         "language the model was not trained on; give the text in the model's language, choose a "
-                         "classifier that reads it, or choose '(none)' to read the text with CLIP's text tower")
+    check_readable(classifier.tokenizer, text, f"text classifier {classifier.name!r}", unknown_limit)
     model = classifier.model
     tokens = classifier.tokenizer(text, truncation=True, return_tensors="pt").to(next(model.parameters()).device)
     with torch.inference_mode():
@@ -301,8 +312,8 @@ def analyse_emotion(clip: Any, image: torch.Tensor, text: str = "", picture_weig
     ``prompts`` (from ``prompt_embeddings``) may be given to reuse them over many works."""
     prompts = prompt_embeddings(clip) if prompts is None else prompts
     text = text.strip()
-    if classifier is not None and text:
-        text_reading = read_text_classifier(classifier, text)  # before the picture: a refusal comes first
+    if classifier is not None and text:  # the text before the picture: a refusal comes first
+        text_reading = read_text_classifier(classifier, text)
     else:
         text_reading = read_text_clip(clip, prompts, text, temperature) if text else None
     picture = read_picture(clip, prompts, image, temperature)
