@@ -143,7 +143,9 @@ def test_empty_note_reads_the_picture_alone(clip: Any, picture: torch.Tensor) ->
     result = emotion.analyse_emotion(clip, picture, "  \n ", 1.0, 1.0)
     assert result.text is None and result.fused.probabilities == result.picture.probabilities
     assert json.loads(emotion.to_json([result]))["text"] is None
-    assert "no text: picture only" in result.summary()
+    assert "no text read: picture only" in result.summary()
+    ignored = emotion.analyse_emotion(clip, picture, "해질녘 바다는 고요하다", 1.0, 0.0)  # weight 0: not read, not refused
+    assert ignored.text is None and ignored.fused.probabilities == result.picture.probabilities
 
 
 def test_clip_refuses_a_text_its_tokenizer_spells_in_bytes(clip: Any, picture: torch.Tensor) -> None:
@@ -246,7 +248,7 @@ def test_node_with_and_without_a_classifier(models_root: Path, clip: Any, pictur
     assert len(records) == 2 and records[0]["text"]["source"] == "text (classifier tiny-emotion)"
     assert circles.shape == (2, 480, 480, 3) and len(summary.splitlines()) == 2
     one, _, summary = node.analyse(clip, images[:1], "", 1.0, 1.0, 0.01)
-    assert json.loads(one)["text"] is None and summary.endswith("no text: picture only")
+    assert json.loads(one)["text"] is None and summary.endswith("no text read: picture only")
     with pytest.raises(ValueError, match="cannot read this text"):
         node.analyse(clip, images[:1], "해질녘 바다는 고요하다", 1.0, 1.0, 0.01, "tiny-emotion")
     with pytest.raises(ValueError, match="CLIP 'tiny' cannot read this text"):

@@ -301,17 +301,18 @@ class EmotionResult:
         parts += [f"{name}: {r.step.name}" for name, r in (("picture", self.picture), ("text", self.text))
                   if r is not None]
         if self.text is None:
-            parts.append("no text: picture only")
+            parts.append("no text read: picture only")
         return "; ".join(parts)
 
 
 def analyse_emotion(clip: Any, image: torch.Tensor, text: str = "", picture_weight: float = 1.0,
                     text_weight: float = 1.0, temperature: float = DEFAULT_TEMPERATURE,
                     classifier: TextClassifier | None = None, prompts: torch.Tensor | None = None) -> EmotionResult:
-    """The emotion of one work: ``image`` ``[H, W, 3]`` in 0..1 and its text (empty: the picture alone).
+    """The emotion of one work: ``image`` ``[H, W, 3]`` in 0..1 and its text (empty, or weighted 0: the picture
+    alone, and the text is not read).
     ``prompts`` (from ``prompt_embeddings``) may be given to reuse them over many works."""
     prompts = prompt_embeddings(clip) if prompts is None else prompts
-    text = text.strip()
+    text = text.strip() if text_weight > 0 else ""
     if classifier is not None and text:  # the text before the picture: a refusal comes first
         text_reading = read_text_classifier(classifier, text)
     else:

@@ -68,8 +68,8 @@ def valence_arousal_circle(steps: list[tuple[str, float]], points: list[tuple[st
     draw.ellipse((centre - radius, centre - radius, centre + radius, centre + radius), outline=(120, 120, 120))
     draw.line((*xy(-1.1, 0), *xy(1.1, 0)), fill=(200, 200, 200))
     draw.line((*xy(0, -1.1), *xy(0, 1.1)), fill=(200, 200, 200))
-    draw.text(xy(1.12, 0.04), "valence", fill=(90, 90, 90), anchor="ls")
-    draw.text(xy(0.03, 1.12), "arousal", fill=(90, 90, 90), anchor="lb")
+    draw.text((10, size - 10), "x: valence (unpleasant to pleasant), y: arousal (low to high)", fill=(90, 90, 90),
+              anchor="lb")
     for name, angle in steps:
         cos, sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
         draw.line((*xy(0.95 * cos, 0.95 * sin), *xy(1.05 * cos, 1.05 * sin)), fill=(120, 120, 120))
