@@ -54,8 +54,9 @@ class AtelierEmotionAnalysis(AnalysisNode):
             "clip_model": CLIP_INPUT,
             "images": ("IMAGE", {"tooltip": "The work (each picture of a batch is read with the same text)."}),
             "text": ("STRING", {"default": "", "multiline": True, "tooltip": "The work's title, artist's note or "
-                     "expert review. Empty (or text_weight 0): the picture alone. A text whose word pieces are mostly unknown to the "
-                     "model's tokenizer (Korean for an English CLIP or classifier) is refused, not guessed at."}),
+                     "expert review. Empty (or text_weight 0): the picture alone. A text whose word pieces are "
+                     "mostly unknown to the model's tokenizer (Korean for an English CLIP or classifier) is refused, "
+                     "not guessed at."}),
             "picture_weight": float_input(1.0, 0.0, 10.0, "Weight of the picture's reading in the fusion."),
             "text_weight": float_input(1.0, 0.0, 10.0, "Weight of the text's reading in the fusion (the weights "
                                        "are renormalised over the readings there are)."),

@@ -144,7 +144,8 @@ def test_empty_note_reads_the_picture_alone(clip: Any, picture: torch.Tensor) ->
     assert result.text is None and result.fused.probabilities == result.picture.probabilities
     assert json.loads(emotion.to_json([result]))["text"] is None
     assert "no text read: picture only" in result.summary()
-    ignored = emotion.analyse_emotion(clip, picture, "해질녘 바다는 고요하다", 1.0, 0.0)  # weight 0: not read, not refused
+    # weighted 0, a text is neither read nor refused
+    ignored = emotion.analyse_emotion(clip, picture, "해질녘 바다는 고요하다", 1.0, 0.0)
     assert ignored.text is None and ignored.fused.probabilities == result.picture.probabilities
 
 
