@@ -209,6 +209,8 @@ def test_classifier_reading_gathers_its_labels_onto_the_words(models_root: Path)
                         ("surprise", "surprise")):
         assert r.probabilities[INDEX[word]] == pytest.approx(probs[CLASSIFIER_LABELS.index(label)] / known)
     assert r.record()["ignored_labels"] == ["love"]
+    long = emotion.read_text_classifier(classifier, " ".join([text] * 20))  # 160 words: cut at its 64 positions
+    assert sum(long.probabilities) == pytest.approx(1.0)
 
 
 def test_classifier_refuses_a_text_it_cannot_read(models_root: Path) -> None:

@@ -261,7 +261,10 @@ def read_text_classifier(classifier: TextClassifier, text: str,
     """The text's reading from the classifier: its label probabilities gathered onto the words they name."""
     check_readable(classifier.tokenizer, text, f"text classifier {classifier.name!r}", unknown_limit)
     model = classifier.model
-    tokens = classifier.tokenizer(text, truncation=True, return_tensors="pt").to(next(model.parameters()).device)
+    # cut at what the model reads: a tokenizer saved without model_max_length allows any length
+    limit = min(classifier.tokenizer.model_max_length, model.config.max_position_embeddings)
+    tokens = classifier.tokenizer(text, truncation=True, max_length=limit, return_tensors="pt")
+    tokens = tokens.to(next(model.parameters()).device)
     with torch.inference_mode():
         probs = torch.softmax(model(**tokens).logits[0].double(), dim=0).cpu()
     p = [0.0] * len(WORDS)
