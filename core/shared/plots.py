@@ -1,4 +1,5 @@
-"""A loss curve drawn with Pillow (no plotting library), for a node's IMAGE output and a PNG on disk."""
+"""Plots drawn with Pillow (no plotting library), for a node's IMAGE output and a PNG on disk: a loss curve and the
+valence-arousal circle."""
 from __future__ import annotations
 
 import math
@@ -51,3 +52,32 @@ def to_image_tensor(img: Image.Image) -> torch.Tensor:
     import numpy as np
 
     return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0)[None]
+
+
+def valence_arousal_circle(steps: list[tuple[str, float]], points: list[tuple[str, float, float, tuple[int, int, int]]],
+                           size: int = 480) -> Image.Image:
+    """The unit circle of the valence (x) - arousal (y) plane with each step's name at its angle (degrees
+    counter-clockwise from valence 1), and each point (name, valence, arousal, colour) marked and named in a legend."""
+    img = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(img)
+    centre, radius = size / 2, size * 0.33
+
+    def xy(valence: float, arousal: float) -> tuple[float, float]:
+        return centre + valence * radius, centre - arousal * radius
+
+    draw.ellipse((centre - radius, centre - radius, centre + radius, centre + radius), outline=(120, 120, 120))
+    draw.line((*xy(-1.1, 0), *xy(1.1, 0)), fill=(200, 200, 200))
+    draw.line((*xy(0, -1.1), *xy(0, 1.1)), fill=(200, 200, 200))
+    draw.text((10, size - 10), "x: valence (unpleasant to pleasant), y: arousal (low to high)", fill=(90, 90, 90),
+              anchor="lb")
+    for name, angle in steps:
+        cos, sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+        draw.line((*xy(0.95 * cos, 0.95 * sin), *xy(1.05 * cos, 1.05 * sin)), fill=(120, 120, 120))
+        anchor = ("l" if cos > 0.3 else "r" if cos < -0.3 else "m") + ("b" if sin > 0.3 else "t" if sin < -0.3 else "m")
+        draw.text(xy(1.12 * cos, 1.12 * sin), name, fill="black", anchor=anchor)
+    for i, (name, valence, arousal, colour) in enumerate(points):
+        x, y = xy(valence, arousal)
+        draw.ellipse((x - 6, y - 6, x + 6, y + 6), fill=colour, outline="black")
+        draw.ellipse((10, 10 + 16 * i, 20, 20 + 16 * i), fill=colour, outline="black")
+        draw.text((26, 9 + 16 * i), f"{name} ({valence:.2f}, {arousal:.2f})", fill="black")
+    return img
