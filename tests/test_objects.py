@@ -90,7 +90,8 @@ def test_role_rule_on_hand_made_boxes():
     share, distance, prominence = objects.placement((30, 20, 70, 60), 100, 80)  # centred, 1600 / 8000
     assert (share, distance, prominence) == (0.2, 0.0, 0.2)
     share, distance, prominence = objects.placement((0, 0, 20, 16), 100, 80)  # corner
-    assert share == pytest.approx(0.04) and distance == pytest.approx((40**2 + 32**2) ** 0.5 / (100**2 + 80**2) ** 0.5 * 2)
+    assert share == pytest.approx(0.04)
+    assert distance == pytest.approx((40**2 + 32**2) ** 0.5 / ((100**2 + 80**2) ** 0.5 / 2))
     assert prominence == pytest.approx(0.04 * (1 - distance))
     assert objects.placement((0, 0, 100, 80), 100, 80) == (1.0, 0.0, 1.0)
 
