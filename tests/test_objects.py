@@ -180,3 +180,33 @@ def test_a_box_in_owlv2_padding_is_dropped():
     pred_boxes = torch.tensor([[0.5, 0.8, 0.1, 0.1], [0.5, 0.25, 0.1, 0.1]])  # below the picture; inside it
     found = objects.decide(logits, pred_boxes, ["cat"], "owlv2", 200, 100, 0.1, 0.3, 0.1)
     assert [o.box for o in found] == [pytest.approx((90, 40, 110, 60))]
+
+
+def test_detector_nodes(tmp_path, taxonomy, monkeypatch):
+    from atelier.core.shared.hf_folders import ModelFolderError
+    from atelier.nodes.analyses import AtelierDetectObjects, AtelierLoadDetector
+
+    from helpers import node_defaults
+
+    monkeypatch.setenv("COMFYUI_PATH", str(tmp_path / "ComfyUI"))
+    where = tmp_path / "ComfyUI" / "models" / "atelier" / "detectors"
+    with pytest.raises(ModelFolderError, match=f"{where}.*hf download google/owlv2-base-patch16-ensemble.*"
+                       f"{where / 'owlv2-base-patch16-ensemble'}"):
+        AtelierLoadDetector().load(objects.DEFAULT_DETECTOR, "auto", "cpu")
+    tiny_owl_folder(where / "owlv2-base-patch16-ensemble")  # where the message says to put it
+    (detector,) = AtelierLoadDetector().load(objects.DEFAULT_DETECTOR, "auto", "cpu")
+    images = torch.from_numpy(np.random.default_rng(1).uniform(0, 1, (2, 40, 56, 3)).astype(np.float32))
+    args = node_defaults(AtelierDetectObjects, group="thing", score_threshold=0.0, language="ko")
+    objects_json, boxes, summary = AtelierDetectObjects().run(detector, taxonomy, images=images, **args)
+    records = json.loads(objects_json)
+    assert len(records) == 2 and boxes.shape == (2, 40, 56, 3)
+    assert set(records[0]) >= {"objects", "main", "auxiliary", "queries"}
+    korean = {"cat": "고양이", "dog": "dog", "vase": "vase"}
+    for line, record in zip(summary.splitlines(), records):
+        main = ", ".join(korean[label] for label in record["main"]) or "none"
+        auxiliary = ", ".join(korean[label] for label in record["auxiliary"]) or "none"
+        assert line == f"main: {main}; auxiliary: {auxiliary}"
+    assert records[0]["objects"] and [o["role"] for o in records[0]["objects"]] == sorted(
+        (o["role"] for o in records[0]["objects"]), key=lambda role: role != "main")
+    with pytest.raises(TaxonomyError, match="its groups are: thing, colour"):
+        AtelierDetectObjects().run(detector, taxonomy, images=images, **{**args, "group": "subject"})

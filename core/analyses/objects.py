@@ -32,6 +32,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from ..curator.taxonomy import Taxonomy, TaxonomyError
+from ..shared.colors import to_uint8
 from ..shared.hf_folders import WEIGHT_FILES, ModelFolderError, check_files, dtype_argument, loading_weights
 
 DEFAULT_DETECTOR = "google/owlv2-base-patch16-ensemble"
@@ -223,7 +224,7 @@ def detect_objects(detector: Detector, image: torch.Tensor, taxonomy: Taxonomy, 
     limit = int(detector.model.config.text_config.max_position_embeddings)
     tokens = detector.processor.tokenizer(texts, padding="max_length", truncation=True, max_length=limit,
                                           return_tensors="pt")
-    array = (image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+    array = to_uint8(image.float()).cpu().numpy()
     pixels = detector.processor.image_processor(images=array, return_tensors="pt")["pixel_values"]
     with torch.inference_mode():
         out = detector.model(input_ids=tokens["input_ids"].to(detector.device),
@@ -236,7 +237,7 @@ def detect_objects(detector: Detector, image: torch.Tensor, taxonomy: Taxonomy, 
 
 def draw_boxes(image: torch.Tensor, result: Objects, labels: dict[str, str] | None = None) -> Image.Image:
     """The picture with each object's box and label: main objects in red, auxiliary ones in blue."""
-    picture = Image.fromarray((image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy())
+    picture = Image.fromarray(to_uint8(image.float()).cpu().numpy())
     draw = ImageDraw.Draw(picture)
     line = max(1, round(min(picture.size) / 200))
     for obj in reversed(result.objects):  # main objects drawn last, on top

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from ..dataset.image_files import folder_fingerprint, list_images, load_image, read_caption
+from ..shared.colors import to_uint8
 from ..style.adain_model import MIN_SIDE, AdaINModel
 
 LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
@@ -216,8 +217,7 @@ def match_style(model: AdaINModel, image: torch.Tensor, bank: TemplateBank, top_
 
 
 def _thumbnail(image: torch.Tensor, height: int) -> Image.Image:
-    array = (image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
-    picture = Image.fromarray(array)
+    picture = Image.fromarray(to_uint8(image.float()).cpu().numpy())
     width = max(1, round(picture.width * height / picture.height))
     return picture.resize((width, height), Image.BICUBIC)
 
