@@ -105,6 +105,7 @@ class TemplateBank:
 
 
 _BANKS: dict[tuple[str, str, int, bool], TemplateBank] = {}
+KEPT_BANKS = 4  # template folders kept in memory (the real encoder's Gram matrices take ~1.4 MB per template)
 
 
 def _encoder_key(model: AdaINModel) -> str:
@@ -153,6 +154,8 @@ def load_templates(model: AdaINModel, folder: str | Path, size: int = DEFAULT_SI
             progress.advance()
             progress.check_cancel()
     bank = TemplateBank(Path(folder), tuple(templates), size, rotation_invariant)
+    while len(_BANKS) >= KEPT_BANKS:
+        del _BANKS[next(iter(_BANKS))]  # the oldest
     _BANKS[key] = bank
     return bank
 
