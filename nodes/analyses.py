@@ -175,7 +175,6 @@ class AtelierDetectObjects(AnalysisNode):
         objects.group_queries(taxonomy, group.strip())  # a missing group fails before any work
         objects.check_picture_size(images[0])
         names = {label.id: label.name(language) for label in taxonomy.groups[group.strip()].labels.values()}
-        detector = detector.to(bridge.compute_device())
         progress = bridge.progress(len(images), "detecting objects")
         results, drawn = [], []
         for image in images:

@@ -57,10 +57,6 @@ class Detector:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
-    def to(self, device: torch.device | str) -> "Detector":
-        self.model.to(device)
-        return self
-
 
 def load_detector(folder: Path, device: torch.device | str = "cpu", precision: str = "auto") -> Detector:
     """An OWLv2 or OWL-ViT folder (config, weights, tokenizer and preprocessor files), loaded offline."""
@@ -238,14 +234,17 @@ def detect_objects(detector: Detector, image: torch.Tensor, taxonomy: Taxonomy, 
 def draw_boxes(image: torch.Tensor, result: Objects, labels: dict[str, str] | None = None) -> Image.Image:
     """The picture with each object's box and label: main objects in red, auxiliary ones in blue."""
     picture = Image.fromarray(to_uint8(image.float()).cpu().numpy())
+    from ..story.strip import font_for
+
     draw = ImageDraw.Draw(picture)
     line = max(1, round(min(picture.size) / 200))
-    for obj in reversed(result.objects):  # main objects drawn last, on top
+    texts = [f"{(labels or {}).get(o.label, o.label)} {o.score:.2f}" for o in result.objects]
+    font = font_for("".join(texts), max(10, round(min(picture.size) / 40)))  # a font that has Korean glyphs too
+    for obj, text in reversed(list(zip(result.objects, texts))):  # main objects drawn last, on top
         colour = MAIN_COLOUR if obj.role == "main" else AUXILIARY_COLOUR
         x0, y0, x1, y1 = obj.box
         draw.rectangle((x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)), outline=colour, width=line)
-        text = f"{(labels or {}).get(obj.label, obj.label)} {obj.score:.2f}"
-        left, top, right, bottom = draw.textbbox((x0, y0), text)
-        draw.rectangle((left, top, right + 2, bottom + 2), fill=colour)
-        draw.text((x0 + 1, y0 + 1), text, fill="white")
+        left, top, right, bottom = draw.textbbox((x0 + 1, y0 + 1), text, font=font)
+        draw.rectangle((left - 1, top - 1, right + 1, bottom + 1), fill=colour)
+        draw.text((x0 + 1, y0 + 1), text, fill="white", font=font)
     return picture

@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw
 
 from ..dataset.image_files import folder_fingerprint, list_images, load_image, read_caption
 from ..shared.colors import to_uint8
+from ..story.strip import font_for
 from ..style.adain_model import MIN_SIDE, AdaINModel
 
 LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
@@ -240,10 +241,11 @@ def preview(images: Sequence[torch.Tensor], results: Sequence[StyleMatch], bank:
     row_height = height + caption + gap
     canvas = Image.new("RGB", (width, row_height * len(rows) + gap), "white")
     draw = ImageDraw.Draw(canvas)
+    font = font_for("".join(text for tiles in rows for _, text in tiles), 12)  # template names may be Korean
     for r, tiles in enumerate(rows):
         x, y = gap, gap + r * row_height
         for tile, text in tiles:
             canvas.paste(tile, (x, y))
-            draw.text((x, y + height + 4), text, fill="black")
+            draw.text((x, y + height + 4), text, fill="black", font=font)
             x += tile.width + gap
     return canvas
