@@ -138,7 +138,7 @@ class AtelierDetectObjects(AnalysisNode):
                    "the picture's centre, 0 at the centre and 1 at a corner) reaches main_threshold (near the centre "
                    "and large), else auxiliary. Boxes are drawn on the picture: main in red, auxiliary in blue.")
     EXAMPLE = ("Wire Atelier Load Detector, Atelier Load Taxonomy ('artworks') with group 'subject', and a work from "
-               "Load Image: summary reads like 'main: person; auxiliary: flowers, vase', and boxes shows where.")
+               "Load Image: summary reads like 'main: person; auxiliary: flowers, furniture', and boxes shows where.")
     FUNCTION = "run"
     OUTPUTS = (
         ("STRING", "objects_json", "A JSON list, one record per picture: objects (label, score, box in pixels, "

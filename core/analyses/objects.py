@@ -122,7 +122,7 @@ class Objects:
                 "auxiliary": [o.label for o in self.objects if o.role == "auxiliary"],
                 "queries": list(self.queries),
                 "size": list(self.size),
-                "prominence": "area_share * (1 - centre_distance); main at or above the threshold"}
+                "rule": "main when prominence = area_share * (1 - centre_distance) reaches the main threshold"}
 
     def summary(self, labels: dict[str, str] | None = None) -> str:
         """``main: a, b; auxiliary: c`` with each label's display name where ``labels`` gives one."""
