@@ -120,13 +120,18 @@ def find_font(text: str) -> Path | None:
     return next((path for path in _system_fonts() if _covers(path, text)), None)
 
 
+def font_for(text: str, size: int, path: str = "") -> ImageFont.FreeTypeFont:
+    """The font at ``path``, else a system font covering ``text`` (Korean included), else Pillow's built-in one."""
+    path = path or str(find_font(text) or "")
+    if path:
+        return _truetype(str(Path(path).expanduser()), size)
+    # Pillow >= 10.1 built with FreeType (every wheel) gives a scalable FreeTypeFont here
+    return ImageFont.load_default(size)  # type: ignore[return-value]
+
+
 def load_font(layout: StripLayout, text: str) -> ImageFont.FreeTypeFont:
     """The caption font: ``layout.font``, else a system font covering ``text``, else Pillow's built-in one."""
-    path = layout.font or find_font(text)
-    if path:
-        return _truetype(str(Path(path).expanduser()), layout.caption_size)
-    # Pillow >= 10.1 built with FreeType (every wheel) gives a scalable FreeTypeFont here
-    return ImageFont.load_default(layout.caption_size)  # type: ignore[return-value]
+    return font_for(text, layout.caption_size, layout.font)
 
 
 def caption_lines(text: str, font: ImageFont.FreeTypeFont, max_width: int) -> list[str]:
