@@ -5,6 +5,7 @@
     python atelier_cli.py train FOLDER --model SD15_CHECKPOINT_OR_FOLDER --loras LORAS --run RUN [options]
     python atelier_cli.py style FOLDER --styles STYLE_FOLDER --encoder VGG --decoder DECODER --output OUT
     python atelier_cli.py train-decoder CONTENT STYLES --encoder VGG --out-dir ADAIN_FOLDER --run RUN [options]
+    python atelier_cli.py virtual-data ORIGINALS --model SD15 --adapter ADAPTER --clip CLIP --change TEXT ...
     python atelier_cli.py fid REAL GENERATED [--kid-subset 50]
     python atelier_cli.py label|curate|caption|describe|retrieve|evaluate-retrieval FOLDER ...  # cli/collection.py
     python atelier_cli.py text-train|text-sample|text-story|story-strip ...                      # cli/story.py
@@ -22,10 +23,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..core.shared.output_paths import safe_name, safe_subfolder
-from . import audio, collection, dataset, lora, metrics, story, style
+from . import audio, collection, dataset, lora, metrics, story, style, style_diffusion
 from .common import RESUMABLE, _flags, _Parser, add_comfyui_option, cli_spelling, use_models_of
 
-_PARTS = (dataset, lora, style, metrics, collection, story, audio)
+_PARTS = (dataset, lora, style, style_diffusion, metrics, collection, story, audio)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -10,11 +10,11 @@ import torch
 from ..core.audio import thumbnails as audio_thumbnails
 from ..core.audio.encoder import AudioEmbedder, AudioEmbedding, blend, load_audio_encoder
 from ..core.audio.features import MelSpec
-from ..core.audio.image_embedding import ImageEmbedder, clip_embedder, embed_pictures
+from ..core.audio.image_embedding import ImageEmbedder, clip_embedder
 from ..core.audio.mix import mix
 from ..core.curator.pixels import check_image_batch
 from ..core.dataset.image_files import ImageFolderError, folder_fingerprint, list_images
-from ..core.sd15.embedding_adapter import LoadedAdapter, condition, load_adapter
+from ..core.sd15.embedding_adapter import LoadedAdapter, load_adapter
 from ..core.shared import plots
 from ..core.shared.state_dicts import state_dict_sha256
 from ..training.audio.aligner import LOSSES, AlignConfig
@@ -75,6 +75,10 @@ def _waveforms(audio: Any) -> tuple[list[np.ndarray], int]:
     return [w.float().cpu().numpy() for w in wave], int(audio["sample_rate"])
 
 
+def _sound(embedding: AudioEmbedding) -> str:
+    return f"the sound's embedding (in the space of {embedding.image_encoder!r})"
+
+
 def _say(notes: list[str]) -> str:
     unique = list(dict.fromkeys(notes))
     for note in unique:
@@ -101,9 +105,11 @@ class AtelierLoadEmbeddingAdapter(ModelFileLoader, AudioNode):
     DESCRIPTION = ("Load an image-embedding adapter trained by Atelier Train Embedding Adapter "
                    "(models/atelier/embedding_adapters).")
     EXAMPLE = ("Choose an adapter trained by Atelier Train Embedding Adapter (in models/atelier/embedding_adapters) "
-               "and wire it into Atelier Audio to Conditioning or Atelier Image + Sound Conditioning.")
+               "and wire it into Atelier Image to Conditioning, Atelier Virtual Data (SD 1.5), Atelier Audio to "
+               "Conditioning or Atelier Image + Sound Conditioning.")
     OUTPUTS = (
-        (ADAPTER, "adapter", "The adapter, for Audio to Conditioning and Image + Sound Conditioning."),
+        (ADAPTER, "adapter", "The adapter, for Image to Conditioning, Virtual Data, Audio to Conditioning and Image + "
+                             "Sound Conditioning."),
     )
     KEY, DEFAULT, WIDGET = staticmethod(adapter_key), DEFAULT_ADAPTER, "adapter"
     TOOLTIP = "An adapter .safetensors in models/atelier/embedding_adapters."
@@ -272,8 +278,7 @@ class AtelierTrainEmbeddingAdapter(AudioNode):
                                      bridge.compute_device(),
                                      bridge.progress(2 * len(dataset.images) + steps, "training adapter"))
         _say(result.warnings)
-        return (LoadedAdapter(result.result.adapter.cpu().eval(), images.name), str(result.path),
-                plots.to_image_tensor(result.plot))
+        return load_adapter(result.path), str(result.path), plots.to_image_tensor(result.plot)
 
 
 class AtelierEncodeAudio(AudioNode):
@@ -331,7 +336,7 @@ class AtelierAudioConditioning(AudioNode):
 
     def apply(self, conditioning: list, adapter: LoadedAdapter, audio_embedding: AudioEmbedding,
               strength: float) -> tuple[list]:
-        return (condition(conditioning, adapter.tokens(audio_embedding.embeds), strength),)
+        return (adapter.condition(conditioning, audio_embedding.embeds, strength, _sound(audio_embedding)),)
 
 
 class AtelierImageSoundConditioning(AudioNode):
@@ -365,9 +370,9 @@ class AtelierImageSoundConditioning(AudioNode):
               audio_embedding: AudioEmbedding, sound_weight: float, strength: float, clip_vision: Any = None,
               clip_model: Any = None) -> tuple[list]:
         check_image_batch(image)
-        picture = embed_pictures(image_embedder(clip_vision, clip_model), image).unit
-        return (condition(conditioning, adapter.tokens(blend(picture, audio_embedding.embeds, sound_weight)),
-                          strength),)
+        picture = adapter.embed_images(image_embedder(clip_vision, clip_model), image)
+        return (adapter.condition(conditioning, blend(picture, audio_embedding.embeds, sound_weight), strength,
+                                  _sound(audio_embedding)),)
 
 
 _MIX_SLOTS = 4

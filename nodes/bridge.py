@@ -268,3 +268,39 @@ def clip_vision_embedder(clip_vision: Any):  # -> core.image_embedding.ImageEmbe
     dim = int(raw(torch.zeros(1, 224, 224, 3)).shape[-1])
     name = getattr(clip_vision, "atelier_name", None) or f"ComfyUI CLIP vision ({dim}-d)"
     return ImageEmbedder(name, dim, raw)
+
+
+# KSampler's own lists inside ComfyUI; outside it (tests, the CLI's node docs) the common SD 1.5 choices
+_SAMPLERS = ["euler", "euler_ancestral", "heun", "dpm_2", "lms", "dpmpp_2m", "dpmpp_sde", "ddim", "uni_pc"]
+_SCHEDULERS = ["normal", "karras", "exponential", "simple", "sgm_uniform", "ddim_uniform", "beta"]
+
+
+def sampler_choices() -> tuple[list[str], list[str]]:
+    """The sampler and scheduler names KSampler offers."""
+    try:
+        import comfy.samplers
+    except ImportError:
+        return list(_SAMPLERS), list(_SCHEDULERS)
+    return list(comfy.samplers.KSampler.SAMPLERS), list(comfy.samplers.KSampler.SCHEDULERS)
+
+
+def encode_text(clip: Any, text: str) -> list:
+    """CLIP Text Encode: the CONDITIONING of ``text`` with the CLIP from Load Checkpoint (LoRAs applied upstream
+    included)."""
+    tokens = clip.tokenize(text)
+    if hasattr(clip, "encode_from_tokens_scheduled"):  # ComfyUI since 2024-12
+        return clip.encode_from_tokens_scheduled(tokens)
+    cond, pooled = clip.encode_from_tokens(tokens, return_pooled=True)
+    return [[cond, {"pooled_output": pooled}]]
+
+
+def sample_pictures(model: Any, vae: Any, positive: list, negative: list, count: int, size: tuple[int, int],
+                    seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str) -> torch.Tensor:
+    """Empty Latent Image, KSampler and VAE Decode as the core nodes run them: ``count`` pictures of ``size``
+    (width, height) as an IMAGE ``[count, H, W, 3]``; KSampler's own cancel and previews apply."""
+    import nodes as comfy_nodes  # ComfyUI's nodes.py (ours is imported relatively, under the pack's name)
+
+    latent = {"samples": torch.zeros([count, 4, size[1] // 8, size[0] // 8])}
+    (out,) = comfy_nodes.common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent)
+    images = vae.decode(out["samples"])
+    return images.reshape(-1, *images.shape[-3:])  # video VAEs give [B, T, H, W, 3], as VAE Decode flattens

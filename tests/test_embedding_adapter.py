@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from atelier.core.audio.image_embedding import clip_embedder
+from atelier.core.audio.image_embedding import clip_embedder, probe_embedding
 from atelier.core.curator.clip_model import load_clip
 from atelier.core.dataset.folder_dataset import load_folder
 from atelier.core.sd15.embedding_adapter import load_adapter
@@ -39,7 +39,9 @@ def test_adapter_job_trains_only_the_adapter_and_writes_a_loadable_file(tmp_path
     assert np.mean(result.result.losses[-10:]) < np.mean(result.result.losses[:10])
     assert (tmp_path / "run" / "loss.png").is_file()
     loaded = load_adapter(result.path)
-    assert loaded.image_encoder == images.name
+    assert loaded.image_encoder == images.name and loaded.file == result.path.name
+    assert torch.allclose(loaded.probe, probe_embedding(images), atol=1e-5)  # the encoder's fingerprint
+    loaded.check_encoder(images)
     g = torch.Generator().manual_seed(0)
     embeds = torch.nn.functional.normalize(torch.randn(2, images.dim, generator=g), dim=-1)
     tokens = loaded.tokens(embeds)

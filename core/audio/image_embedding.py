@@ -23,6 +23,24 @@ class ImageEmbedder:
     raw: Callable[[torch.Tensor], torch.Tensor]  # [B, H, W, 3] in 0..1 -> raw image_embeds [B, D] float32 CPU
 
 
+PROBE_SIZE = 224  # CLIP's own input size: no encoder resizes the probe, so two wrappers of one model agree
+
+
+def probe_picture() -> torch.Tensor:
+    """A fixed ``[1, 224, 224, 3]`` picture (smooth colour waves, no randomness) whose embedding identifies
+    an image encoder: the same model gives the same direction whatever wraps it, another model another."""
+    axis = torch.linspace(0.0, 1.0, PROBE_SIZE)
+    y, x = torch.meshgrid(axis, axis, indexing="ij")
+    channels = [0.5 + 0.5 * torch.sin(6.0 * x + 2.0 * y), 0.5 + 0.5 * torch.cos(9.0 * x * y + 1.0),
+                (x + y) / 2]
+    return torch.stack(channels, dim=-1)[None]
+
+
+def probe_embedding(embedder: ImageEmbedder) -> torch.Tensor:
+    """The unit embedding ``[D]`` of the probe picture: the encoder's fingerprint."""
+    return F.normalize(embedder.raw(probe_picture()).float().reshape(-1), dim=0)
+
+
 def clip_embedder(clip) -> ImageEmbedder:  # clip: core.clip_model.ClipModel
     return ImageEmbedder(clip.name, clip.dim, lambda images: clip.embed_images(images, normalize=False))
 

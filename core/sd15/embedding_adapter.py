@@ -3,6 +3,11 @@
 As IP-Adapter's image projection (a linear map to K tokens, then LayerNorm), but the tokens are
 appended to the text conditioning instead of feeding a separate attention branch, so the result is
 an ordinary (longer) CONDITIONING that core samplers, LoRAs and text prompts work with unchanged.
+
+A file records the image encoder it was trained with: its name, its width (the config's
+``embed_dim``) and, since files carry it, its fingerprint (the unit embedding of a fixed probe
+picture), so an adapter handed another encoder is refused before any work, naming both. Every
+node that appends tokens (picture, sound, picture + sound) goes through ``LoadedAdapter``.
 """
 from __future__ import annotations
 
@@ -13,10 +18,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..audio.image_embedding import ImageEmbedder, embed_pictures, probe_embedding
 from ..shared.state_dicts import load_exactly, read_tagged, save_new_file
 
 KIND = "atelier_embedding_adapter"
 TOKEN_DIM = 768  # SD 1.5's cross-attention width
+PROBE_KEY = "atelier_image_encoder_probe"
+# cosine of two encoders' probe embeddings above which they count as one model: one model under two wrappers
+# or precisions agrees to above 0.99, two different CLIPs to about 0
+SAME_ENCODER = 0.9
 
 
 @dataclass(frozen=True)
@@ -64,22 +74,67 @@ def append_tokens(cond: torch.Tensor, tokens: torch.Tensor, strength: float = 1.
 
 
 def save_adapter(folder: Path, name: str, adapter: EmbeddingAdapter, image_encoder: str,
-                 extra: dict[str, object]) -> Path:
+                 extra: dict[str, object], probe: torch.Tensor | None = None) -> Path:
+    """``probe``: the training encoder's ``probe_embedding``, recorded so another encoder can be refused."""
     state = {k: v.detach().float().cpu().contiguous() for k, v in adapter.state_dict().items()}
+    fingerprint = {} if probe is None else {PROBE_KEY: json.dumps([round(float(v), 6) for v in probe])}
     metadata = {"atelier_kind": KIND, "atelier_config": json.dumps(asdict(adapter.config)),
-                "atelier_image_encoder": image_encoder, **extra}
+                "atelier_image_encoder": image_encoder, **fingerprint, **extra}
     return save_new_file(folder, name, state, metadata, "adapter name")
+
+
+_OTHER_ENCODER = ("wire the image encoder it was trained with, or train an adapter for this one with Atelier Train "
+                  "Embedding Adapter")
 
 
 @dataclass
 class LoadedAdapter:
     adapter: EmbeddingAdapter
     image_encoder: str
+    probe: torch.Tensor | None = None  # the training encoder's fingerprint; files written before it have none
+    file: str = ""  # the file's name, for errors and manifests ("" for one trained in this run)
+
+    def _trained_with(self) -> str:
+        return f"the adapter{f' {self.file!r}' if self.file else ''} was trained with the image encoder " \
+               f"{self.image_encoder!r} ({self.adapter.config.embed_dim}-d)"
+
+    def check_encoder(self, embedder: ImageEmbedder) -> None:
+        """Refuse an image encoder other than the one the adapter was trained with, naming both: by width, and
+        by the probe picture's embedding where the file records it."""
+        given = f"{embedder.name!r} ({embedder.dim}-d)"
+        if embedder.dim != self.adapter.config.embed_dim:
+            raise ValueError(f"{self._trained_with()}, but the image encoder given is {given}: {_OTHER_ENCODER}")
+        if self.probe is not None:
+            agreement = float(self.probe @ probe_embedding(embedder))
+            if agreement < SAME_ENCODER:
+                raise ValueError(f"{self._trained_with()}, but the image encoder given, {given}, is another model "
+                                 f"(their embeddings of one test picture agree to {agreement:.2f}; one model's agree "
+                                 f"to above 0.99): {_OTHER_ENCODER}")
+
+    def no_picture(self) -> torch.Tensor:
+        """The zero embedding ``[1, D]``: 'no picture', as training's ``embed_dropout`` shows it. A negative prompt
+        carries its tokens, so both sides of classifier-free guidance have the same length."""
+        return torch.zeros(1, self.adapter.config.embed_dim)
+
+    def embed_images(self, embedder: ImageEmbedder, images: torch.Tensor) -> torch.Tensor:
+        """Unit embeddings ``[B, D]`` of an IMAGE batch, once the encoder is checked against the adapter."""
+        self.check_encoder(embedder)
+        return embed_pictures(embedder, images).unit
 
     @torch.no_grad()
-    def tokens(self, embeds: torch.Tensor) -> torch.Tensor:
+    def tokens(self, embeds: torch.Tensor, what: str = "the embedding") -> torch.Tensor:
+        """``[E, K, 768]`` tokens of ``E`` embeddings; ``what`` names them in the error for another width."""
+        dim = self.adapter.config.embed_dim
+        if embeds.shape[-1] != dim:
+            raise ValueError(f"{self._trained_with()} and takes {dim}-d embeddings, but {what} is "
+                             f"{embeds.shape[-1]}-d: {_OTHER_ENCODER}")
         self.adapter.eval()
-        return self.adapter(embeds.reshape(-1, embeds.shape[-1]).float())
+        return self.adapter(embeds.reshape(-1, dim).float())
+
+    def condition(self, conditioning: list, embeds: torch.Tensor, strength: float = 1.0,
+                  what: str = "the embedding") -> list:
+        """``conditioning`` with the tokens of ``embeds`` appended (see ``condition``)."""
+        return condition(conditioning, self.tokens(embeds, what), strength)
 
 
 def load_adapter(path: str | Path) -> LoadedAdapter:
@@ -87,7 +142,8 @@ def load_adapter(path: str | Path) -> LoadedAdapter:
     meta, state = read_tagged(path, KIND, "image-embedding adapter", "train one with Atelier Train Embedding Adapter")
     adapter = EmbeddingAdapter(AdapterConfig(**json.loads(meta["atelier_config"])))
     load_exactly(adapter, state, path)
-    return LoadedAdapter(adapter.eval(), meta.get("atelier_image_encoder", "unknown"))
+    probe = torch.tensor(json.loads(meta[PROBE_KEY]), dtype=torch.float32) if PROBE_KEY in meta else None
+    return LoadedAdapter(adapter.eval(), meta.get("atelier_image_encoder", "unknown"), probe, path.name)
 
 
 def condition(conditioning: list, tokens: torch.Tensor, strength: float = 1.0) -> list:

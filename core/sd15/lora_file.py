@@ -102,3 +102,18 @@ def merge_into(model: nn.Module, tensors: dict[str, torch.Tensor], to_key=unet_k
                 delta = up @ down
             module.weight += (scale * delta).to(module.weight.dtype)
     return len(stems)
+
+
+def apply_file(unet: nn.Module, text_encoder: nn.Module, path: Path, strength: float = 1.0) -> int:
+    """Merge a kohya LoRA file (ours, or any SD 1.5 LoRA ComfyUI's LoraLoader takes) into the UNet and text
+    encoder, as LoraLoader does with one strength for both; returns how many modules were patched."""
+    tensors, _ = read_lora(path)
+    parts = {prefix: {k: v for k, v in tensors.items() if k.startswith(prefix)} for prefix in (UNET_PREFIX, TE_PREFIX)}
+    if not any(parts.values()):
+        raise ValueError(f"{path.name!r} holds no kohya LoRA keys (lora_unet_*, lora_te_*): give an SD 1.5 LoRA file")
+    try:
+        return sum(merge_into(model, part, to_key, strength) for model, part, to_key in (
+            (unet, parts[UNET_PREFIX], unet_key), (text_encoder, parts[TE_PREFIX], text_encoder_key)) if part)
+    except KeyError as exc:
+        raise ValueError(f"the LoRA {path.name!r} does not fit this SD 1.5 model ({exc.args[0]}): give a LoRA "
+                         "trained for SD 1.5") from exc

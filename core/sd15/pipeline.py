@@ -77,3 +77,18 @@ def encode_prompts(text_encoder: Any, tokenizer: Any, prompts: list[str]) -> tor
     """``[N, 77, 768]`` last hidden states of the prompts."""
     device = next(text_encoder.parameters()).device
     return text_encoder(tokenize(tokenizer, prompts).to(device)).last_hidden_state.float().cpu()
+
+
+def ddim_pipeline(parts: SD15Parts, device: torch.device | str):  # -> diffusers.StableDiffusionPipeline
+    """The parts as diffusers' SD pipeline with SD 1.5's DDIM schedule, no safety checker and no progress bar: what
+    the pack draws pictures with outside ComfyUI. The VAE and text encoder move to ``device``; the UNet stays where
+    the caller put it (a quantized one must not be moved)."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1)
+    pipe = StableDiffusionPipeline(vae=parts.vae.to(device), text_encoder=parts.text_encoder.to(device),
+                                   tokenizer=parts.tokenizer, unet=parts.unet, scheduler=scheduler,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

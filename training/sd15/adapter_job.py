@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ...core.audio.image_embedding import ImageEmbedder, embed_pictures
+from ...core.audio.image_embedding import ImageEmbedder, embed_pictures, probe_embedding
 from ...core.dataset.folder_dataset import FolderDataset
 from ...core.dataset.image_files import check_writable
 from ...core.sd15 import pipeline as sd15
@@ -60,7 +60,7 @@ def run(parts: sd15.SD15Parts, dataset: FolderDataset, images: ImageEmbedder, co
                            lambda step, loss: progress.status(f"loss {loss:.4f}"))
     extra = {"atelier_trainer_version": TRAINER_VERSION, "atelier_train_config": json.dumps(asdict(config)),
              "atelier_pictures": len(pictures), "atelier_resolution": resolution, "atelier_steps": len(result.losses)}
-    path = save_adapter(adapters_dir, name, result.adapter, images.name, extra)
+    path = save_adapter(adapters_dir, name, result.adapter, images.name, extra, probe_embedding(images))
     plot = plots.loss_curve(result.losses)
     plot.save(run_dir / "loss.png")
     return AdapterJobResult(path, result, plot, dataset.report().splitlines()[1:] + data.warnings)

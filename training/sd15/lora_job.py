@@ -75,17 +75,10 @@ def run_name(job: LoraJob, pictures_digest: str, base_model_hash: str) -> str:
 @torch.no_grad()
 def sample_images(parts: sd15.SD15Parts, prompts: list[str], seed: int, steps: int, size: int) -> list[Image.Image]:
     """Generate with the LoRA-patched UNet through diffusers' SD pipeline and a DDIM scheduler."""
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
-
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                              set_alpha_to_one=False, steps_offset=1)
     device = next(parts.unet.parameters()).device
     text_device, text_training = next(parts.text_encoder.parameters()).device, parts.text_encoder.training
     parts.text_encoder.eval()
-    pipe = StableDiffusionPipeline(vae=parts.vae.to(device), text_encoder=parts.text_encoder.to(device),
-                                   tokenizer=parts.tokenizer, unet=parts.unet, scheduler=scheduler,
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = sd15.ddim_pipeline(parts, device)
     was_training = parts.unet.training
     parts.unet.eval()
     images = []
