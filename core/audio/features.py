@@ -99,10 +99,11 @@ def check_length(samples: int, sample_rate: int, what: str = "the audio") -> Non
         raise ValueError(f"{what} holds no samples")
 
 
-def _check_samples(mono: np.ndarray, what: str) -> None:
-    if not np.isfinite(mono).all():
+def check_samples(wave: np.ndarray, what: str) -> None:
+    """Samples must be finite and within MAX_PEAK (see the module docstring); any shape."""
+    if not np.isfinite(wave).all():
         raise ValueError(f"{what} holds NaN or infinite samples: the file or the node before this one is broken")
-    peak = float(np.abs(mono).max(initial=0.0))
+    peak = float(np.abs(wave).max(initial=0.0))
     if peak > MAX_PEAK:
         raise ValueError(f"{what} peaks at {peak:.3g} ({20 * np.log10(peak):+.0f} dBFS), far above full scale (1.0; "
                          f"the limit is {20 * np.log10(MAX_PEAK):+.0f} dBFS): samples must lie around -1..1; lower "
@@ -130,7 +131,7 @@ def prepare(waveform: np.ndarray, sample_rate: int, target_rate: int,
     if sample_rate == target_rate:
         mono = downmix(wave)  # a mono float32 clip is itself, not a copy
         for start in range(0, samples, block):
-            _check_samples(mono[start:start + block], what)
+            check_samples(mono[start:start + block], what)
         return mono, notes
     size = math.ceil(samples * target_rate / sample_rate)
     out = np.zeros(size, np.float32)  # a stream's last samples fall short of ceil(): zeros, as librosa pads
@@ -138,7 +139,7 @@ def prepare(waveform: np.ndarray, sample_rate: int, target_rate: int,
     done = 0
     for start in range(0, samples, block):
         part = downmix(wave[..., start:start + block])
-        _check_samples(part, what)
+        check_samples(part, what)
         part = stream.resample_chunk(part, last=start + block >= samples)[:size - done]
         out[done:done + part.size] = part
         done += part.size
