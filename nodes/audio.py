@@ -11,7 +11,7 @@ from ..core.audio import thumbnails as audio_thumbnails
 from ..core.audio.encoder import AudioEmbedder, AudioEmbedding, blend, load_audio_encoder
 from ..core.audio.features import MelSpec
 from ..core.audio.image_embedding import ImageEmbedder, clip_embedder
-from ..core.audio.loudness import DEFAULT_REFERENCE_DB, loudness_strength
+from ..core.audio.loudness import DEFAULT_REFERENCE_DB, loudness_strength, strength_for
 from ..core.audio.mix import mix
 from ..core.audio.position import measure_position, position_mask
 from ..core.curator.pixels import check_image_batch
@@ -477,7 +477,8 @@ class AtelierSoundPosition(AudioNode):
 class AtelierAudioThumbnails(AudioNode):
     DESCRIPTION = ("Thumbnails for a long sound: cut into segments that overlap, embedded, grouped by K-means; one "
                    "representative embedding per cluster (largest cluster first) and the largest cluster's as the "
-                   "thumbnail. Wire them into Audio Conditioning and a sampler to draw them.")
+                   "thumbnail, each drawing with its segment's loudness strength (reference -20 dBFS). Wire them into "
+                   "Audio Conditioning and a sampler to draw them.")
     EXAMPLE = ("Wire a long recording from Load Audio and Atelier Load Audio Encoder, segment_seconds 10, "
                "overlap_seconds 5, clusters 4: wire thumbnail into Atelier Audio to Conditioning for one picture of "
                "the recording, or representatives for four (with a latent batch of 4).")
@@ -506,10 +507,13 @@ class AtelierAudioThumbnails(AudioNode):
         found = audio_thumbnails.thumbnails(audio_encoder, clips[0], rate, segment_seconds, overlap_seconds,
                                             clusters, seed, bridge.progress(total, "embedding segments"))
 
-        def wrap(embeds: torch.Tensor) -> AudioEmbedding:
-            return AudioEmbedding(embeds, audio_encoder.image_encoder, audio_encoder.image_embed_norm)
+        strengths = torch.tensor([strength_for(level) for level in found.levels_db])
 
-        return wrap(found.representatives), wrap(found.representatives[:1]), _say([found.report()])
+        def wrap(rows: slice) -> AudioEmbedding:
+            return AudioEmbedding(found.representatives[rows], audio_encoder.image_encoder,
+                                  audio_encoder.image_embed_norm, strengths[rows])
+
+        return wrap(slice(None)), wrap(slice(0, 1)), _say([found.report()])
 
 
 NODE_CLASS_MAPPINGS = {

@@ -175,6 +175,10 @@ def test_thumbnails_pick_the_largest_cluster(world):
     assert "cluster 1: 6 segments, representative at" in report
     start = float(report.split("cluster 1: 6 segments, representative at ")[1].split(" s")[0])
     assert 0 <= start < 6  # inside the tone's six seconds
+    # a sine peaking at 0.5 reads -9.0 dBFS: 11 dB over the reference, so it draws at 2 ** 1.1
+    assert "level -9.0 dBFS" in report.split("cluster 2")[0]
+    assert float(thumb.strengths[0]) == pytest.approx(2 ** ((-9.03 + 20) / 10), rel=0.01)
+    assert torch.equal(reps.strengths[:1], thumb.strengths)
     assert "cluster 2: 3 segments" in report and "cluster 3: 2 segments" in report
     with pytest.raises(ValueError, match="too few for 20 clusters"):
         node.cluster(world["encoder"], audio_input(wave, rate), 1.0, 0.0, 20, 0)

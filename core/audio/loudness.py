@@ -100,6 +100,6 @@ def loudness_strength(waveform: np.ndarray, sample_rate: int, reference_db: floa
     """The level of one clip ``[C, T]`` (any rate, any channels) and the strength it draws with; silence (peak
     under -80 dBFS) is an error naming ``what``."""
     wave = np.asarray(waveform)
-    audio_features.check_not_silent(wave.reshape(-1), what)
+    audio_features.check_not_silent(wave, what)
     level = measure_level(wave, sample_rate)
     return Loudness(level, float(reference_db), strength_for(level, reference_db))

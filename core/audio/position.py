@@ -111,7 +111,7 @@ def measure_position(waveform: np.ndarray, sample_rate: int, what: str = "the au
         raise ValueError(f"audio must be [channels, samples], not {tuple(wave.shape)}")
     audio_features.check_length(wave.shape[-1], int(sample_rate), what)
     audio_features.check_samples(wave, what)
-    audio_features.check_not_silent(wave.reshape(-1), what)
+    audio_features.check_not_silent(wave, what)
     if wave.shape[0] == 1:
         return Position(0.0, 1)
     left, right = wave[0], wave[1]
