@@ -302,14 +302,18 @@ class AtelierEncodeAudio(AudioNode):
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {"required": {
-            "audio_encoder": (ENCODER, {"tooltip": "From Load or Train Audio Encoder."}),
-            "audio": ("AUDIO", {"tooltip": "Sound from Load Audio (or Mix Sounds)."}),
-            "loudness": ("BOOLEAN", {"default": True, "tooltip": "Let each clip's level set the strength of its "
-                         "tokens (louder: stronger). Off: every clip draws at strength 1."}),
-            "reference_dbfs": float_input(DEFAULT_REFERENCE_DB, -80.0, 0.0, "The level (gated RMS, dBFS) drawn at "
-                                          "strength 1; each 10 dB above doubles the strength.", 0.5),
-        }}
+        return {
+            "required": {
+                "audio_encoder": (ENCODER, {"tooltip": "From Load or Train Audio Encoder."}),
+                "audio": ("AUDIO", {"tooltip": "Sound from Load Audio (or Mix Sounds)."}),
+            },
+            "optional": {  # optional, so prompts saved before they existed still run (at their defaults)
+                "loudness": ("BOOLEAN", {"default": True, "tooltip": "Let each clip's level set the strength of its "
+                             "tokens (louder: stronger). Off: every clip draws at strength 1."}),
+                "reference_dbfs": float_input(DEFAULT_REFERENCE_DB, -80.0, 0.0, "The level (gated RMS, dBFS) drawn "
+                                              "at strength 1; each 10 dB above doubles the strength.", 0.5),
+            },
+        }
 
     def encode(self, audio_encoder: AudioEmbedder, audio: Any, loudness: bool = True,
                reference_dbfs: float = DEFAULT_REFERENCE_DB) -> tuple[Any, ...]:
