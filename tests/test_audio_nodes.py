@@ -158,6 +158,9 @@ def test_image_plus_sound_blends_the_two_embeddings(world):
     assert torch.allclose(only_picture[0][0][:, 77:], adapter.tokens(unit), atol=1e-6)
     (only_sound,) = node.apply(conditioning, adapter, picture, sound, 1.0, 1.0, clip_model=world["clip"])
     assert torch.allclose(only_sound[0][0][:, 77:], adapter.tokens(sound.embeds), atol=1e-6)
+    quiet = AudioEmbedding(sound.embeds, "tiny", 1.0, torch.tensor([0.5]))  # 10 dB under the reference
+    (half,) = node.apply(conditioning, adapter, picture, quiet, 1.0, 1.0, clip_model=world["clip"])
+    assert torch.allclose(half[0][0][:, 77:], adapter.tokens(0.5 * unit + 0.5 * sound.embeds), atol=1e-6)
     with pytest.raises(ValueError, match="exactly one image encoder"):
         node.apply(conditioning, adapter, picture, sound, 0.5, 1.0)
     wrong = AudioEmbedding(torch.randn(1, 8), "other", 1.0)
