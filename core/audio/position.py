@@ -11,9 +11,9 @@ Two cues, as hearing uses them:
   is the left channel 7.7 dB louder, and in general ``ILD = 20 log10(cot((pan + 1) pi / 4))``.
 - the time difference (ITD): the lag, within +-1 ms, of the peak of the channels' normalised
   cross-correlation (summed over 0.25 s blocks, sub-sample by a parabola through the peak), when that peak
-  is clear (correlation 0.5 or more, no other peak within 90% of it: a tone whose period is under 2 ms has
-  several); ``pan = -lag / 0.7 ms`` clamped to -1..1 (0.7 ms: the largest delay a human head makes, from
-  a source at the side), negative when the left channel leads.
+  is clear (correlation 0.5 or more, inside the lags searched, no other peak within 90% of it: a tone whose
+  period is under 2 ms has several); ``pan = -lag / 0.7 ms`` clamped to -1..1 (0.7 ms: the largest delay a
+  human head makes, from a source at the side), negative when the left channel leads.
 The pan is the stronger of the two cues (the one further from 0).
 """
 from __future__ import annotations
@@ -88,17 +88,15 @@ def _time_difference(left: np.ndarray, right: np.ndarray, sample_rate: int) -> f
     max_lag = max(1, int(round(MAX_LAG_SECONDS * sample_rate)))
     rho = _correlation(left, right, max_lag, max(4 * max_lag, round(CORRELATION_BLOCK_SECONDS * sample_rate)))
     best = int(np.argmax(rho))
-    if rho[best] < CLEAR_PEAK:
+    if rho[best] < CLEAR_PEAK or best in (0, rho.size - 1):  # at the edge: the true peak lies beyond +-1 ms
         return None
     inner = rho[1:-1]
     peaks = np.flatnonzero((inner >= rho[:-2]) & (inner >= rho[2:])) + 1
     if any(p != best and rho[p] >= RIVAL_PEAK * rho[best] for p in peaks):
         return None
-    shift = 0.0
-    if 0 < best < rho.size - 1:  # a parabola through the peak and its neighbours
-        below, above = rho[best - 1], rho[best + 1]
-        curve = below - 2 * rho[best] + above
-        shift = 0.5 * (below - above) / curve if curve < 0 else 0.0
+    below, above = rho[best - 1], rho[best + 1]  # a parabola through the peak and its neighbours
+    curve = below - 2 * rho[best] + above
+    shift = 0.5 * (below - above) / curve if curve < 0 else 0.0
     return (best - max_lag + shift) / sample_rate
 
 
