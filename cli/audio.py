@@ -2,7 +2,8 @@
 
     python atelier_cli.py audio-train FOLDER --clip CLIP --out-dir ENCODERS --run RUNS [--epochs 30] [--loss infonce]
     python atelier_cli.py adapter-train FOLDER --model SD15 --clip CLIP --out-dir ADAPTERS --run RUN [--steps 2000]
-    python atelier_cli.py audio-encode ENCODER.safetensors SOUND [SOUND ...] --out embeddings.safetensors
+    python atelier_cli.py audio-encode ENCODER.safetensors SOUND [SOUND ...] --out embeddings.safetensors \
+        [--reference-dbfs -20]
 
 FOLDER for audio-train holds <stem>.wav/.flac/.mp3 beside <stem>.png/.jpg, or videos. Both trainings resume when
 the same command runs again with the same --run folder. Drawing a picture from a sound needs a diffusion sampler:
@@ -84,6 +85,8 @@ def add_parsers(sub: Any) -> None:
                    "models/atelier/audio_encoders, or a path")
     e.add_argument("sounds", nargs="+", help="sound files (.wav, .flac, .mp3, .ogg); any layout and sample rate")
     e.add_argument("--out", required=True, help="the .safetensors file of the embeddings (replaced if it exists)")
+    add_numbers(e, float, -80.0, 0.0, reference_dbfs=(declared("core.audio.loudness", "DEFAULT_REFERENCE_DB"),
+                "the level (gated RMS, dBFS) drawn at strength 1, as Encode Audio's reference_dbfs"))
     e.add_argument("--device", default="auto", help="auto (CUDA when present) or cpu")
 
 
@@ -142,13 +145,16 @@ def run_adapter(args: argparse.Namespace) -> int:
 
 
 def run_encode(args: argparse.Namespace) -> int:
-    """What Encode Audio does to each clip (embed_clip), for files: one row per sound, in the order given."""
+    """What Encode Audio does to each clip (embed_clip, and its loudness strength), for files: one row per sound, in
+    the order given; with each sound's level, strength and pan (Sound Position's)."""
     import json
 
     import torch
 
     from ..core.audio.encoder import load_audio_encoder
     from ..core.audio.features import read_audio
+    from ..core.audio.loudness import loudness_strength
+    from ..core.audio.position import measure_position
     from ..core.shared.state_dicts import write_safetensors
     from ..nodes import bridge
     from .common import model_file
@@ -161,22 +167,28 @@ def run_encode(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no sound file {', '.join(map(repr, missing))}")
     encoder = load_audio_encoder(model_file(args.encoder, "audio_encoders", "audio encoder"),
                                  bridge.compute_device(args.device))
-    rows = []
+    rows, measured = [], []
     progress = bridge.progress(len(args.sounds), "encoding")
     for path in args.sounds:
         waveform, rate = read_audio(path)
         embedding, notes = encoder.embed_clip(waveform, rate, repr(path))
+        loud, where = loudness_strength(waveform, rate, args.reference_dbfs), measure_position(waveform, rate)
         rows.append(embedding)
-        for note in notes:
+        measured.append((loud.level_db, loud.strength, where.pan))
+        for note in [*notes, loud.note("the sound"), where.note("the sound")]:
             print(f"note: {path}: {note}", file=sys.stderr)
         progress.advance()
     embeds = torch.stack(rows)
+    level_db, strength, pan = torch.tensor(measured, dtype=torch.float32).T.contiguous()
     write_safetensors(out, {"audio_embeds": embeds.contiguous(),
-                            "image_embeds": (embeds * encoder.image_embed_norm).contiguous()},
+                            "image_embeds": (embeds * encoder.image_embed_norm).contiguous(),
+                            "level_db": level_db, "strength": strength, "pan": pan},
                       {"atelier_image_encoder": encoder.image_encoder, "atelier_sounds": json.dumps(args.sounds),
-                       "atelier_image_embed_norm": json.dumps(encoder.image_embed_norm)})
+                       "atelier_image_embed_norm": json.dumps(encoder.image_embed_norm),
+                       "atelier_reference_dbfs": json.dumps(args.reference_dbfs)})
     print(f"wrote {out}: {len(rows)} embedding(s) of {encoder.dim} values in the space of {encoder.image_encoder!r} "
-          "(audio_embeds: unit length; image_embeds: at the image encoder's scale)")
+          "(audio_embeds: unit length; image_embeds: at the image encoder's scale; level_db, strength, pan: one per "
+          "sound)")
     return 0
 
 

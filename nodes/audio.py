@@ -11,7 +11,9 @@ from ..core.audio import thumbnails as audio_thumbnails
 from ..core.audio.encoder import AudioEmbedder, AudioEmbedding, blend, load_audio_encoder
 from ..core.audio.features import MelSpec
 from ..core.audio.image_embedding import ImageEmbedder, clip_embedder
+from ..core.audio.loudness import DEFAULT_REFERENCE_DB, loudness_strength, strength_for
 from ..core.audio.mix import mix
+from ..core.audio.position import measure_position, position_mask
 from ..core.curator.pixels import check_image_batch
 from ..core.dataset.image_files import ImageFolderError, folder_fingerprint, list_images
 from ..core.sd15.embedding_adapter import LoadedAdapter, load_adapter
@@ -284,32 +286,52 @@ class AtelierTrainEmbeddingAdapter(AudioNode):
 class AtelierEncodeAudio(AudioNode):
     DESCRIPTION = ("Embed sound (Load Audio's AUDIO) with a trained audio encoder: any channel layout is downmixed, "
                    "any sample rate resampled, a clip shorter than the encoder's window padded and a longer one "
-                   "averaged over its windows. Silence is an error. Also given as a CLIP_VISION_OUTPUT "
-                   "(image_embeds only) for image-embedding nodes elsewhere.")
+                   "averaged over its windows. Silence is an error. Each clip's level (gated RMS, dBFS) sets the "
+                   "strength its tokens draw with: x1 at 'reference_dbfs', doubled every 10 dB louder, halved every "
+                   "10 dB quieter (x1/16..x4). Also given as a CLIP_VISION_OUTPUT (image_embeds only) for image-"
+                   "embedding nodes elsewhere.")
     EXAMPLE = ("Wire Load Audio (a .wav or .mp3) and Atelier Load Audio Encoder: audio_embedding goes into Atelier "
-               "Audio to Conditioning, and notes says whether the sound was downmixed, resampled or padded.")
+               "Audio to Conditioning, and notes says whether the sound was downmixed, resampled or padded, its level "
+               "and the strength it draws with (a sound at -26 dBFS: x0.66 at the reference -20).")
     FUNCTION = "encode"
     OUTPUTS = (
-        (EMBEDDING, "audio_embedding", "One embedding per clip of the batch."),
+        (EMBEDDING, "audio_embedding", "One embedding per clip of the batch, with its loudness strength."),
         ("CLIP_VISION_OUTPUT", "clip_vision_output", "The same, scaled as the image encoder's image_embeds."),
-        ("STRING", "notes", "What was done to the sound (downmixed, resampled, padded)."),
+        ("STRING", "notes", "What was done to the sound (downmixed, resampled, padded), its level and strength."),
     )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {"required": {
-            "audio_encoder": (ENCODER, {"tooltip": "From Load or Train Audio Encoder."}),
-            "audio": ("AUDIO", {"tooltip": "Sound from Load Audio (or Mix Sounds)."}),
-        }}
+        return {
+            "required": {
+                "audio_encoder": (ENCODER, {"tooltip": "From Load or Train Audio Encoder."}),
+                "audio": ("AUDIO", {"tooltip": "Sound from Load Audio (or Mix Sounds)."}),
+            },
+            "optional": {  # optional, so prompts saved before they existed still run (at their defaults)
+                "loudness": ("BOOLEAN", {"default": True, "tooltip": "Let each clip's level set the strength of its "
+                             "tokens (louder: stronger). Off: every clip draws at strength 1."}),
+                "reference_dbfs": float_input(DEFAULT_REFERENCE_DB, -80.0, 0.0, "The level (gated RMS, dBFS) drawn "
+                                              "at strength 1; each 10 dB above doubles the strength.", 0.5),
+            },
+        }
 
-    def encode(self, audio_encoder: AudioEmbedder, audio: Any) -> tuple[Any, ...]:
+    def encode(self, audio_encoder: AudioEmbedder, audio: Any, loudness: bool = True,
+               reference_dbfs: float = DEFAULT_REFERENCE_DB) -> tuple[Any, ...]:
         clips, rate = _waveforms(audio)
-        embeds, notes = [], []
+        embeds, strengths, notes = [], [], []
         for i, clip in enumerate(clips):
-            embedding, said = audio_encoder.embed_clip(clip, rate, f"clip {i + 1} of the AUDIO")
+            what = f"clip {i + 1} of the AUDIO"
+            embedding, said = audio_encoder.embed_clip(clip, rate, what)
             embeds.append(embedding)
             notes += said
-        out = AudioEmbedding(torch.stack(embeds), audio_encoder.image_encoder, audio_encoder.image_embed_norm)
+            if loudness:
+                measured = loudness_strength(clip, rate, reference_dbfs, what)
+                strengths.append(measured.strength)
+                notes.append(measured.note(what))
+        if not loudness:
+            notes.append("loudness off: every clip draws at strength 1")
+        out = AudioEmbedding(torch.stack(embeds), audio_encoder.image_encoder, audio_encoder.image_embed_norm,
+                             torch.tensor(strengths) if loudness else None)
         return out, bridge.clip_vision_output(out.raw_image_embeds()), _say(notes)
 
 
@@ -319,7 +341,8 @@ class AtelierAudioConditioning(AudioNode):
                    "gives one conditioning per embedding (use a latent batch of the same size).")
     EXAMPLE = ("Wire CLIP Text Encode (an SD 1.5 prompt, even an empty one), Atelier Load Embedding Adapter and "
                "Atelier Encode Audio's audio_embedding, strength 1, into KSampler's positive: the picture follows the "
-               "sound, and a louder or mixed sound (Atelier Mix Sounds) changes it.")
+               "sound, and a louder or mixed sound (Atelier Mix Sounds) changes it: Encode Audio's loudness strength "
+               "multiplies this strength.")
     FUNCTION = "apply"
     OUTPUTS = (
         ("CONDITIONING", "conditioning", "The conditioning with the sound's tokens appended, for KSampler's positive."),
@@ -331,18 +354,21 @@ class AtelierAudioConditioning(AudioNode):
             "conditioning": ("CONDITIONING", {"tooltip": "From CLIP Text Encode (SD 1.5)."}),
             "adapter": (ADAPTER, {"tooltip": "From Load or Train Embedding Adapter."}),
             "audio_embedding": (EMBEDDING, {"tooltip": "From Encode Audio or Audio Thumbnails."}),
-            "strength": float_input(1.0, 0.0, 5.0, "Scale of the appended tokens; 0 appends nothing."),
+            "strength": float_input(1.0, 0.0, 5.0, "Scale of the appended tokens, times each sound's loudness "
+                                    "strength from Encode Audio; 0 appends nothing."),
         }}
 
     def apply(self, conditioning: list, adapter: LoadedAdapter, audio_embedding: AudioEmbedding,
               strength: float) -> tuple[list]:
-        return (adapter.condition(conditioning, audio_embedding.embeds, strength, _sound(audio_embedding)),)
+        scale = strength * audio_embedding.row_strengths() if strength else 0.0
+        return (adapter.condition(conditioning, audio_embedding.embeds, scale, _sound(audio_embedding)),)
 
 
 class AtelierImageSoundConditioning(AudioNode):
     DESCRIPTION = ("An image-plus-sound edit: the source picture's embedding and the sound's, blended by 'sound_"
-                   "weight', become the adapter's tokens on the CONDITIONING. Sample from the source picture's latent "
-                   "(VAE Encode) with denoise below 1 for img2img.")
+                   "weight' times the sound's loudness strength from Encode Audio (at most 1: a louder sound pulls "
+                   "the edit further), become the adapter's tokens on the CONDITIONING. Sample from the source "
+                   "picture's latent (VAE Encode) with denoise below 1 for img2img.")
     EXAMPLE = ("Wire a picture from Load Image, Atelier Encode Audio's embedding, the adapter and the image encoder "
                "it was trained with; VAE Encode the same picture as KSampler's latent, denoise 0.6, sound_weight 0.5: "
                "the picture edited towards the sound.")
@@ -360,7 +386,8 @@ class AtelierImageSoundConditioning(AudioNode):
                 "adapter": (ADAPTER, {"tooltip": "From Load or Train Embedding Adapter."}),
                 "image": ("IMAGE", {"tooltip": "The source picture (one, or one per sound)."}),
                 "audio_embedding": (EMBEDDING, {"tooltip": "From Encode Audio."}),
-                "sound_weight": float_input(0.5, 0.0, 1.0, "0: the picture's embedding alone; 1: the sound's alone."),
+                "sound_weight": float_input(0.5, 0.0, 1.0, "0: the picture's embedding alone; 1: the sound's alone. "
+                                            "Multiplied by the sound's loudness strength (at most 1)."),
                 "strength": float_input(1.0, 0.0, 5.0, "Scale of the appended tokens; 0 appends nothing."),
             },
             "optional": _image_encoder_inputs(),
@@ -371,7 +398,8 @@ class AtelierImageSoundConditioning(AudioNode):
               clip_model: Any = None) -> tuple[list]:
         check_image_batch(image)
         picture = adapter.embed_images(image_embedder(clip_vision, clip_model), image)
-        return (adapter.condition(conditioning, blend(picture, audio_embedding.embeds, sound_weight), strength,
+        weights = audio_embedding.blend_weights(sound_weight)
+        return (adapter.condition(conditioning, blend(picture, audio_embedding.embeds, weights), strength,
                                   _sound(audio_embedding)),)
 
 
@@ -410,10 +438,51 @@ class AtelierMixSounds(AudioNode):
         return {"waveform": torch.from_numpy(wave)[None], "sample_rate": rate}, _say(notes)
 
 
+class AtelierSoundPosition(AudioNode):
+    DESCRIPTION = ("Where a sound comes from: the left-right balance of each clip (the first two channels as left and "
+                   "right; mono is centred) from the channels' level difference and, when clear, their time "
+                   "difference, as a pan from -1 (hard left) to 1 (hard right); a soft MASK over that side of the "
+                   "picture for core's ConditioningSetMask, and position words appended to a prompt.")
+    EXAMPLE = ("Wire a stereo recording from Load Audio: with a bird on the left (left channel 7.7 dB louder) the "
+               "pan is -0.50, the mask covers the left 0.5 of the width and fades over 0.2 more, and the prompt "
+               "'a bird' becomes 'a bird, on the left'. Wire mask into ConditioningSetMask with Audio to "
+               "Conditioning's output, and prompt into CLIP Text Encode's text.")
+    FUNCTION = "place"
+    OUTPUTS = (
+        ("MASK", "mask", "Where the sound sits: 1 over its band, fading to 0; one per clip."),
+        ("FLOAT", "pan", "The first clip's pan: -1 hard left, 0 centre, 1 hard right."),
+        ("STRING", "prompt", "The prompt with the first clip's position words ('on the left', ...) appended."),
+        ("STRING", "notes", "Each clip's pan, level and time differences."),
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "audio": ("AUDIO", {"tooltip": "Sound from Load Audio (stereo or more channels keep their position)."}),
+            "width": int_input(512, 8, 16384, "Mask width: the picture's width in pixels.", 8),
+            "height": int_input(512, 8, 16384, "Mask height: the picture's height in pixels.", 8),
+            "source_width": float_input(0.5, 0.05, 1.0, "Share of the picture's width the sound's band covers at "
+                                        "full strength; hard left puts it against the left edge."),
+            "softness": float_input(0.2, 0.0, 1.0, "Share of the width over which the band fades to 0 on each side."),
+            "prompt": ("STRING", {"default": "", "multiline": True, "tooltip": "Text the position words are "
+                       "appended to (may be empty)."}),
+        }}
+
+    def place(self, audio: Any, width: int, height: int, source_width: float, softness: float,
+              prompt: str) -> tuple[Any, ...]:
+        clips, rate = _waveforms(audio)
+        found = [measure_position(clip, rate, f"clip {i + 1} of the AUDIO") for i, clip in enumerate(clips)]
+        masks = torch.stack([position_mask(p.pan, width, height, source_width, softness) for p in found])
+        words = found[0].words()
+        text = f"{prompt.strip().rstrip(',')}, {words}" if prompt.strip() else words
+        return masks, found[0].pan, text, _say([p.note(f"clip {i + 1}") for i, p in enumerate(found)])
+
+
 class AtelierAudioThumbnails(AudioNode):
     DESCRIPTION = ("Thumbnails for a long sound: cut into segments that overlap, embedded, grouped by K-means; one "
                    "representative embedding per cluster (largest cluster first) and the largest cluster's as the "
-                   "thumbnail. Wire them into Audio Conditioning and a sampler to draw them.")
+                   "thumbnail, each drawing with its segment's loudness strength (reference -20 dBFS). Wire them into "
+                   "Audio Conditioning and a sampler to draw them.")
     EXAMPLE = ("Wire a long recording from Load Audio and Atelier Load Audio Encoder, segment_seconds 10, "
                "overlap_seconds 5, clusters 4: wire thumbnail into Atelier Audio to Conditioning for one picture of "
                "the recording, or representatives for four (with a latent batch of 4).")
@@ -442,10 +511,13 @@ class AtelierAudioThumbnails(AudioNode):
         found = audio_thumbnails.thumbnails(audio_encoder, clips[0], rate, segment_seconds, overlap_seconds,
                                             clusters, seed, bridge.progress(total, "embedding segments"))
 
-        def wrap(embeds: torch.Tensor) -> AudioEmbedding:
-            return AudioEmbedding(embeds, audio_encoder.image_encoder, audio_encoder.image_embed_norm)
+        strengths = torch.tensor([strength_for(level) for level in found.levels_db])
 
-        return wrap(found.representatives), wrap(found.representatives[:1]), _say([found.report()])
+        def wrap(rows: slice) -> AudioEmbedding:
+            return AudioEmbedding(found.representatives[rows], audio_encoder.image_encoder,
+                                  audio_encoder.image_embed_norm, strengths[rows])
+
+        return wrap(slice(None)), wrap(slice(0, 1)), _say([found.report()])
 
 
 NODE_CLASS_MAPPINGS = {
@@ -457,6 +529,7 @@ NODE_CLASS_MAPPINGS = {
     "AtelierAudioConditioning": AtelierAudioConditioning,
     "AtelierImageSoundConditioning": AtelierImageSoundConditioning,
     "AtelierMixSounds": AtelierMixSounds,
+    "AtelierSoundPosition": AtelierSoundPosition,
     "AtelierAudioThumbnails": AtelierAudioThumbnails,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -468,5 +541,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "AtelierAudioConditioning": "Atelier Audio to Conditioning",
     "AtelierImageSoundConditioning": "Atelier Image + Sound Conditioning",
     "AtelierMixSounds": "Atelier Mix Sounds",
+    "AtelierSoundPosition": "Atelier Sound Position",
     "AtelierAudioThumbnails": "Atelier Audio Thumbnails",
 }

@@ -86,6 +86,14 @@ def test_audio_encode_writes_what_encode_audio_computes(tmp_path: Path, capsys) 
         expected, _ = loaded.embed_clip(*read_audio(sound))
         assert torch.equal(tensors["audio_embeds"][row], expected)
     assert torch.allclose(tensors["image_embeds"], tensors["audio_embeds"] * 12.5)
+    # the sounds peak at 0.5 in both channels: a sine reads -9.0 dBFS, x1.87 at -11.7 dBFS; a chirp the same
+    assert main(["audio-encode", str(path), *sounds, "--out", str(out), "--reference-dbfs", "-11.7"]) == 0
+    assert "the sound: level -9.0 dBFS, +2.7 dB from the reference -11.7 dBFS: token strength x1.2" in \
+        capsys.readouterr().err
+    tensors = load_file(str(out))
+    assert torch.allclose(tensors["level_db"], torch.tensor([-9.03, -9.03]), atol=0.1)
+    assert torch.allclose(tensors["strength"], 2 ** ((tensors["level_db"] + 11.7) / 10))
+    assert torch.allclose(tensors["pan"], torch.zeros(2), atol=1e-6)  # the same in both channels: centred
 
     assert main(["audio-encode", str(tmp_path / "no_encoder.safetensors"), str(tmp_path / "missing.wav"), "--out",
                  str(tmp_path / "x.safetensors")]) == 2

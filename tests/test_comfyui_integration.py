@@ -529,6 +529,7 @@ def _check_audio_to_image(server: Server, workflow: dict[str, Any], before: dict
     assert sorted(server.output_dir.glob("atelier/audio_0*.png")), "the picture from sound was not saved"
     assert len(sorted(server.output_dir.glob("atelier/audio_clusters*.png"))) >= 3, "one picture per cluster"
     assert sorted(server.output_dir.glob("atelier/audio_thumbnail*.png")), "the thumbnail was not saved"
+    assert sorted(server.output_dir.glob("atelier/audio_position*.png")), "the picture placed by the sound's pan"
 
 
 OUTPUT_CHECKS["story_strip.json"] = _check_story_strip

@@ -159,24 +159,40 @@ def load_audio_encoder(path: str | Path, device: torch.device | str = "cpu") -> 
 
 @dataclass
 class AudioEmbedding:
-    """What Encode Audio hands on: embeddings in an image encoder's (unit) space."""
+    """What Encode Audio hands on: embeddings in an image encoder's (unit) space, and the strength each draws
+    with from its sound's loudness (``loudness.loudness_strength``)."""
 
     embeds: torch.Tensor  # [B, D]
     image_encoder: str
     image_embed_norm: float
+    strengths: torch.Tensor | None = None  # [B]; None: every row at 1 (loudness not measured or turned off)
+
+    def row_strengths(self) -> torch.Tensor:
+        """``[B]`` token strengths from loudness, 1 where none was measured."""
+        return torch.ones(len(self.embeds)) if self.strengths is None else self.strengths.float()
+
+    def blend_weights(self, sound_weight: float) -> torch.Tensor:
+        """``[B]`` weights of the sound in a picture-plus-sound blend: ``sound_weight`` times each row's loudness
+        strength, at most 1 (a louder sound pulls the edit further towards itself)."""
+        if not 0.0 <= sound_weight <= 1.0:
+            raise ValueError("the sound weight must lie in 0..1")
+        return (sound_weight * self.row_strengths()).clamp(max=1.0)
 
     def raw_image_embeds(self) -> torch.Tensor:
         """Scaled to the raw length of that encoder's ``image_embeds``, for nodes that take a CLIP vision output."""
         return self.embeds * self.image_embed_norm
 
 
-def blend(image_unit: torch.Tensor, audio: torch.Tensor, weight: float) -> torch.Tensor:
-    """``(1 - weight) * picture + weight * sound``; one side may be a single row broadcast over the other."""
-    if not 0.0 <= weight <= 1.0:
+def blend(image_unit: torch.Tensor, audio: torch.Tensor, weight: float | torch.Tensor) -> torch.Tensor:
+    """``(1 - weight) * picture + weight * sound``; one side may be a single row broadcast over the other, and
+    ``weight`` one number or one per sound (``[B]``, as loudness gives)."""
+    weight = torch.as_tensor(weight, dtype=torch.float32)
+    if not bool(((weight >= 0) & (weight <= 1)).all()):
         raise ValueError("the sound weight must lie in 0..1")
     if image_unit.shape[-1] != audio.shape[-1]:
         raise ValueError(f"the picture's embedding is {image_unit.shape[-1]}-d but the sound's is {audio.shape[-1]}-d:"
                          " the image encoder is not the one the audio encoder was trained for")
     if image_unit.shape[0] not in (1, audio.shape[0]) and audio.shape[0] != 1:
         raise ValueError(f"{image_unit.shape[0]} pictures for {audio.shape[0]} sounds: give one of either, or as many")
+    weight = weight.reshape(-1, 1) if weight.ndim else weight
     return (1.0 - weight) * image_unit + weight * audio

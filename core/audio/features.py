@@ -99,12 +99,20 @@ def check_length(samples: int, sample_rate: int, what: str = "the audio") -> Non
         raise ValueError(f"{what} holds no samples")
 
 
-def _check_samples(mono: np.ndarray, what: str) -> None:
-    if not np.isfinite(mono).all():
+def peak(wave: np.ndarray) -> float:
+    """The largest absolute sample of ``[..., T]``, a block at a time (no copy of a long sound); NaN if any is."""
+    block = 1 << 20
+    tops = [np.abs(wave[..., i:i + block]).max(initial=0.0) for i in range(0, wave.shape[-1], block)]
+    return float(np.max(tops)) if tops else 0.0  # np.max keeps a NaN
+
+
+def check_samples(wave: np.ndarray, what: str) -> None:
+    """Samples must be finite and within MAX_PEAK (see the module docstring); any shape."""
+    top = peak(wave)
+    if not np.isfinite(top):
         raise ValueError(f"{what} holds NaN or infinite samples: the file or the node before this one is broken")
-    peak = float(np.abs(mono).max(initial=0.0))
-    if peak > MAX_PEAK:
-        raise ValueError(f"{what} peaks at {peak:.3g} ({20 * np.log10(peak):+.0f} dBFS), far above full scale (1.0; "
+    if top > MAX_PEAK:
+        raise ValueError(f"{what} peaks at {top:.3g} ({20 * np.log10(top):+.0f} dBFS), far above full scale (1.0; "
                          f"the limit is {20 * np.log10(MAX_PEAK):+.0f} dBFS): samples must lie around -1..1; lower "
                          "the gain before this node (integer samples: divide by 32768)")
 
@@ -130,7 +138,7 @@ def prepare(waveform: np.ndarray, sample_rate: int, target_rate: int,
     if sample_rate == target_rate:
         mono = downmix(wave)  # a mono float32 clip is itself, not a copy
         for start in range(0, samples, block):
-            _check_samples(mono[start:start + block], what)
+            check_samples(mono[start:start + block], what)
         return mono, notes
     size = math.ceil(samples * target_rate / sample_rate)
     out = np.zeros(size, np.float32)  # a stream's last samples fall short of ceil(): zeros, as librosa pads
@@ -138,17 +146,18 @@ def prepare(waveform: np.ndarray, sample_rate: int, target_rate: int,
     done = 0
     for start in range(0, samples, block):
         part = downmix(wave[..., start:start + block])
-        _check_samples(part, what)
+        check_samples(part, what)
         part = stream.resample_chunk(part, last=start + block >= samples)[:size - done]
         out[done:done + part.size] = part
         done += part.size
     return out, [*notes, f"resampled from {sample_rate} Hz to {target_rate} Hz"]
 
 
-def check_not_silent(mono: np.ndarray, what: str = "the audio") -> None:
-    peak = float(np.abs(mono).max()) if mono.size else 0.0
-    if peak < SILENCE_PEAK:
-        raise SilentAudio(f"{what} is silent (peak {20 * np.log10(max(peak, 1e-12)):.0f} dBFS, below -80 dBFS): "
+def check_not_silent(wave: np.ndarray, what: str = "the audio") -> None:
+    """Refuse a sound (``[..., T]``, any channels) whose every sample lies under SILENCE_PEAK."""
+    top = peak(wave)
+    if top < SILENCE_PEAK:
+        raise SilentAudio(f"{what} is silent (peak {20 * np.log10(max(top, 1e-12)):.0f} dBFS, below -80 dBFS): "
                           "there is no sound to turn into a picture")
 
 

@@ -3,7 +3,8 @@
 The sound is cut into ``segment_seconds`` segments overlapping by ``overlap_seconds``; each segment's
 embedding is the mean over its encoder windows. K-means (scikit-learn, seeded) groups them; each
 cluster's representative is the segment nearest its centre, and clusters are ordered largest first,
-so the first representative (the sound that fills most of the file) is the thumbnail.
+so the first representative (the sound that fills most of the file) is the thumbnail. Each representative's
+level (``loudness.measure_level`` of its segment) gives the strength it draws with, as Encode Audio's.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch
 from ..shared.progress import Progress
 from . import features as audio_features
 from .encoder import AudioEmbedder
+from .loudness import measure_level
 
 
 @dataclass
@@ -23,11 +25,12 @@ class Clusters:
     sizes: list[int]  # segments per cluster, in the same order
     starts: list[float]  # seconds: where each representative segment starts
     labels: list[int]  # per segment, the (ordered) cluster it belongs to
+    levels_db: list[float]  # each representative segment's level (gated RMS, dBFS)
 
     def report(self) -> str:
         lines = [f"{len(self.labels)} segments in {len(self.sizes)} clusters (largest first):"]
-        lines += [f"  cluster {i + 1}: {size} segments, representative at {start:.1f} s"
-                  for i, (size, start) in enumerate(zip(self.sizes, self.starts))]
+        lines += [f"  cluster {i + 1}: {size} segments, representative at {start:.1f} s, level {level:.1f} dBFS"
+                  for i, (size, start, level) in enumerate(zip(self.sizes, self.starts, self.levels_db))]
         return "\n".join(lines)
 
 
@@ -83,5 +86,6 @@ def thumbnails(embedder: AudioEmbedder, waveform: np.ndarray, sample_rate: int, 
         members = np.flatnonzero(labels == c)
         distances = np.linalg.norm(points[members].double().numpy() - centres[c], axis=1)
         reps.append(int(members[int(np.argmin(distances))]))
+    levels = [measure_level(mono[starts[r]:starts[r] + size], rate) for r in reps]
     return Clusters(points[reps], [int(sizes[c]) for c in order], [starts[r] / rate for r in reps],
-                    [rank[int(c)] for c in labels])
+                    [rank[int(c)] for c in labels], levels)

@@ -56,18 +56,24 @@ class EmbeddingAdapter(nn.Module):
         return self.norm(tokens.reshape(*embeds.shape[:-1], self.config.tokens, self.config.token_dim))
 
 
-def append_tokens(cond: torch.Tensor, tokens: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+def append_tokens(cond: torch.Tensor, tokens: torch.Tensor, strength: float | torch.Tensor = 1.0) -> torch.Tensor:
     """``[B, T, C]`` conditioning with ``[E, K, C]`` tokens times ``strength`` appended: ``[max(B, E), T+K, C]``.
 
     One embedding steers every row; E embeddings on a one-row prompt give E rows (one picture per
-    embedding). Strength 0 appends nothing (zero tokens would still take a share of the attention)."""
+    embedding). ``strength`` is one number or one per embedding (``[E]``: a sound's loudness scales its
+    own tokens, see ``core/audio/loudness.py``). Strength 0 appends nothing (zero tokens would still take
+    a share of the attention)."""
     if cond.ndim != 3 or tokens.ndim != 3 or cond.shape[-1] != tokens.shape[-1]:
         raise ValueError(f"cannot append tokens {tuple(tokens.shape)} to conditioning {tuple(cond.shape)}: the "
                          f"conditioning must be [batch, tokens, {tokens.shape[-1]}] (an SD 1.5 text encoding)")
     if 1 not in (tokens.shape[0], cond.shape[0]) and tokens.shape[0] != cond.shape[0]:
         raise ValueError(f"{tokens.shape[0]} embeddings for a conditioning batch of {cond.shape[0]}: give one "
                          "prompt, one embedding, or as many of each")
-    if strength == 0:
+    if isinstance(strength, torch.Tensor):
+        if strength.numel() not in (1, tokens.shape[0]):
+            raise ValueError(f"{strength.numel()} strengths for {tokens.shape[0]} embeddings: give one, or one each")
+        strength = strength.to(tokens.device, tokens.dtype).reshape(-1, 1, 1)
+    elif strength == 0:
         return cond
     rows = max(cond.shape[0], tokens.shape[0])
     tokens = (tokens * strength).to(cond.device, cond.dtype).expand(rows, -1, -1)
@@ -132,7 +138,7 @@ class LoadedAdapter:
         self.adapter.eval()
         return self.adapter(embeds.reshape(-1, dim).float())
 
-    def condition(self, conditioning: list, embeds: torch.Tensor, strength: float = 1.0,
+    def condition(self, conditioning: list, embeds: torch.Tensor, strength: float | torch.Tensor = 1.0,
                   what: str = "the embedding") -> list:
         """``conditioning`` with the tokens of ``embeds`` appended (see ``condition``)."""
         return condition(conditioning, self.tokens(embeds, what), strength)
@@ -147,7 +153,7 @@ def load_adapter(path: str | Path) -> LoadedAdapter:
     return LoadedAdapter(adapter.eval(), meta.get("atelier_image_encoder", "unknown"), probe, path.name)
 
 
-def condition(conditioning: list, tokens: torch.Tensor, strength: float = 1.0) -> list:
+def condition(conditioning: list, tokens: torch.Tensor, strength: float | torch.Tensor = 1.0) -> list:
     """A ComfyUI CONDITIONING (``[[tensor [B, T, 768], options], ...]``) with the tokens appended to every
     entry's tensor; the options (pooled output, areas, masks) are kept as they are."""
     if not isinstance(conditioning, list) or not conditioning:
