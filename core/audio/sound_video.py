@@ -1,0 +1,229 @@
+"""Video from sound: one conditioning per frame of a sound, and the frame-by-frame sampling loop.
+
+Frame ``i`` of a video at ``fps`` frames per second shows the sound at ``i / fps`` seconds: its encoder window
+(``MelSpec.window_seconds`` long) is centred there, padded with silence before the start and after the end. A
+sound of ``T`` seconds gives ``floor(T * fps)`` frames, so the video (``frames / fps`` seconds) never outlasts
+the sound; shorter than one frame (``T < 1 / fps``) is an error. The windows are embedded ``WINDOW_BATCH`` at a
+time (one encoder pass per batch, not per frame), so a long sound never holds all its windows at once.
+
+Smoothing over time: a centred Gaussian with its standard deviation in seconds (``smoothing_seconds``). Centred
+because a causal filter such as an exponential moving average delays the picture behind the sound by about its
+time constant; Gaussian because it has no ringing (a box filter's side lobes let a fast change through with its
+sign flipped); in seconds so the same setting smooths alike at 8 or 24 fps. Near the ends the weights that would
+fall outside the sound are dropped and the rest renormalised, so the first and last frames are not pulled
+towards zero. Consecutive windows already overlap (at 12 fps a 2 s window shares 1.92 s with the next); the
+filter removes what jitter is left (``flicker`` measures it).
+
+Loudness over time: the sound's own embedding keeps its level (the encoder has no per-clip normalisation), but
+the adapter's LayerNorm would erase it, so each frame's token strength is the given strength times the frame's
+embedding length over the mean length of all frames (smoothed alike): louder passages get stronger tokens,
+quieter ones weaker, and a sound of even loudness gets the given strength on every frame.
+
+Every frame's tokens come from one batched pass through ``LoadedAdapter.tokens`` and are appended with the one
+``condition`` every other node uses. ``render_frames`` draws the frames one at a time from a fixed seed (the
+caller's sampler), optionally each from the previous frame's latent at a denoise below 1 (chaining), or from
+given start latents (a video's own frames, for the video + sound edit); progress advances per frame and a
+cancel is honoured between frames.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..sd15.embedding_adapter import LoadedAdapter, condition
+from ..shared.progress import Progress
+from . import features as audio_features
+from .encoder import AudioEmbedder, blend
+
+
+@dataclass(frozen=True)
+class FramePlan:
+    """How many frames a sound gives at a frame rate, and the time each shows."""
+
+    fps: float
+    count: int
+
+    @property
+    def times(self) -> np.ndarray:
+        return np.arange(self.count) / self.fps
+
+    @property
+    def seconds(self) -> float:
+        return self.count / self.fps
+
+    def samples(self, sample_rate: int) -> int:
+        """The length of the sound that goes with the frames, at ``sample_rate``."""
+        return int(round(self.seconds * sample_rate))
+
+
+def plan_frames(samples: int, sample_rate: int, fps: float, max_seconds: float = 0.0,
+                what: str = "the sound") -> FramePlan:
+    """``floor(seconds * fps)`` frames of a sound of ``samples`` at ``sample_rate``, at most ``max_seconds`` of it
+    (0: all). A frame rate that is not above 0, or a sound shorter than one frame, is an error."""
+    if not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"the frame rate must be above 0 frames per second, not {fps:g} (8 to 12 is usual)")
+    if max_seconds < 0:
+        raise ValueError("the longest video must be 0 s (the whole sound) or more")
+    seconds = samples / sample_rate
+    if max_seconds > 0:
+        seconds = min(seconds, max_seconds)
+    count = int(math.floor(seconds * fps + 1e-9))
+    if count < 1:
+        raise ValueError(f"{what} lasts {seconds:.3g} s, shorter than one frame at {fps:g} fps ({1 / fps:.3g} s): "
+                         "give a longer sound, or raise the frame rate")
+    return FramePlan(float(fps), count)
+
+
+def window_batches(mono: np.ndarray, spec: audio_features.MelSpec, plan: FramePlan,
+                   batch: int = audio_features.WINDOW_BATCH) -> Iterator[np.ndarray]:
+    """``[<=batch, window_samples]``: the window centred on each frame's time, silence outside the sound."""
+    size = spec.window_samples
+    half = size // 2
+    padded = np.pad(mono, (half, size - half))
+    centres = np.round(plan.times * spec.sample_rate).astype(np.int64)
+    for i in range(0, plan.count, batch):
+        yield np.stack([padded[c:c + size] for c in centres[i:i + batch]])
+
+
+def pick_frames(available: int, source_fps: float, fps: float) -> list[int]:
+    """Which of ``available`` frames at ``source_fps`` show each time ``i / fps``: the last frame at or before it
+    (every third frame of a 30 fps video at 10 fps)."""
+    if not (math.isfinite(source_fps) and source_fps > 0):
+        raise ValueError(f"the video's frame rate must be above 0 frames per second, not {source_fps:g}")
+    if available < 1:
+        raise ValueError("the video has no frames")
+    count = int(math.floor(available * fps / source_fps + 1e-9))
+    return [min(available - 1, int(math.floor(i * source_fps / fps + 1e-9))) for i in range(max(count, 1))]
+
+
+@dataclass
+class FrameEmbeddings:
+    embeds: torch.Tensor  # [N, D], one per frame, unsmoothed
+    plan: FramePlan
+    notes: list[str]
+
+
+def embed_frames(embedder: AudioEmbedder, waveform: np.ndarray, sample_rate: int, fps: float,
+                 max_seconds: float = 0.0, what: str = "the sound") -> FrameEmbeddings:
+    """The embedding of each frame's window of a ``[C, T]`` sound, a batch of windows per encoder pass. The frame
+    rate and the length are checked before anything is resampled; silence is an error naming ``what``."""
+    spec = embedder.config.mel
+    plan = plan_frames(np.asarray(waveform).shape[-1], sample_rate, fps, max_seconds, what)
+    mono, notes = audio_features.prepare(waveform, sample_rate, spec.sample_rate, what)
+    mono = mono[:plan.samples(spec.sample_rate)]
+    audio_features.check_not_silent(mono, what)
+    parts = []
+    for windows in window_batches(mono, spec, plan):
+        feats = audio_features.log_mel(windows, spec)
+        if not np.isfinite(feats).all():
+            raise ValueError(f"the features of {what} are not finite: its samples are out of range")
+        parts.append(embedder.embed_features(feats, len(windows)))
+    embeds = torch.cat(parts)
+    if not torch.isfinite(embeds).all():
+        raise ValueError(f"the audio encoder gave a NaN or infinite embedding for {what}: its weights are damaged; "
+                         "load the encoder file again, or train it again")
+    return FrameEmbeddings(embeds, plan, notes)
+
+
+def smooth(values: torch.Tensor, fps: float, seconds: float) -> torch.Tensor:
+    """``[N, ...]`` values per frame through a centred Gaussian of standard deviation ``seconds`` (the module
+    docstring says why), renormalised at the ends; ``seconds`` 0 returns them unchanged."""
+    if seconds < 0:
+        raise ValueError("the smoothing must be 0 s (none) or more")
+    if seconds == 0 or len(values) < 2:
+        return values
+    sigma = seconds * fps  # in frames
+    radius = max(1, math.ceil(3 * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)[None, None]
+    rows = values.double().reshape(len(values), -1).T[:, None]  # [F, 1, N]: every value a signal over time
+    total = F.conv1d(rows, kernel, padding=radius)
+    weight = F.conv1d(torch.ones_like(rows[:1]), kernel, padding=radius)
+    return (total / weight)[:, 0].T.reshape(values.shape).to(values.dtype)
+
+
+def frame_strengths(embeds: torch.Tensor, strength: float, follow_loudness: bool) -> torch.Tensor:
+    """``[N]`` token strength per frame: ``strength`` times the frame's embedding length over the mean length
+    (the module docstring says why), or ``strength`` on every frame."""
+    if not follow_loudness:
+        return torch.full((len(embeds),), float(strength))
+    level = embeds.float().norm(dim=-1)
+    return strength * level / level.mean().clamp_min(1e-12)
+
+
+def frame_conditionings(adapter: LoadedAdapter, conditioning: list, embeds: torch.Tensor,
+                        strengths: torch.Tensor, what: str = "the sound's embedding") -> list[list]:
+    """One CONDITIONING per frame: ``conditioning`` with frame ``i``'s tokens (one adapter pass for all frames)
+    at ``strengths[i]``."""
+    tokens = adapter.tokens(embeds, what)
+    return [condition(conditioning, tokens[i:i + 1], float(s)) for i, s in enumerate(strengths)]
+
+
+@dataclass
+class SoundFrames:
+    conditionings: list[list]
+    strengths: torch.Tensor  # [N]
+    plan: FramePlan
+    notes: list[str]
+
+
+def sound_conditionings(embedder: AudioEmbedder, adapter: LoadedAdapter, conditioning: list, waveform: np.ndarray,
+                        sample_rate: int, fps: float, max_seconds: float = 0.0, smoothing_seconds: float = 0.5,
+                        strength: float = 1.0, follow_loudness: bool = True, what: str = "the sound",
+                        pictures: torch.Tensor | None = None, sound_weight: float = 1.0) -> SoundFrames:
+    """The whole path from a sound to one conditioning per frame: windows, embeddings, smoothing (of the
+    embeddings and of their lengths), strengths and tokens. ``pictures`` (``[N, D]`` unit image embeddings, one
+    per frame, for the video + sound edit) are blended with the smoothed sound at ``sound_weight``."""
+    framed = embed_frames(embedder, waveform, sample_rate, fps, max_seconds, what)
+    plan = framed.plan
+    embeds = smooth(framed.embeds, plan.fps, smoothing_seconds)
+    level = smooth(framed.embeds.norm(dim=-1, keepdim=True), plan.fps, smoothing_seconds)
+    strengths = frame_strengths(level, strength, follow_loudness)
+    if pictures is not None:
+        count = min(plan.count, len(pictures))
+        plan = FramePlan(plan.fps, count)
+        embeds = blend(pictures[:count], embeds[:count], sound_weight)
+        strengths = strengths[:count]
+    return SoundFrames(frame_conditionings(adapter, conditioning, embeds, strengths, what), strengths, plan,
+                       framed.notes)
+
+
+def flicker(conditionings: Sequence[list]) -> float:
+    """How much the conditioning changes from frame to frame: the mean L2 distance between the first entry's
+    tensors of consecutive frames (0 for a single frame)."""
+    tensors = [c[0][0].float().flatten() for c in conditionings]
+    if len(tensors) < 2:
+        return 0.0
+    return float(torch.stack([(b - a).norm() for a, b in zip(tensors, tensors[1:])]).mean())
+
+
+SampleFrame = Callable[[list, "torch.Tensor | None", float], torch.Tensor]  # (conditioning, start, denoise) -> latent
+
+
+def render_frames(conditionings: Sequence[list], sample: SampleFrame, decode: Callable[[torch.Tensor], torch.Tensor],
+                  progress: Progress, chain_denoise: float = 1.0,
+                  starts: Callable[[int], torch.Tensor] | None = None, edit_denoise: float = 1.0) -> torch.Tensor:
+    """Frames ``[N, H, W, 3]``, one sampled per conditioning with the caller's fixed seed. Without ``starts``,
+    frame 0 starts from noise and each later one from the previous frame's latent at ``chain_denoise`` (1: from
+    noise too); with ``starts`` (frame index to latent), every frame starts from its own latent at
+    ``edit_denoise``. A cancel is honoured before each frame; progress advances after each."""
+    if not 0 < chain_denoise <= 1 or not 0 < edit_denoise <= 1:
+        raise ValueError("denoise must lie in (0, 1]")
+    frames, previous = [], None
+    for i, cond in enumerate(conditionings):
+        progress.check_cancel()
+        if starts is not None:
+            latent = sample(cond, starts(i), edit_denoise)
+        elif previous is not None and chain_denoise < 1:
+            latent = sample(cond, previous, chain_denoise)
+        else:
+            latent = sample(cond, None, 1.0)
+        previous = latent
+        frames.append(decode(latent).float().cpu())
+        progress.advance()
+    return torch.cat(frames)
