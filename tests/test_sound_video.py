@@ -221,3 +221,41 @@ def test_the_edit_redraws_each_frame_from_its_own_latent(comfy, clip):
     assert not torch.equal(by_sound, by_picture)
     with pytest.raises(ValueError, match="shorter than one frame"):
         AtelierVideoSoundEdit().edit(**{**args, "audio": audio_input(wave[:100])})
+
+
+def test_the_command_writes_frames_the_sound_and_a_video(tmp_path, capsys):
+    import av
+    import soundfile
+    from PIL import Image
+
+    from atelier.cli import main
+    from atelier.core.audio.encoder import save_audio_encoder
+    from atelier.core.sd15.embedding_adapter import save_adapter
+
+    from helpers import tiny_sd15_folder
+
+    model = tiny_sd15_folder(tmp_path / "sd15")
+    encoder = save_audio_encoder(tmp_path, "sound", embedder(), {})
+    adapter_file = save_adapter(tmp_path, "adapter", adapter().adapter, "tiny", {})
+    sound = tmp_path / "소리.wav"
+    soundfile.write(sound, np.stack([changing_sound(1.0)] * 2, axis=1), RATE)
+    args = ["sound-video", str(sound), "--encoder", str(encoder), "--adapter", str(adapter_file), "--model",
+            str(model), "--fps", "4", "--width", "64", "--height", "64", "--steps", "2", "--output",
+            str(tmp_path / "out"), "--device", "cpu"]
+    assert main(args) == 0
+    folder = tmp_path / "out" / "atelier" / "sound_video" / "v001"
+    assert "wrote video.mp4, 4 frames at 4 fps" in capsys.readouterr().out
+    assert sorted(p.name for p in folder.glob("frame_*.png")) == [f"frame_0000{i}.png" for i in range(1, 5)]
+    assert Image.open(folder / "frame_00001.png").size == (64, 64)
+    assert soundfile.info(folder / "sound.wav").frames == RATE
+    with av.open(str(folder / "video.mp4")) as video:
+        assert len(list(video.decode(video=0))) == 4 and video.streams.audio
+    assert main(args) == 0  # the same seed: the same frames, in a new folder
+    again = tmp_path / "out" / "atelier" / "sound_video" / "v002"
+    assert np.array_equal(np.asarray(Image.open(again / "frame_00003.png")),
+                          np.asarray(Image.open(folder / "frame_00003.png")))
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # below the command's 1 fps floor: refused by the parser
+        main([*args, "--fps", "0.5"])
+    assert main([*args, "--max-seconds", "0.1"]) == 2
+    assert "shorter than one frame at 4 fps" in capsys.readouterr().err

@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -227,3 +228,38 @@ def render_frames(conditionings: Sequence[list], sample: SampleFrame, decode: Ca
         frames.append(decode(latent).float().cpu())
         progress.advance()
     return torch.cat(frames)
+
+
+def diffusers_frames(parts: Any, negative: torch.Tensor, size: tuple[int, int], seed: int, steps: int = 20,
+                     guidance: float = 7.0, device: torch.device | str = "cpu",
+                     ) -> tuple[SampleFrame, Callable[[torch.Tensor], torch.Tensor]]:
+    """``render_frames``' sampler and decoder outside ComfyUI: diffusers' SD pipeline (DDIM) on the pack's SD 1.5
+    parts, from noise, or img2img from a start latent at a denoise below 1; ``negative`` is the ``[1, T, 768]``
+    negative conditioning. Each frame draws its noise from a generator seeded with ``seed`` afresh."""
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    from ..sd15.pipeline import ddim_pipeline
+
+    device = torch.device(device)
+    parts.unet.to(device).eval()
+    parts.text_encoder.eval()
+    pipe = ddim_pipeline(parts, device)
+    img2img = StableDiffusionImg2ImgPipeline(**pipe.components)
+    img2img.set_progress_bar_config(disable=True)
+    dtype = next(parts.unet.parameters()).dtype
+
+    @torch.no_grad()
+    def sample(conditioning: list, start: torch.Tensor | None, denoise: float) -> torch.Tensor:
+        common = dict(prompt_embeds=conditioning[0][0].to(device, dtype),
+                      negative_prompt_embeds=negative.to(device, dtype), num_inference_steps=steps,
+                      guidance_scale=guidance, generator=torch.Generator("cpu").manual_seed(seed), output_type="latent")
+        if start is None:
+            return pipe(width=size[0], height=size[1], **common).images
+        return img2img(image=start, strength=denoise, **common).images  # a 4-channel image is taken as latents
+
+    @torch.no_grad()
+    def decode(latent: torch.Tensor) -> torch.Tensor:
+        images = parts.vae.decode(latent.to(parts.vae.dtype) / parts.vae.config.scaling_factor).sample
+        return (images / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().cpu()
+
+    return sample, decode
