@@ -4,6 +4,7 @@ flicker, loudness to strength, errors before sampling, outputs for CreateVideo, 
 chaining, the video edit's frames and cancel between frames."""
 from __future__ import annotations
 
+import math
 import sys
 import types
 
@@ -145,6 +146,12 @@ def test_smoothing_keeps_a_steady_signal_and_reduces_flicker():
     ramp = torch.arange(40.0)[:, None]
     torch.testing.assert_close(sv.smooth(ramp, 10.0, 0.2)[10:30], ramp[10:30])  # centred: no lag
     assert sv.smooth(ramp, 10.0, 0.0) is ramp
+    values = torch.randn(25, 2, 3, generator=torch.Generator().manual_seed(0))
+    sigma = 0.3 * 10.0  # frames; weights reach 3 sigma = 9 frames each way
+    expected = torch.stack([
+        sum(math.exp(-0.5 * ((i - j) / sigma) ** 2) * values[j] for j in range(25) if abs(i - j) <= 9)
+        / sum(math.exp(-0.5 * ((i - j) / sigma) ** 2) for j in range(25) if abs(i - j) <= 9) for i in range(25)])
+    torch.testing.assert_close(sv.smooth(values, 10.0, 0.3), expected)
 
     enc, ada = embedder(), adapter()
     wave = changing_sound(3.0)
