@@ -177,6 +177,9 @@ class FrameConditionings(Sequence):
     def __getitem__(self, i):  # -> list, or FrameConditionings for a slice
         if isinstance(i, slice):
             return FrameConditionings(self.conditioning, self.tokens[i], self.strengths[i])
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"frame {i} of {len(self)}")
+        i %= len(self)
         return condition(self.conditioning, self.tokens[i:i + 1], float(self.strengths[i]))
 
 
@@ -217,11 +220,14 @@ def sound_conditionings(embedder: AudioEmbedder, adapter: LoadedAdapter, conditi
 
 def flicker(conditionings: Sequence[list]) -> float:
     """How much the conditioning changes from frame to frame: the mean L2 distance between the first entry's
-    tensors of consecutive frames (0 for a single frame)."""
-    tensors = [c[0][0].float().flatten() for c in conditionings]
-    if len(tensors) < 2:
-        return 0.0
-    return float(torch.stack([(b - a).norm() for a, b in zip(tensors, tensors[1:])]).mean())
+    tensors of consecutive frames (0 for a single frame), two frames at a time."""
+    total, previous, pairs = 0.0, None, 0
+    for cond in conditionings:
+        current = cond[0][0].float().flatten()
+        if previous is not None:
+            total, pairs = total + float((current - previous).norm()), pairs + 1
+        previous = current
+    return total / pairs if pairs else 0.0
 
 
 SampleFrame = Callable[[list, "torch.Tensor | None", float], torch.Tensor]  # (conditioning, start, denoise) -> latent
