@@ -223,7 +223,7 @@ def run_sound_video(args: argparse.Namespace) -> int:
     from ..core.sd15 import checkpoint as sd15_checkpoint
     from ..core.sd15.embedding_adapter import append_tokens, load_adapter
     from ..core.sd15.pipeline import encode_prompts
-    from ..core.shared.output_paths import new_version_folder, safe_subfolder
+    from ..core.shared.output_paths import new_version_folder, safe_subfolder, write_atomic
     from ..nodes import bridge
     from .common import model_file
 
@@ -250,9 +250,9 @@ def run_sound_video(args: argparse.Namespace) -> int:
                                 args.chain_denoise)
     pixels = (pictures.numpy() * 255).round().astype(np.uint8)
     for i, picture in enumerate(pixels):
-        Image.fromarray(picture).save(folder / f"frame_{i + 1:05d}.png")
+        write_atomic(folder / f"frame_{i + 1:05d}.png", lambda tmp, p=picture: Image.fromarray(p).save(tmp, "PNG"))
     sound = waveform[:, :plan.samples(rate)]
-    soundfile.write(folder / "sound.wav", sound.T, rate)
+    write_atomic(folder / "sound.wav", lambda tmp: soundfile.write(tmp, sound.T, rate, format="WAV"))
     for note in frames.notes:
         print(f"note: {note}", file=sys.stderr)
     try:

@@ -254,6 +254,7 @@ def test_the_command_writes_frames_the_sound_and_a_video(tmp_path, capsys):
     assert "wrote video.mp4, 4 frames at 4 fps" in capsys.readouterr().out
     assert sorted(p.name for p in folder.glob("frame_*.png")) == [f"frame_0000{i}.png" for i in range(1, 5)]
     assert Image.open(folder / "frame_00001.png").size == (64, 64)
+    assert not list(folder.glob(".*"))  # every file renamed into place from its temporary name
     assert soundfile.info(folder / "sound.wav").frames == RATE
     with av.open(str(folder / "video.mp4")) as video:
         assert len(list(video.decode(video=0))) == 4 and video.streams.audio

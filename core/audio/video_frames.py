@@ -90,23 +90,21 @@ def read_video(path: str | Path, frames_per_second: float, max_frames: int = 10_
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float, audio: np.ndarray, sample_rate: int) -> Path:
     """An MP4 of ``[N, H, W, 3]`` uint8 frames (H.264 where this FFmpeg has it, else MPEG-4 Part 2; odd sizes
-    cropped to even) with the ``[C, T]`` float sound as AAC, written under a temporary name and renamed into
-    place."""
-    import os
+    cropped to even) with the ``[C, T]`` float sound as AAC (its first two channels), written under a temporary
+    name and renamed into place."""
     from fractions import Fraction
 
     import av
 
-    from ..shared.output_paths import temp_path
+    from ..shared.output_paths import write_atomic
 
     path = Path(path)
     frames = frames[:, :frames.shape[1] // 2 * 2, :frames.shape[2] // 2 * 2]  # yuv420p wants even sizes
-    tmp = temp_path(path.parent, path.name, ".mp4")
-    try:
+
+    def write(tmp: Path) -> None:
         with av.open(str(tmp), "w", format="mp4") as out:
-            rate = Fraction(fps).limit_denominator(1000)
             codec = "h264" if "h264" in av.codecs_available or "libx264" in av.codecs_available else "mpeg4"
-            video = out.add_stream(codec, rate=rate)
+            video = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
             video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
             layout = "stereo" if audio.shape[0] > 1 else "mono"
             sound = out.add_stream("aac", rate=sample_rate, layout=layout)
@@ -118,8 +116,6 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, audio: np.ndar
             chunk.sample_rate = sample_rate
             out.mux(sound.encode(chunk))
             out.mux(sound.encode())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    write_atomic(path, write)
     return path
