@@ -85,10 +85,11 @@ def per_frame_loop(embedder: AudioEmbedder, adapter: LoadedAdapter, wave: np.nda
     spec = embedder.config.mel
     mono, _ = audio_features.prepare(wave[None], RATE, spec.sample_rate)
     plan = sv.plan_frames(mono.size, spec.sample_rate, fps)
-    embeds = torch.stack([embedder.embed_features(audio_features.log_mel(w, spec))[0]
-                          for w in sv.window_batches(mono, spec, plan, batch=1)])
+    windows = list(sv.window_batches(mono, spec, plan, batch=1))
+    embeds = torch.stack([embedder.embed_features(audio_features.log_mel(w, spec))[0] for w in windows])
+    levels = torch.tensor([float(np.sqrt(np.square(w, dtype=np.float64).mean())) for w in windows])
     smoothed = sv.smooth(embeds, fps, smoothing)
-    strengths = sv.frame_strengths(sv.smooth(embeds.norm(dim=-1, keepdim=True), fps, smoothing), 1.0, True)
+    strengths = sv.frame_strengths(sv.smooth(levels, fps, smoothing), 1.0, True)
     return [condition(prompt(), adapter.tokens(smoothed[i:i + 1]), float(s)) for i, s in enumerate(strengths)]
 
 

@@ -56,8 +56,8 @@ def _sampling_inputs() -> dict[str, Any]:
                                          "the sound's embeddings over time, so frames do not flicker; 0: none.",
                                          0.05),
         "follow_loudness": ("BOOLEAN", {"default": True, "tooltip": "Each frame's token strength follows the "
-                            "sound's loudness there (its embedding's length over the mean): louder passages steer "
-                            "harder."}),
+                            "sound's loudness there: strength x the RMS level of its stretch of sound over the "
+                            "sound's mean level (6 dB louder: twice; at most 3 times)."}),
     }
 
 

@@ -162,14 +162,21 @@ def test_smoothing_keeps_a_steady_signal_and_reduces_flicker():
     assert sv.flicker(raw.conditionings[:1]) == 0.0
 
 
-def test_token_strength_follows_the_frames_level():
-    embeds = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0]])
-    torch.testing.assert_close(sv.frame_strengths(embeds, 2.0, True), torch.tensor([1.0, 2.0, 3.0]))
-    torch.testing.assert_close(sv.frame_strengths(embeds, 2.0, False), torch.tensor([2.0, 2.0, 2.0]))
-    frames = sv.sound_conditionings(embedder(), adapter(), prompt(), changing_sound(1.0)[None], RATE, 10.0)
-    tokens = [c[0][0][0, 77:] for c in frames.conditionings]  # the adapter's LayerNorm gives each frame one scale
-    ratios = torch.stack([t.norm() for t in tokens]) / frames.strengths
-    torch.testing.assert_close(ratios, ratios[:1].expand_as(ratios), rtol=1e-3, atol=0)
+def test_token_strength_follows_the_loudness_over_time():
+    levels = torch.tensor([1.0, 2.0, 0.0, 13.0])  # mean 4: the last (3.25 times) is capped at 3 times
+    torch.testing.assert_close(sv.frame_strengths(levels, 2.0, True), torch.tensor([0.5, 1.0, 0.0, 6.0]))
+    torch.testing.assert_close(sv.frame_strengths(levels, 2.0, False), torch.full((4,), 2.0))
+    # a tone at -26 dBFS for 3 s then the same tone 24 dB louder: the strength follows the level, 16 times
+    tone = synthetic_sound(0, seconds=3.0, rate=RATE, gain=1.0)
+    wave = np.concatenate([0.05 * tone, 0.8 * tone])
+    frames = sv.sound_conditionings(embedder(), adapter(), prompt(), wave[None], RATE, 10.0, smoothing_seconds=0.1)
+    quiet, loud = frames.strengths[5:25], frames.strengths[35:55]  # windows wholly inside each half
+    torch.testing.assert_close(loud / quiet, torch.full((20,), 16.0), rtol=2e-3, atol=0)
+    torch.testing.assert_close(frames.strengths.mean(), torch.tensor(1.0), rtol=0.05, atol=0)
+    tokens = [frames.conditionings[i][0][0][0, 77:] for i in (10, 45)]  # the LayerNorm's scale times the strength
+    torch.testing.assert_close(tokens[1].norm() / tokens[0].norm(), loud[10] / quiet[5], rtol=1e-3, atol=0)
+    steady = sv.sound_conditionings(embedder(), adapter(), prompt(), wave[None], RATE, 10.0, follow_loudness=False)
+    assert torch.equal(steady.strengths, torch.ones(60))
 
 
 def test_the_node_gives_frames_sound_and_rate_for_create_video(comfy):

@@ -14,10 +14,13 @@ fall outside the sound are dropped and the rest renormalised, so the first and l
 towards zero. Consecutive windows already overlap (at 12 fps a 2 s window shares 1.92 s with the next); the
 filter removes what jitter is left (``flicker`` measures it).
 
-Loudness over time: the sound's own embedding keeps its level (the encoder has no per-clip normalisation), but
-the adapter's LayerNorm would erase it, so each frame's token strength is the given strength times the frame's
-embedding length over the mean length of all frames (smoothed alike): louder passages get stronger tokens,
-quieter ones weaker, and a sound of even loudness gets the given strength on every frame.
+Loudness over time: the adapter's LayerNorm gives every frame's tokens the same scale whatever the sound's level,
+so the level reaches the picture through each frame's token strength: the given strength times the RMS level of
+the frame's window over the mean of all frames' levels (smoothed alike), at most ``MAX_LOUDNESS_GAIN`` times. A
+passage 6 dB above the sound's mean level gets twice the strength, 6 dB below half; a sound of even loudness gets
+the given strength on every frame. The level is measured on the samples the encoder sees, not read from the
+embedding's length: a random encoder's embedding length does not follow the level at all (measured), and a
+trained one's need not.
 
 Every frame's tokens come from one batched pass through ``LoadedAdapter.tokens`` and are appended with the one
 ``condition`` every other node uses. ``render_frames`` draws the frames one at a time from a fixed seed (the
@@ -101,9 +104,13 @@ def pick_frames(available: int, source_fps: float, fps: float) -> list[int]:
     return [min(available - 1, int(math.floor(i * source_fps / fps + 1e-9))) for i in range(max(count, 1))]
 
 
+MAX_LOUDNESS_GAIN = 3.0  # one loud bang in a quiet sound must not multiply its tokens without bound
+
+
 @dataclass
 class FrameEmbeddings:
     embeds: torch.Tensor  # [N, D], one per frame, unsmoothed
+    levels: torch.Tensor  # [N], the RMS level of each frame's window
     plan: FramePlan
     notes: list[str]
 
@@ -117,8 +124,9 @@ def embed_frames(embedder: AudioEmbedder, waveform: np.ndarray, sample_rate: int
     mono, notes = audio_features.prepare(waveform, sample_rate, spec.sample_rate, what)
     mono = mono[:plan.samples(spec.sample_rate)]
     audio_features.check_not_silent(mono, what)
-    parts = []
+    parts, levels = [], []
     for windows in window_batches(mono, spec, plan):
+        levels.append(torch.from_numpy(np.sqrt(np.square(windows, dtype=np.float64).mean(axis=1))))
         feats = audio_features.log_mel(windows, spec)
         if not np.isfinite(feats).all():
             raise ValueError(f"the features of {what} are not finite: its samples are out of range")
@@ -127,7 +135,7 @@ def embed_frames(embedder: AudioEmbedder, waveform: np.ndarray, sample_rate: int
     if not torch.isfinite(embeds).all():
         raise ValueError(f"the audio encoder gave a NaN or infinite embedding for {what}: its weights are damaged; "
                          "load the encoder file again, or train it again")
-    return FrameEmbeddings(embeds, plan, notes)
+    return FrameEmbeddings(embeds, torch.cat(levels).float(), plan, notes)
 
 
 def smooth(values: torch.Tensor, fps: float, seconds: float) -> torch.Tensor:
@@ -154,13 +162,12 @@ def smooth(values: torch.Tensor, fps: float, seconds: float) -> torch.Tensor:
     return (convolve(rows) / weight).reshape(values.shape).to(values.dtype)
 
 
-def frame_strengths(embeds: torch.Tensor, strength: float, follow_loudness: bool) -> torch.Tensor:
-    """``[N]`` token strength per frame: ``strength`` times the frame's embedding length over the mean length
-    (the module docstring says why), or ``strength`` on every frame."""
+def frame_strengths(levels: torch.Tensor, strength: float, follow_loudness: bool) -> torch.Tensor:
+    """``[N]`` token strength per frame from the frames' ``[N]`` levels: ``strength`` times each level over their
+    mean, at most ``MAX_LOUDNESS_GAIN`` times (the module docstring says why), or ``strength`` on every frame."""
     if not follow_loudness:
-        return torch.full((len(embeds),), float(strength))
-    level = embeds.float().norm(dim=-1)
-    return strength * level / level.mean().clamp_min(1e-12)
+        return torch.full((len(levels),), float(strength))
+    return strength * (levels.float() / levels.float().mean().clamp_min(1e-12)).clamp(max=MAX_LOUDNESS_GAIN)
 
 
 class FrameConditionings(Sequence):
@@ -207,8 +214,7 @@ def sound_conditionings(embedder: AudioEmbedder, adapter: LoadedAdapter, conditi
     framed = embed_frames(embedder, waveform, sample_rate, fps, max_seconds, what)
     plan = framed.plan
     embeds = smooth(framed.embeds, plan.fps, smoothing_seconds)
-    level = smooth(framed.embeds.norm(dim=-1, keepdim=True), plan.fps, smoothing_seconds)
-    strengths = frame_strengths(level, strength, follow_loudness)
+    strengths = frame_strengths(smooth(framed.levels, plan.fps, smoothing_seconds), strength, follow_loudness)
     if pictures is not None:
         count = min(plan.count, len(pictures))
         plan = FramePlan(plan.fps, count)
