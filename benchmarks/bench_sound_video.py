@@ -11,7 +11,8 @@ training) and a 768-d, 4-token adapter, on a synthetic sound whose kind changes 
   180 s at 44.1 kHz stereo, as Load Audio hands it over), from the process's peak RSS, measured first so nothing
   before it raised the peak.
 - ``flicker``: the mean L2 change of the conditioning between consecutive frames, with 0, 0.25, 0.5 and 1 s of
-  smoothing (random weights: the ratio is what transfers, not the absolute value).
+  smoothing, the token strength steady and following the loudness (random weights: the ratios are what transfer,
+  not the absolute values).
 
 ``--gpu``: the same path then ``render_frames`` through diffusers (DDIM, 512 px, ``--gpu-steps`` steps, chained at
 denoise 0.6) for ``--gpu-seconds`` of sound at 8 fps, on the SD 1.5 file ``--model`` or the first one found in the
@@ -121,11 +122,14 @@ def speed(embedder: AudioEmbedder, adapter: LoadedAdapter, seconds: float, fps: 
             "speedup": round(t_loop / t_batched, 2), "largest_difference": worst}
 
 
-def flicker(embedder: AudioEmbedder, adapter: LoadedAdapter, seconds: float, fps: float) -> dict[str, float]:
+def flicker(embedder: AudioEmbedder, adapter: LoadedAdapter, seconds: float, fps: float) -> dict[str, object]:
+    """By smoothing, with the strength steady and following the loudness (whose jumps between pieces are changes
+    the video should show, so smoothing cannot remove them)."""
     wave = changing_sound(seconds, seed=2)
-    return {f"{s:g}s": round(sv.flicker(sv.sound_conditionings(embedder, adapter, prompt(), wave[None], RATE, fps,
-                                                                smoothing_seconds=s).conditionings), 4)
-            for s in (0.0, 0.25, 0.5, 1.0)}
+    return {name: {f"{s:g}s": round(sv.flicker(sv.sound_conditionings(
+        embedder, adapter, prompt(), wave[None], RATE, fps, smoothing_seconds=s, follow_loudness=follow
+    ).conditionings), 4) for s in (0.0, 0.25, 0.5, 1.0)} for name, follow in (("steady_strength", False),
+                                                                             ("following_loudness", True))}
 
 
 def gpu(args: argparse.Namespace, embedder: AudioEmbedder, adapter: LoadedAdapter) -> dict[str, object] | str:

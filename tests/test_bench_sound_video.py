@@ -21,6 +21,9 @@ def test_the_benchmark_measures_and_without_a_gpu_says_so(tmp_path):
     results = json.loads(done.stdout)
     assert results["speed"]["frames"] == 30 and results["speed"]["largest_difference"] < 1e-4
     assert results["memory"]["frames"] == 40 and results["memory"]["peak_added_mb"] >= 0
-    steps = [results["flicker"][k] for k in ("0s", "0.25s", "0.5s", "1s")]
-    assert steps == sorted(steps, reverse=True) and steps[-1] < 0.5 * steps[0]
+    for kind in ("steady_strength", "following_loudness"):
+        steps = [results["flicker"][kind][k] for k in ("0s", "0.25s", "0.5s", "1s")]
+        assert steps == sorted(steps, reverse=True), (kind, steps)
+    steady = results["flicker"]["steady_strength"]
+    assert steady["1s"] < 0.5 * steady["0s"]
     assert results["gpu"] == "nothing measured on a GPU: no CUDA GPU on this machine"
