@@ -209,7 +209,7 @@ def sound_conditionings(embedder: AudioEmbedder, adapter: LoadedAdapter, conditi
                         strength: float = 1.0, follow_loudness: bool = True, what: str = "the sound",
                         pictures: torch.Tensor | None = None, sound_weight: float = 1.0) -> SoundFrames:
     """The whole path from a sound to one conditioning per frame: windows, embeddings, smoothing (of the
-    embeddings and of their lengths), strengths and tokens. ``pictures`` (``[N, D]`` unit image embeddings, one
+    embeddings and of the windows' levels), strengths and tokens. ``pictures`` (``[N, D]`` unit image embeddings, one
     per frame, for the video + sound edit) are blended with the smoothed sound at ``sound_weight``."""
     framed = embed_frames(embedder, waveform, sample_rate, fps, max_seconds, what)
     plan = framed.plan
