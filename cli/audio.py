@@ -4,10 +4,15 @@
     python atelier_cli.py adapter-train FOLDER --model SD15 --clip CLIP --out-dir ADAPTERS --run RUN [--steps 2000]
     python atelier_cli.py audio-encode ENCODER.safetensors SOUND [SOUND ...] --out embeddings.safetensors \
         [--reference-dbfs -20]
+    python atelier_cli.py sound-video SOUND --encoder ENCODER --adapter ADAPTER --model SD15 [--fps 10] \
+        [--max-seconds 10] [--prompt TEXT] [--chain-denoise 0.6] --output OUT
 
 FOLDER for audio-train holds <stem>.wav/.flac/.mp3 beside <stem>.png/.jpg, or videos. Both trainings resume when
 the same command runs again with the same --run folder. Drawing a picture from a sound needs a diffusion sampler:
-that part runs in ComfyUI (workflows/audio_to_image.json), with the encoder and adapter trained here.
+that part runs in ComfyUI (workflows/audio_to_image.json), with the encoder and adapter trained here. sound-video
+draws a video from a sound with diffusers (DDIM) on an SD 1.5 file: frame_00001.png..., sound.wav (cut to the
+frames' length) and video.mp4 (through PyAV) into a new vNNN folder under OUT/atelier/sound_video; inside ComfyUI
+the node Atelier Sound to Video Frames does the same with ComfyUI's own sampler (workflows/sound_to_video.json).
 """
 from __future__ import annotations
 
@@ -88,6 +93,31 @@ def add_parsers(sub: Any) -> None:
     add_numbers(e, float, -80.0, 0.0, reference_dbfs=(declared("core.audio.loudness", "DEFAULT_REFERENCE_DB"),
                 "the level (gated RMS, dBFS) drawn at strength 1, as Encode Audio's reference_dbfs"))
     e.add_argument("--device", default="auto", help="auto (CUDA when present) or cpu")
+    v = sub.add_parser("sound-video", help="a video from a sound: one SD 1.5 frame per 1/fps s, smoothed over time")
+    v.add_argument("sound", help="a sound file (.wav, .flac, .mp3, .ogg, or a video's audio track)")
+    v.add_argument("--encoder", required=True, help="an audio encoder written by audio-train: a name in "
+                   "models/atelier/audio_encoders, or a path")
+    v.add_argument("--adapter", required=True, help="an embedding adapter written by adapter-train for the same "
+                   "image encoder: a name in models/atelier/embedding_adapters, or a path")
+    v.add_argument("--model", required=True, help="SD 1.5 checkpoint file or diffusers folder: a name in "
+                   "models/checkpoints, or a path")
+    v.add_argument("--prompt", default="", help="the prompt each frame's sound tokens are appended to")
+    v.add_argument("--negative", default="", help="negative prompt")
+    add_numbers(v, float, 1, 60, fps=(10.0, "frames per second (8-12 is usual)"))
+    add_numbers(v, float, 0, max_seconds=(10.0, "the longest video, in seconds of sound from its start; 0: all"),
+                smoothing_seconds=(0.5, "standard deviation of the Gaussian over time; 0: none"))
+    add_numbers(v, float, 0, 5, strength=(1.0, "scale of the sound's tokens"))
+    add_numbers(v, float, 0.05, 1, chain_denoise=(0.6, "each frame from the previous one's latent at this denoise; "
+                                                        "1: every frame from noise"))
+    add_numbers(v, int, 64, width=(512, "frame width (multiple of 8)"), height=(512, "frame height (multiple of 8)"))
+    add_numbers(v, int, 1, steps=(20, "DDIM steps per frame"))
+    add_numbers(v, int, 0, seed=(0, "the noise seed, the same for every frame"))
+    add_numbers(v, float, 0, 30, guidance=(7.0, "classifier-free guidance scale"))
+    v.add_argument("--constant-strength", action="store_true", help="the same token strength on every frame "
+                   "(default: it follows the sound's loudness)")
+    v.add_argument("--output", default="output", help="output root folder")
+    v.add_argument("--precision", default="auto", choices=_PRECISIONS, help="SD 1.5's: auto is fp16 on CUDA")
+    v.add_argument("--device", default="auto", help="auto (CUDA when present) or cpu")
 
 
 def run_audio(args: argparse.Namespace) -> int:
@@ -192,4 +222,64 @@ def run_encode(args: argparse.Namespace) -> int:
     return 0
 
 
-JOBS = {"audio-train": run_audio, "adapter-train": run_adapter, "audio-encode": run_encode}
+def run_sound_video(args: argparse.Namespace) -> int:
+    """What Atelier Sound to Video Frames does, with diffusers instead of ComfyUI's sampler, into files."""
+    import numpy as np
+    import soundfile
+    import torch
+    from PIL import Image
+
+    from ..core.audio import sound_video as sv
+    from ..core.audio.encoder import load_audio_encoder
+    from ..core.audio.features import read_audio
+    from ..core.sd15 import checkpoint as sd15_checkpoint
+    from ..core.sd15.embedding_adapter import append_tokens, load_adapter
+    from ..core.sd15.pipeline import encode_prompts
+    from ..core.shared.output_paths import new_version_folder, safe_subfolder, write_atomic
+    from ..nodes import bridge
+    from .common import model_file
+
+    if args.width % 8 or args.height % 8:
+        raise ValueError(f"--width {args.width} --height {args.height}: give multiples of 8")
+    waveform, rate = read_audio(args.sound)
+    plan = sv.plan_frames(waveform.shape[-1], rate, args.fps, args.max_seconds, repr(args.sound))  # before models
+    device = bridge.compute_device(args.device)
+    encoder = load_audio_encoder(model_file(args.encoder, "audio_encoders", "audio encoder"), device)
+    adapter = load_adapter(model_file(args.adapter, "embedding_adapters", "embedding adapter"))
+    half = args.precision == "fp16" or (args.precision == "auto" and device.type == "cuda")
+    dtype = {"bf16": torch.bfloat16}.get(args.precision, torch.float16 if half else torch.float32)
+    parts, _ = sd15_checkpoint.load(model_file(args.model, "checkpoints", "SD 1.5 checkpoint"), dtype)
+    text = encode_prompts(parts.text_encoder, parts.tokenizer, [args.prompt, args.negative])
+    frames = sv.sound_conditionings(encoder, adapter, [[text[:1], {}]], waveform, rate, args.fps, args.max_seconds,
+                                    args.smoothing_seconds, args.strength, not args.constant_strength,
+                                    repr(args.sound))
+    negative = append_tokens(text[1:], adapter.tokens(adapter.no_picture()), args.strength)
+    sample, decode = sv.diffusers_frames(parts, negative, (args.width, args.height), args.seed, args.steps,
+                                         args.guidance, device)
+    bridge.set_output_directory(args.output)
+    folder = new_version_folder(safe_subfolder(bridge.output_directory(), "atelier/sound_video"))
+    pictures = sv.render_frames(frames.conditionings, sample, decode, bridge.progress(plan.count, "frames"),
+                                args.chain_denoise)
+    pixels = (pictures.numpy() * 255).round().astype(np.uint8)
+    for i, picture in enumerate(pixels):
+        write_atomic(folder / f"frame_{i + 1:05d}.png", lambda tmp, p=picture: Image.fromarray(p).save(tmp, "PNG"))
+    sound = waveform[:, :plan.samples(rate)]
+    write_atomic(folder / "sound.wav", lambda tmp: soundfile.write(tmp, sound.T, rate, format="WAV"))
+    for note in frames.notes:
+        print(f"note: {note}", file=sys.stderr)
+    try:
+        from ..core.audio.video_frames import write_video
+
+        write_video(folder / "video.mp4", pixels, args.fps, sound, rate)
+        made = "video.mp4, "
+    except ImportError:
+        made = ""
+        print("note: PyAV is not installed, so no video.mp4: join the frames and sound.wav with any video tool",
+              file=sys.stderr)
+    print(f"wrote {made}{plan.count} frames at {args.fps:g} fps and sound.wav ({plan.seconds:.2f} s) to {folder}; "
+          f"flicker {sv.flicker(frames.conditionings):.3f}")
+    return 0
+
+
+JOBS = {"audio-train": run_audio, "adapter-train": run_adapter, "audio-encode": run_encode,
+        "sound-video": run_sound_video}

@@ -298,9 +298,27 @@ def sample_pictures(model: Any, vae: Any, positive: list, negative: list, count:
                     seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str) -> torch.Tensor:
     """Empty Latent Image, KSampler and VAE Decode as the core nodes run them: ``count`` pictures of ``size``
     (width, height) as an IMAGE ``[count, H, W, 3]``; KSampler's own cancel and previews apply."""
+    latent = torch.zeros([count, 4, size[1] // 8, size[0] // 8])
+    return vae_decode(vae, ksample(model, latent, positive, negative, seed, steps, cfg, sampler_name, scheduler))
+
+
+def ksample(model: Any, latent: torch.Tensor, positive: list, negative: list, seed: int, steps: int, cfg: float,
+            sampler_name: str, scheduler: str, denoise: float = 1.0) -> torch.Tensor:
+    """KSampler as the core node runs it (ComfyUI's common_ksampler): the sampled latent ``[B, 4, h, w]`` from
+    ``latent`` (zeros: from noise), ``denoise`` below 1 keeping that much of it."""
     import nodes as comfy_nodes  # ComfyUI's nodes.py (ours is imported relatively, under the pack's name)
 
-    latent = {"samples": torch.zeros([count, 4, size[1] // 8, size[0] // 8])}
-    (out,) = comfy_nodes.common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent)
-    images = vae.decode(out["samples"])
+    (out,) = comfy_nodes.common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
+                                         {"samples": latent}, denoise=denoise)
+    return out["samples"]
+
+
+def vae_decode(vae: Any, samples: torch.Tensor) -> torch.Tensor:
+    """VAE Decode: an IMAGE ``[B, H, W, 3]``."""
+    images = vae.decode(samples)
     return images.reshape(-1, *images.shape[-3:])  # video VAEs give [B, T, H, W, 3], as VAE Decode flattens
+
+
+def vae_encode(vae: Any, images: torch.Tensor) -> torch.Tensor:
+    """VAE Encode: the latent ``[B, 4, h, w]`` of an IMAGE (its first three channels)."""
+    return vae.encode(images[:, :, :, :3])

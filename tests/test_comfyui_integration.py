@@ -172,17 +172,20 @@ def _style_inputs(input_dir: Path) -> None:
 
 
 def _audio_inputs(input_dir: Path) -> None:
-    """The sounds audio_to_image.json loads: a stereo 44.1 kHz clip and a 24 s recording of three sounds."""
+    """The sounds audio_to_image.json and sound_to_video.json load: a stereo 44.1 kHz clip and a 24 s recording of
+    three sounds; and the video sound_to_video.json edits: 64 x 64, 1 s at 8 fps, with a sound."""
     import numpy as np
     import soundfile
 
-    from helpers import synthetic_sound
+    from helpers import synthetic_picture, synthetic_sound, write_video
 
     clip = synthetic_sound(4, seconds=3.0, rate=44100)
     soundfile.write(input_dir / "dog_by_stream.wav", np.stack([clip, 0.5 * clip], axis=1), 44100)
     recording = np.concatenate([synthetic_sound(kind, seconds=sec, rate=16000, seed=kind)
                                 for kind, sec in ((0, 12), (4, 8), (1, 4))])
     soundfile.write(input_dir / "long_recording.wav", recording, 16000)
+    write_video(input_dir / "atelier_video.mkv", [synthetic_picture(k % 6, k, size=64) for k in range(8)], 8,
+                synthetic_sound(1, seconds=1.0, rate=16000), 16000)
 
 
 def _audio_models(root: Path) -> None:
@@ -532,13 +535,37 @@ def _check_audio_to_image(server: Server, workflow: dict[str, Any], before: dict
     assert sorted(server.output_dir.glob("atelier/audio_position*.png")), "the picture placed by the sound's pan"
 
 
+def _cpu_sized_sound_video(workflow: dict[str, Any]) -> None:
+    """sound_to_video.json at a CPU's size: the tiny CLIP, 64 px, 4 frames (1 s at 4 fps), two sampler steps."""
+    for node in workflow["nodes"]:
+        if node["type"] == "AtelierLoadCLIP":
+            _set_widgets(node, model=TINY)
+        if node["type"] == "AtelierSoundToVideoFrames":
+            _set_widgets(node, width=64, height=64)
+        if node["type"] in ("AtelierSoundToVideoFrames", "AtelierVideoSoundEdit"):
+            _set_widgets(node, fps=4.0, max_seconds=1.0, steps=2)
+
+
+def _check_sound_to_video(server: Server, workflow: dict[str, Any], before: dict[str, set[str]]) -> None:
+    import av
+
+    for prefix in ("sound_video", "video_sound_edit"):
+        videos = sorted(server.output_dir.glob(f"atelier/{prefix}*.mp4"))
+        assert videos, f"no atelier/{prefix}*.mp4 was saved"
+        with av.open(str(videos[-1])) as video:
+            assert video.streams.audio, f"{videos[-1].name} has no sound"
+            frames = list(video.decode(video=0))
+        assert len(frames) == 4 and frames[0].width == 64, (videos[-1].name, len(frames), frames[0].width)
+
+
 OUTPUT_CHECKS["story_strip.json"] = _check_story_strip
 OUTPUT_CHECKS["audio_to_image.json"] = _check_audio_to_image
 OUTPUT_CHECKS["virtual_data_first_lora.json"] = _check_first_lora
+OUTPUT_CHECKS["sound_to_video.json"] = _check_sound_to_video
 CPU_SIZED = {"train_lora.json": _cpu_sized_training, "virtual_data_first_lora.json": _cpu_sized_training,
              "curate_collection.json": _tiny_models,
              "caption_dataset.json": _tiny_models, "story_strip.json": _cpu_sized_story,
-             "audio_to_image.json": _cpu_sized_audio}
+             "audio_to_image.json": _cpu_sized_audio, "sound_to_video.json": _cpu_sized_sound_video}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])

@@ -49,7 +49,8 @@ IMPLICIT_SEED_NAMES = frozenset({"seed", "noise_seed"})
 # Core inputs declared with image_upload / audio_upload (stripped from the shared copy): the frontend stores
 # more values right after the file name ("image" for the upload button; two nulls for the audio player and
 # its upload button, as ComfyUI's own audio templates hold).
-UPLOAD_WIDGETS = {("LoadImage", "image"): ("image",), ("LoadAudio", "audio"): (None, None)}
+UPLOAD_WIDGETS = {("LoadImage", "image"): ("image",), ("LoadAudio", "audio"): (None, None),
+                  ("LoadVideo", "file"): ("image",)}
 # Core COMBOs listing files on the user's disk: any file name is fine in a shared workflow.
 FILE_COMBOS = frozenset({("LoadImage", "image")})
 # Core inputs of type COMFY_AUTOGROW_V3 (their template is stripped from the shared copy): the frontend saves

@@ -86,3 +86,36 @@ def read_video(path: str | Path, frames_per_second: float, max_frames: int = 10_
     if not frames:
         raise ValueError(f"no frame could be decoded from {str(path)!r}")
     return Video(times, frames, audio, rate)
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: float, audio: np.ndarray, sample_rate: int) -> Path:
+    """An MP4 of ``[N, H, W, 3]`` uint8 frames (H.264 where this FFmpeg has it, else MPEG-4 Part 2; odd sizes
+    cropped to even) with the ``[C, T]`` float sound as AAC (its first two channels), written under a temporary
+    name and renamed into place."""
+    from fractions import Fraction
+
+    import av
+
+    from ..shared.output_paths import write_atomic
+
+    path = Path(path)
+    frames = frames[:, :frames.shape[1] // 2 * 2, :frames.shape[2] // 2 * 2]  # yuv420p wants even sizes
+
+    def write(tmp: Path) -> None:
+        with av.open(str(tmp), "w", format="mp4") as out:
+            codec = "h264" if "h264" in av.codecs_available or "libx264" in av.codecs_available else "mpeg4"
+            video = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
+            video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+            layout = "stereo" if audio.shape[0] > 1 else "mono"
+            sound = out.add_stream("aac", rate=sample_rate, layout=layout)
+            for frame in frames:
+                out.mux(video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+            out.mux(video.encode())
+            planes = np.ascontiguousarray(np.clip(audio[:2], -1, 1).astype(np.float32))
+            chunk = av.AudioFrame.from_ndarray(planes, format="fltp", layout=layout)
+            chunk.sample_rate = sample_rate
+            out.mux(sound.encode(chunk))
+            out.mux(sound.encode())
+
+    write_atomic(path, write)
+    return path

@@ -8,7 +8,7 @@ import secrets
 import threading
 import time
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 _VERSION = re.compile(r"^v(\d{3,})$")
@@ -174,13 +174,23 @@ def remove_stale(folder: Path, pattern: str) -> None:
             path.unlink(missing_ok=True)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a text file under a hidden temporary name beside it, then rename it into place."""
+def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(temporary)`` a file under a hidden temporary name beside ``path`` (a writer that goes by the name's
+    suffix must be told the format), then rename it into place; on any failure the temporary file is removed."""
     tmp = temp_path(path.parent, path.name)
     try:
-        with open(tmp, "x", encoding="utf-8") as handle:  # an ordinary open: the umask decides the mode
-            handle.write(text)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a text file under a hidden temporary name beside it, then rename it into place."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "x", encoding="utf-8") as handle:  # an ordinary open: the umask decides the mode
+            handle.write(text)
+
+    write_atomic(path, write)
