@@ -114,7 +114,9 @@ def add_parsers(sub: Any) -> None:
     add_numbers(v, int, 0, seed=(0, "the noise seed, the same for every frame"))
     add_numbers(v, float, 0, 30, guidance=(7.0, "classifier-free guidance scale"))
     v.add_argument("--constant-strength", action="store_true", help="the same token strength on every frame "
-                   "(default: it follows the sound's loudness)")
+                   "(default: it follows the sound's loudness, as audio-encode's strength does)")
+    add_numbers(v, float, -80.0, 0.0, reference_dbfs=(declared("core.audio.loudness", "DEFAULT_REFERENCE_DB"),
+                "the RMS level (dBFS) drawn at --strength when the strength follows the loudness"))
     v.add_argument("--output", default="output", help="output root folder")
     v.add_argument("--precision", default="auto", choices=_PRECISIONS, help="SD 1.5's: auto is fp16 on CUDA")
     v.add_argument("--device", default="auto", help="auto (CUDA when present) or cpu")
@@ -252,7 +254,7 @@ def run_sound_video(args: argparse.Namespace) -> int:
     text = encode_prompts(parts.text_encoder, parts.tokenizer, [args.prompt, args.negative])
     frames = sv.sound_conditionings(encoder, adapter, [[text[:1], {}]], waveform, rate, args.fps, args.max_seconds,
                                     args.smoothing_seconds, args.strength, not args.constant_strength,
-                                    repr(args.sound))
+                                    repr(args.sound), reference_db=args.reference_dbfs)
     negative = append_tokens(text[1:], adapter.tokens(adapter.no_picture()), args.strength)
     sample, decode = sv.diffusers_frames(parts, negative, (args.width, args.height), args.seed, args.steps,
                                          args.guidance, device)

@@ -10,6 +10,7 @@ import torch
 
 from ..core.audio import sound_video as sv
 from ..core.audio.encoder import AudioEmbedder
+from ..core.audio.loudness import DEFAULT_REFERENCE_DB
 from ..core.curator.pixels import check_image_batch
 from ..core.sd15.embedding_adapter import LoadedAdapter
 from . import bridge
@@ -50,14 +51,16 @@ def _sampling_inputs() -> dict[str, Any]:
         "cfg": float_input(7.0, 0.0, 30.0, "Classifier-free guidance scale.", 0.1),
         "sampler_name": (samplers, {"default": "euler", "tooltip": "KSampler's sampler."}),
         "scheduler": (schedulers, {"default": "normal", "tooltip": "KSampler's scheduler."}),
-        "strength": float_input(1.0, 0.0, 5.0, "Scale of the sound's tokens (at the sound's mean loudness when "
+        "strength": float_input(1.0, 0.0, 5.0, "Scale of the sound's tokens (at reference_dbfs when "
                                 "follow_loudness is on)."),
         "smoothing_seconds": float_input(0.5, 0.0, 10.0, "Standard deviation of the centred Gaussian that smooths "
                                          "the sound's embeddings over time, so frames do not flicker; 0: none.",
                                          0.05),
         "follow_loudness": ("BOOLEAN", {"default": True, "tooltip": "Each frame's token strength follows the "
-                            "sound's loudness there: strength x the RMS level of its stretch of sound over the "
-                            "sound's mean level (6 dB louder: twice; at most 3 times)."}),
+                            "sound's loudness there, as Encode Audio's does for a still picture: doubled every 10 "
+                            "dB of its stretch of sound over reference_dbfs, within x1/16..x4."}),
+        "reference_dbfs": float_input(DEFAULT_REFERENCE_DB, -80.0, 0.0, "The RMS level (dBFS) drawn at 'strength' "
+                                      "when follow_loudness is on.", 1.0),
     }
 
 
@@ -120,10 +123,11 @@ class AtelierSoundToVideoFrames(AudioNode):
     def draw(self, audio: Any, audio_encoder: AudioEmbedder, adapter: LoadedAdapter, model: Any, positive: list,
              negative: list, vae: Any, width: int, height: int, fps: float, max_seconds: float, seed: int,
              steps: int, cfg: float, sampler_name: str, scheduler: str, strength: float, smoothing_seconds: float,
-             follow_loudness: bool, chain_denoise: float) -> tuple[Any, ...]:
+             follow_loudness: bool, reference_dbfs: float, chain_denoise: float) -> tuple[Any, ...]:
         clips, rate = _waveforms(audio)
         frames = sv.sound_conditionings(audio_encoder, adapter, positive, clips[0], rate, fps, max_seconds,
-                                        smoothing_seconds, strength, follow_loudness, "the AUDIO")
+                                        smoothing_seconds, strength, follow_loudness, "the AUDIO",
+                                        reference_db=reference_dbfs)
         empty = torch.zeros([1, 4, height // 8, width // 8])
         images = _draw(model, vae, adapter, negative, frames, seed, steps, cfg, sampler_name, scheduler, strength,
                        empty, chain_denoise)
@@ -166,7 +170,8 @@ class AtelierVideoSoundEdit(AudioNode):
     def edit(self, images: torch.Tensor, audio: Any, audio_encoder: AudioEmbedder, adapter: LoadedAdapter,
              model: Any, positive: list, negative: list, vae: Any, fps: float, max_seconds: float, seed: int,
              steps: int, cfg: float, sampler_name: str, scheduler: str, strength: float, smoothing_seconds: float,
-             follow_loudness: bool, sound_weight: float, denoise: float, clip_vision: Any = None,
+             follow_loudness: bool, reference_dbfs: float, sound_weight: float, denoise: float,
+             clip_vision: Any = None,
              clip_model: Any = None, video_fps: float | None = None) -> tuple[Any, ...]:
         check_image_batch(images)
         source_fps = float(video_fps) if video_fps else float(fps)
@@ -177,7 +182,7 @@ class AtelierVideoSoundEdit(AudioNode):
         pictures = adapter.embed_images(embedder, frames)
         edited = sv.sound_conditionings(audio_encoder, adapter, positive, clips[0], rate, fps, max_seconds,
                                         smoothing_seconds, strength, follow_loudness, "the AUDIO", pictures,
-                                        sound_weight)
+                                        sound_weight, reference_dbfs)
         out = _draw(model, vae, adapter, negative, edited, seed, steps, cfg, sampler_name, scheduler, strength, None,
                     starts=lambda i: bridge.vae_encode(vae, frames[i:i + 1]), edit_denoise=denoise)
         return out, _trimmed(audio, edited.plan), edited.plan.fps, _report(edited, smoothing_seconds)

@@ -16,6 +16,7 @@ from atelier.core.audio import features as audio_features
 from atelier.core.audio import sound_video as sv
 from atelier.core.audio.encoder import AudioEmbedder, AudioEncoder, AudioEncoderConfig
 from atelier.core.audio.features import MelSpec, SilentAudio
+from atelier.core.audio.loudness import loudness_strength
 from atelier.core.curator.clip_model import load_clip
 from atelier.core.sd15.embedding_adapter import AdapterConfig, EmbeddingAdapter, LoadedAdapter
 from atelier.core.shared.progress import Cancelled
@@ -163,18 +164,27 @@ def test_smoothing_keeps_a_steady_signal_and_reduces_flicker():
 
 
 def test_token_strength_follows_the_loudness_over_time():
-    levels = torch.tensor([1.0, 2.0, 0.0, 13.0])  # mean 4: the last (3.25 times) is capped at 3 times
-    torch.testing.assert_close(sv.frame_strengths(levels, 2.0, True), torch.tensor([0.5, 1.0, 0.0, 6.0]))
-    torch.testing.assert_close(sv.frame_strengths(levels, 2.0, False), torch.full((4,), 2.0))
-    # a tone at -26 dBFS for 3 s then the same tone 24 dB louder: the strength follows the level, 16 times
+    # the law of a still picture from a sound (loudness.strength_for): doubled every 10 dB over the reference
+    levels = torch.tensor([0.1, 0.1 * 10 ** 0.5, 0.1 * 10 ** -0.5, 0.0, 1.0])  # RMS: -20, -10, -30, silence, 0 dBFS
+    torch.testing.assert_close(sv.frame_strengths(levels, 2.0, True), torch.tensor([2.0, 4.0, 1.0, 0.125, 8.0]))
+    torch.testing.assert_close(sv.frame_strengths(levels, 2.0, True, reference_db=-10.0),
+                               torch.tensor([1.0, 2.0, 0.5, 0.125, 4.0]))
+    torch.testing.assert_close(sv.frame_strengths(levels, 2.0, False), torch.full((5,), 2.0))
+    # a tone for 3 s then the same tone 24 dB louder: 2 ** 2.4 times the strength, and each half drawn at the
+    # strength Encode Audio gives a clip of that level
     tone = synthetic_sound(0, seconds=3.0, rate=RATE, gain=1.0)
     wave = np.concatenate([0.05 * tone, 0.8 * tone])
     frames = sv.sound_conditionings(embedder(), adapter(), prompt(), wave[None], RATE, 10.0, smoothing_seconds=0.1)
-    quiet, loud = frames.strengths[5:25], frames.strengths[35:55]  # windows wholly inside each half
-    torch.testing.assert_close(loud / quiet, torch.full((20,), 16.0), rtol=2e-3, atol=0)
-    torch.testing.assert_close(frames.strengths.mean(), torch.tensor(1.0), rtol=0.05, atol=0)
-    tokens = [frames.conditionings[i][0][0][0, 77:] for i in (10, 45)]  # the LayerNorm's scale times the strength
-    torch.testing.assert_close(tokens[1].norm() / tokens[0].norm(), loud[10] / quiet[5], rtol=1e-3, atol=0)
+    # frames whose 2 s windows, and those of every neighbour the 0.1 s Gaussian reaches (3 sigma), lie wholly
+    # inside one half
+    quiet, loud = frames.strengths[13:18], frames.strengths[43:48]
+    louder_db = 20 * math.log10(0.8 / 0.05)  # 24.08 dB
+    torch.testing.assert_close(loud / quiet, torch.full((5,), 2 ** (louder_db / 10)), rtol=2e-3, atol=0)
+    for part, gain in ((quiet, 0.05), (loud, 0.8)):
+        still = loudness_strength(gain * tone, RATE).strength
+        torch.testing.assert_close(part, torch.full((5,), still), rtol=0.02, atol=0)
+    tokens = [frames.conditionings[i][0][0][0, 77:] for i in (15, 45)]  # the LayerNorm's scale times the strength
+    torch.testing.assert_close(tokens[1].norm() / tokens[0].norm(), loud[2] / quiet[2], rtol=1e-3, atol=0)
     steady = sv.sound_conditionings(embedder(), adapter(), prompt(), wave[None], RATE, 10.0, follow_loudness=False)
     assert torch.equal(steady.strengths, torch.ones(60))
 

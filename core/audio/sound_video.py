@@ -15,12 +15,13 @@ towards zero. Consecutive windows already overlap (at 12 fps a 2 s window shares
 filter removes what jitter is left (``flicker`` measures it).
 
 Loudness over time: the adapter's LayerNorm gives every frame's tokens the same scale whatever the sound's level,
-so the level reaches the picture through each frame's token strength: the given strength times the RMS level of
-the frame's window over the mean of all frames' levels (smoothed alike), at most ``MAX_LOUDNESS_GAIN`` times. A
-passage 6 dB above the sound's mean level gets twice the strength, 6 dB below half; a sound of even loudness gets
-the given strength on every frame. The level is measured on the samples the encoder sees, not read from the
-embedding's length: a random encoder's embedding length does not follow the level at all (measured), and a
-trained one's need not.
+so the level reaches the picture through each frame's token strength, by the same law as a still picture from a
+sound (``loudness.strength_for``): the RMS level in dBFS of the frame's window (smoothed alike) doubles the
+strength every 10 dB over ``reference_db`` (-20 dBFS by default), within x1/16..x4. A passage 10 dB louder than
+another draws with twice its strength, and a steady sound at -20 dBFS draws every frame at the given strength,
+exactly as Encode Audio gives its still picture. The level is measured on the samples the encoder sees, not read
+from the embedding's length: a random encoder's embedding length does not follow the level at all (measured), and
+a trained one's need not.
 
 Every frame's tokens come from one batched pass through ``LoadedAdapter.tokens`` and are appended with the one
 ``condition`` every other node uses. ``render_frames`` draws the frames one at a time from a fixed seed (the
@@ -42,6 +43,8 @@ from ..sd15.embedding_adapter import LoadedAdapter, condition
 from ..shared.progress import Progress
 from . import features as audio_features
 from .encoder import AudioEmbedder, blend
+from .features import FLOOR_DB
+from .loudness import DEFAULT_REFERENCE_DB, strength_for
 
 
 @dataclass(frozen=True)
@@ -104,9 +107,6 @@ def pick_frames(available: int, source_fps: float, fps: float) -> list[int]:
     return [min(available - 1, int(math.floor(i * source_fps / fps + 1e-9))) for i in range(max(count, 1))]
 
 
-MAX_LOUDNESS_GAIN = 3.0  # one loud bang in a quiet sound must not multiply its tokens without bound
-
-
 @dataclass
 class FrameEmbeddings:
     embeds: torch.Tensor  # [N, D], one per frame, unsmoothed
@@ -162,12 +162,15 @@ def smooth(values: torch.Tensor, fps: float, seconds: float) -> torch.Tensor:
     return (convolve(rows) / weight).reshape(values.shape).to(values.dtype)
 
 
-def frame_strengths(levels: torch.Tensor, strength: float, follow_loudness: bool) -> torch.Tensor:
-    """``[N]`` token strength per frame from the frames' ``[N]`` levels: ``strength`` times each level over their
-    mean, at most ``MAX_LOUDNESS_GAIN`` times (the module docstring says why), or ``strength`` on every frame."""
+def frame_strengths(levels: torch.Tensor, strength: float, follow_loudness: bool,
+                    reference_db: float = DEFAULT_REFERENCE_DB) -> torch.Tensor:
+    """``[N]`` token strength per frame from the frames' ``[N]`` RMS levels (linear): ``strength`` times what a
+    still picture of a clip at that level draws with (``strength_for``: doubled every 10 dB over ``reference_db``),
+    or ``strength`` on every frame."""
     if not follow_loudness:
         return torch.full((len(levels),), float(strength))
-    return strength * (levels.float() / levels.float().mean().clamp_min(1e-12)).clamp(max=MAX_LOUDNESS_GAIN)
+    db = 20 * torch.log10(levels.double().clamp_min(10 ** (FLOOR_DB / 20)))
+    return torch.tensor([strength * strength_for(float(d), reference_db) for d in db], dtype=torch.float32)
 
 
 class FrameConditionings(Sequence):
@@ -207,14 +210,16 @@ class SoundFrames:
 def sound_conditionings(embedder: AudioEmbedder, adapter: LoadedAdapter, conditioning: list, waveform: np.ndarray,
                         sample_rate: int, fps: float, max_seconds: float = 0.0, smoothing_seconds: float = 0.5,
                         strength: float = 1.0, follow_loudness: bool = True, what: str = "the sound",
-                        pictures: torch.Tensor | None = None, sound_weight: float = 1.0) -> SoundFrames:
+                        pictures: torch.Tensor | None = None, sound_weight: float = 1.0,
+                        reference_db: float = DEFAULT_REFERENCE_DB) -> SoundFrames:
     """The whole path from a sound to one conditioning per frame: windows, embeddings, smoothing (of the
     embeddings and of the windows' levels), strengths and tokens. ``pictures`` (``[N, D]`` unit image embeddings, one
     per frame, for the video + sound edit) are blended with the smoothed sound at ``sound_weight``."""
     framed = embed_frames(embedder, waveform, sample_rate, fps, max_seconds, what)
     plan = framed.plan
     embeds = smooth(framed.embeds, plan.fps, smoothing_seconds)
-    strengths = frame_strengths(smooth(framed.levels, plan.fps, smoothing_seconds), strength, follow_loudness)
+    strengths = frame_strengths(smooth(framed.levels, plan.fps, smoothing_seconds), strength, follow_loudness,
+                                reference_db)
     if pictures is not None:
         count = min(plan.count, len(pictures))
         plan = FramePlan(plan.fps, count)
