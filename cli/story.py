@@ -61,12 +61,14 @@ def add_parsers(sub: Any) -> None:
                 d_steps=(d.d_steps, "discriminator rounds per adversarial epoch"),
                 negatives=(d.negatives, "generated texts per discriminator round; 0: as many as the corpus"),
                 seed=(d.seed, "seed of the weights, batches and samples"))
-    add_numbers(t, float, 0, 1, rollout_rate=(d.rollout_rate, "how slowly the rollout policy trails the generator"))
+    add_numbers(t, float, 0, 1, rollout_rate=(d.rollout_rate, "how slowly the trailing rollout policy "
+                                              "(--rollout-policy trailing) follows the generator"))
     add_numbers(t, float, above=0, g_lr=(d.g_lr, "generator learning rate"),
                 d_lr=(d.d_lr, "discriminator learning rate"))
     add_numbers(t, float, 0, d_l2=(d.d_l2, "L2 weight on the discriminator's output layer"))
-    t.add_argument("--rollout-policy", choices=["trailing", "generator"], default="trailing",
-                   help="who completes the rollouts: a copy trailing the generator, or the generator itself")
+    t.add_argument("--rollout-policy", choices=["trailing", "generator"], default="generator",
+                   help="who completes the rollouts: the generator itself (the paper, and in effect its reference "
+                   "code), or a copy trailing it (this pack's option)")
     s = sub.add_parser("text-sample", help="write texts with a trained text generator")
     _sampling(s)
     add_numbers(s, int, 1, count=(5, "how many texts"))

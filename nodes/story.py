@@ -91,8 +91,10 @@ class AtelierTrainTextGenerator(StoryNode):
                 "d_steps": int_input(d.d_steps, 0, 100, "Discriminator rounds per adversarial epoch."),
                 "d_epochs": int_input(d.d_epochs, 1, 100, "Epochs of each discriminator round."),
                 "rollouts": int_input(d.rollouts, 1, 256, "Monte Carlo completions per prefix for its reward."),
-                "rollout_policy": (["trailing", "generator"], {"default": "trailing", "tooltip": "trailing: a copy "
-                                   "that follows the generator at rate 0.8 completes rollouts; generator: itself."}),
+                "rollout_policy": (["trailing", "generator"], {"default": "generator", "tooltip": "generator: the "
+                                   "generator itself completes the rollouts (the paper and, in effect, its reference "
+                                   "code); trailing: a copy that follows the generator at rate 0.8 (an option of "
+                                   "this pack)."}),
                 "seed": seed_input("Seeds initialisation, batches, samples and rollouts."),
                 "checkpoint_every": int_input(d.checkpoint_every, 1, 100_000, "Steps (epochs or rounds) between "
                                          "resumable checkpoints."),

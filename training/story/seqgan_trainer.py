@@ -2,10 +2,19 @@
 
 The run is one sequence of steps on the shared loop (progress, cancel, checkpoints, a NaN stops it):
 ``mle_epochs`` generator epochs, ``dis_rounds`` discriminator rounds, then ``adversarial_epochs``
-epochs of ``g_steps`` policy-gradient updates (rewards from ``rollouts`` Monte Carlo completions by a
-rollout policy trailing the generator) and ``d_steps`` discriminator rounds of ``d_epochs`` epochs
-each (fresh negatives every round), as in the paper's reference code. Every step draws its randomness
-from a seed derived from (seed, step), so a resumed run equals an uninterrupted one.
+epochs of ``g_steps`` policy-gradient updates (rewards from ``rollouts`` Monte Carlo completions by the
+generator, or by a copy trailing it when ``trail_rollout``) and ``d_steps`` discriminator rounds of ``d_epochs``
+epochs each (fresh negatives every round, every positive once per round), as in the paper's reference code.
+Every step draws its randomness from a seed derived from (seed, step), so a resumed run equals an
+uninterrupted one.
+
+Where this differs from the reference (LantaoYu/SeqGAN): the MLE loss sums each sequence's token NLLs and
+averages over the batch (the reference averages over tokens too, a loss ``max_len`` times smaller), and the
+policy-gradient loss averages over the batch (the reference sums over it, ``batch_size`` times larger). Adam
+is blind to a constant scale of the loss; what the scale changes is where the gradient-norm clip of 5 bites,
+which here clips the MLE gradient more often and the policy gradient less often than the reference. Batches
+are reshuffled every epoch (the reference reads the positives in file order and shuffles the discriminator's
+data once per round).
 """
 from __future__ import annotations
 
@@ -23,11 +32,12 @@ from ...core.dataset.augment import derive_seed
 from ...core.shared import plots
 from ...core.shared.progress import Progress, SilentProgress
 from ...core.story.seqgan_model import (
-    Discriminator,
     Generator,
+    Judge,
     RolloutPolicy,
     SeqGANConfig,
     init_generator,
+    make_discriminator,
     policy_gradient_loss,
     rollout_rewards,
     token_mask,
@@ -51,7 +61,7 @@ class SeqGANTrainConfig:
     d_epochs: int = 3
     rollouts: int = 16
     rollout_rate: float = 0.8
-    trail_rollout: bool = True  # False: the generator itself completes the rollouts
+    trail_rollout: bool = False  # True: a copy trailing the generator completes the rollouts (this pack's option)
     g_lr: float = 0.01
     d_lr: float = 1e-4
     d_l2: float = 0.2  # L2 weight on the discriminator's output layer, as the reference
@@ -88,9 +98,13 @@ class SeqGANTrainConfig:
             raise ValueError(f"the corpus has {corpus_size} sequence(s), fewer than one batch of {self.batch_size}: "
                              "add text or lower batch_size")
 
-    def fingerprint(self, data: torch.Tensor) -> str:
-        """Settings and corpus a checkpoint must match; more adversarial epochs extend a finished run."""
-        digest = hashlib.sha256(data.cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+    def fingerprint(self, data: torch.Tensor, features: torch.Tensor | None = None) -> str:
+        """Settings and corpus (with the works' features, for a conditioned model) a checkpoint must match; more
+        adversarial epochs extend a finished run."""
+        digest = hashlib.sha256(data.cpu().contiguous().numpy().tobytes())
+        if features is not None:
+            digest.update(features.cpu().float().contiguous().numpy().tobytes())
+        digest = digest.hexdigest()[:16]
         return f"{checkpoints.fingerprint(self, RESUMABLE_CHANGES)}-{digest}"
 
     def phase(self, step: int) -> str:
@@ -114,12 +128,12 @@ class SeqGANHistory:
 class SeqGANModels:
     config: SeqGANConfig
     generator: Generator
-    discriminator: Discriminator
+    discriminator: Judge
 
     @classmethod
     def new(cls, config: SeqGANConfig, seed: int) -> "SeqGANModels":
         with seeded(derive_seed(seed, "init")):
-            return cls(config, init_generator(Generator(config), seed), Discriminator(config))
+            return cls(config, init_generator(Generator(config), seed), make_discriminator(config))
 
     def to(self, device: torch.device | str) -> "SeqGANModels":
         self.generator.to(device)
@@ -128,18 +142,25 @@ class SeqGANModels:
 
 
 def _batches(data: torch.Tensor, batch_size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
+    """Row indices of shuffled whole batches (as the reference)."""
     order = torch.randperm(data.shape[0], generator=gen, device=gen.device).cpu()  # gen lives on the model's device
-    for start in range(0, data.shape[0] - batch_size + 1, batch_size):  # whole batches only, as the reference
-        yield data[order[start:start + batch_size]]
+    for start in range(0, data.shape[0] - batch_size + 1, batch_size):
+        yield order[start:start + batch_size]
+
+
+def _rows(features: torch.Tensor | None, rows: torch.Tensor, device: torch.device) -> torch.Tensor | None:
+    """The works' features of ``rows`` on ``device``, or None for an unconditioned model."""
+    return None if features is None else features[rows].to(device)
 
 
 def mle_epoch(generator: Generator, optimizer: torch.optim.Optimizer, data: torch.Tensor, batch_size: int,
-              grad_clip: float, gen: torch.Generator) -> float:
+              grad_clip: float, gen: torch.Generator, features: torch.Tensor | None = None) -> float:
     """One maximum-likelihood epoch; returns the mean per-sequence NLL of its batches."""
     generator.train()
     losses = []
-    for batch in _batches(data, batch_size, gen):
-        loss = generator.nll(batch.to(_device(generator)))
+    device = _device(generator)
+    for rows in _batches(data, batch_size, gen):
+        loss = generator.nll(data[rows].to(device), _rows(features, rows, device))
         check_finite(loss.item())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -153,23 +174,51 @@ def _device(module: torch.nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
-def _output_l2(discriminator: Discriminator) -> torch.Tensor:
+def check_features(config: SeqGANConfig, data: torch.Tensor, features: torch.Tensor | None) -> None:
+    """Features for a conditioned model, one row of ``cond_dim`` per sequence, all finite; none for another."""
+    if not config.cond_dim:
+        if features is not None:
+            raise ValueError("features were given for a model without conditioning (cond_dim 0)")
+        return
+    if features is None or tuple(features.shape) != (data.shape[0], config.cond_dim):
+        shape = None if features is None else tuple(features.shape)
+        raise ValueError(f"a conditioned model needs {data.shape[0]} feature rows of {config.cond_dim}, got {shape}")
+    if not bool(torch.isfinite(features).all()):
+        raise ValueError("the works' features hold NaN or infinite values")
+
+
+def _output_l2(discriminator: Judge) -> torch.Tensor:
     """The reference's L2 penalty on the output layer (TensorFlow's l2_loss: half the sum of squares), which
     keeps the discriminator from saturating and starving the generator of reward."""
     return sum(0.5 * (p ** 2).sum() for p in discriminator.output.parameters())
 
 
+def corpus_rows(size: int, count: int, gen: torch.Generator) -> torch.Tensor:
+    """``count`` row indices of a corpus of ``size`` in a shuffled order, in whole passes: none is drawn twice before
+    every one is drawn once (with ``count`` equal to ``size``, each exactly once, as the reference's positive
+    file)."""
+    passes = -(-count // size)
+    return torch.cat([torch.randperm(size, generator=gen, device=gen.device) for _ in range(passes)])[:count].cpu()
+
+
 def discriminator_round(models: SeqGANModels, optimizer: torch.optim.Optimizer, data: torch.Tensor,
-                        config: SeqGANTrainConfig, gen: torch.Generator) -> float:
-    """Fresh negatives from the generator against as many corpus sequences, ``d_epochs`` epochs of binary
-    cross-entropy; returns the accuracy on the last epoch's batches."""
+                        config: SeqGANTrainConfig, gen: torch.Generator, features: torch.Tensor | None = None) -> float:
+    """Fresh negatives from the generator against as many corpus sequences (each corpus sequence once when there
+    are as many negatives as sequences, as the reference's positive file), ``d_epochs`` epochs of binary
+    cross-entropy; returns the accuracy on the last epoch's batches. For a conditioned model each negative is
+    written for the features of a corpus work, and D sees every text with its work's features."""
     device = _device(models.generator)
     count = config.negatives or data.shape[0]
     models.generator.eval()
-    negatives = torch.cat([models.generator.sample(min(config.batch_size * 16, count - done), gen).cpu()
-                           for done in range(0, count, config.batch_size * 16)])
-    positives = data[torch.randint(0, data.shape[0], (count,), generator=gen, device=gen.device).cpu()]
-    sequences = torch.cat([positives, negatives])
+    chunk = config.batch_size * 16
+    # whose features each negative is written for (an unconditioned model draws nothing here)
+    works = corpus_rows(data.shape[0], count, gen) if features is not None else torch.zeros(count, dtype=torch.long)
+    negatives = torch.cat([models.generator.sample(min(chunk, count - done), gen,
+                                                   condition=_rows(features, works[done:done + chunk], device)).cpu()
+                           for done in range(0, count, chunk)])
+    positive = corpus_rows(data.shape[0], count, gen)
+    sequences = torch.cat([data[positive], negatives])
+    conditions = None if features is None else torch.cat([features[positive], features[works]])
     labels = torch.cat([torch.ones(count), torch.zeros(count)])
     models.discriminator.train()
     correct = seen = 0
@@ -177,7 +226,7 @@ def discriminator_round(models: SeqGANModels, optimizer: torch.optim.Optimizer, 
         order = torch.randperm(sequences.shape[0], generator=gen, device=gen.device).cpu()
         for start in range(0, sequences.shape[0], config.batch_size):
             rows = order[start:start + config.batch_size]
-            logits = models.discriminator(sequences[rows].to(device))
+            logits = models.discriminator(sequences[rows].to(device), _rows(conditions, rows, device))
             target = labels[rows].to(device)
             loss = F.binary_cross_entropy_with_logits(logits, target) + config.d_l2 * _output_l2(models.discriminator)
             check_finite(loss.item())
@@ -192,16 +241,19 @@ def discriminator_round(models: SeqGANModels, optimizer: torch.optim.Optimizer, 
 
 def adversarial_epoch(models: SeqGANModels, rollout: RolloutPolicy, pg_optimizer: torch.optim.Optimizer,
                       d_optimizer: torch.optim.Optimizer, data: torch.Tensor, config: SeqGANTrainConfig,
-                      gen: torch.Generator) -> tuple[float, float]:
+                      gen: torch.Generator, features: torch.Tensor | None = None) -> tuple[float, float]:
     """``g_steps`` policy-gradient updates, the rollout policy's update, then ``d_steps`` discriminator rounds;
     returns (mean reward per token of the last generator batch, discriminator accuracy)."""
     reward = 0.0
+    device = _device(models.generator)
     for _ in range(config.g_steps):
         models.generator.eval()
-        samples = models.generator.sample(config.batch_size, gen)
-        rewards = rollout_rewards(rollout.policy, models.discriminator, samples, config.rollouts, gen)
+        condition = None if features is None else features[corpus_rows(data.shape[0], config.batch_size, gen)].to(
+            device)
+        samples = models.generator.sample(config.batch_size, gen, condition=condition)
+        rewards = rollout_rewards(rollout.policy, models.discriminator, samples, config.rollouts, gen, condition)
         models.generator.train()
-        loss = policy_gradient_loss(models.generator, samples, rewards)
+        loss = policy_gradient_loss(models.generator, samples, rewards, condition)
         check_finite(loss.item())
         pg_optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -212,14 +264,17 @@ def adversarial_epoch(models: SeqGANModels, rollout: RolloutPolicy, pg_optimizer
     rollout.update(models.generator)
     accuracy = float("nan")
     for _ in range(config.d_steps):
-        accuracy = discriminator_round(models, d_optimizer, data, config, gen)
+        accuracy = discriminator_round(models, d_optimizer, data, config, gen, features)
     return reward, accuracy
 
 
 def train_seqgan(models: SeqGANModels, data: torch.Tensor, config: SeqGANTrainConfig, run_dir: Path,
-                 device: torch.device | str = "cpu", progress: Progress | None = None) -> SeqGANHistory:
-    """Train (or resume from ``run_dir/checkpoint``) on ``data``: token ids ``[N, max_len]``."""
+                 device: torch.device | str = "cpu", progress: Progress | None = None,
+                 features: torch.Tensor | None = None) -> SeqGANHistory:
+    """Train (or resume from ``run_dir/checkpoint``) on ``data``: token ids ``[N, max_len]``, with each row's work's
+    features ``[N, cond_dim]`` for a conditioned model."""
     config.check(data.shape[0])
+    check_features(models.config, data, features)
     device = torch.device(device)
     models.to(device)
     g_optimizer = torch.optim.Adam(models.generator.parameters(), lr=config.g_lr)
@@ -230,12 +285,13 @@ def train_seqgan(models: SeqGANModels, data: torch.Tensor, config: SeqGANTrainCo
     rollout = RolloutPolicy(models.generator, config.rollout_rate, config.trail_rollout)
     history = SeqGANHistory()
     checkpoint = run_dir / "checkpoint"
-    fingerprint = config.fingerprint(data)
+    fingerprint = config.fingerprint(data, features)
     state = checkpoints.load_matching(checkpoint, fingerprint)
     if state is not None:
         models.generator.load_state_dict(state["generator"])
         models.discriminator.load_state_dict(state["discriminator"])
-        rollout.policy.load_state_dict(state["rollout"])
+        if config.trail_rollout:  # the generator rolling out for itself has no weights of its own
+            rollout.policy.load_state_dict(state["rollout"])
         g_optimizer.load_state_dict(state["g_optimizer"])
         pg_optimizer.load_state_dict(state["pg_optimizer"])
         d_optimizer.load_state_dict(state["d_optimizer"])
@@ -246,7 +302,8 @@ def train_seqgan(models: SeqGANModels, data: torch.Tensor, config: SeqGANTrainCo
     def save(step: int) -> None:
         checkpoints.save(checkpoint, {
             "fingerprint": fingerprint, "step": step, "generator": models.generator.state_dict(),
-            "discriminator": models.discriminator.state_dict(), "rollout": rollout.policy.state_dict(),
+            "discriminator": models.discriminator.state_dict(),
+            **({"rollout": rollout.policy.state_dict()} if config.trail_rollout else {}),
             "g_optimizer": g_optimizer.state_dict(), "pg_optimizer": pg_optimizer.state_dict(),
             "d_optimizer": d_optimizer.state_dict(),
             "nll": history.nll, "d_accuracy": history.d_accuracy, "reward": history.reward})
@@ -256,15 +313,17 @@ def train_seqgan(models: SeqGANModels, data: torch.Tensor, config: SeqGANTrainCo
         with seeded(derive_seed(config.seed, index, "dropout")):
             phase = config.phase(index)
             if phase == "mle":
-                value = mle_epoch(models.generator, g_optimizer, data, config.batch_size, config.grad_clip, gen)
+                value = mle_epoch(models.generator, g_optimizer, data, config.batch_size, config.grad_clip, gen,
+                                  features)
                 history.nll.append((index + 1, value))
             elif phase == "discriminator":
-                value = discriminator_round(models, d_optimizer, data, config, gen)
+                value = discriminator_round(models, d_optimizer, data, config, gen, features)
                 history.d_accuracy.append((index + 1, value))
             else:
                 if index == config.mle_epochs + config.dis_rounds:  # the rollout policy starts from the pretrained one
                     rollout.reset(models.generator)
-                reward, value = adversarial_epoch(models, rollout, pg_optimizer, d_optimizer, data, config, gen)
+                reward, value = adversarial_epoch(models, rollout, pg_optimizer, d_optimizer, data, config, gen,
+                                                  features)
                 history.reward.append((index + 1, reward))
                 history.d_accuracy.append((index + 1, value))
         history.step = index + 1
