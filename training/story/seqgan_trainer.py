@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,8 +43,8 @@ from ...core.story.seqgan_model import (
     rollout_rewards,
     token_mask,
 )
-from ...core.story.text_generator import TextGenerator, sequences_from_corpus
-from ...core.story.text_tokens import build_tokenizer
+from ...core.story.text_generator import TextGenerator, encode_corpus
+from ...core.story.text_tokens import Tokenizer, build_tokenizer
 from .. import checkpoints
 from ..loop import check_finite, run_steps, seeded
 
@@ -354,28 +355,78 @@ class TextModelSpec:
     max_len: int = 32
     emb_dim: int = 64
     hidden_dim: int = 128
+    discriminator: str = "cnn"  # or lstm: the seed's recurrent discriminator, voting over time steps
 
 
-def run_name(name: str, spec: TextModelSpec, config: SeqGANTrainConfig, lines: list[str]) -> str:
-    """``<name>-<key>``: the same corpus and settings find the same run folder, and so resume."""
+def run_name(name: str, spec: TextModelSpec, config: SeqGANTrainConfig, lines: list[str],
+             features: torch.Tensor | None = None) -> str:
+    """``<name>-<key>``: the same corpus (and works' features) and settings find the same run folder, and so
+    resume."""
     settings = checkpoints.fingerprint(config, RESUMABLE_CHANGES)
-    digest = hashlib.sha256(json.dumps([lines, asdict(spec), settings]).encode())
+    described = asdict(spec)
+    if spec.discriminator == "cnn":  # keys of runs from before the choice existed stay as they were
+        del described["discriminator"]
+    digest = hashlib.sha256(json.dumps([lines, described, settings]).encode())
+    if features is not None:
+        digest.update(features.float().contiguous().numpy().tobytes())
     return f"{name}-{digest.hexdigest()[:10]}"
 
 
+def _models_for(tokenizer: Tokenizer, spec: TextModelSpec, cond_dim: int, seed: int) -> SeqGANModels:
+    config = SeqGANConfig(vocab_size=len(tokenizer.vocab), max_len=spec.max_len, emb_dim=spec.emb_dim,
+                          hidden_dim=spec.hidden_dim, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id,
+                          pad_id=tokenizer.pad_id, cond_dim=cond_dim, discriminator=spec.discriminator)
+    return SeqGANModels.new(config, seed)
+
+
 def train_text_generator(lines: list[str], spec: TextModelSpec, config: SeqGANTrainConfig, run_dir: Path,
-                         device: torch.device | str = "cpu",
-                         progress: Progress | None = None) -> tuple[TextGenerator, SeqGANModels, SeqGANHistory]:
-    """Tokeniser, data and SeqGAN training from corpus lines; resumes from ``run_dir`` when it holds a run."""
+                         device: torch.device | str = "cpu", progress: Progress | None = None,
+                         features: torch.Tensor | None = None) -> tuple[TextGenerator, SeqGANModels, SeqGANHistory]:
+    """Tokeniser, data and SeqGAN training from corpus lines; resumes from ``run_dir`` when it holds a run.
+    ``features`` (one row per line, a work's analysis vector) conditions the generator and discriminator on it."""
     tokenizer = build_tokenizer(lines, spec.tokenizer, spec.max_vocab)
-    data = sequences_from_corpus(tokenizer, lines, spec.max_len)
+    data, kept = encode_corpus(tokenizer, lines, spec.max_len)
     config.check(data.shape[0])
-    model_config = SeqGANConfig(vocab_size=len(tokenizer.vocab), max_len=spec.max_len, emb_dim=spec.emb_dim,
-                                hidden_dim=spec.hidden_dim, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id,
-                                pad_id=tokenizer.pad_id)
-    models = SeqGANModels.new(model_config, config.seed)
-    history = train_seqgan(models, data, config, run_dir, device, progress)
+    models = _models_for(tokenizer, spec, 0 if features is None else features.shape[1], config.seed)
+    history = train_seqgan(models, data, config, run_dir, device, progress,
+                           None if features is None else features[kept])
     return TextGenerator(models.generator, tokenizer), models, history
+
+
+@torch.no_grad()
+def heldout_nll(generator: Generator, data: torch.Tensor, features: torch.Tensor | None = None) -> float:
+    """The generator's mean negative log-likelihood per counted token (up to and including EOS) of ``data``."""
+    generator.eval()
+    device = _device(generator)
+    data = data.to(device)
+    mask = token_mask(data, generator.config.eos_id)
+    log_probs = generator.log_probs(data, None if features is None else features.to(device))
+    return float(-(log_probs * mask).sum() / mask.sum())
+
+
+def conditioning_gain(lines: list[str], features: torch.Tensor, spec: TextModelSpec, config: SeqGANTrainConfig,
+                      heldout_share: float = 0.2, device: torch.device | str = "cpu") -> dict[str, float | int]:
+    """Held-out NLL per token of the generator conditioned on the works' features against the unconditioned one,
+    both trained alike on the same (seeded) split of the catalogue, with one tokeniser from the training texts."""
+    if features.shape[0] != len(lines):
+        raise ValueError(f"{features.shape[0]} feature rows for {len(lines)} texts")
+    if not 0 < heldout_share < 1:
+        raise ValueError(f"heldout_share must be between 0 and 1, got {heldout_share}")
+    order = torch.randperm(len(lines), generator=torch.Generator().manual_seed(derive_seed(config.seed, "split")))
+    cut = max(1, round(len(lines) * heldout_share))
+    test, train = order[:cut].tolist(), order[cut:].tolist()
+    tokenizer = build_tokenizer([lines[i] for i in train], spec.tokenizer, spec.max_vocab)
+    data, kept = encode_corpus(tokenizer, [lines[i] for i in train], spec.max_len)
+    heldout, kept_test = encode_corpus(tokenizer, [lines[i] for i in test], spec.max_len)
+    train_features, test_features = features[train][kept], features[test][kept_test]
+    out: dict[str, float | int] = {"train_texts": data.shape[0], "heldout_texts": heldout.shape[0]}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, rows, rows_test in (("unconditional", None, None),
+                                      ("conditional", train_features, test_features)):
+            models = _models_for(tokenizer, spec, 0 if rows is None else rows.shape[1], config.seed)
+            train_seqgan(models, data, config, Path(tmp) / name, device, features=rows)
+            out[f"{name}_nll"] = round(heldout_nll(models.generator, heldout, rows_test), 4)
+    return out
 
 
 def history_plot(history: SeqGANHistory, max_len: int) -> Image.Image:
