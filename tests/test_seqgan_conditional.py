@@ -154,3 +154,27 @@ def test_a_folder_of_curation_records_is_a_catalogue(tmp_path: Path) -> None:
         read_catalogue(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="no catalogue"):
         read_catalogue(tmp_path / "missing.jsonl")
+
+
+def test_the_node_and_the_command_line_train_a_conditioned_model(tmp_path: Path, output_dir: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from atelier.cli import main
+    from atelier.nodes.story import AtelierTrainTextGenerator
+
+    from helpers import node_defaults
+
+    monkeypatch.setenv("ATELIER_MODELS_DIR", str(tmp_path / "models"))
+    path = synthetic_catalogue(tmp_path / "catalogue.jsonl", per_class=2)
+    small = {"max_len": 6, "emb_dim": 8, "hidden_dim": 8, "batch_size": 4, "mle_epochs": 1, "dis_rounds": 1,
+             "adversarial_epochs": 1, "d_steps": 1, "d_epochs": 1, "rollouts": 2}
+    values = node_defaults(AtelierTrainTextGenerator, corpus="not/read.txt", conditioning_file=str(path),
+                           discriminator="lstm", **small)
+    model, saved, samples, _ = AtelierTrainTextGenerator().train(**values)
+    assert model.config.cond_dim == 4 and model.config.discriminator == "lstm" and len(samples.splitlines()) == 4
+    assert load_text_generator(Path(saved)).config.cond_dim == 4
+    args = ["text-train", "--conditioning", str(path), "--discriminator", "lstm", "--out-dir", str(tmp_path / "cli"),
+            "--run", str(tmp_path / "run"), "--device", "cpu", "--negatives", "8",
+            *[f"--{k.replace('_', '-')}={v}" for k, v in small.items()]]
+    assert main(args) == 0
+    assert load_text_generator(next((tmp_path / "cli").glob("*.safetensors"))).config.discriminator == "lstm"
+    assert main(["text-train", "--out-dir", str(tmp_path / "cli"), "--run", str(tmp_path / "run2")]) != 0
