@@ -37,7 +37,13 @@ def add_parsers(sub: Any) -> None:
     from .common import add_numbers, declared  # cli is loaded by the time it asks for these parsers
 
     t = sub.add_parser("text-train", help="train a SeqGAN text generator on a corpus (resumes from --run)")
-    t.add_argument("corpus", help="a .txt file (one text per line) or a folder of .txt files")
+    t.add_argument("corpus", nargs="?", help="a .txt file (one text per line) or a folder of .txt files (not needed "
+                   "with --conditioning)")
+    t.add_argument("--conditioning", help="a catalogue that conditions the model on each work: a JSON-lines file of "
+                   "{\"features\": [numbers], \"text\": ...} or a folder of curation.jsonl records with features; "
+                   "its texts are the corpus")
+    t.add_argument("--discriminator", choices=["cnn", "lstm"], default="cnn", help="cnn (the paper's) or lstm (logits "
+                   "at every step, averaged)")
     t.add_argument("--out-dir", required=True, help="where the model goes (ComfyUI/models/atelier/seqgan)")
     t.add_argument("--run", required=True, help="run folder for checkpoints; rerun to resume")
     t.add_argument("--name", default="atelier_story", help="file name of the model (name_2 if taken)")
@@ -61,12 +67,14 @@ def add_parsers(sub: Any) -> None:
                 d_steps=(d.d_steps, "discriminator rounds per adversarial epoch"),
                 negatives=(d.negatives, "generated texts per discriminator round; 0: as many as the corpus"),
                 seed=(d.seed, "seed of the weights, batches and samples"))
-    add_numbers(t, float, 0, 1, rollout_rate=(d.rollout_rate, "how slowly the rollout policy trails the generator"))
+    add_numbers(t, float, 0, 1, rollout_rate=(d.rollout_rate, "how slowly the trailing rollout policy "
+                                              "(--rollout-policy trailing) follows the generator"))
     add_numbers(t, float, above=0, g_lr=(d.g_lr, "generator learning rate"),
                 d_lr=(d.d_lr, "discriminator learning rate"))
     add_numbers(t, float, 0, d_l2=(d.d_l2, "L2 weight on the discriminator's output layer"))
-    t.add_argument("--rollout-policy", choices=["trailing", "generator"], default="trailing",
-                   help="who completes the rollouts: a copy trailing the generator, or the generator itself")
+    t.add_argument("--rollout-policy", choices=["trailing", "generator"], default="generator",
+                   help="who completes the rollouts: the generator itself (the paper, and in effect its reference "
+                   "code), or a copy trailing it (this pack's option)")
     s = sub.add_parser("text-sample", help="write texts with a trained text generator")
     _sampling(s)
     add_numbers(s, int, 1, count=(5, "how many texts"))
@@ -94,12 +102,18 @@ def add_parsers(sub: Any) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from ..core.shared.progress import WeightedSteps
+    from ..core.story.catalogue import read_catalogue
     from ..core.story.text_tokens import read_corpus
     from ..nodes import bridge
     from ..training.story import seqgan_trainer as trainer
 
-    lines = read_corpus(Path(args.corpus))
-    spec = trainer.TextModelSpec(args.tokenizer, args.max_vocab, args.max_len, args.emb_dim, args.hidden_dim)
+    if not args.corpus and not args.conditioning:
+        raise ValueError("text-train needs a corpus (a .txt file or folder) or --conditioning (a catalogue)")
+    catalogue = read_catalogue(Path(args.conditioning)) if args.conditioning else None
+    features = None if catalogue is None else catalogue.features
+    lines = catalogue.texts if catalogue else read_corpus(Path(args.corpus))
+    spec = trainer.TextModelSpec(args.tokenizer, args.max_vocab, args.max_len, args.emb_dim, args.hidden_dim,
+                                 args.discriminator)
     config = trainer.SeqGANTrainConfig(
         args.batch_size, args.mle_epochs, args.dis_rounds, args.adversarial_epochs, args.g_steps, args.d_steps,
         args.d_epochs, args.rollouts, args.rollout_rate, args.rollout_policy == "trailing", args.g_lr, args.d_lr,
@@ -108,7 +122,7 @@ def run_train(args: argparse.Namespace) -> int:
     costs = config.step_costs(len(lines), spec.max_len)  # the bar covers every phase at its cost from the start
     model, models, history = trainer.train_text_generator(
         lines, spec, config, Path(args.run), bridge.compute_device(args.device),
-        WeightedSteps(bridge.progress(sum(costs), "training"), costs))
+        WeightedSteps(bridge.progress(sum(costs), "training"), costs), features)
     models.to("cpu")
     path = model.save(Path(args.out_dir), safe_name(args.name, "model name"), models.discriminator)
     trainer.history_plot(history, spec.max_len).save(Path(args.run) / "curve.png")

@@ -180,15 +180,17 @@ class AtelierCurationText(CaptionNode):
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
-        fields = {name: ("STRING", {"default": "", "multiline": name == "artist_note",
+        fields = {name: ("STRING", {"default": "", "multiline": name in ("artist_note", "expert_review"),
                                     "tooltip": f"The work's {name.replace('_', ' ')} (optional)."})
                   for name in METADATA_FIELDS}
+        review = fields.pop("expert_review")  # added later: after the older widgets, so saved workflows load
         return {
             "required": {
                 **fields,
                 "picture_index": int_input(0, 0, 100_000, "Which picture of labels_json and "
                                            "descriptions this is about."),
                 "blocked_words": BLOCKED_INPUT,
+                "expert_review": review,
             },
             "optional": {
                 "labels_json": ("STRING", {"forceInput": True, "tooltip": "From Atelier Label Images."}),
@@ -199,7 +201,7 @@ class AtelierCurationText(CaptionNode):
 
     def write(self, title: str, artist: str, year: str, material: str, technique: str, size: str,
               artist_note: str, picture_index: int, blocked_words: str, labels_json: str | None = None,
-              descriptions: str | None = None) -> tuple[str, str, str]:
+              descriptions: str | None = None, expert_review: str = "") -> tuple[str, str, str]:
         labels: dict[str, Any] = {}
         if labels_json:
             try:
@@ -215,7 +217,7 @@ class AtelierCurationText(CaptionNode):
         if lines and picture_index >= len(lines):
             raise ValueError(f"picture_index {picture_index} is past the {len(lines)} description line(s)")
         description = lines[picture_index] if lines else ""
-        meta = Metadata(title, artist, year, material, technique, size, artist_note)
+        meta = Metadata(title, artist, year, material, technique, size, artist_note, expert_review)
         text = curate_text(labels, description, meta, _safety(blocked_words))
         return text.paragraph, text.record_json(), " ".join(text.hashtags)
 

@@ -48,7 +48,10 @@ class AtelierTrainTextGenerator(StoryNode):
     DESCRIPTION = ("Train a SeqGAN text generator on your own corpus (a text file, a folder of .txt files, or lines "
                    "from other nodes such as captions): maximum-likelihood pretraining, then adversarial training "
                    "with Monte Carlo rollouts. Resumes after a cancel when queued again; saves to "
-                   "models/atelier/seqgan.")
+                   "models/atelier/seqgan. With a conditioning file (a catalogue of works' feature vectors and "
+                   "their curator texts) the generator and discriminator are conditioned on each work, so it "
+                   "writes a work's text from its analyses; the discriminator may be the CNN or an LSTM voting "
+                   "over time steps.")
     EXAMPLE = ("Put one text per line in ComfyUI/input/atelier/corpus.txt (at least batch_size lines; a few hundred "
                "or more), choose tokenizer 'char' for Korean, and queue: the model is saved into "
                "models/atelier/seqgan under 'name' and samples shows four texts it writes. For a quick try lower "
@@ -91,8 +94,10 @@ class AtelierTrainTextGenerator(StoryNode):
                 "d_steps": int_input(d.d_steps, 0, 100, "Discriminator rounds per adversarial epoch."),
                 "d_epochs": int_input(d.d_epochs, 1, 100, "Epochs of each discriminator round."),
                 "rollouts": int_input(d.rollouts, 1, 256, "Monte Carlo completions per prefix for its reward."),
-                "rollout_policy": (["trailing", "generator"], {"default": "trailing", "tooltip": "trailing: a copy "
-                                   "that follows the generator at rate 0.8 completes rollouts; generator: itself."}),
+                "rollout_policy": (["trailing", "generator"], {"default": "generator", "tooltip": "generator: the "
+                                   "generator itself completes the rollouts (the paper and, in effect, its reference "
+                                   "code); trailing: a copy that follows the generator at rate 0.8 (an option of "
+                                   "this pack)."}),
                 "seed": seed_input("Seeds initialisation, batches, samples and rollouts."),
                 "checkpoint_every": int_input(d.checkpoint_every, 1, 100_000, "Steps (epochs or rounds) between "
                                          "resumable checkpoints."),
@@ -100,33 +105,46 @@ class AtelierTrainTextGenerator(StoryNode):
             "optional": {
                 "lines": ("STRING", {"forceInput": True, "tooltip": "Corpus lines from another node (one text per "
                           "line), such as Caption Images' captions."}),
+                "conditioning_file": ("STRING", {"default": "", "tooltip": "A catalogue of (work, text) pairs that "
+                                      "conditions the model on each work: a JSON-lines file of {\"features\": "
+                                      "[numbers], \"text\": \"...\"} or a folder of curation.jsonl records with "
+                                      "features; its texts are the corpus (corpus and lines are then not read). "
+                                      "Empty: an unconditioned model."}),
+                "discriminator": (["cnn", "lstm"], {"default": "cnn", "tooltip": "cnn: the paper's convolutional "
+                                  "discriminator; lstm: a recurrent one whose logits at every step are averaged."}),
             },
         }
 
     def train(self, corpus: str, name: str, tokenizer: str, max_vocab: int, max_len: int, emb_dim: int,
               hidden_dim: int, batch_size: int, mle_epochs: int, dis_rounds: int, adversarial_epochs: int,
               g_steps: int, d_steps: int, d_epochs: int, rollouts: int, rollout_policy: str, seed: int,
-              checkpoint_every: int, lines: str | None = None) -> tuple[Any, ...]:
+              checkpoint_every: int, lines: str | None = None, conditioning_file: str = "",
+              discriminator: str = "cnn") -> tuple[Any, ...]:
         from ..core.shared.progress import WeightedSteps
+        from ..core.story.catalogue import read_catalogue
         from ..core.story.text_tokens import read_corpus
         from ..training.story import seqgan_trainer as trainer
 
         stem = safe_name(name, "model name")
-        texts = read_corpus([lines] if lines else bridge.resolve_input_folder(corpus))
-        spec = trainer.TextModelSpec(tokenizer, max_vocab, max_len, emb_dim, hidden_dim)
+        catalogue = read_catalogue(bridge.resolve_input_folder(conditioning_file)) if conditioning_file.strip() \
+            else None
+        features = None if catalogue is None else catalogue.features
+        texts = catalogue.texts if catalogue else read_corpus([lines] if lines else bridge.resolve_input_folder(corpus))
+        spec = trainer.TextModelSpec(tokenizer, max_vocab, max_len, emb_dim, hidden_dim, discriminator)
         config = trainer.SeqGANTrainConfig(batch_size, mle_epochs, dis_rounds, adversarial_epochs, g_steps, d_steps,
                                            d_epochs, rollouts, trail_rollout=rollout_policy == "trailing", seed=seed,
                                            checkpoint_every=checkpoint_every)
         config.check(len(texts))  # the exact count (after tokenising) is checked again before training
-        run_dir = bridge.output_directory() / RUNS_SUBFOLDER / trainer.run_name(stem, spec, config, texts)
+        run_dir = bridge.output_directory() / RUNS_SUBFOLDER / trainer.run_name(stem, spec, config, texts, features)
         costs = config.step_costs(len(texts), max_len)  # one bar over every phase, each step at its cost
         with bridge.training_mode():
             model, models, history = trainer.train_text_generator(
                 texts, spec, config, run_dir, bridge.compute_device(),
-                WeightedSteps(bridge.progress(sum(costs), "training text generator"), costs))
+                WeightedSteps(bridge.progress(sum(costs), "training text generator"), costs), features)
         models.to("cpu")
         path = model.save(bridge.model_folders(seqgan_key())[0], stem, models.discriminator)
-        samples = model.generate(4, SamplingOptions(seed=seed)).texts
+        works = None if features is None else features[:4].repeat(4, 1)[:4].tolist()  # the first works' texts
+        samples = model.generate(4, SamplingOptions(seed=seed), condition=works).texts
         curve = trainer.history_plot(history, max_len)
         curve.save(run_dir / "curve.png")
         return model, str(path), "\n".join(samples), plots.to_image_tensor(curve)

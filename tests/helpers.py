@@ -396,3 +396,28 @@ def many_labels(n: int) -> str:
         if i % 10 == 0:
             lines.append(f"      alias{i}: {{prompts: [q{i}]}}")
     return "\n".join(lines) + "\n"
+
+
+def tiny_seq2seq_folder(root: Path, width: int = 16) -> Path:
+    """A transformers BART folder (a summariser's shape) with one tiny random layer each side and a byte-level BPE
+    tokenizer made from scratch, saved offline."""
+    import json
+
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import BartConfig, BartForConditionalGeneration, BartTokenizer
+
+    torch.manual_seed(0)
+    vocab = {t: i for i, t in enumerate(["<s>", "<pad>", "</s>", "<unk>", *sorted(ByteLevel.alphabet()), "<mask>"])}
+    try:  # transformers 5 builds from the tables, 4 from files
+        tokenizer = BartTokenizer(vocab=vocab, merges=[])
+    except TypeError:
+        (root / "vocab.json").write_text(json.dumps(vocab))
+        (root / "merges.txt").write_text("#version: 0.2\n")
+        tokenizer = BartTokenizer(str(root / "vocab.json"), str(root / "merges.txt"))
+    tokenizer.save_pretrained(root)
+    config = BartConfig(vocab_size=len(tokenizer), d_model=width, encoder_layers=1, decoder_layers=1,
+                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=width,
+                        decoder_ffn_dim=width, max_position_embeddings=256, pad_token_id=1, bos_token_id=0,
+                        eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=2)
+    BartForConditionalGeneration(config).save_pretrained(root)
+    return root

@@ -58,8 +58,9 @@ def _spy_complete(monkeypatch: pytest.MonkeyPatch, policy: sg.Generator) -> list
     calls: list[tuple[torch.Tensor, torch.Tensor]] = []
     complete = policy.complete
 
-    def spy(prefixes: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        out = complete(prefixes, generator)
+    def spy(prefixes: torch.Tensor, generator: torch.Generator | None = None,
+            condition: torch.Tensor | None = None) -> torch.Tensor:
+        out = complete(prefixes, generator, condition)
         calls.append((prefixes.clone(), out.clone()))
         return out
 
@@ -273,7 +274,7 @@ def test_policy_gradient_loss_by_hand() -> None:
 
 def test_rollout_policy_trails_the_generator() -> None:
     generator = _oracle()
-    rollout = sg.RolloutPolicy(generator)
+    rollout = sg.RolloutPolicy(generator, trail=True)
     old = {k: v.clone() for k, v in generator.state_dict().items()}
     with torch.no_grad():
         for param in generator.parameters():
@@ -286,7 +287,7 @@ def test_rollout_policy_trails_the_generator() -> None:
     assert torch.equal(rollout.policy.embedding.weight, generator.embedding.weight)  # copied, as the reference
     rollout.reset(generator)
     assert torch.equal(rollout.policy.output.weight, generator.output.weight)
-    assert sg.RolloutPolicy(generator, trail=False).policy is generator
+    assert sg.RolloutPolicy(generator).policy is generator  # the default: the generator itself, as the reference
 
 
 def test_oracle_and_generator_initialisations() -> None:

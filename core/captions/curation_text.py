@@ -16,7 +16,8 @@ from ..shared.output_paths import write_text_atomic
 from ..shared.progress import Progress, SilentProgress
 from .safety import SafetyFilter
 
-METADATA_FIELDS = ("title", "artist", "year", "material", "technique", "size", "artist_note")
+# expert_review came last (issue 19): files and calls written before it still read, without it
+METADATA_FIELDS = ("title", "artist", "year", "material", "technique", "size", "artist_note", "expert_review")
 MAX_HASHTAGS = 15
 
 
@@ -29,6 +30,7 @@ class Metadata:
     technique: str = ""
     size: str = ""
     artist_note: str = ""
+    expert_review: str = ""
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "Metadata":
@@ -127,8 +129,8 @@ def curate_text(labels: dict[str, list[dict[str, Any]]], description: str, meta:
     zero-shot labelling (group -> chosen labels with names and scores)."""
     # each field first, so a quote is never left half-open; the description and the artist's words are
     # sentences: one that holds a blocked word goes whole rather than be misquoted
-    note = safety.clean(meta.artist_note, prose=True)
-    meta = Metadata(**{**safety.clean_value(asdict(meta)), "artist_note": note})
+    prose = {name: safety.clean(getattr(meta, name), prose=True) for name in ("artist_note", "expert_review")}
+    meta = Metadata(**{**safety.clean_value(asdict(meta)), **prose})
     description = safety.clean(description, prose=True)
     sentences = [_opening(meta, labels), _sentence(description), *_label_sentences(labels)]
     if meta.artist_note:

@@ -2,7 +2,10 @@
 
 Follows the paper's reference code (github.com/LantaoYu/SeqGAN): a one-layer LSTM generator fed a start
 token, a convolutional discriminator with several filter widths, max-over-time pooling and a highway
-layer, and rewards from Monte Carlo rollouts by a policy that trails the generator. Sequences are token
+layer, and rewards from Monte Carlo rollouts by the generator itself. (The reference's ROLLOUT declares a
+trailing copy, but its sampling graph is built on ``tf.identity`` reads of the generator's live variables and
+``update_params`` makes new tensors that graph never uses, so in practice it rolls out with the generator, as
+the paper's Algorithm 1 does; the trailing copy is kept here as an option of this pack.) Sequences are token
 ids ``[B, max_len]``; with ``eos_id`` set a row ends at its first EOS and holds ``pad_id`` after it.
 The training loop lives in ``training/seqgan_trainer.py``.
 """
@@ -18,6 +21,7 @@ import torch
 from torch import nn
 
 LSTMState = tuple[torch.Tensor, torch.Tensor]
+DISCRIMINATORS = ("cnn", "lstm")
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,10 @@ class SeqGANConfig:
     bos_id: int = 1  # the start token fed at step 0
     eos_id: int | None = None  # None: fixed-length sequences (the synthetic experiment); else the end token
     pad_id: int = 0
+    # conditioning on a work (claim 22): the length of its feature vector, 0 for none; projected to emb_dim and
+    # added to the token embedding at every step, in the generator and in the discriminator
+    cond_dim: int = 0
+    discriminator: str = "cnn"  # cnn (the paper's), or lstm: logits at every step, averaged (claim 23)
 
     def __post_init__(self) -> None:
         if self.vocab_size < 2 or self.max_len < 1:
@@ -41,13 +49,28 @@ class SeqGANConfig:
             raise ValueError(f"filter_sizes {self.filter_sizes} and num_filters {self.num_filters} differ in length")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be from 0 to below 1, got {self.dropout}")
+        if self.cond_dim < 0:
+            raise ValueError(f"cond_dim must be 0 (no condition) or more, got {self.cond_dim}")
+        if self.discriminator not in DISCRIMINATORS:
+            raise ValueError(f"discriminator must be one of {', '.join(DISCRIMINATORS)}, got {self.discriminator!r}")
         for name in ("bos_id", "eos_id", "pad_id"):
             value = getattr(self, name)
             if value is not None and not 0 <= value < self.vocab_size:
                 raise ValueError(f"{name} {value} is outside the vocabulary of {self.vocab_size}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields, less the conditioning ones where they keep their defaults: an unconditioned model's
+        description is as it was before they existed."""
+        out = asdict(self)
+        for name, default in (("cond_dim", 0), ("discriminator", "cnn")):
+            if out[name] == default:
+                del out[name]
+        return out
+
+    @property
+    def extended(self) -> bool:
+        """Whether the description needs the conditioning fields (and so the newer file format)."""
+        return self.cond_dim > 0 or self.discriminator != "cnn"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SeqGANConfig:
@@ -91,13 +114,31 @@ def _draw(logits: torch.Tensor, generator: torch.Generator | None, temperature: 
     return torch.searchsorted(cdf, draw, right=True).squeeze(1).clamp(max=cdf.shape[-1] - 1)
 
 
+def _embed(embedding: nn.Embedding, projection: nn.Linear | None, inputs: torch.Tensor,
+           condition: torch.Tensor | None) -> torch.Tensor:
+    """Token embeddings ``[B, T, E]``, plus (for a conditioned model) the work's feature vector projected to the same
+    width and added at every step: the condition reaches each step's input without widening the recurrent layer."""
+    embedded = embedding(inputs)
+    if projection is None:
+        if condition is not None:
+            raise ValueError("this model takes no condition: it was trained without a work's features")
+        return embedded
+    if condition is None or tuple(condition.shape) != (inputs.shape[0], projection.in_features):
+        shape = None if condition is None else tuple(condition.shape)
+        raise ValueError(f"this model is conditioned on a work's {projection.in_features} features: give a condition "
+                         f"of shape [{inputs.shape[0]}, {projection.in_features}], got {shape}")
+    return embedded + projection(condition.to(embedded)).unsqueeze(1)
+
+
 class Generator(nn.Module):
-    """Embedding -> one-layer LSTM -> linear over the vocabulary; step 0 is fed ``bos_id``."""
+    """Embedding -> one-layer LSTM -> linear over the vocabulary; step 0 is fed ``bos_id``. With
+    ``config.cond_dim`` every call takes the works' feature vectors ``[B, cond_dim]`` as ``condition``."""
 
     def __init__(self, config: SeqGANConfig) -> None:
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.emb_dim)
+        self.condition = nn.Linear(config.cond_dim, config.emb_dim) if config.cond_dim else None
         self.lstm = nn.LSTM(config.emb_dim, config.hidden_dim, batch_first=True)
         self.output = nn.Linear(config.hidden_dim, config.vocab_size)
 
@@ -105,30 +146,33 @@ class Generator(nn.Module):
     def _device(self) -> torch.device:
         return self.output.weight.device
 
-    def forward(self, inputs: torch.Tensor, state: LSTMState | None = None) -> tuple[torch.Tensor, LSTMState]:
+    def forward(self, inputs: torch.Tensor, state: LSTMState | None = None,
+                condition: torch.Tensor | None = None) -> tuple[torch.Tensor, LSTMState]:
         """``[B, T]`` input ids -> next-token logits ``[B, T, V]`` and the LSTM state after them."""
-        hidden, state = self.lstm(self.embedding(inputs), state)
+        hidden, state = self.lstm(_embed(self.embedding, self.condition, inputs, condition), state)
         return self.output(hidden), state
 
-    def log_probs(self, sequences: torch.Tensor) -> torch.Tensor:
+    def log_probs(self, sequences: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, T]`` -> ``log p(y_t | BOS, y_<t)`` per token ``[B, T]`` (teacher forcing)."""
         bos = sequences.new_full((sequences.shape[0], 1), self.config.bos_id)
-        logits, _ = self(torch.cat([bos, sequences[:, :-1]], dim=1))
+        logits, _ = self(torch.cat([bos, sequences[:, :-1]], dim=1), condition=condition)
         return logits.log_softmax(dim=-1).gather(-1, sequences.unsqueeze(-1)).squeeze(-1)
 
-    def nll(self, sequences: torch.Tensor) -> torch.Tensor:
+    def nll(self, sequences: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """Mean over the batch of each sequence's negative log-likelihood, summed over its tokens up to and
         including EOS (every token for fixed-length sequences): NLL-oracle when this is the oracle."""
         mask = token_mask(sequences, self.config.eos_id)
-        return -(self.log_probs(sequences) * mask).sum(dim=1).mean()
+        return -(self.log_probs(sequences, condition) * mask).sum(dim=1).mean()
 
     @torch.no_grad()
     def sample(self, count: int, generator: torch.Generator | None = None, temperature: float = 1.0, top_k: int = 0,
-               top_p: float = 1.0, prefix: torch.Tensor | None = None, max_len: int | None = None) -> torch.Tensor:
+               top_p: float = 1.0, prefix: torch.Tensor | None = None, max_len: int | None = None,
+               condition: torch.Tensor | None = None) -> torch.Tensor:
         """``[count, max_len]`` ids (``max_len`` defaults to the config's). ``prefix``: ``[count, P]`` or ``[P]``
         ids forced as the first tokens (returned too). With ``eos_id`` a row stops at EOS and is ``pad_id``
         after it. ``top_k=0`` and ``top_p=1`` turn those filters off. All randomness comes from ``generator``
-        (on this module's device), so a seed gives the same samples on the CPU."""
+        (on this module's device), so a seed gives the same samples on the CPU. ``condition``: ``[count,
+        cond_dim]`` features for a conditioned model."""
         if temperature <= 0 or top_k < 0 or not 0 < top_p <= 1:
             raise ValueError(f"need temperature > 0, top_k >= 0 and 0 < top_p <= 1; "
                              f"got {temperature}, {top_k} and {top_p}")
@@ -139,15 +183,17 @@ class Generator(nn.Module):
             prefix = prefix.expand(count, -1)
         if prefix.shape[0] != count:
             raise ValueError(f"the prefix has {prefix.shape[0]} rows for {count} samples")
-        return self._extend(prefix, max_len or self.config.max_len, generator, temperature, top_k, top_p)
+        return self._extend(prefix, max_len or self.config.max_len, generator, temperature, top_k, top_p, condition)
 
     @torch.no_grad()
-    def complete(self, prefixes: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def complete(self, prefixes: torch.Tensor, generator: torch.Generator | None = None,
+                 condition: torch.Tensor | None = None) -> torch.Tensor:
         """``[N, t]`` -> ``[N, max_len]``: the prefixes, completed by sampling at temperature 1 (rollouts)."""
-        return self._extend(prefixes.to(self._device, torch.long), self.config.max_len, generator)
+        return self._extend(prefixes.to(self._device, torch.long), self.config.max_len, generator, condition=condition)
 
     def _extend(self, prefix: torch.Tensor, length: int, generator: torch.Generator | None,
-                temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+                temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                condition: torch.Tensor | None = None) -> torch.Tensor:
         """All rows at once: one LSTM pass over BOS + prefix, then one step per new token."""
         count, given = prefix.shape
         if given > length:
@@ -156,7 +202,10 @@ class Generator(nn.Module):
         out = torch.full((count, length), pad, dtype=torch.long, device=prefix.device)
         out[:, :given] = prefix
         ended = _eos_seen(prefix, eos).any(dim=1)
-        logits, state = self(torch.cat([prefix.new_full((count, 1), self.config.bos_id), prefix], dim=1))
+        if condition is not None:
+            condition = condition.to(self._device)
+        logits, state = self(torch.cat([prefix.new_full((count, 1), self.config.bos_id), prefix], dim=1),
+                             condition=condition)
         for t in range(given, length):
             token = _draw(logits[:, -1], generator, temperature, top_k, top_p).masked_fill(ended, pad)
             out[:, t] = token
@@ -164,7 +213,7 @@ class Generator(nn.Module):
                 ended |= token == eos
             if t + 1 == length or (eos is not None and bool(ended.all())):
                 break
-            logits, state = self(token.unsqueeze(1), state)
+            logits, state = self(token.unsqueeze(1), state, condition)
         return out
 
 
@@ -190,14 +239,26 @@ def init_generator(generator: Generator, seed: int) -> Generator:
     return _init_normal(generator, 0.1, seed)
 
 
-class Discriminator(nn.Module):
+class Judge(nn.Module):
+    """What every discriminator gives: a logit per sequence (``forward``) and its probability of being real."""
+
+    def prob_real(self, sequences: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """``sigmoid(forward)`` in the module's current mode: dropout applies in training mode, so
+        switch it to eval mode first for a deterministic score (``rollout_rewards`` does)."""
+        return torch.sigmoid(self(sequences) if condition is None else self(sequences, condition))
+
+
+class Discriminator(Judge):
     """CNN over token embeddings: filters of several widths, max-over-time pooling, a highway layer,
     dropout, and a linear layer to one logit (high = real). Sequences are ``[B, max_len]``; filter widths
-    wider than ``max_len`` could never fit and are left out (at least one must remain)."""
+    wider than ``max_len`` could never fit and are left out (at least one must remain). A conditioned one adds
+    the work's projected features to every token embedding, as the generator does, so it judges a text as the
+    text of that work."""
 
     def __init__(self, config: SeqGANConfig) -> None:
         super().__init__()
         self.config = config
+        self.condition = nn.Linear(config.cond_dim, config.dis_emb_dim) if config.cond_dim else None
         kept = [(width, n) for width, n in zip(config.filter_sizes, config.num_filters) if width <= config.max_len]
         if not kept:
             raise ValueError(f"no discriminator filter fits sequences of {config.max_len} tokens: "
@@ -217,18 +278,41 @@ class Discriminator(nn.Module):
             nn.init.constant_(conv.bias, 0.1)
         nn.init.zeros_(self.output.bias)
 
-    def forward(self, sequences: torch.Tensor) -> torch.Tensor:
+    def forward(self, sequences: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, T]`` ids -> logits ``[B]``."""
-        x = self.embedding(sequences).transpose(1, 2)  # Conv1d wants [B, channels, T]
+        x = _embed(self.embedding, self.condition, sequences, condition).transpose(1, 2)  # Conv1d: [B, channels, T]
         pooled = torch.cat([conv(x).relu().amax(dim=2) for conv in self.convs], dim=1)
         gate = torch.sigmoid(self.gate(pooled))
         mixed = gate * self.highway(pooled).relu() + (1 - gate) * pooled
         return self.output(self.dropout(mixed)).squeeze(1)
 
-    def prob_real(self, sequences: torch.Tensor) -> torch.Tensor:
-        """``sigmoid(forward)`` in the module's current mode: dropout applies in training mode, so
-        switch it to eval mode first for a deterministic score (``rollout_rewards`` does)."""
-        return torch.sigmoid(self(sequences))
+
+class LSTMDiscriminator(Judge):
+    """The seed's recurrent discriminator (claim 23): an LSTM over the token embeddings (the work's projected
+    features added at every step when conditioned) gives a logit at every step, and the sequence's logit is their
+    mean over the steps that count (up to and including EOS), so every time step votes."""
+
+    def __init__(self, config: SeqGANConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.condition = nn.Linear(config.cond_dim, config.dis_emb_dim) if config.cond_dim else None
+        self.embedding = nn.Embedding(config.vocab_size, config.dis_emb_dim)
+        self.lstm = nn.LSTM(config.dis_emb_dim, config.hidden_dim, batch_first=True)
+        self.dropout = nn.Dropout(config.dropout)
+        self.output = nn.Linear(config.hidden_dim, 1)
+        nn.init.uniform_(self.embedding.weight, -1.0, 1.0)
+        nn.init.zeros_(self.output.bias)
+
+    def forward(self, sequences: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        hidden, _ = self.lstm(_embed(self.embedding, self.condition, sequences, condition))
+        votes = self.output(self.dropout(hidden)).squeeze(-1)  # [B, T]: one logit per step
+        mask = token_mask(sequences, self.config.eos_id).to(votes)
+        return (votes * mask).sum(dim=1) / mask.sum(dim=1)
+
+
+def make_discriminator(config: SeqGANConfig) -> Judge:
+    """The discriminator ``config.discriminator`` names."""
+    return LSTMDiscriminator(config) if config.discriminator == "lstm" else Discriminator(config)
 
 
 @contextlib.contextmanager
@@ -242,12 +326,13 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
 
 
 class RolloutPolicy:
-    """A copy of the generator that trails it: after each generator update, ``own = rate * own + (1 - rate) *
-    generator`` for the recurrent and output units, while the embedding is copied as it is, as in the
-    reference's ``update_params`` (``g_embeddings = tf.identity(lstm.g_embeddings)``). With ``trail=False``
-    the generator itself is the rollout policy (the paper's description)."""
+    """Who completes the rollouts. ``trail=False`` (the default): the generator itself, as the paper's Algorithm 1
+    and, in effect, the reference code (see the module's note). ``trail=True``, this pack's option: a copy that
+    trails the generator, ``own = rate * own + (1 - rate) * generator`` for the recurrent and output units after
+    each generator update, the embedding copied as it is (what the reference's ``update_params`` writes down but
+    never feeds to its sampling graph)."""
 
-    def __init__(self, generator: Generator, rate: float = 0.8, trail: bool = True) -> None:
+    def __init__(self, generator: Generator, rate: float = 0.8, trail: bool = False) -> None:
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"rate must be from 0 to 1, got {rate}")
         self.rate = rate
@@ -280,13 +365,14 @@ class RolloutPolicy:
 
 
 @torch.no_grad()
-def rollout_rewards(policy: Generator, discriminator: Discriminator, sequences: torch.Tensor, num_rollouts: int = 16,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+def rollout_rewards(policy: Generator, discriminator: Judge, sequences: torch.Tensor, num_rollouts: int = 16,
+                    generator: torch.Generator | None = None, condition: torch.Tensor | None = None) -> torch.Tensor:
     """``[B, T]`` -> rewards ``[B, T]`` in [0, 1]. For token t < T: the mean over ``num_rollouts`` completions
     of y_1..y_t by ``policy`` of D's probability of 'real'; for the last token: D's probability of the whole
     sequence. For each t all B * num_rollouts completions are drawn in one ``policy.complete`` call. With
     ``eos_id``, a prefix that already holds EOS is scored as it is (its completion is only padding) and the
-    tokens after EOS get 0. D runs in eval mode (no dropout); its mode is restored afterwards."""
+    tokens after EOS get 0. D runs in eval mode (no dropout); its mode is restored afterwards. ``condition``: the
+    works' features ``[B, cond_dim]``, given to the policy and D with every completion of its row."""
     if num_rollouts < 1:
         raise ValueError(f"num_rollouts must be at least 1, got {num_rollouts}")
     length, eos = sequences.shape[1], policy.config.eos_id
@@ -294,19 +380,21 @@ def rollout_rewards(policy: Generator, discriminator: Discriminator, sequences: 
         raise ValueError(f"sequences have {length} tokens, the policy completes to {policy.config.max_len}")
     ended = _eos_seen(sequences, eos)
     with _eval_mode(discriminator):
-        rewards = discriminator.prob_real(sequences).unsqueeze(1).repeat(1, length)
+        rewards = discriminator.prob_real(sequences, condition).unsqueeze(1).repeat(1, length)
         for t in range(1, length):
             live = ~ended[:, t - 1]
             if not live.any():  # every row has ended: the rest keeps D(sequence), then 0
                 break
             prefixes = sequences[live, :t].repeat_interleave(num_rollouts, dim=0)
-            scores = discriminator.prob_real(policy.complete(prefixes, generator))
+            rows = None if condition is None else condition[live].repeat_interleave(num_rollouts, dim=0)
+            scores = discriminator.prob_real(policy.complete(prefixes, generator, rows), rows)
             rewards[live, t - 1] = scores.view(-1, num_rollouts).mean(dim=1)
     return rewards.masked_fill(~token_mask(sequences, eos), 0.0)
 
 
-def policy_gradient_loss(generator: Generator, sequences: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
+def policy_gradient_loss(generator: Generator, sequences: torch.Tensor, rewards: torch.Tensor,
+                         condition: torch.Tensor | None = None) -> torch.Tensor:
     """REINFORCE: ``-sum_t log G(y_t | y_<t) * reward_t`` over the counted tokens, averaged over the batch.
     Rewards are constants (no gradient flows into them)."""
     mask = token_mask(sequences, generator.config.eos_id)
-    return -(generator.log_probs(sequences) * rewards.detach() * mask).sum(dim=1).mean()
+    return -(generator.log_probs(sequences, condition) * rewards.detach() * mask).sum(dim=1).mean()

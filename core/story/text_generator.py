@@ -2,7 +2,9 @@
 
 A model is one file, ``<name>.safetensors``: the generator's weights (and the discriminator's when kept for
 further training), with the model configuration and the vocabulary in its metadata. Models saved before
-(``atelier-seqgan-v1``) were two files, the weights and ``<name>.json``; they still load.
+(``atelier-seqgan-v1``) were two files, the weights and ``<name>.json``; they still load. A model conditioned on a
+work's features or trained with the LSTM discriminator is written as ``atelier-seqgan-v3`` (its configuration holds
+``cond_dim`` and ``discriminator``); every other model is written as before, as ``atelier-seqgan-v2``.
 """
 from __future__ import annotations
 
@@ -18,20 +20,28 @@ from .seqgan_model import Generator, SeqGANConfig
 from .text_tokens import Tokenizer, split_sentences
 
 FORMAT = "atelier-seqgan-v2"  # one file
+FORMAT_EXTENDED = "atelier-seqgan-v3"  # one file, with the conditioning fields in its configuration
 FORMAT_TWO_FILES = "atelier-seqgan-v1"  # weights + <name>.json, still read
 ATTEMPTS = 4  # samples tried for a story's next sentence before it is left as "…"
 
 
 def sequences_from_corpus(tokenizer: Tokenizer, lines: Sequence[str], max_len: int) -> torch.Tensor:
     """Token ids ``[N, max_len]``: each line encoded, cut to ``max_len - 1`` tokens, ended with EOS, padded."""
-    rows = []
-    for line in lines:
+    return encode_corpus(tokenizer, lines, max_len)[0]
+
+
+def encode_corpus(tokenizer: Tokenizer, lines: Sequence[str], max_len: int) -> tuple[torch.Tensor, list[int]]:
+    """``sequences_from_corpus``, with the indices of the lines kept (a line with no token is left out), so
+    what belongs to each line (a work's features) stays beside it."""
+    rows, kept = [], []
+    for index, line in enumerate(lines):
         ids = tokenizer.encode(line)[: max_len - 1]
         if ids:
             rows.append(ids + [tokenizer.eos_id] + [tokenizer.pad_id] * (max_len - 1 - len(ids)))
+            kept.append(index)
     if not rows:
         raise ValueError("the corpus has no line with a known token")
-    return torch.tensor(rows, dtype=torch.long)
+    return torch.tensor(rows, dtype=torch.long), kept
 
 
 @dataclass(frozen=True)
@@ -67,14 +77,19 @@ class TextGenerator:
     def config(self) -> SeqGANConfig:
         return self.generator.config
 
-    def _sample(self, count: int, options: SamplingOptions, prefix: list[int] | None) -> torch.Tensor:
+    def _sample(self, count: int, options: SamplingOptions, prefix: list[int] | None,
+                 condition: Sequence[Sequence[float]] | None = None) -> torch.Tensor:
         options.check()
         length = options.max_len or self.config.max_len
         gen = torch.Generator(device=next(self.generator.parameters()).device).manual_seed(options.seed)
         prefix_ids = None if not prefix else torch.tensor(prefix, dtype=torch.long)
+        rows = None if condition is None else torch.tensor(condition, dtype=torch.float32).reshape(-1,
+                                                                                                  self.config.cond_dim)
+        if rows is not None and rows.shape[0] == 1:
+            rows = rows.expand(count, -1)
         self.generator.eval()
         return self.generator.sample(count, gen, options.temperature, options.top_k, options.top_p, prefix_ids,
-                                     length)
+                                     length, rows)
 
     def _prefix_ids(self, prefix: str, notes: list[str]) -> list[int]:
         if not prefix.strip():
@@ -87,9 +102,10 @@ class TextGenerator:
         return ids
 
     def generate(self, count: int, options: SamplingOptions = SamplingOptions(), prefix: str = "",
-                 stop_at_sentence_end: bool = False) -> Generated:
+                 stop_at_sentence_end: bool = False, condition: Sequence[Sequence[float]] | None = None) -> Generated:
         """``count`` texts, each starting with ``prefix`` (words outside the vocabulary become the unknown
-        token, and a note says which); optionally cut after the first sentence the generator ends."""
+        token, and a note says which); optionally cut after the first sentence the generator ends. A conditioned
+        model needs ``condition``: one work's features for every text, or one row per text."""
         if count < 1:
             raise ValueError(f"count must be at least 1, got {count}")
         notes: list[str] = []
@@ -98,7 +114,7 @@ class TextGenerator:
         if len(ids) >= length:
             raise ValueError(f"the prefix has {len(ids)} tokens, as many as the length asked ({length}): raise max_len")
         texts = []
-        for row in self._sample(count, options, ids):
+        for row in self._sample(count, options, ids, condition):
             new = self.tokenizer.decode(row[len(ids):].tolist())
             if stop_at_sentence_end:
                 new = (split_sentences(new) or [new])[0]
@@ -142,7 +158,8 @@ class TextGenerator:
         if discriminator is not None:
             tensors.update({f"discriminator.{k}": v.detach().cpu().contiguous()
                             for k, v in discriminator.state_dict().items()})
-        metadata = {"format": FORMAT, "config": self.config.to_dict(), "tokenizer": self.tokenizer.to_dict()}
+        metadata = {"format": FORMAT_EXTENDED if self.config.extended else FORMAT, "config": self.config.to_dict(),
+                    "tokenizer": self.tokenizer.to_dict()}
         path = save_new_file(folder, name, tensors, metadata, "model name")
         self.name = path.stem
         return path
@@ -161,7 +178,7 @@ def load_text_generator(weights: Path, device: torch.device | str = "cpu") -> Te
             meta = handle.metadata() or {}
     except Exception as exc:  # a damaged or foreign file
         raise ValueError(f"cannot read text model {str(weights)!r}: {exc}") from exc
-    if meta.get("format") == FORMAT:
+    if meta.get("format") in (FORMAT, FORMAT_EXTENDED):
         description = {key: _json_object(meta.get(key, ""), f"{str(weights)!r} ({key})") for key in ("config",
                                                                                                    "tokenizer")}
     elif meta.get("format") == FORMAT_TWO_FILES:

@@ -2,15 +2,25 @@
 
 The run is one sequence of steps on the shared loop (progress, cancel, checkpoints, a NaN stops it):
 ``mle_epochs`` generator epochs, ``dis_rounds`` discriminator rounds, then ``adversarial_epochs``
-epochs of ``g_steps`` policy-gradient updates (rewards from ``rollouts`` Monte Carlo completions by a
-rollout policy trailing the generator) and ``d_steps`` discriminator rounds of ``d_epochs`` epochs
-each (fresh negatives every round), as in the paper's reference code. Every step draws its randomness
-from a seed derived from (seed, step), so a resumed run equals an uninterrupted one.
+epochs of ``g_steps`` policy-gradient updates (rewards from ``rollouts`` Monte Carlo completions by the
+generator, or by a copy trailing it when ``trail_rollout``) and ``d_steps`` discriminator rounds of ``d_epochs``
+epochs each (fresh negatives every round, every positive once per round), as in the paper's reference code.
+Every step draws its randomness from a seed derived from (seed, step), so a resumed run equals an
+uninterrupted one.
+
+Where this differs from the reference (LantaoYu/SeqGAN): the MLE loss sums each sequence's token NLLs and
+averages over the batch (the reference averages over tokens too, a loss ``max_len`` times smaller), and the
+policy-gradient loss averages over the batch (the reference sums over it, ``batch_size`` times larger). Adam
+is blind to a constant scale of the loss; what the scale changes is where the gradient-norm clip of 5 bites,
+which here clips the MLE gradient more often and the policy gradient less often than the reference. Batches
+are reshuffled every epoch (the reference reads the positives in file order and shuffles the discriminator's
+data once per round).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,17 +33,18 @@ from ...core.dataset.augment import derive_seed
 from ...core.shared import plots
 from ...core.shared.progress import Progress, SilentProgress
 from ...core.story.seqgan_model import (
-    Discriminator,
     Generator,
+    Judge,
     RolloutPolicy,
     SeqGANConfig,
     init_generator,
+    make_discriminator,
     policy_gradient_loss,
     rollout_rewards,
     token_mask,
 )
-from ...core.story.text_generator import TextGenerator, sequences_from_corpus
-from ...core.story.text_tokens import build_tokenizer
+from ...core.story.text_generator import TextGenerator, encode_corpus
+from ...core.story.text_tokens import Tokenizer, build_tokenizer
 from .. import checkpoints
 from ..loop import check_finite, run_steps, seeded
 
@@ -51,7 +62,7 @@ class SeqGANTrainConfig:
     d_epochs: int = 3
     rollouts: int = 16
     rollout_rate: float = 0.8
-    trail_rollout: bool = True  # False: the generator itself completes the rollouts
+    trail_rollout: bool = False  # True: a copy trailing the generator completes the rollouts (this pack's option)
     g_lr: float = 0.01
     d_lr: float = 1e-4
     d_l2: float = 0.2  # L2 weight on the discriminator's output layer, as the reference
@@ -88,9 +99,13 @@ class SeqGANTrainConfig:
             raise ValueError(f"the corpus has {corpus_size} sequence(s), fewer than one batch of {self.batch_size}: "
                              "add text or lower batch_size")
 
-    def fingerprint(self, data: torch.Tensor) -> str:
-        """Settings and corpus a checkpoint must match; more adversarial epochs extend a finished run."""
-        digest = hashlib.sha256(data.cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+    def fingerprint(self, data: torch.Tensor, features: torch.Tensor | None = None) -> str:
+        """Settings and corpus (with the works' features, for a conditioned model) a checkpoint must match; more
+        adversarial epochs extend a finished run."""
+        digest = hashlib.sha256(data.cpu().contiguous().numpy().tobytes())
+        if features is not None:
+            digest.update(features.cpu().float().contiguous().numpy().tobytes())
+        digest = digest.hexdigest()[:16]
         return f"{checkpoints.fingerprint(self, RESUMABLE_CHANGES)}-{digest}"
 
     def phase(self, step: int) -> str:
@@ -114,12 +129,12 @@ class SeqGANHistory:
 class SeqGANModels:
     config: SeqGANConfig
     generator: Generator
-    discriminator: Discriminator
+    discriminator: Judge
 
     @classmethod
     def new(cls, config: SeqGANConfig, seed: int) -> "SeqGANModels":
         with seeded(derive_seed(seed, "init")):
-            return cls(config, init_generator(Generator(config), seed), Discriminator(config))
+            return cls(config, init_generator(Generator(config), seed), make_discriminator(config))
 
     def to(self, device: torch.device | str) -> "SeqGANModels":
         self.generator.to(device)
@@ -128,18 +143,25 @@ class SeqGANModels:
 
 
 def _batches(data: torch.Tensor, batch_size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
+    """Row indices of shuffled whole batches (as the reference)."""
     order = torch.randperm(data.shape[0], generator=gen, device=gen.device).cpu()  # gen lives on the model's device
-    for start in range(0, data.shape[0] - batch_size + 1, batch_size):  # whole batches only, as the reference
-        yield data[order[start:start + batch_size]]
+    for start in range(0, data.shape[0] - batch_size + 1, batch_size):
+        yield order[start:start + batch_size]
+
+
+def _rows(features: torch.Tensor | None, rows: torch.Tensor, device: torch.device) -> torch.Tensor | None:
+    """The works' features of ``rows`` on ``device``, or None for an unconditioned model."""
+    return None if features is None else features[rows].to(device)
 
 
 def mle_epoch(generator: Generator, optimizer: torch.optim.Optimizer, data: torch.Tensor, batch_size: int,
-              grad_clip: float, gen: torch.Generator) -> float:
+              grad_clip: float, gen: torch.Generator, features: torch.Tensor | None = None) -> float:
     """One maximum-likelihood epoch; returns the mean per-sequence NLL of its batches."""
     generator.train()
     losses = []
-    for batch in _batches(data, batch_size, gen):
-        loss = generator.nll(batch.to(_device(generator)))
+    device = _device(generator)
+    for rows in _batches(data, batch_size, gen):
+        loss = generator.nll(data[rows].to(device), _rows(features, rows, device))
         check_finite(loss.item())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -153,23 +175,51 @@ def _device(module: torch.nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
-def _output_l2(discriminator: Discriminator) -> torch.Tensor:
+def check_features(config: SeqGANConfig, data: torch.Tensor, features: torch.Tensor | None) -> None:
+    """Features for a conditioned model, one row of ``cond_dim`` per sequence, all finite; none for another."""
+    if not config.cond_dim:
+        if features is not None:
+            raise ValueError("features were given for a model without conditioning (cond_dim 0)")
+        return
+    if features is None or tuple(features.shape) != (data.shape[0], config.cond_dim):
+        shape = None if features is None else tuple(features.shape)
+        raise ValueError(f"a conditioned model needs {data.shape[0]} feature rows of {config.cond_dim}, got {shape}")
+    if not bool(torch.isfinite(features).all()):
+        raise ValueError("the works' features hold NaN or infinite values")
+
+
+def _output_l2(discriminator: Judge) -> torch.Tensor:
     """The reference's L2 penalty on the output layer (TensorFlow's l2_loss: half the sum of squares), which
     keeps the discriminator from saturating and starving the generator of reward."""
     return sum(0.5 * (p ** 2).sum() for p in discriminator.output.parameters())
 
 
+def corpus_rows(size: int, count: int, gen: torch.Generator) -> torch.Tensor:
+    """``count`` row indices of a corpus of ``size`` in a shuffled order, in whole passes: none is drawn twice before
+    every one is drawn once (with ``count`` equal to ``size``, each exactly once, as the reference's positive
+    file)."""
+    passes = -(-count // size)
+    return torch.cat([torch.randperm(size, generator=gen, device=gen.device) for _ in range(passes)])[:count].cpu()
+
+
 def discriminator_round(models: SeqGANModels, optimizer: torch.optim.Optimizer, data: torch.Tensor,
-                        config: SeqGANTrainConfig, gen: torch.Generator) -> float:
-    """Fresh negatives from the generator against as many corpus sequences, ``d_epochs`` epochs of binary
-    cross-entropy; returns the accuracy on the last epoch's batches."""
+                        config: SeqGANTrainConfig, gen: torch.Generator, features: torch.Tensor | None = None) -> float:
+    """Fresh negatives from the generator against as many corpus sequences (each corpus sequence once when there
+    are as many negatives as sequences, as the reference's positive file), ``d_epochs`` epochs of binary
+    cross-entropy; returns the accuracy on the last epoch's batches. For a conditioned model each negative is
+    written for the features of a corpus work, and D sees every text with its work's features."""
     device = _device(models.generator)
     count = config.negatives or data.shape[0]
     models.generator.eval()
-    negatives = torch.cat([models.generator.sample(min(config.batch_size * 16, count - done), gen).cpu()
-                           for done in range(0, count, config.batch_size * 16)])
-    positives = data[torch.randint(0, data.shape[0], (count,), generator=gen, device=gen.device).cpu()]
-    sequences = torch.cat([positives, negatives])
+    chunk = config.batch_size * 16
+    # whose features each negative is written for (an unconditioned model draws nothing here)
+    works = corpus_rows(data.shape[0], count, gen) if features is not None else torch.zeros(count, dtype=torch.long)
+    negatives = torch.cat([models.generator.sample(min(chunk, count - done), gen,
+                                                   condition=_rows(features, works[done:done + chunk], device)).cpu()
+                           for done in range(0, count, chunk)])
+    positive = corpus_rows(data.shape[0], count, gen)
+    sequences = torch.cat([data[positive], negatives])
+    conditions = None if features is None else torch.cat([features[positive], features[works]])
     labels = torch.cat([torch.ones(count), torch.zeros(count)])
     models.discriminator.train()
     correct = seen = 0
@@ -177,7 +227,7 @@ def discriminator_round(models: SeqGANModels, optimizer: torch.optim.Optimizer, 
         order = torch.randperm(sequences.shape[0], generator=gen, device=gen.device).cpu()
         for start in range(0, sequences.shape[0], config.batch_size):
             rows = order[start:start + config.batch_size]
-            logits = models.discriminator(sequences[rows].to(device))
+            logits = models.discriminator(sequences[rows].to(device), _rows(conditions, rows, device))
             target = labels[rows].to(device)
             loss = F.binary_cross_entropy_with_logits(logits, target) + config.d_l2 * _output_l2(models.discriminator)
             check_finite(loss.item())
@@ -192,16 +242,19 @@ def discriminator_round(models: SeqGANModels, optimizer: torch.optim.Optimizer, 
 
 def adversarial_epoch(models: SeqGANModels, rollout: RolloutPolicy, pg_optimizer: torch.optim.Optimizer,
                       d_optimizer: torch.optim.Optimizer, data: torch.Tensor, config: SeqGANTrainConfig,
-                      gen: torch.Generator) -> tuple[float, float]:
+                      gen: torch.Generator, features: torch.Tensor | None = None) -> tuple[float, float]:
     """``g_steps`` policy-gradient updates, the rollout policy's update, then ``d_steps`` discriminator rounds;
     returns (mean reward per token of the last generator batch, discriminator accuracy)."""
     reward = 0.0
+    device = _device(models.generator)
     for _ in range(config.g_steps):
         models.generator.eval()
-        samples = models.generator.sample(config.batch_size, gen)
-        rewards = rollout_rewards(rollout.policy, models.discriminator, samples, config.rollouts, gen)
+        condition = None if features is None else features[corpus_rows(data.shape[0], config.batch_size, gen)].to(
+            device)
+        samples = models.generator.sample(config.batch_size, gen, condition=condition)
+        rewards = rollout_rewards(rollout.policy, models.discriminator, samples, config.rollouts, gen, condition)
         models.generator.train()
-        loss = policy_gradient_loss(models.generator, samples, rewards)
+        loss = policy_gradient_loss(models.generator, samples, rewards, condition)
         check_finite(loss.item())
         pg_optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -212,14 +265,17 @@ def adversarial_epoch(models: SeqGANModels, rollout: RolloutPolicy, pg_optimizer
     rollout.update(models.generator)
     accuracy = float("nan")
     for _ in range(config.d_steps):
-        accuracy = discriminator_round(models, d_optimizer, data, config, gen)
+        accuracy = discriminator_round(models, d_optimizer, data, config, gen, features)
     return reward, accuracy
 
 
 def train_seqgan(models: SeqGANModels, data: torch.Tensor, config: SeqGANTrainConfig, run_dir: Path,
-                 device: torch.device | str = "cpu", progress: Progress | None = None) -> SeqGANHistory:
-    """Train (or resume from ``run_dir/checkpoint``) on ``data``: token ids ``[N, max_len]``."""
+                 device: torch.device | str = "cpu", progress: Progress | None = None,
+                 features: torch.Tensor | None = None) -> SeqGANHistory:
+    """Train (or resume from ``run_dir/checkpoint``) on ``data``: token ids ``[N, max_len]``, with each row's work's
+    features ``[N, cond_dim]`` for a conditioned model."""
     config.check(data.shape[0])
+    check_features(models.config, data, features)
     device = torch.device(device)
     models.to(device)
     g_optimizer = torch.optim.Adam(models.generator.parameters(), lr=config.g_lr)
@@ -230,12 +286,13 @@ def train_seqgan(models: SeqGANModels, data: torch.Tensor, config: SeqGANTrainCo
     rollout = RolloutPolicy(models.generator, config.rollout_rate, config.trail_rollout)
     history = SeqGANHistory()
     checkpoint = run_dir / "checkpoint"
-    fingerprint = config.fingerprint(data)
+    fingerprint = config.fingerprint(data, features)
     state = checkpoints.load_matching(checkpoint, fingerprint)
     if state is not None:
         models.generator.load_state_dict(state["generator"])
         models.discriminator.load_state_dict(state["discriminator"])
-        rollout.policy.load_state_dict(state["rollout"])
+        if config.trail_rollout:  # the generator rolling out for itself has no weights of its own
+            rollout.policy.load_state_dict(state["rollout"])
         g_optimizer.load_state_dict(state["g_optimizer"])
         pg_optimizer.load_state_dict(state["pg_optimizer"])
         d_optimizer.load_state_dict(state["d_optimizer"])
@@ -246,7 +303,8 @@ def train_seqgan(models: SeqGANModels, data: torch.Tensor, config: SeqGANTrainCo
     def save(step: int) -> None:
         checkpoints.save(checkpoint, {
             "fingerprint": fingerprint, "step": step, "generator": models.generator.state_dict(),
-            "discriminator": models.discriminator.state_dict(), "rollout": rollout.policy.state_dict(),
+            "discriminator": models.discriminator.state_dict(),
+            **({"rollout": rollout.policy.state_dict()} if config.trail_rollout else {}),
             "g_optimizer": g_optimizer.state_dict(), "pg_optimizer": pg_optimizer.state_dict(),
             "d_optimizer": d_optimizer.state_dict(),
             "nll": history.nll, "d_accuracy": history.d_accuracy, "reward": history.reward})
@@ -256,15 +314,17 @@ def train_seqgan(models: SeqGANModels, data: torch.Tensor, config: SeqGANTrainCo
         with seeded(derive_seed(config.seed, index, "dropout")):
             phase = config.phase(index)
             if phase == "mle":
-                value = mle_epoch(models.generator, g_optimizer, data, config.batch_size, config.grad_clip, gen)
+                value = mle_epoch(models.generator, g_optimizer, data, config.batch_size, config.grad_clip, gen,
+                                  features)
                 history.nll.append((index + 1, value))
             elif phase == "discriminator":
-                value = discriminator_round(models, d_optimizer, data, config, gen)
+                value = discriminator_round(models, d_optimizer, data, config, gen, features)
                 history.d_accuracy.append((index + 1, value))
             else:
                 if index == config.mle_epochs + config.dis_rounds:  # the rollout policy starts from the pretrained one
                     rollout.reset(models.generator)
-                reward, value = adversarial_epoch(models, rollout, pg_optimizer, d_optimizer, data, config, gen)
+                reward, value = adversarial_epoch(models, rollout, pg_optimizer, d_optimizer, data, config, gen,
+                                                  features)
                 history.reward.append((index + 1, reward))
                 history.d_accuracy.append((index + 1, value))
         history.step = index + 1
@@ -295,28 +355,78 @@ class TextModelSpec:
     max_len: int = 32
     emb_dim: int = 64
     hidden_dim: int = 128
+    discriminator: str = "cnn"  # or lstm: the seed's recurrent discriminator, voting over time steps
 
 
-def run_name(name: str, spec: TextModelSpec, config: SeqGANTrainConfig, lines: list[str]) -> str:
-    """``<name>-<key>``: the same corpus and settings find the same run folder, and so resume."""
+def run_name(name: str, spec: TextModelSpec, config: SeqGANTrainConfig, lines: list[str],
+             features: torch.Tensor | None = None) -> str:
+    """``<name>-<key>``: the same corpus (and works' features) and settings find the same run folder, and so
+    resume."""
     settings = checkpoints.fingerprint(config, RESUMABLE_CHANGES)
-    digest = hashlib.sha256(json.dumps([lines, asdict(spec), settings]).encode())
+    described = asdict(spec)
+    if spec.discriminator == "cnn":  # keys of runs from before the choice existed stay as they were
+        del described["discriminator"]
+    digest = hashlib.sha256(json.dumps([lines, described, settings]).encode())
+    if features is not None:
+        digest.update(features.float().contiguous().numpy().tobytes())
     return f"{name}-{digest.hexdigest()[:10]}"
 
 
+def _models_for(tokenizer: Tokenizer, spec: TextModelSpec, cond_dim: int, seed: int) -> SeqGANModels:
+    config = SeqGANConfig(vocab_size=len(tokenizer.vocab), max_len=spec.max_len, emb_dim=spec.emb_dim,
+                          hidden_dim=spec.hidden_dim, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id,
+                          pad_id=tokenizer.pad_id, cond_dim=cond_dim, discriminator=spec.discriminator)
+    return SeqGANModels.new(config, seed)
+
+
 def train_text_generator(lines: list[str], spec: TextModelSpec, config: SeqGANTrainConfig, run_dir: Path,
-                         device: torch.device | str = "cpu",
-                         progress: Progress | None = None) -> tuple[TextGenerator, SeqGANModels, SeqGANHistory]:
-    """Tokeniser, data and SeqGAN training from corpus lines; resumes from ``run_dir`` when it holds a run."""
+                         device: torch.device | str = "cpu", progress: Progress | None = None,
+                         features: torch.Tensor | None = None) -> tuple[TextGenerator, SeqGANModels, SeqGANHistory]:
+    """Tokeniser, data and SeqGAN training from corpus lines; resumes from ``run_dir`` when it holds a run.
+    ``features`` (one row per line, a work's analysis vector) conditions the generator and discriminator on it."""
     tokenizer = build_tokenizer(lines, spec.tokenizer, spec.max_vocab)
-    data = sequences_from_corpus(tokenizer, lines, spec.max_len)
+    data, kept = encode_corpus(tokenizer, lines, spec.max_len)
     config.check(data.shape[0])
-    model_config = SeqGANConfig(vocab_size=len(tokenizer.vocab), max_len=spec.max_len, emb_dim=spec.emb_dim,
-                                hidden_dim=spec.hidden_dim, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id,
-                                pad_id=tokenizer.pad_id)
-    models = SeqGANModels.new(model_config, config.seed)
-    history = train_seqgan(models, data, config, run_dir, device, progress)
+    models = _models_for(tokenizer, spec, 0 if features is None else features.shape[1], config.seed)
+    history = train_seqgan(models, data, config, run_dir, device, progress,
+                           None if features is None else features[kept])
     return TextGenerator(models.generator, tokenizer), models, history
+
+
+@torch.no_grad()
+def heldout_nll(generator: Generator, data: torch.Tensor, features: torch.Tensor | None = None) -> float:
+    """The generator's mean negative log-likelihood per counted token (up to and including EOS) of ``data``."""
+    generator.eval()
+    device = _device(generator)
+    data = data.to(device)
+    mask = token_mask(data, generator.config.eos_id)
+    log_probs = generator.log_probs(data, None if features is None else features.to(device))
+    return float(-(log_probs * mask).sum() / mask.sum())
+
+
+def conditioning_gain(lines: list[str], features: torch.Tensor, spec: TextModelSpec, config: SeqGANTrainConfig,
+                      heldout_share: float = 0.2, device: torch.device | str = "cpu") -> dict[str, float | int]:
+    """Held-out NLL per token of the generator conditioned on the works' features against the unconditioned one,
+    both trained alike on the same (seeded) split of the catalogue, with one tokeniser from the training texts."""
+    if features.shape[0] != len(lines):
+        raise ValueError(f"{features.shape[0]} feature rows for {len(lines)} texts")
+    if not 0 < heldout_share < 1:
+        raise ValueError(f"heldout_share must be between 0 and 1, got {heldout_share}")
+    order = torch.randperm(len(lines), generator=torch.Generator().manual_seed(derive_seed(config.seed, "split")))
+    cut = max(1, round(len(lines) * heldout_share))
+    test, train = order[:cut].tolist(), order[cut:].tolist()
+    tokenizer = build_tokenizer([lines[i] for i in train], spec.tokenizer, spec.max_vocab)
+    data, kept = encode_corpus(tokenizer, [lines[i] for i in train], spec.max_len)
+    heldout, kept_test = encode_corpus(tokenizer, [lines[i] for i in test], spec.max_len)
+    train_features, test_features = features[train][kept], features[test][kept_test]
+    out: dict[str, float | int] = {"train_texts": data.shape[0], "heldout_texts": heldout.shape[0]}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, rows, rows_test in (("unconditional", None, None),
+                                      ("conditional", train_features, test_features)):
+            models = _models_for(tokenizer, spec, 0 if rows is None else rows.shape[1], config.seed)
+            train_seqgan(models, data, config, Path(tmp) / name, device, features=rows)
+            out[f"{name}_nll"] = round(heldout_nll(models.generator, heldout, rows_test), 4)
+    return out
 
 
 def history_plot(history: SeqGANHistory, max_len: int) -> Image.Image:
