@@ -33,7 +33,14 @@ from PIL import Image, ImageDraw
 
 from ..curator.taxonomy import Taxonomy, TaxonomyError
 from ..shared.colors import to_uint8
-from ..shared.hf_folders import WEIGHT_FILES, ModelFolderError, check_files, dtype_argument, loading_weights
+from ..shared.hf_folders import (
+    WEIGHT_FILES,
+    HoldsModel,
+    ModelFolderError,
+    check_files,
+    dtype_argument,
+    loading_weights,
+)
 
 DEFAULT_DETECTOR = "google/owlv2-base-patch16-ensemble"
 KINDS = ("owlv2", "owlvit")
@@ -43,19 +50,12 @@ AUXILIARY_COLOUR = (40, 120, 230)
 
 
 @dataclass
-class Detector:
+class Detector(HoldsModel):
     model: Any  # transformers Owlv2ForObjectDetection or OwlViTForObjectDetection
     processor: Any  # its processor (tokenizer and image processor)
     kind: str  # "owlv2" (boxes relative to the picture padded to a square) or "owlvit" (relative to the picture)
     name: str
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
 
 
 def load_detector(folder: Path, device: torch.device | str = "cpu", precision: str = "auto") -> Detector:

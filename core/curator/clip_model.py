@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from ..shared.hf_folders import (
     WEIGHT_FILES,
+    HoldsModel,
     ModelFolderError,
     check_files,
     dtype_argument,
@@ -40,20 +41,13 @@ def precision_dtype(precision: str, device: torch.device) -> torch.dtype:
 
 
 @dataclass
-class ClipModel:
+class ClipModel(HoldsModel):
     model: Any  # transformers CLIPModel
     tokenizer: Any
     pixels: PixelSpec
     fingerprint: str  # weights and precision: what cached embeddings are keyed by
     name: str
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
 
     @property
     def logit_scale(self) -> float:

@@ -55,6 +55,15 @@ def plan_size(originals: Sequence[Original], kinds: Sequence[str], include_origi
     return len(originals) * per_image
 
 
+def write_originals(writer: DatasetWriter, stems: Sequence[str], originals: Sequence[Original]) -> None:
+    """Each original as ``<stem>.png`` with its own caption, recorded as every version folder records its
+    originals (variant "original", no parameters, no seed)."""
+    for stem, original in zip(stems, originals):
+        writer.add_image(variants.render_original(original.image[None])[0], stem, original.caption,
+                         {"source": original.source, "stem": stem, "variant": "original", "parameters": {},
+                          "seed": None})
+
+
 def multiply(
     originals: Sequence[Original],
     parent: Path,

@@ -19,7 +19,7 @@ import torch
 
 from ..dataset import variants
 from ..dataset.augment import derive_seed
-from ..dataset.multiply import Original
+from ..dataset.multiply import Original, write_originals
 from ..dataset.writer import DatasetWriter, WrittenDataset
 from ..shared.output_paths import clean_name, unique_stems
 from ..shared.progress import Progress, SilentProgress
@@ -111,10 +111,7 @@ def write_virtual_data(originals: Sequence[Original], embeds: torch.Tensor | Non
     shared = {"width": settings.width, "height": settings.height, "trigger": settings.trigger, **(details or {})}
     with DatasetWriter(parent) as writer:
         if settings.include_original:
-            for stem, original in zip(stems, originals):
-                writer.add_image(variants.render_original(original.image[None])[0], stem, original.caption,
-                                 {"source": original.source, "stem": stem, "variant": "original", "parameters": {},
-                                  "seed": None})
+            write_originals(writer, stems, originals)
         for i, original in enumerate(originals):
             for change, name in zip(changes, names):
                 progress.check_cancel()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -17,6 +18,20 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 # what a transformers model needs from its Hugging Face repository: configs, tokenizer files and safetensors weights
 # (not the pickle, TensorFlow, Flax or ONNX copies many repositories also hold)
 DOWNLOAD_FILES = ("*.json", "*.txt", "*.safetensors")
+
+
+class HoldsModel:
+    """Where a loaded transformers network (the subclass's ``model``) lives, and in what precision."""
+
+    model: Any
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
 
 
 class ModelFolderError(FileNotFoundError):

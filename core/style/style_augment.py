@@ -24,7 +24,7 @@ import torch
 from ..dataset import variants
 from ..dataset.folder_dataset import load_folder
 from ..dataset.image_files import ImageFolderError, Skipped
-from ..dataset.multiply import Original
+from ..dataset.multiply import Original, write_originals
 from ..dataset.writer import DatasetWriter, WrittenDataset
 from ..shared.output_paths import unique_stems
 from ..shared.progress import Progress, SilentProgress
@@ -148,10 +148,7 @@ def style_augment(model: AdaINModel, originals: Sequence[Original], others: Sequ
     targets = None if options.recolours_styles else style_targets(model, [s.image for s in styles], options, device)
     with DatasetWriter(parent) as writer:
         if spec.include_original:
-            for stem, original in zip(original_stems, originals):
-                writer.add_image(variants.render_original(original.image[None])[0], stem, original.caption,
-                                 {"source": original.source, "stem": stem, "variant": "original", "parameters": {},
-                                  "seed": None})
+            write_originals(writer, original_stems, originals)
         for i, j in pairs:
             progress.check_cancel()
             content = contents[i]
