@@ -188,10 +188,11 @@ def test_style_command_lists_unreadable_originals_and_styles(adain_files, tmp_pa
     styles.mkdir()
     shutil.copy(SAMPLES / "coffee.webp", styles / "coffee.webp")
     truncated(styles / "붓터치.png", "PNG")
-    assert main(["style", str(originals), "--styles", str(styles), "--encoder", str(adain_files[0]), "--decoder",
-                 str(adain_files[1]), "--output", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    assert main(["style", str(originals), "--direction", "restyle_originals", "--styles", str(styles), "--encoder",
+                 str(adain_files[0]), "--decoder", str(adain_files[1]), "--output", str(tmp_path / "out"),
+                 "--device", "cpu"]) == 0
     captured = capsys.readouterr()
-    assert "wrote 4 images from 2 originals and 1 styles" in captured.out
+    assert "wrote 4 images (2 virtual): 2 content pictures in the style of 1 style pictures" in captured.out
     skipped = [line for line in captured.err.splitlines() if line.startswith("skipped ")]
     assert sorted(line.split(": ")[0] for line in skipped) == [f"skipped {originals / 'broken.jpg'}",
                                                                f"skipped {originals / 'cut.png'}",
