@@ -14,6 +14,8 @@ from typing import Any
 
 from ..shared.output_paths import write_text_atomic
 from ..shared.progress import Progress, SilentProgress
+from . import korean
+from .analysis_text import analysis_sentences, analysis_tags, article, check_analyses, check_language, join_en
 from .safety import SafetyFilter
 
 # expert_review came last (issue 19): files and calls written before it still read, without it
@@ -55,16 +57,6 @@ def _names(labels: dict[str, list[dict[str, Any]]], group: str) -> list[str]:
     return [choice["name"] for choice in labels.get(group, [])]
 
 
-def _join(words: list[str]) -> str:
-    if len(words) <= 1:
-        return "".join(words)
-    return ", ".join(words[:-1]) + " and " + words[-1]
-
-
-def _article(word: str) -> str:
-    return ("an " if word[:1].lower() in "aeiou" else "a ") + word if word.isascii() else word
-
-
 def _sentence(text: str) -> str:
     text = " ".join(text.split()).strip()
     if not text:
@@ -82,7 +74,7 @@ def _opening(meta: Metadata, labels: dict[str, list[dict[str, Any]]]) -> str:
     medium = _names(labels, "medium")
     size = f", {meta.size}" if meta.size else ""
     if medium:
-        made = f"is {_article(medium[-1])}" + (f" in {meta.technique}" if meta.technique else "") + \
+        made = f"is {article(medium[-1])}" + (f" in {meta.technique}" if meta.technique else "") + \
             (f" on {meta.material}" if meta.material else "")
     elif meta.technique:
         made = f"is made in {meta.technique}" + (f" on {meta.material}" if meta.material else "")
@@ -100,19 +92,59 @@ def _label_sentences(labels: dict[str, list[dict[str, Any]]]) -> list[str]:
     style, genre, period = _names(labels, "style"), _names(labels, "genre"), _names(labels, "period")
     if style or genre:
         parts = ([f"the language of {style[-1]}"] if style else []) + ([f"the {genre[-1]} tradition"] if genre else [])
-        out.append(_sentence(f"It draws on {_join(parts)}"))
+        out.append(_sentence(f"It draws on {join_en(parts)}"))
     if period:
         out.append(_sentence(f"It belongs to {period[-1]}"))
     if subjects := _names(labels, "subject"):
-        out.append(_sentence(f"Among its subjects are {_join(subjects)}"))
+        out.append(_sentence(f"Among its subjects are {join_en(subjects)}"))
     if palette := _names(labels, "palette"):
-        out.append(_sentence(f"Its palette is {_join(palette)}"))
+        out.append(_sentence(f"Its palette is {join_en(palette)}"))
     if space := _names(labels, "space"):
-        out.append(_sentence(f"It would sit well in {_article(space[-1])}"))
+        out.append(_sentence(f"It would sit well in {article(space[-1])}"))
     known = {"medium", "style", "genre", "period", "subject", "palette", "space"}
     for group, chosen in labels.items():
         if group not in known and chosen:
-            out.append(_sentence(f"{group.replace('_', ' ')}: {_join([c['name'] for c in chosen])}"))
+            out.append(_sentence(f"{group.replace('_', ' ')}: {join_en([c['name'] for c in chosen])}"))
+    return out
+
+
+def _opening_ko(meta: Metadata, labels: dict[str, list[dict[str, Any]]]) -> list[str]:
+    subject = (f"\u201c{meta.title}\u201d" if meta.title else "이 작품") + (f"({meta.year})" if meta.year else "")
+    out = [f"{korean.josa(subject, '은', '는')} {meta.artist}의 작품이다."] if meta.artist else []
+    subject = "작품" if out else subject
+    medium = _names(labels, "medium")
+    how = " ".join(p for p in (f"{meta.material}에" if meta.material else "",
+                               f"{meta.technique} 기법으로" if meta.technique else "") if p)
+    if medium:
+        made = f"{how} 제작된 " if how else ""
+        out.append(f"{korean.josa(subject, '은', '는')} {made}{korean.copula(medium[-1])}.")
+    elif how:
+        out.append(f"{korean.josa(subject, '은', '는')} {how} 제작되었다.")
+    if meta.size:
+        out.append(f"크기는 {korean.copula(meta.size)}.")
+    if not out and meta.title:
+        out.append(f"{korean.copula(subject)}.")
+    return out
+
+
+def _label_sentences_ko(labels: dict[str, list[dict[str, Any]]]) -> list[str]:
+    out = []
+    style, genre, period = _names(labels, "style"), _names(labels, "genre"), _names(labels, "period")
+    if style or genre:
+        parts = ([f"{style[-1]} 양식"] if style else []) + ([f"{genre[-1]} 전통"] if genre else [])
+        out.append(f"{korean.join(parts)}에 기대고 있다.")
+    if period:
+        out.append(f"시대로는 {period[-1]}에 속한다.")
+    if subjects := _names(labels, "subject"):
+        out.append(f"소재로 {korean.josa(korean.join(subjects), '이', '가')} 등장한다.")
+    if palette := _names(labels, "palette"):
+        out.append(f"색채는 {korean.copula(korean.join(palette))}.")
+    if space := _names(labels, "space"):
+        out.append(f"{space[-1]}에 잘 어울린다.")
+    known = {"medium", "style", "genre", "period", "subject", "palette", "space"}
+    for group, chosen in labels.items():
+        if group not in known and chosen:
+            out.append(f"{group.replace('_', ' ')}: {korean.join([c['name'] for c in chosen])}.")
     return out
 
 
@@ -124,26 +156,37 @@ def hashtag(text: str) -> str:
 
 
 def curate_text(labels: dict[str, list[dict[str, Any]]], description: str, meta: Metadata,
-                safety: SafetyFilter) -> CurationText:
+                safety: SafetyFilter, analyses: dict[str, dict[str, Any] | None] | None = None,
+                language: str = "en") -> CurationText:
     """The paragraph, record and hashtags for one work. ``labels`` is one picture's ``labels`` from
-    zero-shot labelling (group -> chosen labels with names and scores)."""
+    zero-shot labelling (group -> chosen labels with names and scores); ``analyses`` the records of the curator's
+    analyses (colour, emotion, style, objects, intent, space; a missing or ``None`` one is left out), written in
+    ``language`` (en or ko). Without analyses and in English the text is what it was before the analyses."""
+    check_language(language)
+    used = check_analyses(analyses or {})
     # each field first, so a quote is never left half-open; the description and the artist's words are
     # sentences: one that holds a blocked word goes whole rather than be misquoted
     prose = {name: safety.clean(getattr(meta, name), prose=True) for name in ("artist_note", "expert_review")}
     meta = Metadata(**{**safety.clean_value(asdict(meta)), **prose})
     description = safety.clean(description, prose=True)
-    sentences = [_opening(meta, labels), _sentence(description), *_label_sentences(labels)]
+    if language == "ko":
+        sentences = [*_opening_ko(meta, labels), _sentence(description), *_label_sentences_ko(labels)]
+    else:
+        sentences = [_opening(meta, labels), _sentence(description), *_label_sentences(labels)]
+    sentences += analysis_sentences(used, language)
     if meta.artist_note:
-        sentences.append(f"In the artist\u2019s words: \u201c{meta.artist_note}\u201d")
+        said = "작가의 말" if language == "ko" else "In the artist\u2019s words"
+        sentences.append(f"{said}: \u201c{meta.artist_note}\u201d")
     paragraph = safety.clean(" ".join(s for s in sentences if s))
-    tags = [choice["name"] for chosen in labels.values() for choice in chosen]
+    tags = [choice["name"] for chosen in labels.values() for choice in chosen] + analysis_tags(used, language)
     candidates = [hashtag(t) for t in [meta.artist, meta.technique, meta.material, *tags] if t]
     hashtags = safety.hashtags(list(dict.fromkeys(t for t in candidates if t)))[:MAX_HASHTAGS]
     record = safety.clean_value({
         **asdict(meta), "description": " ".join(description.split()),
         "labels": {group: [{"label": c["label"], "name": c["name"], "score": c["score"]} for c in chosen]
                    for group, chosen in labels.items()},
-        "tags": tags, "hashtags": hashtags, "paragraph": paragraph})
+        "tags": tags, "hashtags": hashtags, "paragraph": paragraph,
+        **({"language": language} if language != "en" else {}), **({"analyses": used} if used else {})})
     return CurationText(paragraph, record, hashtags)
 
 
