@@ -12,10 +12,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..analyses.features import FEATURES_VERSION, analysis_features
 from ..shared.output_paths import write_text_atomic
 from ..shared.progress import Progress, SilentProgress
 from . import korean
-from .analysis_text import analysis_sentences, analysis_tags, article, check_analyses, check_language, join_en
+from .analysis_text import ANALYSES, analysis_sentences, analysis_tags, article, check_analyses, check_language, join_en
 from .safety import SafetyFilter
 
 # expert_review came last (issue 19): files and calls written before it still read, without it
@@ -265,16 +266,46 @@ def read_manifest(manifest: Path) -> dict[str, dict[str, Any]]:
     return entries
 
 
+ANALYSES_FILE = "analyses.jsonl"
+
+
+def read_analyses(path: Path) -> dict[str, dict[str, Any]]:
+    """A folder's ``analyses.jsonl`` (one line per picture: ``file`` and the six records, ``None`` where an analysis
+    was not run) by file; a damaged line is an error naming the file and the line, before any picture is described."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {str(path)!r} ({exc}): run Analyse Folder again, or delete it to describe "
+                         "the pictures without their analyses") from exc
+    out = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+                raise ValueError("a JSON object with 'file' is needed")
+            out[entry["file"]] = check_analyses({k: v for k, v in entry.items() if k in ANALYSES})
+        except ValueError as exc:  # JSONDecodeError included
+            raise ValueError(f"{str(path)!r}, line {number}: {exc}. Run Analyse Folder again, or delete the file to "
+                             "describe the pictures without their analyses") from None
+    return out
+
+
 def describe_folder(folder: Path, safety: SafetyFilter, metadata: dict[str, Metadata] | None = None,
-                    progress: Progress | None = None) -> list[dict[str, Any]]:
+                    progress: Progress | None = None, language: str = "en") -> list[dict[str, Any]]:
     """Curation records for every picture of a dataset version: labels from its manifest, the description
-    from its caption sidecar, metadata matched by file stem. Writes ``curation.jsonl`` (one record per
-    picture) and ``curation.md`` (a readable catalogue) into the folder, and returns the records."""
+    from its caption sidecar, metadata matched by file stem, and, where the folder has an ``analyses.jsonl``, each
+    picture's analyses (in its record with their ``features`` vector, and in its text). Writes ``curation.jsonl``
+    (one record per picture) and ``curation.md`` (a readable catalogue) into the folder in ``language``, and
+    returns the records."""
     from ..dataset.image_files import list_images, read_caption
     from ..dataset.writer import MANIFEST
 
+    check_language(language)
     manifest = folder / MANIFEST
     entries = read_manifest(manifest) if manifest.is_file() else {}
+    analysed = read_analyses(folder / ANALYSES_FILE) if (folder / ANALYSES_FILE).is_file() else None
     files = list_images(folder, recursive=True)
     progress = progress or SilentProgress(len(files))
     metadata = metadata or {}
@@ -286,12 +317,16 @@ def describe_folder(folder: Path, safety: SafetyFilter, metadata: dict[str, Meta
         source = Path(str(entries.get(name, {}).get("source", path)))  # a curated copy may have been renamed
         keys = (source.name, source.stem, path.name, path.stem)
         meta = next((metadata[k] for k in keys if k in metadata), Metadata())
-        text = curate_text(labels, read_caption(path) or "", meta, safety)
-        records.append({"file": name, **text.record})
+        analyses = None if analysed is None else analysed.get(name, {})
+        text = curate_text(labels, read_caption(path) or "", meta, safety, analyses, language)
+        record = {"file": name, **text.record}
+        if analyses is not None:
+            record |= {"features": [round(v, 6) for v in analysis_features(analyses).tolist()],
+                       "features_version": FEATURES_VERSION}
+        records.append(record)
         heading = text.record.get("title") or path.stem
         catalogue.append(f"## {heading}\n\n{text.paragraph}\n\n{' '.join(text.hashtags)}\n")
         progress.advance()
     write_text_atomic(folder / "curation.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     write_text_atomic(folder / "curation.md", "\n".join(catalogue))
     return records
-
