@@ -174,7 +174,8 @@ def curate_text(labels: dict[str, list[dict[str, Any]]], description: str, meta:
         sentences = [*_opening_ko(meta, labels), _sentence(description), *_label_sentences_ko(labels)]
     else:
         sentences = [_opening(meta, labels), _sentence(description), *_label_sentences(labels)]
-    sentences += analysis_sentences(used, language)
+    # a sentence from an analysis that holds a blocked word goes whole, like the description
+    sentences += [safety.clean(s, prose=True) for s in analysis_sentences(used, language)]
     if meta.artist_note:
         said = "작가의 말" if language == "ko" else "In the artist\u2019s words"
         sentences.append(f"{said}: \u201c{meta.artist_note}\u201d")

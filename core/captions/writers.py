@@ -43,10 +43,21 @@ def _facts(meta: Metadata, analyses: dict[str, dict[str, Any]]) -> list[str]:
     return facts
 
 
-def blip2_prompt(meta: Metadata, analyses: dict[str, dict[str, Any] | None]) -> str:
-    """The compact prompt: the facts one per line, then the question the caption answers."""
+QUESTION = "Question: describe this artwork as a museum curator would. Answer:"
+
+
+def blip2_prompt(meta: Metadata, analyses: dict[str, dict[str, Any] | None], fits: Any = None) -> str:
+    """The compact prompt: the facts one per line, then the question the caption answers. ``fits`` (prompt ->
+    bool) drops facts from the end (the analyses before the metadata's last ones) until the prompt fits."""
     facts = _facts(meta, check_analyses(analyses))
-    return "\n".join([*facts, "Question: describe this artwork as a museum curator would. Answer:"])
+    prompt = "\n".join([*facts, QUESTION])
+    while fits is not None and not fits(prompt):
+        if not facts:
+            raise ValueError("the BLIP-2 language model's window is too short for even the question: raise its "
+                             "max_position_embeddings or lower max_new_tokens")
+        facts.pop()
+        prompt = "\n".join([*facts, QUESTION])
+    return prompt
 
 
 def _with_paragraph(base: CurationText, text: str, safety: SafetyFilter, writer: str) -> CurationText:
@@ -58,10 +69,18 @@ def write_with_blip2(base: CurationText, blip: Any, image: torch.Tensor, meta: M
                      analyses: dict[str, dict[str, Any] | None], safety: SafetyFilter,
                      settings: Any | None = None) -> CurationText:
     """``base`` (the template writer's text) with BLIP-2's paragraph for ``image`` (``[H, W, 3]``), prompted with
-    the metadata and analyses (``settings``' own prompt is replaced)."""
+    the metadata and analyses (``settings``' own prompt is replaced; the facts that do not fit the language model's
+    window are left out from the end, and the record's ``prompt`` says what was asked)."""
     from .blip2 import CaptionSettings, caption_images
 
-    settings = replace(settings or CaptionSettings(max_new_tokens=80), prompt=blip2_prompt(meta, analyses))
+    settings = settings or CaptionSettings(max_new_tokens=80)
+    config = blip._live().config
+    window = config.text_config.max_position_embeddings - config.num_query_tokens - settings.max_new_tokens
+
+    def fits(prompt: str) -> bool:  # the query tokens, the prompt and the answer share the language model's window
+        return len(blip.tokenizer(prompt, add_special_tokens=True)["input_ids"]) <= window
+
+    settings = replace(settings, prompt=blip2_prompt(meta, analyses, fits))
     text = caption_images(blip, [image], settings, batch_size=1)[0]
     out = _with_paragraph(base, text, safety, "blip2")
     return replace(out, record={**out.record, "prompt": settings.prompt})
