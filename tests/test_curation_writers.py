@@ -217,6 +217,8 @@ def test_seqgan_writer_samples_on_the_analysis_vector_and_is_filtered() -> None:
         assert kept == ("" if "sale" in free.split() else free)
     with pytest.raises(ValueError, match="conditioned on 3 features, not on the 47"):
         write_with_seqgan(base, _text_model(3), ANALYSES, SafetyFilter(()))
+    with pytest.raises(ValueError, match="conditioned on no features, not on the 47 .* Train Text Generator"):
+        write_with_seqgan(base, _text_model(0), ANALYSES, SafetyFilter(()))
 
 
 def test_describe_folder_with_analyses(tmp_path: Path, safety: SafetyFilter) -> None:
@@ -257,9 +259,9 @@ def test_node_takes_the_analysis_outputs_and_checks_its_writer() -> None:
     values = node_defaults(AtelierCurationText, title="Afternoon Light", blocked_words="", language="ko")
     paragraph, record_json, hashtags = AtelierCurationText().write(
         **values, colour_json=json.dumps(ANALYSES["colour"]), objects_json=json.dumps([ANALYSES["objects"]]))
-    assert paragraph == ("\u201cAfternoon Light\u201d다. 따뜻하고 밝고 선명한 색조가 두드러진다. 주요 색은 비중 순으로 "
-                         "#C8643C(55%), #F0DCB4(30%), #2C3E50(15%)이다. 주된 대상은 고양이다. 보조 대상으로 꽃과 "
-                         "나무가 보인다.")
+    assert paragraph == ("작품의 제목은 \u201cAfternoon Light\u201d다. 따뜻하고 밝고 선명한 색조가 두드러진다. "
+                         "주요 색은 비중 순으로 #C8643C(55%), #F0DCB4(30%), #2C3E50(15%)이다. "
+                         "주된 대상은 고양이다. 보조 대상으로 꽃과 나무가 보인다.")
     assert set(json.loads(record_json)["analyses"]) == {"colour", "objects"} and "#고양이" in hashtags
     with pytest.raises(ValueError, match="picture_index 1 is past the 1 record"):
         AtelierCurationText().write(**{**values, "picture_index": 1}, objects_json=json.dumps([ANALYSES["objects"]]))

@@ -124,7 +124,7 @@ def _opening_ko(meta: Metadata, labels: dict[str, list[dict[str, Any]]]) -> list
     if meta.size:
         out.append(f"크기는 {korean.copula(meta.size)}.")
     if not out and meta.title:
-        out.append(f"{korean.copula(subject)}.")
+        out.append(f"작품의 제목은 {korean.copula(subject)}.")
     return out
 
 

@@ -94,7 +94,7 @@ def write_with_seqgan(base: CurationText, model: Any, analyses: dict[str, dict[s
 
     width = model.config.cond_dim
     if width != FEATURES_LENGTH:
-        raise ValueError(f"the text model {model.name!r} is conditioned on {width} features, not on the "
+        raise ValueError(f"the text model {model.name!r} is conditioned on {width or 'no'} features, not on the "
                          f"{FEATURES_LENGTH} of the analysis vector (version {FEATURES_VERSION}): train it with "
                          "Train Text Generator on a catalogue of Describe Folder's curation.jsonl records")
     features = analysis_features(check_analyses(analyses))
