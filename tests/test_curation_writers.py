@@ -205,10 +205,12 @@ def test_seqgan_writer_samples_on_the_analysis_vector_and_is_filtered() -> None:
     expected = model.generate(1, options, condition=[analysis_features(ANALYSES).tolist()]).texts[0]
     text = write_with_seqgan(base, model, ANALYSES, SafetyFilter(()), options)
     assert text.paragraph == " ".join(expected.split()) and text.record["writer"] == "seqgan"
-    other = {**ANALYSES, "space": {**ANALYSES["space"], "text_choice": "office"}}
-    samples = {write_with_seqgan(base, model, a, SafetyFilter(()), SamplingOptions(seed=s)).paragraph
-               for a in (ANALYSES, other) for s in range(8)}
-    assert len(samples) > 1
+
+    def sample(analyses: dict[str, Any], seed: int) -> str:
+        return write_with_seqgan(base, model, analyses, SafetyFilter(()), SamplingOptions(seed=seed)).paragraph
+
+    # the same seed, a work without analyses (its vector all 0): the condition changes what is sampled
+    assert any(sample(ANALYSES, s) != sample({}, s) for s in range(8))
     selling = [write_with_seqgan(base, model, ANALYSES, SafetyFilter(()), SamplingOptions(seed=s)).paragraph
                for s in range(4)]
     assert sum("sale" in p.split() for p in selling) >= 1  # the tiny corpus has the word
