@@ -89,6 +89,7 @@ def add_parsers(sub: Any) -> None:
     d.add_argument("--metadata", help="JSON (name -> fields) or CSV with a 'file' column")
     d.add_argument("--blocked", default=", ".join(declared("core.captions.safety", "DEFAULT_BLOCKED")),
                    help="comma-separated blocked words")
+    d.add_argument("--language", choices=("en", "ko"), default="en", help="language of the texts (ko: Korean)")
     r = sub.add_parser("retrieve", help="the pictures of a folder nearest a text query (CLIP; embeddings cached)")
     r.add_argument("folder", help="folder of pictures to search")
     r.add_argument("query", help="what to look for, in words")
@@ -197,7 +198,8 @@ def run_describe(args: argparse.Namespace) -> int:
     from ..core.captions.safety import SafetyFilter, parse_blocked
 
     metadata = read_metadata(Path(args.metadata)) if args.metadata else None
-    records = describe_folder(Path(args.folder), SafetyFilter(parse_blocked(args.blocked)), metadata)
+    records = describe_folder(Path(args.folder), SafetyFilter(parse_blocked(args.blocked)), metadata,
+                              language=args.language)
     print(json.dumps(records, ensure_ascii=False, indent=1))
     print(f"wrote {Path(args.folder) / 'curation.jsonl'} and curation.md ({len(records)} picture(s))")
     return 0

@@ -9,12 +9,15 @@ from typing import Any
 import torch
 
 from ..core.captions import blip2
+from ..core.captions.analysis_text import ANALYSES, LANGUAGES
 from ..core.captions.curation_text import METADATA_FIELDS, Metadata, curate_text
 from ..core.captions.safety import DEFAULT_BLOCKED, SafetyFilter, parse_blocked
+from ..core.captions.writers import WRITERS, write_with_blip2, write_with_seqgan
 from ..core.curator.pixels import check_image_batch
 from ..core.shared.hf_folders import find_model_folder
 from . import bridge
 from .declare import AtelierNode, float_input, int_input, model_input, seed_input
+from .story import TEXT_MODEL
 
 
 class CaptionNode(AtelierNode):
@@ -164,13 +167,41 @@ BLOCKED_INPUT = ("STRING", {"default": ", ".join(DEFAULT_BLOCKED), "multiline": 
                  "A sentence holding one is dropped."})
 
 
+LANGUAGE_INPUT = (list(LANGUAGES), {"default": "en", "tooltip": "Language of the text: en (English) or ko "
+                  "(Korean sentences; label and analysis names in Korean where the records or shipped taxonomies "
+                  "have them)."})
+
+
+def _analysis_record(name: str, text: str | None, picture_index: int) -> dict[str, Any] | None:
+    """One analysis node's JSON output as one work's record: an object, or the picture_index-th of a list."""
+    if not text or not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{name}_json is not JSON from the {name} analysis node: {exc}") from None
+    if isinstance(value, list):
+        if picture_index >= len(value):
+            raise ValueError(f"picture_index {picture_index} is past the {len(value)} record(s) of {name}_json")
+        value = value[picture_index]
+    if not isinstance(value, dict):
+        raise ValueError(f"{name}_json must be the record (a JSON object, or a list of them) its analysis node "
+                         "outputs")
+    return value
+
+
 class AtelierCurationText(CaptionNode):
     DESCRIPTION = ("A curator-style paragraph, a JSON record and hashtags for one work, from its CLIP labels, a "
-                   "BLIP-2 description and your metadata. A safety filter removes URLs, e-mail addresses and "
+                   "BLIP-2 description, your metadata and the curator's analyses (colour, emotion, style, objects, "
+                   "intent, space), in English or Korean. Writers: template (fixed sentence patterns, never "
+                   "inventing a fact), blip2 (BLIP-2 prompted with the metadata and analyses; needs blip2_model and "
+                   "image) or seqgan (a text generator conditioned on the work's analysis vector; needs text_model); "
+                   "the record and hashtags always hold the facts. A safety filter removes URLs, e-mail addresses and "
                    "blocked words (sales talk by default) from all three.")
     EXAMPLE = ("Wire Atelier Label Images' labels_json and Atelier Caption Images' captions (into descriptions), fill "
-               "title 'Harbour at Dawn', material 'oil on canvas' and the artist's note, and show paragraph in a text "
-               "preview; picture_index chooses the picture of a batch.")
+               "title 'Harbour at Dawn', material 'oil on canvas' and the artist's note, wire the analysis nodes' "
+               "colour_json, emotion_json... and show paragraph in a text preview; language 'ko' writes it in "
+               "Korean, picture_index chooses the picture of a batch.")
     FUNCTION = "write"
     OUTPUTS = (
         ("STRING", "paragraph", "The curator-style paragraph."),
@@ -191,17 +222,43 @@ class AtelierCurationText(CaptionNode):
                                            "descriptions this is about."),
                 "blocked_words": BLOCKED_INPUT,
                 "expert_review": review,
+                "language": LANGUAGE_INPUT,
+                "writer": (list(WRITERS), {"default": "template", "tooltip": "template: fixed sentence patterns "
+                           "from the facts; blip2: BLIP-2 writes the paragraph from the picture, prompted with the "
+                           "metadata and analyses (wire blip2_model and image; English); seqgan: the conditioned "
+                           "text generator writes it from the work's analysis vector (wire text_model)."}),
             },
             "optional": {
                 "labels_json": ("STRING", {"forceInput": True, "tooltip": "From Atelier Label Images."}),
                 "descriptions": ("STRING", {"forceInput": True, "tooltip": "From Atelier Caption Images: one "
                                  "description per line."}),
+                **{f"{name}_json": ("STRING", {"forceInput": True, "tooltip": f"From the {name} analysis node: its "
+                                    f"{name}_json (an object, or a list whose picture_index-th record is used)."})
+                   for name in ANALYSES},
+                "blip2_model": (BLIP2, {"tooltip": "From Atelier Load BLIP-2; for writer blip2."}),
+                "text_model": (TEXT_MODEL, {"tooltip": "From Load or Train Text Generator, trained on Describe "
+                               "Folder's curation.jsonl records (their features); for writer seqgan."}),
+                "image": ("IMAGE", {"tooltip": "The work (the picture_index-th of a batch); for writer blip2."}),
             },
         }
 
     def write(self, title: str, artist: str, year: str, material: str, technique: str, size: str,
               artist_note: str, picture_index: int, blocked_words: str, labels_json: str | None = None,
-              descriptions: str | None = None, expert_review: str = "") -> tuple[str, str, str]:
+              descriptions: str | None = None, expert_review: str = "", language: str = "en",
+              writer: str = "template", blip2_model: Any = None, text_model: Any = None,
+              image: torch.Tensor | None = None, **analysis_json: str | None) -> tuple[str, str, str]:
+        if writer == "blip2" and (blip2_model is None or image is None):
+            raise ValueError("writer 'blip2' needs blip2_model (from Atelier Load BLIP-2) and image (the work) wired; "
+                             "or choose writer 'template'")
+        if writer == "seqgan" and text_model is None:
+            raise ValueError("writer 'seqgan' needs text_model (from Load or Train Text Generator, trained on "
+                             "Describe Folder's curation.jsonl) wired; or choose writer 'template'")
+        if image is not None and writer == "blip2":
+            check_image_batch(image)
+            if picture_index >= image.shape[0]:
+                raise ValueError(f"picture_index {picture_index} is past the {image.shape[0]} picture(s) of image")
+        analyses = {name: _analysis_record(name, analysis_json.get(f"{name}_json"), picture_index)
+                    for name in ANALYSES}
         labels: dict[str, Any] = {}
         if labels_json:
             try:
@@ -218,14 +275,22 @@ class AtelierCurationText(CaptionNode):
             raise ValueError(f"picture_index {picture_index} is past the {len(lines)} description line(s)")
         description = lines[picture_index] if lines else ""
         meta = Metadata(title, artist, year, material, technique, size, artist_note, expert_review)
-        text = curate_text(labels, description, meta, _safety(blocked_words))
+        safety = _safety(blocked_words)
+        text = curate_text(labels, description, meta, safety, analyses, language)
+        if writer == "blip2":
+            text = write_with_blip2(text, blip2_model, image[picture_index], meta, analyses, safety)
+        elif writer == "seqgan":
+            text = write_with_seqgan(text, text_model, analyses, safety)
         return text.paragraph, text.record_json(), " ".join(text.hashtags)
 
 
 class AtelierDescribeFolder(CaptionNode):
     DESCRIPTION = ("Curation texts for every picture of a dataset version (such as Curate Folder's, captioned by "
                    "Caption Dataset): labels from its manifest, the caption as description, metadata matched by "
-                   "file name. Writes curation.jsonl and a readable curation.md into the folder.")
+                   "file name, and every analysis of the folder's analyses.jsonl (from Analyse Folder) where it has "
+                   "one: in the text, and in each record with its analysis vector ('features', what a conditioned "
+                   "text generator trains on). Writes curation.jsonl and a readable curation.md into the folder, in "
+                   "English or Korean.")
     EXAMPLE = ("Wire Atelier Curate Folder's folder, captioned by Atelier Caption Dataset, into folder and give "
                "metadata_file 'atelier/metadata.csv' (a 'file' column, then title, artist, year...): the folder gains "
                "curation.jsonl and a readable curation.md.")
@@ -244,16 +309,18 @@ class AtelierDescribeFolder(CaptionNode):
             "metadata_file": ("STRING", {"default": "", "tooltip": "Optional JSON (picture name -> {title, artist, "
                               "year, material, technique, size, artist_note}) or CSV with a 'file' column."}),
             "blocked_words": BLOCKED_INPUT,
+            "language": LANGUAGE_INPUT,
         }}
 
-    def describe(self, folder: str, metadata_file: str, blocked_words: str) -> tuple[str, str]:
+    def describe(self, folder: str, metadata_file: str, blocked_words: str, language: str = "en") -> tuple[str, str]:
         from ..core.captions.curation_text import describe_folder, read_metadata
         from ..core.dataset.image_files import list_images
 
         path = bridge.resolve_input_folder(folder)
         metadata = read_metadata(bridge.resolve_input_folder(metadata_file)) if metadata_file.strip() else None
         total = len(list_images(path, recursive=True))
-        records = describe_folder(path, _safety(blocked_words), metadata, bridge.progress(total, "describing"))
+        records = describe_folder(path, _safety(blocked_words), metadata, bridge.progress(total, "describing"),
+                                  language)
         return json.dumps(records, ensure_ascii=False, indent=1), (path / "curation.md").read_text(encoding="utf-8")
 
 

@@ -12,8 +12,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..analyses.features import FEATURES_VERSION, analysis_features
 from ..shared.output_paths import write_text_atomic
 from ..shared.progress import Progress, SilentProgress
+from . import korean
+from .analysis_text import ANALYSES, analysis_sentences, analysis_tags, article, check_analyses, check_language, join_en
 from .safety import SafetyFilter
 
 # expert_review came last (issue 19): files and calls written before it still read, without it
@@ -55,16 +58,6 @@ def _names(labels: dict[str, list[dict[str, Any]]], group: str) -> list[str]:
     return [choice["name"] for choice in labels.get(group, [])]
 
 
-def _join(words: list[str]) -> str:
-    if len(words) <= 1:
-        return "".join(words)
-    return ", ".join(words[:-1]) + " and " + words[-1]
-
-
-def _article(word: str) -> str:
-    return ("an " if word[:1].lower() in "aeiou" else "a ") + word if word.isascii() else word
-
-
 def _sentence(text: str) -> str:
     text = " ".join(text.split()).strip()
     if not text:
@@ -82,7 +75,7 @@ def _opening(meta: Metadata, labels: dict[str, list[dict[str, Any]]]) -> str:
     medium = _names(labels, "medium")
     size = f", {meta.size}" if meta.size else ""
     if medium:
-        made = f"is {_article(medium[-1])}" + (f" in {meta.technique}" if meta.technique else "") + \
+        made = f"is {article(medium[-1])}" + (f" in {meta.technique}" if meta.technique else "") + \
             (f" on {meta.material}" if meta.material else "")
     elif meta.technique:
         made = f"is made in {meta.technique}" + (f" on {meta.material}" if meta.material else "")
@@ -100,19 +93,59 @@ def _label_sentences(labels: dict[str, list[dict[str, Any]]]) -> list[str]:
     style, genre, period = _names(labels, "style"), _names(labels, "genre"), _names(labels, "period")
     if style or genre:
         parts = ([f"the language of {style[-1]}"] if style else []) + ([f"the {genre[-1]} tradition"] if genre else [])
-        out.append(_sentence(f"It draws on {_join(parts)}"))
+        out.append(_sentence(f"It draws on {join_en(parts)}"))
     if period:
         out.append(_sentence(f"It belongs to {period[-1]}"))
     if subjects := _names(labels, "subject"):
-        out.append(_sentence(f"Among its subjects are {_join(subjects)}"))
+        out.append(_sentence(f"Among its subjects are {join_en(subjects)}"))
     if palette := _names(labels, "palette"):
-        out.append(_sentence(f"Its palette is {_join(palette)}"))
+        out.append(_sentence(f"Its palette is {join_en(palette)}"))
     if space := _names(labels, "space"):
-        out.append(_sentence(f"It would sit well in {_article(space[-1])}"))
+        out.append(_sentence(f"It would sit well in {article(space[-1])}"))
     known = {"medium", "style", "genre", "period", "subject", "palette", "space"}
     for group, chosen in labels.items():
         if group not in known and chosen:
-            out.append(_sentence(f"{group.replace('_', ' ')}: {_join([c['name'] for c in chosen])}"))
+            out.append(_sentence(f"{group.replace('_', ' ')}: {join_en([c['name'] for c in chosen])}"))
+    return out
+
+
+def _opening_ko(meta: Metadata, labels: dict[str, list[dict[str, Any]]]) -> list[str]:
+    subject = (f"\u201c{meta.title}\u201d" if meta.title else "이 작품") + (f"({meta.year})" if meta.year else "")
+    out = [f"{korean.josa(subject, '은', '는')} {meta.artist}의 작품이다."] if meta.artist else []
+    subject = "작품" if out else subject
+    medium = _names(labels, "medium")
+    how = " ".join(p for p in (f"{meta.material}에" if meta.material else "",
+                               f"{meta.technique} 기법으로" if meta.technique else "") if p)
+    if medium:
+        made = f"{how} 제작된 " if how else ""
+        out.append(f"{korean.josa(subject, '은', '는')} {made}{korean.copula(medium[-1])}.")
+    elif how:
+        out.append(f"{korean.josa(subject, '은', '는')} {how} 제작되었다.")
+    if meta.size:
+        out.append(f"크기는 {korean.copula(meta.size)}.")
+    if not out and meta.title:
+        out.append(f"작품의 제목은 {korean.copula(subject)}.")
+    return out
+
+
+def _label_sentences_ko(labels: dict[str, list[dict[str, Any]]]) -> list[str]:
+    out = []
+    style, genre, period = _names(labels, "style"), _names(labels, "genre"), _names(labels, "period")
+    if style or genre:
+        parts = ([f"{style[-1]} 양식"] if style else []) + ([f"{genre[-1]} 전통"] if genre else [])
+        out.append(f"{korean.join(parts)}에 기대고 있다.")
+    if period:
+        out.append(f"시대로는 {period[-1]}에 속한다.")
+    if subjects := _names(labels, "subject"):
+        out.append(f"소재로 {korean.josa(korean.join(subjects), '이', '가')} 등장한다.")
+    if palette := _names(labels, "palette"):
+        out.append(f"색채는 {korean.copula(korean.join(palette))}.")
+    if space := _names(labels, "space"):
+        out.append(f"{space[-1]}에 잘 어울린다.")
+    known = {"medium", "style", "genre", "period", "subject", "palette", "space"}
+    for group, chosen in labels.items():
+        if group not in known and chosen:
+            out.append(f"{group.replace('_', ' ')}: {korean.join([c['name'] for c in chosen])}.")
     return out
 
 
@@ -124,26 +157,38 @@ def hashtag(text: str) -> str:
 
 
 def curate_text(labels: dict[str, list[dict[str, Any]]], description: str, meta: Metadata,
-                safety: SafetyFilter) -> CurationText:
+                safety: SafetyFilter, analyses: dict[str, dict[str, Any] | None] | None = None,
+                language: str = "en") -> CurationText:
     """The paragraph, record and hashtags for one work. ``labels`` is one picture's ``labels`` from
-    zero-shot labelling (group -> chosen labels with names and scores)."""
+    zero-shot labelling (group -> chosen labels with names and scores); ``analyses`` the records of the curator's
+    analyses (colour, emotion, style, objects, intent, space; a missing or ``None`` one is left out), written in
+    ``language`` (en or ko). Without analyses and in English the text is what it was before the analyses."""
+    check_language(language)
+    used = check_analyses(analyses or {})
     # each field first, so a quote is never left half-open; the description and the artist's words are
     # sentences: one that holds a blocked word goes whole rather than be misquoted
     prose = {name: safety.clean(getattr(meta, name), prose=True) for name in ("artist_note", "expert_review")}
     meta = Metadata(**{**safety.clean_value(asdict(meta)), **prose})
     description = safety.clean(description, prose=True)
-    sentences = [_opening(meta, labels), _sentence(description), *_label_sentences(labels)]
+    if language == "ko":
+        sentences = [*_opening_ko(meta, labels), _sentence(description), *_label_sentences_ko(labels)]
+    else:
+        sentences = [_opening(meta, labels), _sentence(description), *_label_sentences(labels)]
+    # a sentence from an analysis that holds a blocked word goes whole, like the description
+    sentences += [safety.clean(s, prose=True) for s in analysis_sentences(used, language)]
     if meta.artist_note:
-        sentences.append(f"In the artist\u2019s words: \u201c{meta.artist_note}\u201d")
+        said = "작가의 말" if language == "ko" else "In the artist\u2019s words"
+        sentences.append(f"{said}: \u201c{meta.artist_note}\u201d")
     paragraph = safety.clean(" ".join(s for s in sentences if s))
-    tags = [choice["name"] for chosen in labels.values() for choice in chosen]
+    tags = [choice["name"] for chosen in labels.values() for choice in chosen] + analysis_tags(used, language)
     candidates = [hashtag(t) for t in [meta.artist, meta.technique, meta.material, *tags] if t]
     hashtags = safety.hashtags(list(dict.fromkeys(t for t in candidates if t)))[:MAX_HASHTAGS]
     record = safety.clean_value({
         **asdict(meta), "description": " ".join(description.split()),
         "labels": {group: [{"label": c["label"], "name": c["name"], "score": c["score"]} for c in chosen]
                    for group, chosen in labels.items()},
-        "tags": tags, "hashtags": hashtags, "paragraph": paragraph})
+        "tags": tags, "hashtags": hashtags, "paragraph": paragraph,
+        **({"language": language} if language != "en" else {}), **({"analyses": used} if used else {})})
     return CurationText(paragraph, record, hashtags)
 
 
@@ -222,16 +267,46 @@ def read_manifest(manifest: Path) -> dict[str, dict[str, Any]]:
     return entries
 
 
+ANALYSES_FILE = "analyses.jsonl"
+
+
+def read_analyses(path: Path) -> dict[str, dict[str, Any]]:
+    """A folder's ``analyses.jsonl`` (one line per picture: ``file`` and the six records, ``None`` where an analysis
+    was not run) by file; a damaged line is an error naming the file and the line, before any picture is described."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {str(path)!r} ({exc}): run Analyse Folder again, or delete it to describe "
+                         "the pictures without their analyses") from exc
+    out = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+                raise ValueError("a JSON object with 'file' is needed")
+            out[entry["file"]] = check_analyses({k: v for k, v in entry.items() if k in ANALYSES})
+        except ValueError as exc:  # JSONDecodeError included
+            raise ValueError(f"{str(path)!r}, line {number}: {exc}. Run Analyse Folder again, or delete the file to "
+                             "describe the pictures without their analyses") from None
+    return out
+
+
 def describe_folder(folder: Path, safety: SafetyFilter, metadata: dict[str, Metadata] | None = None,
-                    progress: Progress | None = None) -> list[dict[str, Any]]:
+                    progress: Progress | None = None, language: str = "en") -> list[dict[str, Any]]:
     """Curation records for every picture of a dataset version: labels from its manifest, the description
-    from its caption sidecar, metadata matched by file stem. Writes ``curation.jsonl`` (one record per
-    picture) and ``curation.md`` (a readable catalogue) into the folder, and returns the records."""
+    from its caption sidecar, metadata matched by file stem, and, where the folder has an ``analyses.jsonl``, each
+    picture's analyses (in its record with their ``features`` vector, and in its text). Writes ``curation.jsonl``
+    (one record per picture) and ``curation.md`` (a readable catalogue) into the folder in ``language``, and
+    returns the records."""
     from ..dataset.image_files import list_images, read_caption
     from ..dataset.writer import MANIFEST
 
+    check_language(language)
     manifest = folder / MANIFEST
     entries = read_manifest(manifest) if manifest.is_file() else {}
+    analysed = read_analyses(folder / ANALYSES_FILE) if (folder / ANALYSES_FILE).is_file() else None
     files = list_images(folder, recursive=True)
     progress = progress or SilentProgress(len(files))
     metadata = metadata or {}
@@ -243,12 +318,16 @@ def describe_folder(folder: Path, safety: SafetyFilter, metadata: dict[str, Meta
         source = Path(str(entries.get(name, {}).get("source", path)))  # a curated copy may have been renamed
         keys = (source.name, source.stem, path.name, path.stem)
         meta = next((metadata[k] for k in keys if k in metadata), Metadata())
-        text = curate_text(labels, read_caption(path) or "", meta, safety)
-        records.append({"file": name, **text.record})
+        analyses = None if analysed is None else analysed.get(name, {})
+        text = curate_text(labels, read_caption(path) or "", meta, safety, analyses, language)
+        record = {"file": name, **text.record}
+        if analyses is not None:
+            record |= {"features": [round(v, 6) for v in analysis_features(analyses).tolist()],
+                       "features_version": FEATURES_VERSION}
+        records.append(record)
         heading = text.record.get("title") or path.stem
         catalogue.append(f"## {heading}\n\n{text.paragraph}\n\n{' '.join(text.hashtags)}\n")
         progress.advance()
     write_text_atomic(folder / "curation.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     write_text_atomic(folder / "curation.md", "\n".join(catalogue))
     return records
-
