@@ -48,7 +48,8 @@ ENGLISH = (
     "\u201cAfternoon Light\u201d (2024) by Kim Minji is made in oil on canvas, 53 x 45 cm. Its colour tone is warm, "
     "bright and vivid. Its main colours are #C8643C (55%), #F0DCB4 (30%) and #2C3E50 (15%). Its emotional tone is "
     "content (valence 0.71, arousal -0.12). The picture reads as delighted, the text as relaxed. Loose, broken "
-    "brushwork in the manner of Impressionist gardens. Its main object is cat. Also present are flowers and trees. "
+    "brushwork in the manner of Impressionist gardens. Its main object is the cat. Also present are the flowers and "
+    "the trees. "
     "Summary of the artist\u2019s note: \u201cA quiet afternoon with my cat.\u201d Summary of the expert review: "
     "\u201cThe warm light gives the scene a calm intimacy.\u201d By its text it suits a living room; by its picture, "
     "a cafe.")
@@ -136,7 +137,7 @@ def test_the_safety_filter_removes_a_blocked_word_from_an_analysis(safety: Safet
         text = curate_text({}, "", Metadata(), safety, selling, language)
         assert "sale" not in text.paragraph.lower() and "sale" not in " ".join(text.hashtags).lower()
         assert "sale" not in text.record["analyses"]["style"]["sentence"]
-        assert text.paragraph in ("Its main object is cat.", "주된 대상은 고양이다.")
+        assert text.paragraph in ("Its main object is the cat.", "주된 대상은 고양이다.")
 
 
 def test_analysis_features_layout() -> None:

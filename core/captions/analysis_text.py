@@ -140,10 +140,12 @@ def objects_sentences(record: dict[str, Any], language: str) -> list[str]:
         if auxiliary:
             out.append(f"보조 대상으로 {korean.josa(korean.join(auxiliary), '이', '가')} 보인다.")
     else:
+        # "the" reads right before any label, count noun or not ("the cat", "the water", "the flowers")
         if main:
-            out.append(f"Its main object{'s are' if len(main) > 1 else ' is'} {join_en(main)}.")
+            out.append(f"Its main object{'s are' if len(main) > 1 else ' is'} {join_en([f'the {m}' for m in main])}.")
         if auxiliary:
-            out.append(f"Also present {'are' if len(auxiliary) > 1 else 'is'} {join_en(auxiliary)}.")
+            out.append(f"Also present {'are' if len(auxiliary) > 1 else 'is'} "
+                       f"{join_en([f'the {a}' for a in auxiliary])}.")
     return out
 
 
