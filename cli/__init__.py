@@ -56,6 +56,9 @@ def _check_up_front(parser: argparse.ArgumentParser, args: argparse.Namespace) -
             parser.error("--recipe is drawn from for random variants only: give --random N (variants per "
                          "original) with it")
         dataset.recipe_option(args.recipe)
+    if args.command == "describe" and args.writer == "seqgan" and not args.text_model:
+        parser.error("--writer seqgan needs --text-model: a text model trained with text-train --conditioning on "
+                     "Describe Folder's curation.jsonl records")
     if args.command == "virtual-data" and args.adapter is None and args.lora is None:
         parser.error("give --adapter (the diffusion form: each original's image embedding steers SD 1.5) or --lora "
                      "(the first-LoRA form: an SD already fine-tuned on the originals), or both")

@@ -90,6 +90,16 @@ def add_parsers(sub: Any) -> None:
     d.add_argument("--blocked", default=", ".join(declared("core.captions.safety", "DEFAULT_BLOCKED")),
                    help="comma-separated blocked words")
     d.add_argument("--language", choices=("en", "ko"), default="en", help="language of the texts (ko: Korean)")
+    d.add_argument("--writer", choices=("template", "blip2", "seqgan"), default="template",
+                   help="who writes each paragraph: fixed sentence patterns (never invent facts), BLIP-2 prompted "
+                   "with the metadata and analyses (--blip2), or a text generator conditioned on the analysis "
+                   "vector (--text-model); the record and hashtags are always the template's")
+    d.add_argument("--blip2", default=declared("core.captions.blip2", "DEFAULT_BLIP2"),
+                   help="--writer blip2: a folder name in models/atelier/blip2, a Hugging Face id, or a path")
+    d.add_argument("--text-model", help="--writer seqgan: a conditioned text model from text-train --conditioning "
+                   "(a name in models/atelier/seqgan, or a path)")
+    d.add_argument("--device", default="auto", help="auto (CUDA when present) or cpu, for --writer blip2/seqgan")
+    add_numbers(d, int, 1, max_new_tokens=(80, "--writer blip2: the longest paragraph, in tokens"))
     r = sub.add_parser("retrieve", help="the pictures of a folder nearest a text query (CLIP; embeddings cached)")
     r.add_argument("folder", help="folder of pictures to search")
     r.add_argument("query", help="what to look for, in words")
@@ -198,11 +208,38 @@ def run_describe(args: argparse.Namespace) -> int:
     from ..core.captions.safety import SafetyFilter, parse_blocked
 
     metadata = read_metadata(Path(args.metadata)) if args.metadata else None
-    records = describe_folder(Path(args.folder), SafetyFilter(parse_blocked(args.blocked)), metadata,
-                              language=args.language)
+    safety = SafetyFilter(parse_blocked(args.blocked))
+    records = describe_folder(Path(args.folder), safety, metadata, language=args.language,
+                              rewrite=_second_writer(args, safety))
     print(json.dumps(records, ensure_ascii=False, indent=1))
     print(f"wrote {Path(args.folder) / 'curation.jsonl'} and curation.md ({len(records)} picture(s))")
     return 0
+
+
+def _second_writer(args: argparse.Namespace, safety: Any) -> Any:
+    """The BLIP-2 or SeqGAN writer for describe_folder, its model loaded once; None for the template writer."""
+    from ..core.captions import writers
+    from ..core.dataset.image_files import load_image
+    from ..nodes import bridge
+
+    if args.writer == "blip2":
+        from ..core.captions import blip2
+        from ..core.shared.hf_folders import find_model_folder
+        from ..nodes.captioner import blip2_key
+
+        folder = find_model_folder(args.blip2, bridge.model_folders(blip2_key()), "BLIP-2", blip2.DEFAULT_BLIP2)
+        blip = blip2.load_blip2(folder, bridge.compute_device(args.device), "auto")
+        settings = blip2.CaptionSettings(max_new_tokens=args.max_new_tokens)
+        return lambda text, path, meta, analyses: writers.write_with_blip2(text, blip, load_image(path), meta,
+                                                                           analyses, safety, settings)
+    if args.writer == "seqgan":
+        from ..core.story.text_generator import load_text_generator
+        from .common import model_file
+
+        model = load_text_generator(model_file(args.text_model, "seqgan", "text model"),
+                                    bridge.compute_device(args.device))
+        return lambda text, path, meta, analyses: writers.write_with_seqgan(text, model, analyses, safety)
+    return None
 
 
 def run_retrieve(args: argparse.Namespace) -> int:

@@ -274,3 +274,29 @@ def test_node_takes_the_analysis_outputs_and_checks_its_writer() -> None:
         AtelierCurationText().write(**{**values, "writer": "seqgan"})
     with pytest.raises(ValueError, match="emotion_json is not JSON"):
         AtelierCurationText().write(**values, emotion_json="{")
+
+
+def test_describe_command_with_the_blip2_and_seqgan_writers(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from atelier.cli import main
+
+    folder = tmp_path / "works"
+    folder.mkdir()
+    shutil.copy(SAMPLES / "chelsea.jpg", folder / "고양이.jpg")
+    (folder / "analyses.jsonl").write_text(json.dumps({"file": "고양이.jpg", **ANALYSES}, ensure_ascii=False) + "\n",
+                                           encoding="utf-8")
+    blip_folder = tmp_path / "tiny-blip2"
+    blip_folder.mkdir()
+    tiny_blip2_folder(blip_folder)
+    assert main(["describe", str(folder), "--writer", "blip2", "--blip2", str(blip_folder), "--device", "cpu",
+                 "--max-new-tokens", "12"]) == 0
+    record = json.loads((folder / "curation.jsonl").read_text(encoding="utf-8"))
+    assert record["writer"] == "blip2" and record["prompt"].endswith(QUESTION)  # the tiny window holds no facts
+    assert record["analyses"] == ANALYSES  # the record stays the template writer's
+    model_path = _text_model(FEATURES_LENGTH).save(tmp_path / "seqgan", "curator")
+    assert main(["describe", str(folder), "--writer", "seqgan", "--text-model", str(model_path), "--device",
+                 "cpu"]) == 0
+    assert json.loads((folder / "curation.jsonl").read_text(encoding="utf-8"))["writer"] == "seqgan"
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["describe", str(folder), "--writer", "seqgan"])  # refused before any work
+    assert "--writer seqgan needs --text-model" in capsys.readouterr().err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -293,13 +294,18 @@ def read_analyses(path: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
+# A second writer's paragraph in place of the template's: (template text, picture file, metadata, analyses) -> text
+Rewrite = Callable[[CurationText, Path, Metadata, dict[str, Any]], CurationText]
+
+
 def describe_folder(folder: Path, safety: SafetyFilter, metadata: dict[str, Metadata] | None = None,
-                    progress: Progress | None = None, language: str = "en") -> list[dict[str, Any]]:
+                    progress: Progress | None = None, language: str = "en",
+                    rewrite: Rewrite | None = None) -> list[dict[str, Any]]:
     """Curation records for every picture of a dataset version: labels from its manifest, the description
     from its caption sidecar, metadata matched by file stem, and, where the folder has an ``analyses.jsonl``, each
     picture's analyses (in its record with their ``features`` vector, and in its text). Writes ``curation.jsonl``
     (one record per picture) and ``curation.md`` (a readable catalogue) into the folder in ``language``, and
-    returns the records."""
+    returns the records. ``rewrite`` (the BLIP-2 or SeqGAN writer) replaces each template paragraph."""
     from ..dataset.image_files import list_images, read_caption
     from ..dataset.writer import MANIFEST
 
@@ -320,6 +326,8 @@ def describe_folder(folder: Path, safety: SafetyFilter, metadata: dict[str, Meta
         meta = next((metadata[k] for k in keys if k in metadata), Metadata())
         analyses = None if analysed is None else analysed.get(name, {})
         text = curate_text(labels, read_caption(path) or "", meta, safety, analyses, language)
+        if rewrite is not None:
+            text = rewrite(text, path, meta, analyses or {})
         record = {"file": name, **text.record}
         if analyses is not None:
             record |= {"features": [round(v, 6) for v in analysis_features(analyses).tolist()],
