@@ -55,7 +55,8 @@ def models(tmp_path_factory):
     for i, name in enumerate(("물결", "grid")):
         Image.fromarray(_picture(100 + i)).save(templates / f"{name}.png")
     (templates / "물결.txt").write_text("잔잔한 물결 무늬\n", encoding="utf-8")  # grid.png has no description
-    return clip, load_taxonomy(taxonomy_path), adain, detector, templates
+    paths = {"clip": root / "clip", "taxonomy": taxonomy_path, "adain": root / "adain", "owl": root / "owl"}
+    return clip, load_taxonomy(taxonomy_path), adain, detector, templates, paths
 
 
 @pytest.fixture
@@ -78,7 +79,7 @@ def _image(path) -> torch.Tensor:
 
 
 def test_the_jsonl_equals_the_per_picture_engine_calls(models, pictures, tmp_path):
-    clip, taxonomy, adain, detector, templates = models
+    clip, taxonomy, adain, detector, templates, _ = models
     work, meta = pictures
     result = analyse_folder(work, clip, taxonomy, adain, templates, detector, "subject", meta, seed=3,
                             cache_dir=tmp_path / "cache")
@@ -130,7 +131,7 @@ def test_without_models_only_colour_runs(pictures):
 
 
 def test_each_model_is_used_once_for_shared_work(models, pictures, monkeypatch):
-    clip, taxonomy, adain, detector, templates = models
+    clip, taxonomy, adain, detector, templates, _ = models
     work, meta = pictures
     calls = {"prompts": 0, "images": 0, "templates": 0}
     real_prompts, real_embed, real_templates = emotion.prompt_embeddings, clip.embed_images, style_match.load_templates
@@ -167,7 +168,7 @@ def test_cancel_stops_before_writing(pictures):
 
 
 def test_clear_errors_before_work(models, pictures, tmp_path):
-    clip, taxonomy, adain, detector, _ = models
+    clip, taxonomy, adain, detector, _, _ = models
     work, _ = pictures
     with pytest.raises(ImageFolderError, match="does not exist"):
         analyse_folder(tmp_path / "nowhere")
@@ -189,3 +190,45 @@ def test_picture_metadata_by_name_or_stem():
     assert folder.picture_metadata(meta, Path("x/a.jpg")).title == "by stem"
     assert folder.picture_metadata(meta, Path("b.png")).title == "by name"
     assert folder.picture_metadata(meta, Path("c.png")) == Metadata()
+
+
+def test_analyse_folder_node(models, pictures, tmp_path, monkeypatch):
+    from atelier.nodes import bridge
+    from atelier.nodes.analyses import AtelierAnalyseFolder
+
+    from helpers import node_defaults
+
+    clip, taxonomy, adain, detector, templates, _ = models
+    work, meta = pictures
+    monkeypatch.setattr(bridge, "output_directory", lambda: tmp_path / "out")
+    args = node_defaults(AtelierAnalyseFolder, folder=str(work), template_folder=str(templates),
+                         metadata_file=str(meta), seed=3)
+    out_folder, analyses_json, report = AtelierAnalyseFolder().run(**args, clip_model=clip, taxonomy=taxonomy,
+                                                                   adain_model=adain, detector=detector)
+    assert out_folder == str(work)
+    records = json.loads(analyses_json)
+    assert records == [json.loads(line) for line in (work / ANALYSES_FILE).read_text(encoding="utf-8").splitlines()]
+    assert all(r["style"] and r["emotion"] for r in records) and records[0]["intent"]
+    assert report.splitlines()[0].startswith("바다 1.png: colour, emotion, style, objects, intent, space (")
+    assert "skipped 깨진.png" in report
+    only_colour = AtelierAnalyseFolder().run(**{**args, "metadata_file": ""})[1]
+    assert [set(k for k, v in r.items() if v) for r in json.loads(only_colour)] == [{"file", "colour"}] * 3
+
+
+def test_analyse_command(models, pictures, tmp_path, capsys):
+    from atelier.cli import main
+
+    clip, taxonomy, adain, detector, templates, paths = models
+    work, meta = pictures
+    encoder, decoder = paths["adain"] / "vgg_normalised.pth", paths["adain"] / "decoder.pth"
+    argv = ["analyse", str(work), "--clip", str(paths["clip"]), "--taxonomy", str(paths["taxonomy"]),
+            "--adain-encoder", str(encoder), "--adain-decoder", str(decoder), "--templates", str(templates),
+            "--detector", str(paths["owl"]), "--metadata", str(meta), "--seed", "3", "--output", str(tmp_path / "o")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {work / ANALYSES_FILE}" in out
+    assert out.splitlines()[0].startswith("바다 1.png: colour, emotion, style, objects, intent, space (")
+    expected = analyse_folder(work, clip, taxonomy, adain, templates, detector, "subject", meta, seed=3).records
+    assert [json.loads(line) for line in (work / ANALYSES_FILE).read_text(encoding="utf-8").splitlines()] == expected
+    assert main(["analyse", str(work), "--adain-encoder", str(encoder)]) == 2
+    assert "together" in capsys.readouterr().err
