@@ -35,6 +35,7 @@ groups:
       library: {display: {en: library, ko: 도서관}, prompts: [shelves of old books]}
 """
 NOTE = "A quiet morning over the sea. The light is soft and warm. Boats rest in the harbour."
+KOREAN_NOTE = "고요한 아침 바다. 빛이 부드럽다."  # bytes to the English CLIP: refused, not guessed
 
 
 def _picture(seed: int, size: int = 48) -> np.ndarray:
@@ -70,7 +71,8 @@ def pictures(tmp_path):
     (work / "깨진.png").write_bytes(b"\x89PNG\r\n\x1a\n not a picture")
     meta = tmp_path / "meta.json"
     meta.write_text(json.dumps({"바다 1": {"title": "바다", "artist_note": NOTE, "expert_review": "Calm and exact."},
-                                "숲.png": {"artist_note": ""}}, ensure_ascii=False), encoding="utf-8")
+                                "숲.png": {"artist_note": ""}, "작은": {"artist_note": KOREAN_NOTE}},
+                               ensure_ascii=False), encoding="utf-8")
     return work, meta
 
 
@@ -95,8 +97,9 @@ def test_the_jsonl_equals_the_per_picture_engine_calls(models, pictures, tmp_pat
         image = _image(path)
         assert record["colour"] == colour.analyse_colour(image, colour.DEFAULT_PALETTE, colour.DEFAULT_BINS,
                                                          3).record()
-        note = NOTE if record["file"] == "바다 1.png" else ""
+        note = {"바다 1.png": NOTE, "숲.png": "", "작은.png": ""}[record["file"]]  # the Korean one refused
         expected = emotion.analyse_emotion(clip, image, note).record()
+        assert (record["emotion"]["text"] is None) == (not note)
         assert record["emotion"]["fused"]["step"] == expected["fused"]["step"]
         for key, value in expected["fused"]["basic"].items():
             assert record["emotion"]["fused"]["basic"][key] == pytest.approx(value, abs=2e-4)
@@ -114,12 +117,16 @@ def test_the_jsonl_equals_the_per_picture_engine_calls(models, pictures, tmp_pat
                                                     "subject").record()
     assert forest["objects"] is not None and small["objects"] is None  # 20 px: under the detector's 32
     assert sea["intent"] == intent.summarize_intent(NOTE, "Calm and exact.", 2, None, clip).record()
-    assert forest["intent"] is None and small["intent"] is None
+    assert forest["intent"] is None
+    assert small["intent"] == intent.summarize_intent(KOREAN_NOTE, "", 2, None, clip).record()
+    assert small["space"] is None  # no caption, and a note the CLIP cannot read
     report = result.report()
     assert "작은.png: 20x20 is under the detector's 32 pixels" in report
     assert "intent, 숲.png: the artist's note and the expert review are empty" in report
     assert report.count("grid") == 1  # the undescribed template said once, not once per picture
     assert "깨진.png" in report
+    assert "emotion, 작은.png: CLIP" in report and "cannot read this text" in report
+    assert "space, 작은.png: CLIP" in report
 
 
 def test_without_models_only_colour_runs(pictures):

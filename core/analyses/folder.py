@@ -173,11 +173,14 @@ def _analyse_one(ctx: _Context, path: Path, name: str, image: torch.Tensor, meta
         record["emotion"] = result.record()
     if ctx.space_taxonomy is not None:
         text = read_caption(path) or meta.artist_note
-        if text:
+        try:
+            if not text:
+                raise ValueError("no caption sidecar and no artist's note: no text to place it by")
+            emotion.check_readable(ctx.clip.tokenizer, text, f"CLIP {ctx.clip.name!r}")
             record["space"] = space.space_from_text(ctx.clip, ctx.space_taxonomy, text, None, ctx.space_group,
                                                     ctx.language, ctx.cache_dir, embedding).record()
-        else:
-            ctx.notes.append(f"space, {name}: no caption sidecar and no artist's note: no text to place it by")
+        except ValueError as exc:  # said, not guessed
+            ctx.notes.append(f"space, {name}: {exc}; no space")
     if ctx.bank is not None:
         record["style"] = style_match.match_style(ctx.adain, image, ctx.bank).record()
     if ctx.detector is not None:
