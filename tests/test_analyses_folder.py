@@ -174,7 +174,7 @@ def test_cancel_stops_before_writing(pictures):
     assert not (work / ANALYSES_FILE).exists()
 
 
-def test_clear_errors_before_work(models, pictures, tmp_path):
+def test_clear_errors_before_work(models, pictures, tmp_path, monkeypatch):
     clip, taxonomy, adain, detector, _, _ = models
     work, _ = pictures
     with pytest.raises(ImageFolderError, match="does not exist"):
@@ -183,6 +183,9 @@ def test_clear_errors_before_work(models, pictures, tmp_path):
         analyse_folder(work, detector=detector)
     with pytest.raises(ValueError, match="template folder"):
         analyse_folder(work, adain=adain)
+    monkeypatch.setattr(clip, "embed_images", lambda *a, **k: pytest.fail("the CLIP pass ran before the check"))
+    with pytest.raises(ImageFolderError, match="does not exist"):
+        analyse_folder(work, clip, adain=adain, template_folder=tmp_path / "no_templates")
     with pytest.raises(Exception, match="no group 'things'"):
         analyse_folder(work, taxonomy=taxonomy, detector=detector, object_group="things")
     assert not (work / ANALYSES_FILE).exists()

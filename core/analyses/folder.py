@@ -57,8 +57,8 @@ def picture_metadata(metadata: dict[str, Metadata], path: Path) -> Metadata:
     return next((metadata[k] for k in (path.name, path.stem) if k in metadata), Metadata())
 
 
-def _check_inputs(folder: Path, taxonomy: Taxonomy | None, detector: Any, object_group: str, clip: Any,
-                  space_group: str, adain: Any, template_folder: str | Path | None) -> None:
+def _check_inputs(folder: Path, taxonomy: Taxonomy | None, detector: Any, object_group: str, adain: Any,
+                  template_folder: str | Path | None) -> None:
     """Every error a model or input can cause, before any picture is read."""
     if not folder.is_dir():
         raise ImageFolderError(f"picture folder {str(folder)!r} does not exist: give the folder of the pictures "
@@ -68,8 +68,6 @@ def _check_inputs(folder: Path, taxonomy: Taxonomy | None, detector: Any, object
             raise ValueError("object detection needs a taxonomy whose group names what to look for: wire Atelier "
                              "Load Taxonomy (or give --taxonomy)")
         objects.group_queries(taxonomy, object_group)
-    if clip is not None and taxonomy is not None and space_group in taxonomy.groups:
-        space.space_group(taxonomy, space_group)
     if adain is not None and template_folder is None:
         raise ValueError("style matching needs a template folder beside the AdaIN model (pictures of known styles, "
                          "each with a <stem>.txt description)")
@@ -85,11 +83,17 @@ def analyse_folder(folder: str | Path, clip: Any = None, taxonomy: Taxonomy | No
     ``folder/analyses.jsonl`` atomically. ``progress`` counts pictures (after the CLIP pass, which has its own
     count) and a cancel is noticed before each picture."""
     folder = Path(folder).expanduser()
-    _check_inputs(folder, taxonomy, detector, object_group, clip, space_group, adain, template_folder)
+    _check_inputs(folder, taxonomy, detector, object_group, adain, template_folder)
     files = list_images(folder, recursive=True)
     metadata = read_metadata(Path(metadata_file)) if metadata_file else {}
     notes: list[str] = []
     skipped: list[Skipped] = []
+    bank = None  # the templates first: a missing template folder fails before the CLIP pass
+    if adain is not None:
+        bank = style_match.load_templates(adain, template_folder or "", cache_dir=None)
+        if bank.undescribed:
+            notes.append(f"style: {len(bank.undescribed)} template(s) have no <stem>.txt description, so their file "
+                         f"names are used: {', '.join(bank.undescribed)}")
     embeddings: dict[Path, torch.Tensor] = {}
     prompts = None
     if clip is not None:
@@ -101,12 +105,6 @@ def analyse_folder(folder: str | Path, clip: Any = None, taxonomy: Taxonomy | No
     if clip is not None and taxonomy is not None and not with_space:
         notes.append(f"space: taxonomy {taxonomy.name!r} has no group {space_group!r} (the 'spaces' taxonomy has "
                      "it): no space analysis")
-    bank = None
-    if adain is not None:
-        bank = style_match.load_templates(adain, template_folder or "", cache_dir=None)
-        if bank.undescribed:
-            notes.append(f"style: {len(bank.undescribed)} template(s) have no <stem>.txt description, so their file "
-                         f"names are used: {', '.join(bank.undescribed)}")
     if not metadata_file:
         notes.append("intent: no metadata file (artist_note, expert_review per picture): no intent summaries")
     progress = progress or SilentProgress(len(files))
