@@ -403,6 +403,80 @@ class AtelierIntentSummary(AnalysisNode):
         return json.dumps(result.record(), ensure_ascii=False, indent=1), result.text()
 
 
+class AtelierAnalyseFolder(AnalysisNode):
+    DESCRIPTION = ("Every analysis you have models for, over every picture of a folder, written as analyses.jsonl "
+                   "into it (one line per picture, read by Atelier Describe Folder): colour always; emotion with a "
+                   "CLIP; space from the text with a CLIP and a taxonomy with the space group (the text: the "
+                   "picture's caption sidecar, else its artist's note); style with an AdaIN model and a template "
+                   "folder; objects with a detector and the taxonomy's object group; intent with a metadata file "
+                   "(artist_note, expert_review per picture). Each model is used once for the whole folder: CLIP "
+                   "embeds the pictures in batches (cached), the emotion prompts and the templates once.")
+    EXAMPLE = ("Put the curated pictures in input/atelier/collection, wire Atelier Load CLIP, Atelier Load Taxonomy "
+               "('spaces'), Atelier Load AdaIN Model (template_folder atelier/style_templates) and Atelier Load "
+               "Detector, set metadata_file to a metadata.json beside the pictures, and wire folder into Atelier "
+               "Describe Folder: report lists each picture's analyses, and curation.md is written from them.")
+    FUNCTION = "run"
+    OUTPUTS = (
+        ("STRING", "folder", "The folder analysed (now holding analyses.jsonl), for Atelier Describe Folder."),
+        ("STRING", "analyses_json", "The analyses as a JSON list, one object per picture: file, colour, emotion, "
+                                    "style, objects, intent, space (null where that analysis did not run)."),
+        ("STRING", "report", "One line per picture (the analyses that ran and its colour words), then the files "
+                             "skipped and what was left out and why."),
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "folder": ("STRING", {"default": "atelier/collection", "tooltip": "Folder of pictures (absolute, or "
+                           "inside ComfyUI's input folder; sub-folders too). Files that fail to decode are skipped "
+                           "and listed."}),
+                "template_folder": ("STRING", {"default": "atelier/style_templates", "tooltip": "Template pictures "
+                                    "for style matching, each with a <stem>.txt description (absolute, or inside "
+                                    "the input folder); used when adain_model is wired."}),
+                "object_group": ("STRING", {"default": "subject", "tooltip": "The taxonomy group whose labels the "
+                                 "detector looks for (artworks: subject); used when detector is wired."}),
+                "space_group": ("STRING", {"default": space.DEFAULT_GROUP, "tooltip": "The taxonomy group of "
+                                "exhibition spaces ('space' in the shipped 'spaces' taxonomy); space is skipped "
+                                "when the taxonomy has no such group."}),
+                "metadata_file": ("STRING", {"default": "", "tooltip": "JSON (picture name or stem -> fields) or "
+                                  "CSV with a 'file' column, giving artist_note and expert_review for intent, and "
+                                  "the note read for emotion and space (absolute, or inside the input folder). "
+                                  "Empty: no intent."}),
+                "language": (LANGUAGES, {"default": "en", "tooltip": "Language of the space names."}),
+                "seed": seed_input("Seed of the colour palette's k-means."),
+            },
+            "optional": {
+                "clip_model": (CLIP, {"tooltip": "From Atelier Load CLIP: emotion, space and the intent "
+                               "summary's sentence embeddings."}),
+                "taxonomy": (TAXONOMY, {"tooltip": "From Atelier Load Taxonomy: its space group for space, its "
+                             "object group for the detector."}),
+                "adain_model": (ADAIN, {"tooltip": "From Atelier Load AdaIN Model: style by template matching "
+                                "(its encoder only)."}),
+                "detector": (DETECTOR, {"tooltip": "From Atelier Load Detector: objects."}),
+            },
+        }
+
+    def run(self, folder: str, template_folder: str, object_group: str, space_group: str, metadata_file: str,
+            language: str, seed: int, clip_model: Any = None, taxonomy: Taxonomy | None = None,
+            adain_model: Any = None, detector: Any = None) -> tuple[str, str, str]:
+        from ..core.analyses.folder import analyse_folder
+        from ..core.dataset.image_files import list_images
+
+        if clip_model is not None:
+            refuse_comfy_clip(clip_model)
+        path = bridge.resolve_input_folder(folder)
+        templates = bridge.resolve_input_folder(template_folder) if adain_model is not None else None
+        model = adain_model.to(bridge.compute_device()) if adain_model is not None else None
+        meta = bridge.resolve_input_folder(metadata_file) if metadata_file.strip() else None
+        count = len(list_images(path, recursive=True)) if path.is_dir() else 0
+        result = analyse_folder(path, clip_model, taxonomy, model, templates, detector, object_group.strip(), meta,
+                                space_group.strip(), language, seed, cache_dir=clip_cache_dir(),
+                                progress=bridge.progress(count, "analysing pictures"))
+        report = "\n".join([*(result.line(r) for r in result.records), result.report()])
+        return str(path), json.dumps(result.records, ensure_ascii=False, indent=1), report
+
+
 NODE_CLASS_MAPPINGS: dict[str, type] = {
     "AtelierColourAnalysis": AtelierColourAnalysis,
     "AtelierSpaceFromText": AtelierSpaceFromText,
@@ -411,6 +485,7 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {
     "AtelierLoadDetector": AtelierLoadDetector,
     "AtelierDetectObjects": AtelierDetectObjects,
     "AtelierIntentSummary": AtelierIntentSummary,
+    "AtelierAnalyseFolder": AtelierAnalyseFolder,
 }
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "AtelierColourAnalysis": "Atelier Colour Analysis",
@@ -420,4 +495,5 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "AtelierLoadDetector": "Atelier Load Detector",
     "AtelierDetectObjects": "Atelier Detect Objects",
     "AtelierIntentSummary": "Atelier Intent Summary",
+    "AtelierAnalyseFolder": "Atelier Analyse Folder",
 }

@@ -106,7 +106,14 @@ def _test_models(root: Path) -> Path:
 
     from atelier.core.metrics import fid
 
-    from helpers import tiny_adain_files, tiny_blip2_folder, tiny_clip_folder, tiny_sd15_parts, to_ldm_checkpoint
+    from helpers import (
+        tiny_adain_files,
+        tiny_blip2_folder,
+        tiny_clip_folder,
+        tiny_owl_folder,
+        tiny_sd15_parts,
+        to_ldm_checkpoint,
+    )
 
     parts = tiny_sd15_parts()
     torch.manual_seed(0)
@@ -129,13 +136,16 @@ def _test_models(root: Path) -> Path:
     tiny_clip_folder(root / "clip" / TINY)
     (root / "blip2" / TINY).mkdir(parents=True)
     tiny_blip2_folder(root / "blip2" / TINY)
+    (root / "detectors" / TINY).mkdir(parents=True)
+    tiny_owl_folder(root / "detectors" / TINY)
     _untrained_text_model(root / "seqgan")
     _audio_models(root)
     config = root / "extra_model_paths.yaml"
     config.write_text(f"atelier_test:\n  base_path: {root}\n  checkpoints: checkpoints\n  atelier_fid: fid\n"
                       "  atelier_adain: adain\n  atelier_clip: clip\n  atelier_blip2: blip2\n"
                       "  atelier_seqgan: seqgan\n  atelier_audio_encoders: audio_encoders\n"
-                      "  atelier_embedding_adapters: embedding_adapters\n", encoding="utf-8")
+                      "  atelier_embedding_adapters: embedding_adapters\n  atelier_detectors: detectors\n",
+                      encoding="utf-8")
     return config
 
 
@@ -211,6 +221,11 @@ def _collection_inputs(input_dir: Path) -> None:
     for name in ("chelsea.jpg", "rocket.png"):
         shutil.copy(ORIGINALS / name, dataset / name)
     shutil.copy(ORIGINALS / "coffee.webp", input_dir / "atelier_artwork.png")
+    templates = input_dir / "atelier" / "style_templates"  # one template described, one by its file name only
+    templates.mkdir(parents=True)
+    shutil.copy(ORIGINALS / "chelsea.jpg", templates / "고양이.jpg")
+    (templates / "고양이.txt").write_text("a soft photographic study of fur", encoding="utf-8")
+    shutil.copy(ORIGINALS / "rocket.png", templates / "rocket.png")
 
 
 @pytest.fixture(scope="module")
@@ -466,7 +481,7 @@ def _tiny_models(workflow: dict[str, Any]) -> None:
     """The curator workflows on the tiny CLIP and BLIP-2 folders the server has; no keep rule, since a random
     CLIP's labels say nothing (the near-duplicate and the broken file are still dropped)."""
     for node in workflow["nodes"]:
-        if node["type"] in ("AtelierLoadCLIP", "AtelierLoadBLIP2"):
+        if node["type"] in ("AtelierLoadCLIP", "AtelierLoadBLIP2", "AtelierLoadDetector"):
             _set_widgets(node, model=TINY)
         if node["type"] == "AtelierCurateFolder":
             _set_widgets(node, keep="")
@@ -485,6 +500,20 @@ def _check_curate_collection(server: Server, workflow: dict[str, Any], before: d
     assert all((folder / name).with_suffix(".txt").is_file() for name in kept), "captions missing"
     records = (folder / "curation.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(records) == len(kept) and (folder / "curation.md").is_file()
+    analyses = [json.loads(line) for line in (folder / "analyses.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert sorted(a["file"] for a in analyses) == kept
+    for record in analyses:  # colour, emotion, style and space (captions and the spaces taxonomy) in the folder row
+        assert all(record[k] for k in ("colour", "emotion", "style", "space")), record
+        assert record["objects"] is None and record["intent"] is None  # no detector there, no metadata file
+        assert {m["template"] for m in record["style"]["matches"]} == {"고양이.jpg", "rocket.png"}
+    outputs = next(run for run in server.get("/history").values()  # the run of this workflow: the only one with
+                   if any(n.get("class_type") == "AtelierAnalyseFolder" for n in run["prompt"][2].values()))
+    titled = {str(n["id"]): n.get("title") for n in workflow["nodes"]}
+    shown = {titled[k]: v for k, v in outputs["outputs"].items()}
+    for title in ("Palette", "Emotion circle", "Style match", "Objects"):
+        assert shown[title]["images"], (title, shown.get(title))
+    for title in ("Intent", "Space from the text", "Analyses"):
+        assert shown[title]["text"], (title, shown.get(title))
 
 
 def _check_caption_dataset(server: Server, workflow: dict[str, Any], before: dict[str, set[str]]) -> None:

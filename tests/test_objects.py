@@ -11,6 +11,8 @@ import torch
 from atelier.core.analyses import objects
 from atelier.core.curator.taxonomy import TaxonomyError, load_taxonomy
 
+from helpers import tiny_owl_folder
+
 TAXONOMY = """name: things
 groups:
   thing:
@@ -22,43 +24,6 @@ groups:
   colour:
     labels: [red, blue]
 """
-
-
-def tiny_owl_folder(root, kind: str = "owlv2"):
-    """A transformers OWLv2 or OWL-ViT folder with tiny random towers (32 px pictures, 8 px patches: 16 boxes),
-    OpenAI CLIP's tokenizer and a 32 px image processor."""
-    from transformers import (
-        Owlv2Config,
-        Owlv2ForObjectDetection,
-        Owlv2ImageProcessor,
-        Owlv2Processor,
-        OwlViTConfig,
-        OwlViTForObjectDetection,
-        OwlViTImageProcessor,
-        OwlViTProcessor,
-    )
-
-    from atelier.core.sd15.tokenizer import sd15_tokenizer
-
-    config_class, model_class, image_class, processor_class = (
-        (Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor) if kind == "owlv2"
-        else (OwlViTConfig, OwlViTForObjectDetection, OwlViTImageProcessor, OwlViTProcessor))
-    torch.manual_seed(0)
-    config = config_class(
-        text_config={"vocab_size": 49408, "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1,
-                     "num_attention_heads": 2, "max_position_embeddings": 16, "bos_token_id": 49406,
-                     "eos_token_id": 49407},
-        vision_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2,
-                       "image_size": 32, "patch_size": 8},
-        projection_dim=32)  # the class head compares image features with text embeddings of the text width
-    model_class(config).save_pretrained(root)
-    tokenizer = sd15_tokenizer()
-    tokenizer.model_max_length = 16
-    size = {"size": {"height": 32, "width": 32}}
-    if kind == "owlvit":
-        size.update(crop_size={"height": 32, "width": 32}, do_center_crop=False)
-    processor_class(image_processor=image_class(**size), tokenizer=tokenizer).save_pretrained(root)
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -183,9 +183,11 @@ def prompt_embeddings(clip: Any) -> torch.Tensor:
     return torch.nn.functional.normalize(per_word, dim=-1)
 
 
-def read_picture(clip: Any, prompts: torch.Tensor, image: torch.Tensor, temperature: float) -> EmotionReading:
-    """The picture's reading: its CLIP image embedding (``image`` is ``[H, W, 3]`` in 0..1) against ``prompts``."""
-    embedding = clip.embed_images(image[None])[0]
+def read_picture(clip: Any, prompts: torch.Tensor, image: torch.Tensor, temperature: float,
+                 embedding: torch.Tensor | None = None) -> EmotionReading:
+    """The picture's reading: its CLIP image embedding (``image`` is ``[H, W, 3]`` in 0..1, or its unit
+    ``embedding`` already computed, as a folder's are in one batched pass) against ``prompts``."""
+    embedding = clip.embed_images(image[None])[0] if embedding is None else embedding
     return softmax_reading(prompts @ embedding, temperature, "picture (CLIP image tower)")
 
 
@@ -310,17 +312,19 @@ class EmotionResult:
 
 def analyse_emotion(clip: Any, image: torch.Tensor, text: str = "", picture_weight: float = 1.0,
                     text_weight: float = 1.0, temperature: float = DEFAULT_TEMPERATURE,
-                    classifier: TextClassifier | None = None, prompts: torch.Tensor | None = None) -> EmotionResult:
+                    classifier: TextClassifier | None = None, prompts: torch.Tensor | None = None,
+                    embedding: torch.Tensor | None = None) -> EmotionResult:
     """The emotion of one work: ``image`` ``[H, W, 3]`` in 0..1 and its text (empty, or weighted 0: the picture
     alone, and the text is not read).
-    ``prompts`` (from ``prompt_embeddings``) may be given to reuse them over many works."""
+    ``prompts`` (from ``prompt_embeddings``) and the picture's unit ``embedding`` may be given to reuse work
+    over many works."""
     prompts = prompt_embeddings(clip) if prompts is None else prompts
     text = text.strip() if text_weight > 0 else ""
     if classifier is not None and text:  # the text before the picture: a refusal comes first
         text_reading = read_text_classifier(classifier, text)
     else:
         text_reading = read_text_clip(clip, prompts, text, temperature) if text else None
-    picture = read_picture(clip, prompts, image, temperature)
+    picture = read_picture(clip, prompts, image, temperature, embedding)
     fused, weights = fuse(picture, text_reading, picture_weight, text_weight)
     return EmotionResult(picture, text_reading, fused, weights, temperature)
 

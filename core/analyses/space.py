@@ -75,9 +75,11 @@ def space_group(taxonomy: Taxonomy, group: str) -> Taxonomy:
 
 def space_from_text(clip: Any, taxonomy: Taxonomy, text: str, image: torch.Tensor | None = None,
                     group: str = DEFAULT_GROUP, language: str = "en",
-                    cache_dir: str | os.PathLike[str] | None = None) -> SpaceResult:
-    """Rank the group's spaces by the text (and score them on ``image``, one ``[H, W, 3]`` picture, if given);
-    ``cache_dir`` keeps the prompt embeddings as zero-shot labelling does."""
+                    cache_dir: str | os.PathLike[str] | None = None,
+                    image_embedding: torch.Tensor | None = None) -> SpaceResult:
+    """Rank the group's spaces by the text (and score them on ``image``, one ``[H, W, 3]`` picture, or on its
+    unit ``image_embedding`` already computed, if given); ``cache_dir`` keeps the prompt embeddings as zero-shot
+    labelling does."""
     only = space_group(taxonomy, group)
     embedding, count = text_embedding(clip, text)
     bank = build_label_bank(clip, only, cache_dir)
@@ -86,8 +88,10 @@ def space_from_text(clip: Any, taxonomy: Taxonomy, text: str, image: torch.Tenso
     from_text = tuple(sorted(zip(rows, distances), key=lambda pair: pair[1]))
     from_picture: tuple[tuple[str, float], ...] = ()
     picture_choice = None
-    if image is not None:
-        result = label_embeddings(bank, clip.embed_images([image]), language)[0]
+    if image_embedding is None and image is not None:
+        image_embedding = clip.embed_images([image])[0]
+    if image_embedding is not None:
+        result = label_embeddings(bank, image_embedding[None], language)[0]
         from_picture = tuple(sorted(result["scores"][group].items(), key=lambda pair: -pair[1]))
         chosen = result["labels"][group]  # none when the best is under the group's threshold
         picture_choice = chosen[0]["label"] if chosen else None
