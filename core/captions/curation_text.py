@@ -242,56 +242,57 @@ def _manifest_entry_problem(entry: Any) -> str | None:
     return None
 
 
-def read_manifest(manifest: Path) -> dict[str, dict[str, Any]]:
-    """A dataset version's ``manifest.jsonl`` by file; a damaged line is an error naming the file and the line,
-    raised before any picture is described."""
+def _json_lines(path: Path, problem: Callable[[Any], str | None], unreadable: str, remedy: str) -> list[Any]:
+    """The entries of a JSON-lines file; the first damaged line (not JSON, or ``problem`` names what is wrong) is an
+    error naming the file, the line and ``remedy``, raised before any picture is described."""
     try:
-        lines = manifest.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read {str(manifest)!r} ({exc}): delete it to describe the pictures without "
-                         "labels") from exc
-    entries = {}
+        raise ValueError(f"cannot read {str(path)!r} ({exc}): {unreadable}") from exc
+    entries = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             entry = json.loads(line)
         except json.JSONDecodeError as exc:
-            problem: str | None = f"not valid JSON ({exc.msg}, column {exc.colno})"
+            why: str | None = f"not valid JSON ({exc.msg}, column {exc.colno})"
         else:
-            problem = _manifest_entry_problem(entry)
-        if problem:
-            raise ValueError(f"{str(manifest)!r}, line {number}: {problem}. Repair or delete that line (its picture "
-                             "is then described without labels), or delete the file to describe every picture "
-                             "without labels")
-        entries[entry["file"]] = entry
+            why = problem(entry)
+        if why:
+            raise ValueError(f"{str(path)!r}, line {number}: {why}. {remedy}")
+        entries.append(entry)
     return entries
+
+
+def read_manifest(manifest: Path) -> dict[str, dict[str, Any]]:
+    """A dataset version's ``manifest.jsonl`` by file."""
+    entries = _json_lines(manifest, _manifest_entry_problem, "delete it to describe the pictures without labels",
+                          "Repair or delete that line (its picture is then described without labels), or delete "
+                          "the file to describe every picture without labels")
+    return {entry["file"]: entry for entry in entries}
 
 
 ANALYSES_FILE = "analyses.jsonl"
 
 
+def _analyses_problem(entry: Any) -> str | None:
+    if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+        return "a JSON object with 'file' is needed"
+    try:
+        check_analyses({k: v for k, v in entry.items() if k in ANALYSES})
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def read_analyses(path: Path) -> dict[str, dict[str, Any]]:
     """A folder's ``analyses.jsonl`` (one line per picture: ``file`` and the six records, ``None`` where an analysis
-    was not run) by file; a damaged line is an error naming the file and the line, before any picture is described."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read {str(path)!r} ({exc}): run Analyse Folder again, or delete it to describe "
-                         "the pictures without their analyses") from exc
-    out = {}
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-            if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
-                raise ValueError("a JSON object with 'file' is needed")
-            out[entry["file"]] = check_analyses({k: v for k, v in entry.items() if k in ANALYSES})
-        except ValueError as exc:  # JSONDecodeError included
-            raise ValueError(f"{str(path)!r}, line {number}: {exc}. Run Analyse Folder again, or delete the file to "
-                             "describe the pictures without their analyses") from None
-    return out
+    was not run) by file."""
+    entries = _json_lines(path, _analyses_problem, "run Analyse Folder again, or delete it to describe the pictures "
+                          "without their analyses", "Run Analyse Folder again, or delete the file to describe the "
+                          "pictures without their analyses")
+    return {entry["file"]: check_analyses({k: v for k, v in entry.items() if k in ANALYSES}) for entry in entries}
 
 
 # A second writer's paragraph in place of the template's: (template text, picture file, metadata, analyses) -> text
