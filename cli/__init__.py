@@ -57,6 +57,9 @@ def _check_up_front(parser: argparse.ArgumentParser, args: argparse.Namespace) -
             parser.error("--recipe is drawn from for random variants only: give --random N (variants per "
                          "original) with it")
         dataset.recipe_option(args.recipe)
+    if args.command == "text-train" and args.compare_unconditioned and not args.conditioning:
+        parser.error("--compare-unconditioned compares the generator with and without the works' features: give "
+                     "--conditioning (a catalogue) too")
     if args.command == "describe" and args.writer == "seqgan" and not args.text_model:
         parser.error("--writer seqgan needs --text-model: a text model trained with text-train --conditioning on "
                      "Describe Folder's curation.jsonl records")

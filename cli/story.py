@@ -44,6 +44,9 @@ def add_parsers(sub: Any) -> None:
                    "its texts are the corpus")
     t.add_argument("--discriminator", choices=["cnn", "lstm"], default="cnn", help="cnn (the paper's) or lstm (logits "
                    "at every step, averaged)")
+    t.add_argument("--compare-unconditioned", action="store_true", help="with --conditioning: also train the "
+                   "generator with and without the works' features on one seeded split (a fifth of the catalogue "
+                   "held out) and print both held-out NLLs per token")
     t.add_argument("--out-dir", required=True, help="where the model goes (ComfyUI/models/atelier/seqgan)")
     t.add_argument("--run", required=True, help="run folder for checkpoints; rerun to resume")
     t.add_argument("--name", default="atelier_story", help="file name of the model (name_2 if taken)")
@@ -129,6 +132,11 @@ def run_train(args: argparse.Namespace) -> int:
     if history.nll:
         print(f"NLL per token after pretraining: {history.nll[-1][1] / spec.max_len:.4f}")
     print(f"wrote {path}")
+    if args.compare_unconditioned:
+        gain = trainer.conditioning_gain(lines, features, spec, config, device=bridge.compute_device(args.device))
+        print(f"held-out NLL per token: {gain['conditional_nll']:.4f} conditioned on the works' features, "
+              f"{gain['unconditional_nll']:.4f} without ({gain['train_texts']} texts trained, "
+              f"{gain['heldout_texts']} held out)")
     return 0
 
 

@@ -156,12 +156,13 @@ def test_names_are_checked_before_any_work(tmp_path: Path, capsys) -> None:
 @pytest.mark.parametrize(("command", "said"), [("text-train", "stopped; run the same command to resume"),
                                                ("multiply", "stopped")])
 def test_ctrl_c_says_stopped_and_exits_130(command: str, said: str, monkeypatch: pytest.MonkeyPatch,
-                                           capsys) -> None:
+                                           capsys, tmp_path: Path) -> None:
     def interrupted(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     monkeypatch.setitem(cli.JOBS, command, interrupted)
-    argv = {"text-train": ["text-train", "c.txt", "--out-dir", "o", "--run", "r"], "multiply": ["multiply", "f"]}
+    argv = {"text-train": ["text-train", "c.txt", "--out-dir", str(tmp_path / "o"), "--run", "r"],  # checked writable
+            "multiply": ["multiply", "f"]}
     assert main(argv[command]) == 130
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1] == said and "Traceback" not in err

@@ -178,3 +178,26 @@ def test_the_node_and_the_command_line_train_a_conditioned_model(tmp_path: Path,
     assert main(args) == 0
     assert load_text_generator(next((tmp_path / "cli").glob("*.safetensors"))).config.discriminator == "lstm"
     assert main(["text-train", "--out-dir", str(tmp_path / "cli"), "--run", str(tmp_path / "run2")]) != 0
+
+
+def test_the_command_reports_the_heldout_nll_against_the_unconditioned_generator(tmp_path: Path, capsys) -> None:
+    from atelier.cli import main
+    from atelier.core.story.catalogue import read_catalogue
+    from atelier.training.story.seqgan_trainer import SeqGANTrainConfig, TextModelSpec, conditioning_gain
+
+    path = synthetic_catalogue(tmp_path / "catalogue.jsonl", per_class=4)
+    args = ["text-train", "--conditioning", str(path), "--out-dir", str(tmp_path / "cli"), "--run",
+            str(tmp_path / "run"), "--device", "cpu", "--max-len", "6", "--emb-dim", "8", "--hidden-dim", "8",
+            "--batch-size", "4", "--mle-epochs", "2", "--dis-rounds", "0", "--adversarial-epochs", "0", "--seed", "3"]
+    assert main([*args, "--compare-unconditioned"]) == 0
+    printed = capsys.readouterr().out.splitlines()[-1]
+    catalogue = read_catalogue(path)
+    gain = conditioning_gain(catalogue.texts, catalogue.features, TextModelSpec(max_len=6, emb_dim=8, hidden_dim=8),
+                             SeqGANTrainConfig(batch_size=4, mle_epochs=2, dis_rounds=0, adversarial_epochs=0,
+                                               seed=3))
+    assert printed == (f"held-out NLL per token: {gain['conditional_nll']:.4f} conditioned on the works' features, "
+                       f"{gain['unconditional_nll']:.4f} without (13 texts trained, 3 held out)")
+    with pytest.raises(SystemExit):
+        main(["text-train", "corpus.txt", "--out-dir", str(tmp_path / "o"), "--run", str(tmp_path / "r"),
+              "--compare-unconditioned"])
+    assert "give --conditioning" in capsys.readouterr().err
