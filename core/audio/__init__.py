@@ -1,2 +1,2 @@
-"""Pictures from sound: log-mel features, the audio encoder, paired data, mixing, thumbnails,
-video frames and the image-embedding space it aligns with."""
+"""Pictures and video from sound: log-mel features, the audio encoder, loudness and position, paired data, mixing,
+thumbnails, video frames, video from sound and the image-embedding space it aligns with."""
