@@ -15,7 +15,7 @@ from ..core.shared.hf_folders import find_model_folder
 from ..core.shared.plots import to_image_tensor
 from . import bridge
 from .curator import CLIP, CLIP_INPUT, LANGUAGES, TAXONOMY, TAXONOMY_INPUT, clip_cache_dir
-from .declare import AtelierNode, float_input, int_input, model_input, seed_input
+from .declare import DEVICE_INPUT, AtelierNode, float_input, int_input, model_input, seed_input
 from .style import ADAIN
 
 
@@ -280,7 +280,7 @@ class AtelierLoadDetector(AnalysisNode):
                                  "downloaded)."),
             "precision": (["auto", "fp16", "bf16", "fp32"], {"default": "auto", "tooltip": "auto: fp16 on a GPU, "
                           "fp32 on the CPU."}),
-            "device": (["auto", "cpu"], {"default": "auto", "tooltip": "auto: ComfyUI's GPU when there is one."}),
+            "device": DEVICE_INPUT,
         }}
 
     def load(self, model: str, precision: str, device: str) -> tuple[Any]:

@@ -15,7 +15,7 @@ from ..core.dataset.preprocess import CROP_MODES, FILTERS, PAD_MODES, RESIZE_MOD
 from ..core.shared.colors import parse_color
 from ..core.shared.output_paths import safe_subfolder
 from . import bridge
-from .declare import AtelierNode, color_input, float_input, int_input, seed_input
+from .declare import DEVICE_INPUT, AtelierNode, color_input, float_input, int_input, seed_input
 
 
 class DatasetNode(AtelierNode):
@@ -220,9 +220,6 @@ class AtelierAugmentRecipe(DatasetNode):
             shear=R(affine_p, -shear_max, shear_max),
             expand=expand, fill=parse_color(fill_color), interpolation=interpolation,
         ),)
-
-
-DEVICE_INPUT = (["auto", "cpu"], {"default": "auto", "tooltip": "auto: ComfyUI's GPU when there is one."})
 
 
 class AtelierAugmentImages(DatasetNode):

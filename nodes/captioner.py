@@ -16,7 +16,7 @@ from ..core.captions.writers import WRITERS, write_with_blip2, write_with_seqgan
 from ..core.curator.pixels import check_image_batch
 from ..core.shared.hf_folders import find_model_folder
 from . import bridge
-from .declare import AtelierNode, float_input, int_input, model_input, seed_input
+from .declare import DEVICE_INPUT, AtelierNode, float_input, int_input, model_input, seed_input
 from .story import TEXT_MODEL
 
 
@@ -85,7 +85,7 @@ class AtelierLoadBLIP2(CaptionNode):
                                  "downloaded)."),
             "precision": (list(blip2.PRECISIONS), {"default": "auto", "tooltip": "auto: fp16 on a GPU, fp32 on the "
                           "CPU. 8bit (~4 GB for OPT-2.7B) and 4bit (~2.5 GB) load through bitsandbytes on CUDA."}),
-            "device": (["auto", "cpu"], {"default": "auto", "tooltip": "auto: ComfyUI's GPU when there is one."}),
+            "device": DEVICE_INPUT,
         }}
 
     def load(self, model: str, precision: str, device: str) -> tuple[Any]:

@@ -12,7 +12,7 @@ from ..core.dataset.image_files import load_image
 from ..core.shared.hf_folders import find_model_folder
 from ..core.shared.output_paths import safe_subfolder
 from . import bridge
-from .declare import AtelierNode, float_input, int_input, model_input
+from .declare import DEVICE_INPUT, AtelierNode, float_input, int_input, model_input
 
 
 class CurateNode(AtelierNode):
@@ -81,7 +81,7 @@ class AtelierLoadCLIP(CurateNode):
             "precision": (["auto", "fp16", "bf16", "fp32"], {"default": "auto", "tooltip": "auto: fp16 on a GPU, "
                           "fp32 on the CPU; bf16 runs about twice as fast on CPUs with AVX-512 BF16 or AMX. Cached "
                           "embeddings are kept per precision."}),
-            "device": (["auto", "cpu"], {"default": "auto", "tooltip": "auto: ComfyUI's GPU when there is one."}),
+            "device": DEVICE_INPUT,
         }}
 
     def load(self, model: str, precision: str, device: str) -> tuple[Any]:

@@ -12,6 +12,7 @@ from . import bridge
 
 Widget = tuple[Any, dict[str, Any]]
 SEED_MAX = 2**31 - 1
+DEVICE_INPUT: Widget = (["auto", "cpu"], {"default": "auto", "tooltip": "auto: ComfyUI's GPU when there is one."})
 
 
 class AtelierNode:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from ..core.curator.pixels import check_image_batch
 from ..core.dataset.image_files import load_image
@@ -58,9 +57,7 @@ class AtelierImageConditioning(StyleNode):
               combine: str, clip_vision: Any = None, clip_model: Any = None) -> tuple[list]:
         check_image_batch(images)
         embedder = image_embedder(clip_vision, clip_model)
-        embeds = adapter.embed_images(embedder, images)
-        if combine == "average":
-            embeds = F.normalize(embeds.mean(dim=0, keepdim=True), dim=-1)  # the adapter takes unit embeddings
+        embeds = adapter.embed_images(embedder, images, whole_set=combine == "average")
         return (adapter.condition(conditioning, embeds, strength, f"the embedding of {embedder.name!r}"),)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..audio.image_embedding import ImageEmbedder, embed_pictures, probe_embedding
 from ..shared.state_dicts import load_exactly, read_tagged, save_new_file
@@ -123,10 +124,12 @@ class LoadedAdapter:
         carries its tokens, so both sides of classifier-free guidance have the same length."""
         return torch.zeros(1, self.adapter.config.embed_dim)
 
-    def embed_images(self, embedder: ImageEmbedder, images: torch.Tensor) -> torch.Tensor:
-        """Unit embeddings ``[B, D]`` of an IMAGE batch, once the encoder is checked against the adapter."""
+    def embed_images(self, embedder: ImageEmbedder, images: torch.Tensor, whole_set: bool = False) -> torch.Tensor:
+        """Unit embeddings ``[B, D]`` of an IMAGE batch, once the encoder is checked against the adapter; with
+        ``whole_set``, one ``[1, D]`` for them all: their mean, made unit again (the adapter takes unit ones)."""
         self.check_encoder(embedder)
-        return embed_pictures(embedder, images).unit
+        embeds = embed_pictures(embedder, images).unit
+        return F.normalize(embeds.mean(dim=0, keepdim=True), dim=-1) if whole_set else embeds
 
     @torch.no_grad()
     def tokens(self, embeds: torch.Tensor, what: str = "the embedding") -> torch.Tensor:
