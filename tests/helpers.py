@@ -227,8 +227,6 @@ class CancelAfter:
 def tiny_clip_folder(root: Path, tokenizer_files: bool = True, projection_dim: int = 16) -> Path:
     """A transformers CLIP folder with OpenAI CLIP's vocabulary but tiny random towers, a 32 px processor
     config and (optionally) the tokenizer files."""
-    import json
-
     from transformers import CLIPConfig, CLIPModel
 
     from atelier.core.sd15.tokenizer import sd15_tokenizer
@@ -238,15 +236,75 @@ def tiny_clip_folder(root: Path, tokenizer_files: bool = True, projection_dim: i
         text_config={"vocab_size": 49408, "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1,
                      "num_attention_heads": 2, "max_position_embeddings": 77, "bos_token_id": 49406,
                      "eos_token_id": 49407},
-        vision_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2,
-                       "image_size": 32, "patch_size": 8},
-        projection_dim=projection_dim)
+        vision_config=TINY_VISION, projection_dim=projection_dim)
     CLIPModel(config).save_pretrained(root)
-    (root / "preprocessor_config.json").write_text(json.dumps({
-        "size": {"shortest_edge": 32}, "crop_size": {"height": 32, "width": 32}, "do_center_crop": True,
-        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711]}))
+    _write_processor(root)
     if tokenizer_files:
         sd15_tokenizer().save_pretrained(root)
+    return root
+
+
+TINY_WORDS = ("a photo of the cat dog house sea village window old in at looks out painting red blue green "
+              "바닷가 마을의 오래된 집에서 고양이가 창밖을 바라본다 사진 그림 개 바다 빨간 파란 초록").split()
+
+
+def tiny_wordpiece_tokenizer(root: Path):
+    """A cased BERT word-piece tokenizer over English and Korean words and every Hangul syllable among them
+    (as mBERT cuts unknown Korean words), saved in ``root``."""
+    from transformers import BertTokenizer
+
+    syllables = sorted({ch for word in TINY_WORDS for ch in word if "\uac00" <= ch <= "\ud7a3"})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TINY_WORDS, *syllables, *(f"##{s}" for s in syllables),
+             *"abcdefghijklmnopqrstuvwxyz.,", *(f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz")]
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizer(str(root / "vocab.txt"), do_lower_case=False, model_max_length=32)
+    tokenizer.save_pretrained(root)
+    return tokenizer
+
+
+def _write_processor(root: Path, size: int = 32) -> None:
+    import json
+
+    (root / "preprocessor_config.json").write_text(json.dumps({
+        "size": {"shortest_edge": size}, "crop_size": {"height": size, "width": size}, "do_center_crop": True,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711]}))
+
+
+TINY_VISION = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2,
+               "image_size": 32, "patch_size": 8}
+
+
+def tiny_dual_encoder_folder(root: Path, projection_dim: int = 16, text_width: int = 24, seed: int = 0) -> Path:
+    """A transformers VisionTextDualEncoderModel folder: a tiny cased BERT (English and Korean word pieces,
+    ``text_width`` wide) and a tiny CLIP vision tower (32 wide), joined by ``projection_dim`` projections."""
+    from transformers import BertConfig, CLIPVisionConfig, VisionTextDualEncoderConfig, VisionTextDualEncoderModel
+
+    tokenizer = tiny_wordpiece_tokenizer(root)
+    text = BertConfig(vocab_size=len(tokenizer), hidden_size=text_width, num_hidden_layers=1, num_attention_heads=2,
+                      intermediate_size=37, max_position_embeddings=64)
+    config = VisionTextDualEncoderConfig.from_vision_text_configs(CLIPVisionConfig(**TINY_VISION), text,
+                                                                   projection_dim=projection_dim)
+    torch.manual_seed(seed)
+    VisionTextDualEncoderModel(config).save_pretrained(root)
+    _write_processor(root)
+    return root
+
+
+def tiny_korean_clip_folder(root: Path, projection_dim: int = 16) -> Path:
+    """A transformers CLIPModel folder whose text tower reads the Korean word pieces of a BERT tokenizer (as the
+    Korean CLIPs on the Hub do), ending every text at ``[SEP]``."""
+    from transformers import CLIPConfig, CLIPModel
+
+    tokenizer = tiny_wordpiece_tokenizer(root)
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "max_position_embeddings": 32, "bos_token_id": tokenizer.cls_token_id,
+                     "eos_token_id": tokenizer.sep_token_id, "pad_token_id": tokenizer.pad_token_id},
+        vision_config=TINY_VISION, projection_dim=projection_dim)
+    CLIPModel(config).save_pretrained(root)
+    _write_processor(root)
     return root
 
 

@@ -1,8 +1,10 @@
-"""A whole CLIP (image and text towers with their projections) for zero-shot labelling and retrieval.
+"""A whole image-text encoder (image and text towers with their projections) for labelling and retrieval.
 
-Loaded with transformers' ``CLIPModel`` from a model folder or the Hugging Face cache; fp16 on a
-GPU. ComfyUI's CLIP_VISION (image tower only) and an SD checkpoint's CLIP (text tower without a
-projection) cannot compare pictures with texts, and are refused with a message that says so.
+Two kinds of folder load alike: transformers' ``CLIPModel`` (OpenAI's English CLIP, or a Korean CLIP with its
+own tokenizer) and ``VisionTextDualEncoderModel`` (any text tower, such as multilingual BERT or XLM-R, joined
+to any vision tower by projection layers). fp16 on a GPU. ComfyUI's CLIP_VISION (image tower only) and an SD
+checkpoint's CLIP (text tower without a projection) cannot compare pictures with texts, and are refused with
+a message that says so.
 """
 from __future__ import annotations
 
@@ -28,6 +30,12 @@ from .pixels import PixelSpec, read_pixel_spec, to_pixels
 
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
 OPENAI_VOCAB_SIZE = 49408  # every OpenAI CLIP uses the BPE vocabulary shipped in configs/sd15
+KINDS = {"clip": "CLIPModel", "vision-text-dual-encoder": "VisionTextDualEncoderModel"}
+ENCODER_INFO = "atelier_encoder.json"  # what Atelier writes beside the weights: the text tower's languages
+LANGUAGES = ("en", "ko")
+# a Korean sentence a tokenizer that knows Korean cuts into whole words or syllables (at most one token per
+# syllable); English-only vocabularies fall back to bytes, jamo or unknown tokens
+_KOREAN_PROBE = "바닷가 마을의 오래된 집에서 고양이가 창밖을 바라본다"
 
 
 def precision_dtype(precision: str, device: torch.device) -> torch.dtype:
@@ -47,7 +55,8 @@ class ClipModel(HoldsModel):
     pixels: PixelSpec
     fingerprint: str  # weights and precision: what cached embeddings are keyed by
     name: str
-
+    languages: tuple[str, ...] = ("en",)  # what the text tower reads: decides a taxonomy's prompts
+    kind: str = "clip"  # a key of KINDS
 
     @property
     def logit_scale(self) -> float:
@@ -66,13 +75,18 @@ class ClipModel(HoldsModel):
             embeds = self.model.visual_projection(pooled).float()
             return (F.normalize(embeds, dim=-1) if normalize else embeds).cpu()
 
+    @property
+    def max_tokens(self) -> int:
+        """The most tokens the text tower takes; longer texts are truncated."""
+        return text_limit(self.model.config.text_config, self.tokenizer)
+
     def embed_texts(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
         """Unit-length text embeddings ``[T, D]`` (float32, CPU)."""
         out = []
-        limit = int(self.model.config.text_config.max_position_embeddings)
+        limit = self.max_tokens
         for start in range(0, len(texts), batch_size):
             # padded to the batch's longest text only: CLIP pools at the end-of-text token, which the
-            # causal mask keeps from ever seeing the padding after it
+            # causal mask keeps from ever seeing the padding after it; BERT-like towers mask it out
             tokens = self.tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
                                     max_length=limit, return_tensors="pt")
             with torch.inference_mode():
@@ -102,38 +116,91 @@ def refuse_comfy_clip(obj: Any) -> None:
     raise TypeError(f"expected a CLIP model from 'Atelier Load CLIP', got {kind}")
 
 
-def _tokenizer(folder: Path, config: Any) -> Any:
-    from transformers import CLIPTokenizer
+def text_limit(text_config: Any, tokenizer: Any) -> int:
+    """Tokens the text tower takes: its position table, less RoBERTa's two offset positions, and no more than
+    the tokenizer's own limit."""
+    limit = int(text_config.max_position_embeddings)
+    if getattr(text_config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+        limit -= 2  # positions start after the padding index
+    own = getattr(tokenizer, "model_max_length", None)
+    return min(limit, int(own)) if own and own < 1_000_000 else limit
 
-    if (folder / "tokenizer.json").is_file() or (folder / "vocab.json").is_file():
+
+def _tokenizer(folder: Path, config: Any, kind: str) -> Any:
+    from transformers import AutoTokenizer, CLIPTokenizer
+
+    declared = {}
+    if (folder / "tokenizer_config.json").is_file():
+        declared = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    own_class = str(declared.get("tokenizer_class") or "")
+    if kind == "clip" and not own_class.startswith(("XLM", "Bert", "Roberta", "Auto")) and (
+            (folder / "vocab.json").is_file() or (folder / "tokenizer.json").is_file()):
         return CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
-    if config.text_config.vocab_size == OPENAI_VOCAB_SIZE:
+    if any((folder / name).is_file() for name in ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model",
+                                                  "spiece.model", "vocab.json", "tokenizer_config.json")):
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    if kind == "clip" and config.text_config.vocab_size == OPENAI_VOCAB_SIZE:
         from ..sd15.tokenizer import sd15_tokenizer
 
         return sd15_tokenizer()
-    raise ModelFolderError(f"CLIP folder {str(folder)!r} has no tokenizer (vocab.json and merges.txt, or "
-                           "tokenizer.json), and its vocabulary is not OpenAI CLIP's; copy the tokenizer files too")
+    raise ModelFolderError(f"model folder {str(folder)!r} has no tokenizer (tokenizer.json, vocab.txt, vocab.json "
+                           "and merges.txt, or a sentencepiece model), and its vocabulary is not OpenAI CLIP's; "
+                           "copy the text tower's tokenizer files into it")
 
 
-def load_clip(folder: Path, device: torch.device | str = "cpu", precision: str = "auto") -> ClipModel:
-    """Load a CLIP folder (``config.json``, weights, tokenizer, ``preprocessor_config.json``) offline."""
-    from transformers import CLIPConfig, CLIPModel
+def text_languages(folder: Path, tokenizer: Any, kind: str) -> tuple[str, ...]:
+    """The languages of a folder's text tower: as its ``atelier_encoder.json`` declares, else English for
+    OpenAI's vocabulary, else English and Korean when the tokenizer cuts a Korean sentence into at most one
+    token per syllable with no unknown token (a vocabulary that learned Korean)."""
+    info = folder / ENCODER_INFO
+    if info.is_file():
+        declared = json.loads(info.read_text(encoding="utf-8")).get("languages") or []
+        known = tuple(language for language in LANGUAGES if language in declared)
+        if not known:
+            raise ModelFolderError(f"{str(info)!r} names no language Atelier knows ({', '.join(LANGUAGES)}); "
+                                   'write e.g. {"languages": ["en", "ko"]}')
+        return known
+    if kind == "clip" and len(tokenizer) == OPENAI_VOCAB_SIZE:
+        return ("en",)
+    ids = tokenizer(_KOREAN_PROBE, add_special_tokens=False)["input_ids"]
+    syllables = sum(1 for ch in _KOREAN_PROBE if "\uac00" <= ch <= "\ud7a3")
+    unknown = tokenizer.unk_token_id
+    knows_korean = len(ids) <= syllables and (unknown is None or unknown not in ids)
+    return ("en", "ko") if knows_korean else ("en",)
 
-    device = torch.device(device)
-    check_files(folder, "CLIP", {"config": ("config.json",), "weights": WEIGHT_FILES})
+
+def encoder_kind(folder: Path) -> str:
+    """``clip`` or ``vision-text-dual-encoder`` from the folder's ``config.json``; any other model is refused,
+    naming what it is."""
+    check_files(folder, "image-text encoder", {"config": ("config.json",), "weights": WEIGHT_FILES})
     raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     kind = raw.get("model_type")
     if kind == "clip_vision_model":
         raise ModelFolderError(f"{str(folder)!r} holds a CLIP vision model only (like ComfyUI's CLIP_VISION); "
-                               "zero-shot labelling needs the text tower too: use a whole CLIP folder, such as "
-                               f"{DEFAULT_CLIP}")
-    if kind != "clip":
-        raise ModelFolderError(f"{str(folder)!r} holds a {kind!r} model, not CLIP (model_type 'clip')")
-    config = CLIPConfig.from_pretrained(str(folder), local_files_only=True)
+                               "comparing pictures with texts needs the text tower too: use a whole CLIP folder, such "
+                               f"as {DEFAULT_CLIP}, or build a dual encoder from it and a text model")
+    if kind not in KINDS:
+        raise ModelFolderError(f"{str(folder)!r} holds a {kind!r} model ({', '.join(raw.get('architectures') or [])}), "
+                               "which is neither a CLIP (model_type 'clip') nor a vision-text dual encoder (model_type "
+                               "'vision-text-dual-encoder'); a text or vision model alone can be joined to the other "
+                               "tower with 'Atelier Build Dual Encoder'")
+    return kind
+
+
+def load_clip(folder: Path, device: torch.device | str = "cpu", precision: str = "auto") -> ClipModel:
+    """Load a CLIP or dual-encoder folder (``config.json``, weights, tokenizer, ``preprocessor_config.json``)
+    offline."""
+    import transformers
+
+    device = torch.device(device)
+    kind = encoder_kind(folder)
+    model_class = getattr(transformers, KINDS[kind])
+    config = model_class.config_class.from_pretrained(str(folder), local_files_only=True)
     dtype = precision_dtype(precision, device)
-    with loading_weights(folder, "CLIP", DEFAULT_CLIP):
-        model = CLIPModel.from_pretrained(str(folder), local_files_only=True, **dtype_argument(dtype))
+    with loading_weights(folder, "image-text encoder", DEFAULT_CLIP):
+        model = model_class.from_pretrained(str(folder), local_files_only=True, **dtype_argument(dtype))
     model.to(device).eval().requires_grad_(False)
     fingerprint = f"{weights_sha256(folder)}:{dtype}"
-    return ClipModel(model, _tokenizer(folder, config), read_pixel_spec(folder, config.vision_config.image_size),
-                     fingerprint, folder.name)
+    tokenizer = _tokenizer(folder, config, kind)
+    return ClipModel(model, tokenizer, read_pixel_spec(folder, config.vision_config.image_size), fingerprint,
+                     folder.name, text_languages(folder, tokenizer, kind), kind)
