@@ -92,3 +92,11 @@ def test_index_folder_caches_dual_encoder_embeddings(tmp_path, dual):
     second = index_folder(dual, pictures, tmp_path / "cache")
     assert (first.encoded, second.encoded, second.cached) == (3, 0, 3)
     assert torch.allclose(first.embeddings, second.embeddings)
+
+
+def test_a_saved_encoder_loads_back_with_the_same_embeddings(tmp_path, dual):
+    saved = clip_model.save_clip(dual, tmp_path / "저장된 인코더")
+    again = clip_model.load_clip(saved)
+    assert (again.kind, again.languages, again.pixels) == (dual.kind, dual.languages, dual.pixels)
+    assert torch.allclose(again.embed_texts(KOREAN), dual.embed_texts(KOREAN), atol=1e-6)
+    assert not (tmp_path / ".저장된 인코더.saving").exists()

@@ -204,3 +204,33 @@ def load_clip(folder: Path, device: torch.device | str = "cpu", precision: str =
     tokenizer = _tokenizer(folder, config, kind)
     return ClipModel(model, tokenizer, read_pixel_spec(folder, config.vision_config.image_size), fingerprint,
                      folder.name, text_languages(folder, tokenizer, kind), kind)
+
+
+def processor_config(spec: PixelSpec) -> dict[str, Any]:
+    """``preprocessor_config.json`` contents that ``read_pixel_spec`` reads back as ``spec``."""
+    if spec.square:
+        return {"size": {"height": spec.size, "width": spec.size}, "do_center_crop": False,
+                "image_mean": list(spec.mean), "image_std": list(spec.std)}
+    return {"size": {"shortest_edge": spec.size}, "crop_size": {"height": spec.crop, "width": spec.crop},
+            "do_center_crop": True, "image_mean": list(spec.mean), "image_std": list(spec.std)}
+
+
+def save_clip(clip: ClipModel, folder: Path) -> Path:
+    """Write ``clip`` as a model folder ``load_clip`` reads (weights, configs, tokenizer, pixel spec, languages).
+
+    Written beside ``folder`` and renamed into place, so a crash never leaves half a model where a loader looks;
+    an existing ``folder`` is replaced.
+    """
+    import shutil
+
+    folder = Path(folder)
+    staging = folder.with_name(f".{folder.name}.saving")
+    shutil.rmtree(staging, ignore_errors=True)
+    clip.model.save_pretrained(str(staging), safe_serialization=True)
+    clip.tokenizer.save_pretrained(str(staging))
+    (staging / "preprocessor_config.json").write_text(json.dumps(processor_config(clip.pixels), indent=2))
+    (staging / ENCODER_INFO).write_text(json.dumps({"languages": list(clip.languages)}, indent=2))
+    if folder.exists():
+        shutil.rmtree(folder)
+    staging.rename(folder)
+    return folder
