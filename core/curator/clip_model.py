@@ -126,7 +126,7 @@ def text_limit(text_config: Any, tokenizer: Any) -> int:
     return min(limit, int(own)) if own and own < 1_000_000 else limit
 
 
-def _tokenizer(folder: Path, config: Any, kind: str) -> Any:
+def load_tokenizer(folder: Path, config: Any, kind: str) -> Any:
     from transformers import AutoTokenizer, CLIPTokenizer
 
     declared = {}
@@ -201,7 +201,7 @@ def load_clip(folder: Path, device: torch.device | str = "cpu", precision: str =
         model = model_class.from_pretrained(str(folder), local_files_only=True, **dtype_argument(dtype))
     model.to(device).eval().requires_grad_(False)
     fingerprint = f"{weights_sha256(folder)}:{dtype}"
-    tokenizer = _tokenizer(folder, config, kind)
+    tokenizer = load_tokenizer(folder, config, kind)
     return ClipModel(model, tokenizer, read_pixel_spec(folder, config.vision_config.image_size), fingerprint,
                      folder.name, text_languages(folder, tokenizer, kind), kind)
 
