@@ -6,6 +6,7 @@
     python atelier_cli.py describe FOLDER [--metadata metadata.csv]
     python atelier_cli.py retrieve FOLDER "a calm seascape at dusk" --clip CLIP [--top-k 8]
     python atelier_cli.py evaluate-retrieval FOLDER --clip CLIP [--k 10] [--pairs pairs.csv]
+    python atelier_cli.py encoder-build --text bert-base-multilingual-cased --vision CLIP --name ko-en-clip
 
 CLIP and BLIP-2 are a folder name under models/atelier/clip (or blip2) of the ComfyUI folder (--comfyui),
 a Hugging Face id (found there by its last part, or in the local cache), or a path. Retrieval runs the
@@ -116,6 +117,32 @@ def add_parsers(sub: Any) -> None:
     e.add_argument("--pairs", default="", help="(text, picture) pairs instead of the captions: a CSV with 'text' "
                    "and 'image' columns or JSON lines {\"text\", \"image\"}, pictures relative to the folder")
     e.add_argument("--output", default="output", help="output root folder (holds the embedding cache)")
+    add_build_parser(sub)
+
+
+def add_build_parser(sub: Any) -> None:
+    from .common import add_numbers, declared
+
+    b = sub.add_parser("encoder-build", help="join a text model and a CLIP's image tower into a bilingual dual "
+                       "encoder with new projections, saved in models/atelier/clip")
+    b.add_argument("--text", default=declared("nodes.curator", "DEFAULT_TEXT_TOWER"),
+                   help="text tower: a folder name in models/atelier/text_towers, a Hugging Face id, or a path")
+    b.add_argument("--vision", default=declared("core.curator.clip_model", "DEFAULT_CLIP"),
+                   help="vision tower: a CLIP, CLIP vision or ViT folder name in models/atelier/clip, an id, or a path")
+    b.add_argument("--name", required=True, help="folder name of the new encoder in models/atelier/clip")
+    add_numbers(b, int, 8, projection_dim=(512, "size of the shared text-image space"))
+    add_numbers(b, int, 0, seed=(0, "seed of the new projections"))
+    b.add_argument("--precision", default="fp32", choices=_CLIP_PRECISIONS, help="weights' precision")
+    b.add_argument("--device", default="auto", help="auto (CUDA when present) or cpu")
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from ..nodes.curator import AtelierBuildDualEncoder
+
+    _, report = AtelierBuildDualEncoder().build(args.text, args.vision, args.projection_dim, args.seed, args.name,
+                                                args.precision, args.device)
+    print(report)
+    return 0
 
 
 def load_clip_option(args: argparse.Namespace) -> Any:  # -> core.clip_model.ClipModel
@@ -268,4 +295,4 @@ def run_evaluate_retrieval(args: argparse.Namespace) -> int:
 
 
 JOBS = {"label": run_label, "curate": run_curate, "caption": run_caption, "describe": run_describe,
-        "retrieve": run_retrieve, "evaluate-retrieval": run_evaluate_retrieval}
+        "retrieve": run_retrieve, "evaluate-retrieval": run_evaluate_retrieval, "encoder-build": run_build}

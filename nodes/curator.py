@@ -12,7 +12,7 @@ from ..core.dataset.image_files import load_image
 from ..core.shared.hf_folders import find_model_folder
 from ..core.shared.output_paths import safe_subfolder
 from . import bridge
-from .declare import DEVICE_INPUT, AtelierNode, float_input, int_input, model_input
+from .declare import DEVICE_INPUT, AtelierNode, float_input, int_input, model_input, seed_input
 
 
 class CurateNode(AtelierNode):
@@ -22,6 +22,8 @@ class CurateNode(AtelierNode):
 CLIP = "ATELIER_CLIP"
 TAXONOMY = "ATELIER_TAXONOMY"
 CLIP_KIND = "clip"
+TEXT_TOWER_KIND = "text_towers"
+DEFAULT_TEXT_TOWER = "google-bert/bert-base-multilingual-cased"
 CACHE_SUBFOLDER = "atelier/clip_cache"
 LANGUAGES = ["en", "ko"]
 CLIP_INPUT = (CLIP, {"tooltip": "From Atelier Load CLIP."})
@@ -30,6 +32,16 @@ TAXONOMY_INPUT = (TAXONOMY, {"tooltip": "From Atelier Load Taxonomy."})
 
 def clip_key() -> str:
     return bridge.register_model_folder(CLIP_KIND, {".safetensors", ".bin", ".json"})
+
+
+def text_tower_key() -> str:
+    return bridge.register_model_folder(TEXT_TOWER_KIND, {".safetensors", ".bin", ".json"})
+
+
+def _precision() -> tuple[list[str], dict[str, Any]]:
+    return (["auto", "fp16", "bf16", "fp32"], {"default": "auto", "tooltip": "auto: fp16 on a GPU, fp32 on the CPU; "
+            "bf16 runs about twice as fast on CPUs with AVX-512 BF16 or AMX. Cached embeddings are kept per "
+            "precision."})
 
 
 def clip_cache_dir() -> Path:
@@ -60,9 +72,12 @@ def _index(clip: clip_model.ClipModel, folder: str, batch_size: int, recursive: 
 
 
 class AtelierLoadCLIP(CurateNode):
-    DESCRIPTION = ("Load a whole CLIP (image and text towers) for zero-shot labelling and retrieval, from a folder in "
-                   "models/atelier/clip or the Hugging Face cache; ViT-L/14 (openai/clip-vit-large-patch14) is the "
-                   "recommended one. ComfyUI's CLIP_VISION lacks the text tower, so it cannot be used here.")
+    DESCRIPTION = ("Load a whole image-text encoder (image and text towers) for zero-shot labelling and retrieval, "
+                   "from a folder in models/atelier/clip or the Hugging Face cache: OpenAI's CLIP (ViT-L/14, "
+                   "openai/clip-vit-large-patch14, is the recommended English one), a Korean CLIP, or a vision-text "
+                   "dual encoder (a multilingual text tower joined to a vision tower, as Atelier Build Dual Encoder "
+                   "and the fine-tuning node make). Which languages its text tower reads decides a taxonomy's "
+                   "prompts. ComfyUI's CLIP_VISION lacks the text tower, so it cannot be used here.")
     EXAMPLE = ("Put a transformers CLIP folder (such as openai/clip-vit-large-patch14: config.json, weights and "
                "tokenizer files) in models/atelier/clip and choose it, or keep the Hugging Face id when it is in your "
                "local cache; wire clip_model into Atelier Label Images, Curate Folder or Retrieve Images.")
@@ -75,12 +90,10 @@ class AtelierLoadCLIP(CurateNode):
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
-            "model": model_input(bridge.model_dirs(clip_key()), clip_model.DEFAULT_CLIP, "A CLIP model folder in "
-                                 "models/atelier/clip, or a Hugging Face id found in the local cache (never "
-                                 "downloaded)."),
-            "precision": (["auto", "fp16", "bf16", "fp32"], {"default": "auto", "tooltip": "auto: fp16 on a GPU, "
-                          "fp32 on the CPU; bf16 runs about twice as fast on CPUs with AVX-512 BF16 or AMX. Cached "
-                          "embeddings are kept per precision."}),
+            "model": model_input(bridge.model_dirs(clip_key()), clip_model.DEFAULT_CLIP, "A CLIP, Korean CLIP or "
+                                 "dual-encoder model folder in models/atelier/clip, or a Hugging Face id found in the "
+                                 "local cache (never downloaded)."),
+            "precision": _precision(),
             "device": DEVICE_INPUT,
         }}
 
@@ -303,6 +316,54 @@ class AtelierEvaluateRetrieval(CurateNode):
         return scores.mrr, scores.recall, scores.report()
 
 
+class AtelierBuildDualEncoder(CurateNode):
+    DESCRIPTION = ("Build a bilingual image-text encoder from parts, as the webtoon thesis does: a text model (such as "
+                   "multilingual BERT or XLM-R, from models/atelier/text_towers) and the image tower of a CLIP (from "
+                   "models/atelier/clip), joined by new projection layers. The towers keep what they learned; the "
+                   "projections start random (seeded), so fine-tune the result on caption-picture pairs before "
+                   "trusting its scores. Towers of different widths meet in the projection size.")
+    EXAMPLE = ("Put bert-base-multilingual-cased in models/atelier/text_towers, choose it and "
+               "openai/clip-vit-base-patch32, keep projection_dim 512, name it in save_as (such as ko-en-clip) and "
+               "wire clip_model into Atelier Fine-tune Image-Text Encoder; Load CLIP lists the saved folder.")
+    FUNCTION = "build"
+    OUTPUTS = (
+        (CLIP, "clip_model", "The new encoder (untrained projections), for fine-tuning or any node taking a CLIP."),
+        ("STRING", "report", "The towers, their widths, the shared size, the languages read, and where it was saved."),
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "text_model": model_input(bridge.model_dirs(text_tower_key()), DEFAULT_TEXT_TOWER, "A text model folder "
+                                      "(BERT, RoBERTa, XLM-R; with its tokenizer) in models/atelier/text_towers, or "
+                                      "a Hugging Face id found in the local cache."),
+            "vision_model": model_input(bridge.model_dirs(clip_key()), clip_model.DEFAULT_CLIP, "A CLIP folder "
+                                        "(its image tower is taken), a CLIP vision or a ViT folder, in "
+                                        "models/atelier/clip, or a Hugging Face id found in the local cache."),
+            "projection_dim": int_input(512, 8, 4096, "Size of the shared text-image space the new projections map "
+                                        "both towers into (512 in the thesis)."),
+            "seed": seed_input("Seed of the new projections' random start."),
+            "save_as": ("STRING", {"default": "", "tooltip": "A name to save the encoder under in "
+                                   "models/atelier/clip (Load CLIP then lists it); empty: not saved."}),
+            "precision": _precision(),
+            "device": DEVICE_INPUT,
+        }}
+
+    def build(self, text_model: str, vision_model: str, projection_dim: int, seed: int, save_as: str,
+              precision: str, device: str) -> tuple[Any, str]:
+        from ..core.curator.dual_encoder import build_dual_encoder
+
+        target = clip_model.new_model_folder(bridge.model_folders(clip_key())[0], save_as) if save_as.strip() else None
+        text = find_model_folder(text_model, bridge.model_folders(text_tower_key()), "text tower", DEFAULT_TEXT_TOWER)
+        vision = find_model_folder(vision_model, bridge.model_folders(clip_key()), "CLIP", clip_model.DEFAULT_CLIP)
+        built, report = build_dual_encoder(text, vision, projection_dim, seed, bridge.compute_device(device),
+                                           precision)
+        if target is not None:
+            built.name = target.name
+            report += f"\nsaved as {clip_model.save_clip(built, target)}"
+        return built, report
+
+
 NODE_CLASS_MAPPINGS = {
     "AtelierLoadCLIP": AtelierLoadCLIP,
     "AtelierLoadTaxonomy": AtelierLoadTaxonomy,
@@ -310,6 +371,7 @@ NODE_CLASS_MAPPINGS = {
     "AtelierCurateFolder": AtelierCurateFolder,
     "AtelierRetrieveImages": AtelierRetrieveImages,
     "AtelierEvaluateRetrieval": AtelierEvaluateRetrieval,
+    "AtelierBuildDualEncoder": AtelierBuildDualEncoder,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "AtelierLoadCLIP": "Atelier Load CLIP",
@@ -318,4 +380,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "AtelierCurateFolder": "Atelier Curate Folder",
     "AtelierRetrieveImages": "Atelier Retrieve Images",
     "AtelierEvaluateRetrieval": "Atelier Evaluate Retrieval",
+    "AtelierBuildDualEncoder": "Atelier Build Dual Encoder",
 }

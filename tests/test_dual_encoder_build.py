@@ -80,3 +80,36 @@ def test_wrong_parts_are_refused_naming_the_folder(tmp_path, parts):
         (bare / name).unlink(missing_ok=True)
     with pytest.raises(ModelFolderError, match="has no tokenizer"):
         build_dual_encoder(bare, clip_folder)
+
+
+def test_the_node_builds_saves_and_load_clip_lists_it(tmp_path, monkeypatch, parts):
+    import shutil
+
+    from atelier.nodes.curator import AtelierBuildDualEncoder, AtelierLoadCLIP
+
+    monkeypatch.setenv("ATELIER_MODELS_DIR", str(tmp_path))
+    shutil.copytree(parts[0], tmp_path / "atelier" / "text_towers" / "mbert")
+    shutil.copytree(parts[1], tmp_path / "atelier" / "clip" / "tiny")
+    built, report = AtelierBuildDualEncoder().build("mbert", "tiny", 16, 0, "한영 인코더", "fp32", "cpu")
+    saved = tmp_path / "atelier" / "clip" / "한영_인코더"
+    assert report.endswith(f"saved as {saved}") and "joined at 16-d" in report
+    assert "한영_인코더" in AtelierLoadCLIP.INPUT_TYPES()["required"]["model"][0]
+    loaded = AtelierLoadCLIP().load("한영_인코더", "fp32", "cpu")[0]
+    assert torch.allclose(loaded.embed_texts(SENTENCES), built.embed_texts(SENTENCES), atol=1e-6)
+    # a taken name is refused before any work, and the message's advice works: another name
+    with pytest.raises(FileExistsError, match="choose another name"):
+        AtelierBuildDualEncoder().build("mbert", "nowhere", 16, 0, "한영 인코더", "fp32", "cpu")
+    assert AtelierBuildDualEncoder().build("mbert", "tiny", 16, 0, "한영 인코더 2", "fp32", "cpu")[0].dim == 16
+
+
+def test_encoder_build_command(tmp_path, monkeypatch, capsys, parts):
+    from atelier.cli import main
+
+    monkeypatch.setenv("ATELIER_MODELS_DIR", str(tmp_path / "models"))
+    args = ["encoder-build", "--text", str(parts[0]), "--vision", str(parts[1]), "--name", "ko-en",
+            "--projection-dim", "8", "--device", "cpu"]
+    assert main(args) == 0
+    assert "joined at 8-d" in capsys.readouterr().out
+    assert clip_model.load_clip(tmp_path / "models" / "atelier" / "clip" / "ko-en").dim == 8
+    assert main(args) == 2  # taken: said, not overwritten
+    assert "already exists" in capsys.readouterr().err

@@ -215,6 +215,18 @@ def processor_config(spec: PixelSpec) -> dict[str, Any]:
             "do_center_crop": True, "image_mean": list(spec.mean), "image_std": list(spec.std)}
 
 
+def new_model_folder(parent: Path, name: str) -> Path:
+    """Where a new encoder called ``name`` goes in ``parent``; a name already taken is refused before any work,
+    so nothing a user made is overwritten."""
+    from ..shared.output_paths import safe_name
+
+    folder = Path(parent) / safe_name(name.strip(), "model name")
+    if folder.exists():
+        raise FileExistsError(f"{str(folder)!r} already exists: choose another name, or delete that folder to "
+                              "replace it")
+    return folder
+
+
 def save_clip(clip: ClipModel, folder: Path) -> Path:
     """Write ``clip`` as a model folder ``load_clip`` reads (weights, configs, tokenizer, pixel spec, languages).
 
