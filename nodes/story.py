@@ -8,7 +8,7 @@ import torch
 from ..core.shared import plots
 from ..core.shared.colors import parse_color
 from ..core.shared.output_paths import safe_name
-from ..core.story.panel_guides import panel_guides, story_lines
+from ..core.story.panel_guides import panel_guides
 from ..core.story.strip import StripLayout, make_strip
 from ..core.story.text_generator import SamplingOptions, TextGenerator, load_text_generator
 from . import bridge
@@ -277,7 +277,7 @@ class AtelierStoryPanelGuides(StoryNode):
                    "Korean lines), cropped to the panel size. Wired into VAE Encode and a KSampler at a denoise below "
                    "1, each picture is the start of its line's panel. Folder embeddings are cached, so a folder "
                    "searched once answers later stories at once.")
-    EXAMPLE = ("Wire Atelier Load CLIP and Continue Story's lines into story, keep folder 'atelier/originals' and "
+    EXAMPLE = ("Wire Atelier Load CLIP and Continue Story's lines into story, keep folder 'atelier/originals', turn "
                "distinct on: guides holds one 512 x 512 picture per line, in story order; wire it into VAE Encode, "
                "then KSampler (denoise 0.6, the same seed for every panel) with the line's prompt, and report says "
                "which picture each line found and how close it is.")
@@ -313,7 +313,7 @@ class AtelierStoryPanelGuides(StoryNode):
     def guide(self, clip_model: list[Any], story: list[str], folder: list[str], width: list[int], height: list[int],
               distinct: list[bool], batch_size: list[int]) -> tuple[list[torch.Tensor], torch.Tensor, str]:
         files = _files(clip_model[0], folder[0], False)  # a wrong model or a missing folder fails here
-        found = panel_guides(clip_model[0], story_lines(story), files, clip_cache_dir(), (width[0], height[0]),
+        found = panel_guides(clip_model[0], story, files, clip_cache_dir(), (width[0], height[0]),
                              distinct[0], batch_size[0], progress=bridge.progress(len(files), "embedding pictures"))
         return [picture[None] for picture in found.pictures], found.pictures, found.report()
 

@@ -93,10 +93,11 @@ def panel_guides(clip: Any, lines: Sequence[str], source: str | os.PathLike[str]
                  cache_dir: str | os.PathLike[str] | None, size: tuple[int, int], distinct: bool = False,
                  batch_size: int = 32, recursive: bool = False, progress: Progress | None = None) -> PanelGuides:
     """Each line's nearest picture of ``source`` (a folder or its listed files), cropped to ``size``
-    (width, height) so the guides batch as one IMAGE. ``clip`` is any whole CLIP or dual encoder with
+    (width, height) so the guides batch as one IMAGE. ``lines`` are sentences, or texts of one sentence per
+    line (blank ones dropped). ``clip`` is any whole CLIP or dual encoder with
     ``embed_texts``/``embed_images``/``fingerprint``/``pixels``/``dim``; ``progress`` counts the pictures
     embedded and notices a cancel before each batch."""
-    lines = list(lines)
+    lines = story_lines(lines)
     files = list_images(source, recursive) if isinstance(source, (str, os.PathLike)) else list(source)
     check_request(lines, size, distinct, len(files))
     index = index_folder(clip, files, cache_dir, batch_size, progress=progress)
