@@ -9,7 +9,7 @@
     python atelier_cli.py fid REAL GENERATED [--kid-subset 50]
     python atelier_cli.py label|curate|caption|describe|retrieve|evaluate-retrieval FOLDER ...  # cli/collection.py
     python atelier_cli.py analyse FOLDER [--clip CLIP] [--adain-encoder ...] [--detector ...] # cli/analyses.py
-    python atelier_cli.py text-train|text-sample|text-story|story-strip ...                      # cli/story.py
+    python atelier_cli.py text-train|text-sample|text-story|story-strip|story-panels ...       # cli/story.py
     python atelier_cli.py audio-train|adapter-train|audio-encode ...                            # cli/audio.py
 
 The parser is built without importing torch or any model library (``--help`` answers at once): option defaults

@@ -5,6 +5,7 @@ story, stack panels into a strip.
     python atelier_cli.py text-sample MODEL.safetensors [--count 5] [--prefix "the sea"] [--temperature 0.9]
     python atelier_cli.py text-story MODEL.safetensors "a small boat leaves the harbour." [--sentences 4]
     python atelier_cli.py story-strip PANELS --out strip.png [--captions story.txt] [--width 800]
+    python atelier_cli.py story-panels FOLDER --lines story.txt --clip CLIP --out-dir GUIDES [--distinct]
 
 Training resumes when the same command is run again with the same --run folder.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.shared.output_paths import safe_name
+from .collection import _clip_model, load_clip_option
 
 
 def _sampling(p: argparse.ArgumentParser) -> None:
@@ -101,6 +103,21 @@ def add_parsers(sub: Any) -> None:
     g.add_argument("--caption-color", default="#000000", help="caption colour")
     g.add_argument("--font", default=layout.font, help="a .ttf/.otf file; empty: a system font covering the "
                    "captions' script (for Korean install Noto Sans CJK or Nanum)")
+    p = sub.add_parser("story-panels", help="each story line's closest picture of a folder (CLIP retrieval), cropped "
+                       "to the panel size: the guides that start the panels, with a JSON report")
+    p.add_argument("folder", help="folder of pictures to search")
+    given = p.add_mutually_exclusive_group(required=True)
+    given.add_argument("--lines", help="a text file of the story, one sentence per line (text-story's output)")
+    given.add_argument("--line", action="append", help="one sentence of the story; repeat it for each line")
+    p.add_argument("--out-dir", required=True, help="where the guides (01.png, 02.png, ...) and panels.json go "
+                   "(files of the same names are replaced)")
+    _clip_model(p)
+    add_numbers(p, int, 1, width=(512, "panel width in pixels; each picture covers it and is centre-cropped"),
+                height=(512, "panel height in pixels"), batch_size=(32, "pictures per forward pass"))
+    p.add_argument("--distinct", action="store_true", help="never one picture for two panels (lines take pictures "
+                   "in story order)")
+    p.add_argument("--recursive", action="store_true", help="also search sub-folders")
+    p.add_argument("--output", default="output", help="output root folder (holds the embedding cache)")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -212,4 +229,42 @@ def run_strip(args: argparse.Namespace) -> int:
     return 0
 
 
-JOBS = {"text-train": run_train, "text-sample": run_sample, "text-story": run_story, "story-strip": run_strip}
+def run_panels(args: argparse.Namespace) -> int:
+    import json
+
+    from PIL import Image
+
+    from ..core.dataset.image_files import list_images
+    from ..core.shared.output_paths import write_atomic, write_text_atomic
+    from ..core.story.panel_guides import check_request, panel_guides, story_lines
+    from ..nodes import bridge
+    from ..nodes.curator import clip_cache_dir
+
+    bridge.set_output_directory(args.output)
+    try:
+        lines = story_lines([Path(args.lines).read_text(encoding="utf-8-sig")] if args.lines else args.line)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read --lines {args.lines!r}: {exc}") from exc
+    files = list_images(Path(args.folder), args.recursive)
+    check_request(lines, (args.width, args.height), args.distinct, len(files))  # before the model loads
+    clip = load_clip_option(args)
+    found = panel_guides(clip, lines, files, clip_cache_dir(), (args.width, args.height), args.distinct,
+                         args.batch_size, progress=bridge.progress(len(files), "embedding pictures"))
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    records = found.records()
+    digits = max(2, len(str(len(records))))
+    for record, picture in zip(records, found.pictures):
+        record["guide"] = f"{record['panel']:0{digits}d}.png"
+        image = Image.fromarray((picture * 255).round().byte().numpy())
+        write_atomic(out / record["guide"], lambda tmp, image=image: image.save(tmp, format="PNG"))
+    write_text_atomic(out / "panels.json", json.dumps({"folder": str(Path(args.folder)), "width": args.width,
+                                                       "height": args.height, "distinct": args.distinct,
+                                                       "panels": records}, ensure_ascii=False, indent=1))
+    print(found.report())
+    print(f"wrote {len(records)} guide(s) and panels.json to {out}")
+    return 0
+
+
+JOBS = {"text-train": run_train, "text-sample": run_sample, "text-story": run_story, "story-strip": run_strip,
+        "story-panels": run_panels}

@@ -8,9 +8,11 @@ import torch
 from ..core.shared import plots
 from ..core.shared.colors import parse_color
 from ..core.shared.output_paths import safe_name
+from ..core.story.panel_guides import panel_guides
 from ..core.story.strip import StripLayout, make_strip
 from ..core.story.text_generator import SamplingOptions, TextGenerator, load_text_generator
 from . import bridge
+from .curator import CLIP_INPUT, _files, clip_cache_dir
 from .declare import AtelierNode, ModelFileLoader, color_input, float_input, int_input, seed_input
 
 
@@ -269,12 +271,60 @@ class AtelierStoryStrip(StoryNode):
         return (make_strip(panels, texts, layout)[None],)
 
 
+class AtelierStoryPanelGuides(StoryNode):
+    DESCRIPTION = ("Panels that follow the story: each line retrieves the closest picture of a folder in a CLIP's "
+                   "image-text space (Atelier Load CLIP: an OpenAI-style CLIP, or a Korean or multilingual one for "
+                   "Korean lines), cropped to the panel size. Wired into VAE Encode and a KSampler at a denoise below "
+                   "1, each picture is the start of its line's panel. Folder embeddings are cached, so a folder "
+                   "searched once answers later stories at once.")
+    EXAMPLE = ("Wire Atelier Load CLIP and Continue Story's lines into story, keep folder 'atelier/originals', turn "
+               "distinct on: guides holds one 512 x 512 picture per line, in story order; wire it into VAE Encode, "
+               "then KSampler (denoise 0.6, the same seed for every panel) with the line's prompt, and report says "
+               "which picture each line found and how close it is.")
+    FUNCTION = "guide"
+    INPUT_IS_LIST = True  # the story's lines arrive together, so distinct can see them all
+    OUTPUTS = (
+        ("IMAGE", "guides", "One guide picture per line as a list: each drives one run of the nodes after it "
+                            "(VAE Encode, KSampler), in step with the line's prompt."),
+        ("IMAGE", "batch", "The same guides as one batch [lines, height, width, 3], for Preview Image."),
+        ("STRING", "report", "One row per panel: number, cosine similarity, picture file, line; then how many "
+                             "pictures were embedded or read from the cache, and any skipped."),
+    )
+    OUTPUT_IS_LIST = (True, False, False)
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "clip_model": CLIP_INPUT,
+            "story": ("STRING", {"default": "a small boat leaves the harbour at dawn.\n작은 배가 새벽 바다로 나아간다.",
+                      "multiline": True, "tooltip": "The story, one sentence per line: type it, or wire Continue "
+                      "Story's lines (a list). Korean lines need a CLIP whose text tower reads Korean."}),
+            "folder": ("STRING", {"default": "atelier/originals", "tooltip": "Folder of pictures to search (absolute, "
+                       "or inside ComfyUI's input folder). Files that fail to decode are skipped and listed."}),
+            "width": int_input(512, 64, 4096, "Panel width in pixels; each picture is scaled to cover the panel "
+                               "and centre-cropped.", 8),
+            "height": int_input(512, 64, 4096, "Panel height in pixels.", 8),
+            "distinct": ("BOOLEAN", {"default": False, "tooltip": "Never use one picture for two panels: lines take "
+                         "pictures in story order, each its closest one not yet taken (needs as many pictures as "
+                         "lines)."}),
+            "batch_size": int_input(32, 1, 1024, "Pictures per forward pass while the folder is embedded."),
+        }}
+
+    def guide(self, clip_model: list[Any], story: list[str], folder: list[str], width: list[int], height: list[int],
+              distinct: list[bool], batch_size: list[int]) -> tuple[list[torch.Tensor], torch.Tensor, str]:
+        files = _files(clip_model[0], folder[0], False)  # a wrong model or a missing folder fails here
+        found = panel_guides(clip_model[0], story, files, clip_cache_dir(), (width[0], height[0]),
+                             distinct[0], batch_size[0], progress=bridge.progress(len(files), "embedding pictures"))
+        return [picture[None] for picture in found.pictures], found.pictures, found.report()
+
+
 NODE_CLASS_MAPPINGS = {
     "AtelierTrainTextGenerator": AtelierTrainTextGenerator,
     "AtelierLoadTextGenerator": AtelierLoadTextGenerator,
     "AtelierGenerateText": AtelierGenerateText,
     "AtelierContinueStory": AtelierContinueStory,
     "AtelierStoryStrip": AtelierStoryStrip,
+    "AtelierStoryPanelGuides": AtelierStoryPanelGuides,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "AtelierTrainTextGenerator": "Atelier Train Text Generator",
@@ -282,4 +332,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "AtelierGenerateText": "Atelier Generate Text",
     "AtelierContinueStory": "Atelier Continue Story",
     "AtelierStoryStrip": "Atelier Story Strip",
+    "AtelierStoryPanelGuides": "Atelier Story Panel Guides",
 }

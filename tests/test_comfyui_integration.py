@@ -527,10 +527,14 @@ OUTPUT_CHECKS = {"augment_dataset.json": _check_augment_dataset, "train_lora.jso
                  "style_transfer.json": _check_style_transfer, "curate_collection.json": _check_curate_collection,
                  "caption_dataset.json": _check_caption_dataset}
 def _cpu_sized_story(workflow: dict[str, Any]) -> None:
-    """story_strip.json at a CPU's size: 64 px panels, two sampler steps, three lines."""
+    """story_strip.json at a CPU's size: 64 px panels, two sampler steps, three lines, the tiny CLIP."""
     for node in workflow["nodes"]:
         if node["type"] == "EmptyLatentImage":
             node["widgets_values"][:2] = [64, 64]
+        if node["type"] == "AtelierLoadCLIP":
+            _set_widgets(node, model=TINY)
+        if node["type"] == "AtelierStoryPanelGuides":
+            _set_widgets(node, width=64, height=64)
         if node["type"] == "KSampler":
             node["widgets_values"][2] = 2
         if node["type"] == "AtelierContinueStory":
@@ -540,10 +544,18 @@ def _cpu_sized_story(workflow: dict[str, Any]) -> None:
 def _check_story_strip(server: Server, workflow: dict[str, Any], before: dict[str, set[str]]) -> None:
     from PIL import Image
 
-    saved = sorted(server.output_dir.glob("atelier/story*.png"))
-    assert saved, "the strip was not saved"
-    strip = Image.open(saved[-1])
-    assert strip.width == 800 and strip.height > 3 * (800 - 64), strip.size  # three square panels stacked
+    for prefix in ("story_0", "story_guided_"):  # the strip drawn from the text alone, and the retrieval-guided one
+        saved = sorted(server.output_dir.glob(f"atelier/{prefix}*.png"))
+        assert saved, f"the strip atelier/{prefix}*.png was not saved"
+        strip = Image.open(saved[-1])
+        assert strip.width == 800 and strip.height > 3 * (800 - 64), strip.size  # three square panels stacked
+    panels = sorted(server.output_dir.glob("atelier/story_panels/panel*.png"))
+    assert len(panels) >= 3 and Image.open(panels[-1]).size == (64, 64), panels
+    outputs = next(run for run in server.get("/history").values()
+                   if any(n.get("class_type") == "AtelierStoryPanelGuides" for n in run["prompt"][2].values()))
+    titled = {str(n["id"]): n.get("title") for n in workflow["nodes"]}
+    matched = {titled[k]: v for k, v in outputs["outputs"].items()}["Matched pictures"]["text"][0]
+    assert len({row.split("\t")[2] for row in matched.splitlines()[:3]}) == 3, matched  # distinct pictures
 
 
 def _cpu_sized_audio(workflow: dict[str, Any]) -> None:

@@ -1,1 +1,1 @@
-"""Stories: tokenisers, the SeqGAN networks, the text generator and the story strip."""
+"""Stories: tokenisers, the SeqGAN networks, the text generator, the story strip and the panel guides."""
