@@ -63,6 +63,9 @@ def test_files_have_the_shape_comfyui_reads() -> None:
         for i, (kind, name) in enumerate(zip(cls.RETURN_TYPES, cls.RETURN_NAMES)):
             # an output named as its type takes its label from the frontend's dataTypes, so it has no name here
             assert set(entry["outputs"][str(i)]) == ({"tooltip"} if name == kind else {"name", "tooltip"}), node_id
+        for part in ("inputs", "outputs"):  # the table knows no context: two English names may meet in one Korean
+            labels = [v["name"] for v in entry[part].values() if "name" in v]
+            assert len(labels) == len(set(labels)), f"{node_id} shows two {part} alike: {labels}"
     segments = {s for cls in atelier.NODE_CLASS_MAPPINGS.values() for s in cls.CATEGORY.split("/")}
     assert set(_committed("main.json")) == {"nodeCategories"}
     assert set(_committed("main.json")["nodeCategories"]) == segments - {"Atelier"}
