@@ -25,6 +25,7 @@ import re
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -166,7 +167,11 @@ def report(missing: list[str], stale: list[str]) -> str:
     if missing:
         lines.append(f"{len(missing)} English texts have no Korean in {TABLE.relative_to(ROOT)} (the frontend shows "
                      "them in English); add an entry for each (scripts/locales.py --missing prints them):")
-        lines += [f"  {json.dumps(t, ensure_ascii=False)}" for t in missing]
+        for text in missing:
+            lines.append(f"  {json.dumps(text, ensure_ascii=False)}")
+            # an edited text: its old entry is stale, and its Korean the place to start from
+            for old in get_close_matches(text, stale, n=1, cutoff=0.6):
+                lines.append(f"    was {json.dumps(old, ensure_ascii=False)}")
     if stale:
         lines.append(f"{len(stale)} entries of {TABLE.relative_to(ROOT)} are no node's English any more "
                      "(a changed or removed text); delete them, or move their Korean to the new English:")

@@ -101,18 +101,20 @@ def test_a_changed_english_text_is_missing_and_its_old_entry_stale(
         monkeypatch: pytest.MonkeyPatch, table: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     cls = atelier.NODE_CLASS_MAPPINGS["AtelierMixSounds"]
     old = locales.fold(cls.DESCRIPTION)
-    monkeypatch.setattr(cls, "DESCRIPTION", "Mix  up to four sounds,\n now louder.")
+    assert old.startswith("Mix up to four sounds ")
+    monkeypatch.setattr(cls, "DESCRIPTION", cls.DESCRIPTION.replace("Mix up to four", "Mix  up to\n five"))
+    new = old.replace("four", "five", 1)
     source = locales.english()
-    assert locales.gaps(table, source) == (["Mix up to four sounds, now louder."], [old])
+    assert locales.gaps(table, source) == ([new], [old])  # re-wrapping alone would change nothing
     files = locales.expected(table, source)
     mix = json.loads(files["ko/nodeDefs.json"])["AtelierMixSounds"]
     assert "description" not in mix and mix["display_name"] == "Atelier 소리 섞기"  # the frontend shows the English
     assert locales.differences(files) == ["ko/nodeDefs.json: differs from the nodes and ko.source.json"]
     assert locales.main(["--check"]) == 1
     err = capsys.readouterr().err
-    assert '"Mix up to four sounds, now louder."' in err and json.dumps(old) in err
+    assert f"  {json.dumps(new)}\n    was {json.dumps(old)}\n" in err  # the edit's old entry
     assert locales.main(["--missing"]) == 0
-    assert capsys.readouterr().out == '  "Mix up to four sounds, now louder.": "",\n'
+    assert capsys.readouterr().out == f"  {json.dumps(new)}: \"\",\n"
 
 
 def test_the_table_refuses_doubles_blanks_and_unfolded_english(tmp_path: Path) -> None:
