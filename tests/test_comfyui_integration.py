@@ -311,6 +311,15 @@ def test_every_node_is_served(server: Server, object_info: dict[str, Any]) -> No
         assert info["output"] == list(cls.RETURN_TYPES), name
 
 
+def test_korean_interface_is_served(server: Server) -> None:
+    # GET /i18n merges every pack's locales/<lang>/main.json with nodeDefs.json under "nodeDefs"
+    served = server.get("/i18n")["ko"]
+    node_defs = json.loads((ROOT / "locales" / "ko" / "nodeDefs.json").read_text(encoding="utf-8"))
+    main = json.loads((ROOT / "locales" / "ko" / "main.json").read_text(encoding="utf-8"))
+    assert {k: served["nodeDefs"].get(k) for k in node_defs} == node_defs
+    assert {k: served["nodeCategories"].get(k) for k in main["nodeCategories"]} == main["nodeCategories"]
+
+
 def test_workflows_are_offered_as_templates(server: Server) -> None:
     # ComfyUI's template browser lists custom_nodes/<pack>/{example_workflows,workflows,...}/*.json
     name = server.pack_folder.name
