@@ -168,3 +168,12 @@ def test_shipped_taxonomies_have_korean_prompts_and_templates(name: str) -> None
     assert tax.prompt_languages() == ("en", "ko") and all(
         label.prompt_sets["ko"] and "ko" in label.display for label in tax.labels())
     assert "stands in" not in prompt_report(tax, ("en", "ko"))
+
+
+@pytest.mark.parametrize("name", shipped_taxonomies())
+def test_shipped_taxonomies_follow_the_schema(name: str) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = yaml.safe_load((SHIPPED / "schema.json").read_text(encoding="utf-8"))
+    jsonschema.validate(yaml.safe_load((SHIPPED / f"{name}.yaml").read_text(encoding="utf-8")), schema)
+    with pytest.raises(jsonschema.ValidationError):  # the schema refuses what the parser refuses
+        jsonschema.validate({"groups": {"g": {"labels": {"cat": {"prompts": {"korean": ["고양이"]}}}}}}, schema)
