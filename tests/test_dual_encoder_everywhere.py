@@ -1,6 +1,7 @@
 """A vision-text dual encoder (tiny BERT with Korean word pieces + tiny CLIP vision tower) wherever the pack uses
 CLIP: labelling, curation, the embedding cache, the curator's analyses (emotion, space, intent, the folder form and
-their nodes), and the audio encoder's image space (its trainer included). Korean text throughout."""
+their nodes), and the audio encoder's image space (its trainer included); the text paths also with a Korean
+CLIPModel (its own word-piece tokenizer). Korean text throughout."""
 from __future__ import annotations
 
 import json
@@ -29,6 +30,7 @@ from helpers import (
     synthetic_picture,
     tiny_clip_folder,
     tiny_dual_encoder_folder,
+    tiny_korean_clip_folder,
 )
 
 NOTE = "바닷가 마을의 오래된 집에서 고양이가 창밖을 바라본다. 빨간 집 바다 그림."
@@ -38,6 +40,15 @@ NOTE = "바닷가 마을의 오래된 집에서 고양이가 창밖을 바라본
 def dual(tmp_path_factory: pytest.TempPathFactory) -> Any:
     clip = load_clip(tiny_dual_encoder_folder(tmp_path_factory.mktemp("dual") / "ko-en"))
     assert clip.kind == "vision-text-dual-encoder" and clip.languages == ("en", "ko")
+    return clip
+
+
+@pytest.fixture(scope="module", params=["dual encoder", "Korean CLIP"])
+def encoder(request: pytest.FixtureRequest, dual: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    if request.param == "dual encoder":
+        return dual
+    clip = load_clip(tiny_korean_clip_folder(tmp_path_factory.mktemp("ko-clip") / "ko-clip"))
+    assert clip.kind == "clip" and clip.languages == ("en", "ko")
     return clip
 
 
@@ -63,10 +74,10 @@ def _spy(clip: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return asked
 
 
-def test_labelling_uses_bilingual_prompts(dual: Any, output_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    asked = _spy(dual, monkeypatch)
+def test_labelling_uses_bilingual_prompts(encoder: Any, output_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked = _spy(encoder, monkeypatch)
     scenes = load_taxonomy("scenes")
-    labels_json, tags, prompts = AtelierLabelImages().label(dual, scenes, _images(), "ko", 2)
+    labels_json, tags, prompts = AtelierLabelImages().label(encoder, scenes, _images(), "ko", 2)
     assert prompts == "prompts: en+ko (the text tower reads English and Korean)"
     assert "거실의 사진." in asked and "a photo of a living room." in asked
     records = json.loads(labels_json)
@@ -92,34 +103,35 @@ def test_the_embedding_cache_keys_on_the_model(dual: Any, works: Path, tmp_path:
     assert torch.equal(first.embeddings, again.embeddings)
 
 
-def test_emotion_reads_a_korean_note_with_the_dual_encoder(dual: Any) -> None:
-    assert emotion.unknown_token_share(dual.tokenizer, NOTE) == 0.0
-    result = emotion.analyse_emotion(dual, _images(1)[0], NOTE)
+def test_emotion_reads_a_korean_note(encoder: Any) -> None:
+    assert emotion.unknown_token_share(encoder.tokenizer, NOTE) == 0.0
+    result = emotion.analyse_emotion(encoder, _images(1)[0], NOTE)
     assert result.text is not None and sum(result.fused.probabilities) == pytest.approx(1.0)
-    summary = AtelierEmotionAnalysis().analyse(dual, _images(2), NOTE, 1.0, 1.0, emotion.DEFAULT_TEMPERATURE)[2]
+    summary = AtelierEmotionAnalysis().analyse(encoder, _images(2), NOTE, 1.0, 1.0, emotion.DEFAULT_TEMPERATURE)[2]
     assert len(summary.split("\n")) == 2
 
 
-def test_space_from_a_korean_text_with_bilingual_prompts(dual: Any, output_dir: Path,
+def test_space_from_a_korean_text_with_bilingual_prompts(encoder: Any, output_dir: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    asked = _spy(dual, monkeypatch)
+    asked = _spy(encoder, monkeypatch)
     spaces = load_taxonomy("spaces")
-    result = space.space_from_text(dual, spaces, NOTE, _images(1)[0], language="ko")
+    result = space.space_from_text(encoder, spaces, NOTE, _images(1)[0], language="ko")
     assert {s for s, _ in result.from_text} == set(spaces.groups["space"].labels) and result.sentences == 2
     assert "카페에 어울리는 작품." in asked and "an artwork that suits a cafe." in asked
-    space_json, name = AtelierSpaceFromText().place(dual, spaces, NOTE, "space", "ko", _images(1))
+    space_json, name = AtelierSpaceFromText().place(encoder, spaces, NOTE, "space", "ko", _images(1))
     assert json.loads(space_json)["text_choice"] == result.text_choice and name == result.names[result.text_choice]
 
 
-def test_intent_chunks_long_korean_sentences_at_the_text_towers_window(dual: Any,
+def test_intent_chunks_long_korean_sentences_at_the_text_towers_window(encoder: Any,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    asked = _spy(dual, monkeypatch)
+    asked = _spy(encoder, monkeypatch)
     long = " ".join(["바닷가", "마을의", "오래된", "집에서"] * 20)  # past the tokenizer's 32 tokens
-    vectors = intent.clip_vectors(dual, [long, "고양이가 창밖을 바라본다"])
+    vectors = intent.clip_vectors(encoder, [long, "고양이가 창밖을 바라본다"])
     chunks = asked[:-1]
-    assert len(chunks) >= 2 and " ".join(chunks) == long and vectors.shape == (2, dual.dim)
-    assert all(len(dual.tokenizer(c, add_special_tokens=False)["input_ids"]) <= dual.max_tokens - 2 for c in chunks)
-    summary = intent.extractive_summary(NOTE + " 고양이는 하루 종일 잔다.", 1, dual)
+    assert len(chunks) >= 2 and " ".join(chunks) == long and vectors.shape == (2, encoder.dim)
+    window = encoder.max_tokens - 2  # its start and end tokens
+    assert all(len(encoder.tokenizer(c, add_special_tokens=False)["input_ids"]) <= window for c in chunks)
+    summary = intent.extractive_summary(NOTE + " 고양이는 하루 종일 잔다.", 1, encoder)
     assert summary.method == "extractive-clip" and len(summary.sentences) == 1
 
 
