@@ -156,6 +156,14 @@ def test_the_commands_take_korean_text(encoders: dict[str, Path], dual: Any, pic
     _, expected, _ = AtelierScoreSentences().score(dual, image, "\n".join(SENTENCES[:3]), "softmax", "first")
     assert record["file"] == str(picture) and record["sentences"] == json.loads(expected)[0]["sentences"]
     assert Image.open(chart).size[0] == 720 and SENTENCES[0] in capsys.readouterr().out
+    # no sentence, or an unreadable file: said before any model loads (this model folder does not exist)
+    assert main(["score-sentences", str(picture), "--sentences", str(tmp_path / "없음.txt"), "--clip",
+                 str(tmp_path / "no-model")]) == 2
+    assert "cannot read --sentences" in capsys.readouterr().err
+    (tmp_path / "빈.txt").write_text("\n \n", encoding="utf-8")
+    assert main(["score-sentences", str(picture), "--sentences", str(tmp_path / "빈.txt"), "--clip",
+                 str(tmp_path / "no-model")]) == 2
+    assert "no sentences: write one sentence per line" in capsys.readouterr().err
     assert main(["retrieve", str(pictures), QUERY, "--clip", str(encoders["dual"]), "--device", "cpu", "--top-k", "2",
                  "--output", str(output_dir)]) == 0
     assert len(capsys.readouterr().out.strip().split("\n")) == 2
