@@ -7,10 +7,12 @@
     python atelier_cli.py retrieve FOLDER "a calm seascape at dusk" --clip CLIP [--top-k 8]
     python atelier_cli.py evaluate-retrieval FOLDER --clip CLIP [--k 10] [--pairs pairs.csv]
     python atelier_cli.py encoder-build --text bert-base-multilingual-cased --vision CLIP --name ko-en-clip
+    python atelier_cli.py score-sentences PICTURE [PICTURE ...] --sentences lines.txt --clip CLIP [--chart chart.png]
 
 CLIP and BLIP-2 are a folder name under models/atelier/clip (or blip2) of the ComfyUI folder (--comfyui),
-a Hugging Face id (found there by its last part, or in the local cache), or a path. Retrieval runs the
-Retrieve Images and Evaluate Retrieval nodes' own code on the CLIP given here.
+a Hugging Face id (found there by its last part, or in the local cache), or a path: a CLIP, a Korean CLIP or a
+vision-text dual encoder. Retrieval and sentence scores run the Retrieve Images, Evaluate Retrieval and Score
+Sentences nodes' own code on the model given here; queries, pairs and sentences may be Korean or English.
 """
 from __future__ import annotations
 
@@ -117,6 +119,17 @@ def add_parsers(sub: Any) -> None:
     e.add_argument("--pairs", default="", help="(text, picture) pairs instead of the captions: a CSV with 'text' "
                    "and 'image' columns or JSON lines {\"text\", \"image\"}, pictures relative to the folder")
     e.add_argument("--output", default="output", help="output root folder (holds the embedding cache)")
+    s = sub.add_parser("score-sentences", help="score sentences (Korean or English) against each picture: cosine and "
+                       "probability among the sentences, ranked, with a bar chart")
+    s.add_argument("pictures", nargs="+", help="picture file(s)")
+    s.add_argument("--sentences", default="", help="a UTF-8 text file with one sentence per line")
+    s.add_argument("--sentence", action="append", default=[], help="a sentence (repeat for more); added after "
+                   "those of --sentences")
+    _clip_model(s)
+    s.add_argument("--score", default="softmax", choices=declared("core.curator.taxonomy", "SCORES"),
+                   help="what the chart draws: probability among the sentences (softmax) or raw cosine")
+    s.add_argument("--json", help="write the ranked scores to this JSON file")
+    s.add_argument("--chart", help="write the bar charts (one per picture, stacked) to this PNG file")
     add_build_parser(sub)
 
 
@@ -167,6 +180,7 @@ def _labelled(args: argparse.Namespace) -> tuple[Any, Any, Any, list[dict[str, A
     files = list_images(args.folder, args.recursive)
     clip = load_clip_option(args)
     cache = Path(args.cache) if args.cache else clip_cache_dir()
+    print(zero_shot.prompt_report(taxonomy, clip.languages), file=sys.stderr)  # stdout keeps one line per picture
     index, results = zero_shot.label_folder(clip, taxonomy, files, cache, args.batch_size, args.language,
                                             bridge.progress(len(files), "embedding"))
     return taxonomy, clip, index, results
@@ -294,5 +308,39 @@ def run_evaluate_retrieval(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_score_sentences(args: argparse.Namespace) -> int:
+    import torch
+    from PIL import Image
+
+    from ..core.curator.retrieval import read_sentences
+    from ..core.dataset.image_files import load_image
+    from ..core.shared.output_paths import write_atomic, write_text_atomic
+    from ..nodes.curator import AtelierScoreSentences
+
+    try:
+        lines = Path(args.sentences).read_text(encoding="utf-8").splitlines() if args.sentences else []
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read --sentences {args.sentences!r}: {exc}; give a UTF-8 text file with one "
+                         "sentence per line") from exc
+    sentences = "\n".join(read_sentences("\n".join([*lines, *args.sentence])))  # none at all fails before loading
+    pictures = [load_image(Path(path)) for path in args.pictures]  # an unreadable picture too
+    clip = load_clip_option(args)
+    records, charts = [], []
+    for path, picture in zip(args.pictures, pictures):
+        table, scores, chart = AtelierScoreSentences().score(clip, picture[None], sentences, args.score, "first")
+        print(f"{path}\n{table}\n")
+        records.append({"file": str(path), "sentences": json.loads(scores)[0]["sentences"]})
+        charts.append(chart[0])
+    if args.json:
+        write_text_atomic(Path(args.json), json.dumps(records, ensure_ascii=False, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    if args.chart:
+        pixels = (torch.cat(charts).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+        write_atomic(Path(args.chart), lambda tmp: Image.fromarray(pixels).save(tmp, "PNG"))
+        print(f"wrote {args.chart}")
+    return 0
+
+
 JOBS = {"label": run_label, "curate": run_curate, "caption": run_caption, "describe": run_describe,
-        "retrieve": run_retrieve, "evaluate-retrieval": run_evaluate_retrieval, "encoder-build": run_build}
+        "retrieve": run_retrieve, "evaluate-retrieval": run_evaluate_retrieval, "score-sentences": run_score_sentences,
+        "encoder-build": run_build}

@@ -1,4 +1,5 @@
-"""Nodes of the CLIP taxonomy curator: load CLIP and a taxonomy, label, curate a folder, retrieve, evaluate."""
+"""Nodes of the CLIP taxonomy curator: load CLIP and a taxonomy, label, curate a folder, retrieve, evaluate, score
+sentences against a picture."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +8,7 @@ from typing import Any
 import torch
 
 from ..core.curator import clip_model, curate, image_index, retrieval, taxonomy, zero_shot
+from ..core.curator import clip_model as clip_model_core  # the node methods' clip_model argument shadows the module
 from ..core.curator.pixels import check_image_batch, fit_square
 from ..core.dataset.image_files import load_image
 from ..core.shared.hf_folders import find_model_folder
@@ -72,28 +74,34 @@ def _index(clip: clip_model.ClipModel, folder: str, batch_size: int, recursive: 
 
 
 class AtelierLoadCLIP(CurateNode):
-    DESCRIPTION = ("Load a whole image-text encoder (image and text towers) for zero-shot labelling and retrieval, "
-                   "from a folder in models/atelier/clip or the Hugging Face cache: OpenAI's CLIP (ViT-L/14, "
-                   "openai/clip-vit-large-patch14, is the recommended English one), a Korean CLIP, or a vision-text "
-                   "dual encoder (a multilingual text tower joined to a vision tower, as Atelier Build Dual Encoder "
-                   "and the fine-tuning node make). Which languages its text tower reads decides a taxonomy's "
-                   "prompts. ComfyUI's CLIP_VISION lacks the text tower, so it cannot be used here.")
-    EXAMPLE = ("Put a transformers CLIP folder (such as openai/clip-vit-large-patch14: config.json, weights and "
-               "tokenizer files) in models/atelier/clip and choose it, or keep the Hugging Face id when it is in your "
-               "local cache; wire clip_model into Atelier Label Images, Curate Folder or Retrieve Images.")
+    DESCRIPTION = ("Load a whole image-text encoder (image and text towers) for zero-shot labelling, curation, "
+                   "retrieval, sentence scores, the analyses and the audio trainers, from a folder in "
+                   "models/atelier/clip or the Hugging Face cache: OpenAI's CLIP (ViT-L/14, "
+                   "openai/clip-vit-large-patch14, is the recommended English one), a Korean CLIP with its own "
+                   "tokenizer, or a vision-text dual encoder (a text tower such as multilingual BERT or XLM-R joined "
+                   "to a vision tower, as transformers' VisionTextDualEncoderModel saves it). The languages its "
+                   "text tower reads (from atelier_encoder.json, else found from its tokenizer) decide which "
+                   "taxonomy prompts are used. ComfyUI's CLIP_VISION lacks the text tower, so it cannot be used here.")
+    EXAMPLE = ("Put a transformers CLIP or dual-encoder folder (config.json, weights, tokenizer files and "
+               "preprocessor_config.json; such as openai/clip-vit-large-patch14, or a Korean-English encoder you "
+               "built and fine-tuned) in models/atelier/clip and choose it, or keep the Hugging Face id when it is "
+               "in your local cache; wire clip_model into Atelier Label Images, Curate Folder, Retrieve Images or "
+               "Score Sentences.")
     FUNCTION = "load"
     OUTPUTS = (
-        (CLIP, "clip_model", "The CLIP, for Label Images, Curate Folder, Retrieve Images, Evaluate Retrieval and "
-                             "the audio trainers."),
+        (CLIP, "clip_model", "The CLIP or dual encoder, for Label Images, Curate Folder, Retrieve Images, "
+                             "Evaluate Retrieval, Score Sentences, the analyses and the audio trainers."),
     )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
             "model": model_input(bridge.model_dirs(clip_key()), clip_model.DEFAULT_CLIP, "A CLIP, Korean CLIP or "
-                                 "dual-encoder model folder in models/atelier/clip, or a Hugging Face id found in the "
-                                 "local cache (never downloaded)."),
-            "precision": _precision(),
+                                 "vision-text dual-encoder folder in models/atelier/clip, or a Hugging Face id found "
+                                 "in the local cache (never downloaded)."),
+            "precision": (["auto", "fp16", "bf16", "fp32"], {"default": "auto", "tooltip": "auto: fp16 on a GPU, "
+                          "fp32 on the CPU; bf16 runs about twice as fast on CPUs with AVX-512 BF16 or AMX. Cached "
+                          "embeddings are kept per precision."}),
             "device": DEVICE_INPUT,
         }}
 
@@ -110,7 +118,8 @@ class AtelierLoadTaxonomy(CurateNode):
     FUNCTION = "load"
     OUTPUTS = (
         (TAXONOMY, "taxonomy", "The taxonomy, for Label Images and Curate Folder."),
-        ("STRING", "summary", "Its groups and their labels, one group per line."),
+        ("STRING", "summary", "Its groups and their labels, one group per line, and the languages it has prompts "
+                              "in."),
     )
 
     @classmethod
@@ -129,19 +138,24 @@ class AtelierLoadTaxonomy(CurateNode):
         loaded = load_taxonomy(source)
         lines = [f"{loaded.name}: {len(loaded.groups)} group(s)"]
         lines += [f"{g.name} ({g.mode}): {', '.join(g.labels)}" for g in loaded.groups.values()]
+        lines.append(f"prompts in: {', '.join(loaded.prompt_languages())} (the CLIP's text tower picks which)")
         return loaded, "\n".join(lines)
 
 
 class AtelierLabelImages(CurateNode):
     DESCRIPTION = ("Zero-shot labels for an IMAGE batch against a taxonomy: prompt ensembles, scores per label, "
-                   "hierarchy, thresholds, top-k and exclusive groups. Outputs JSON (labels and every score per "
-                   "picture) and tags (one line per picture).")
+                   "hierarchy, thresholds, top-k and exclusive groups. The prompts are in every language the CLIP's "
+                   "text tower reads (English and Korean for a Korean-English dual encoder, English for OpenAI's "
+                   "CLIP). Outputs JSON (labels and every score per picture), tags (one line per picture) and which "
+                   "prompts were used.")
     EXAMPLE = ("Wire Atelier Load CLIP, Atelier Load Taxonomy ('artworks') and pictures from Load Image: tags holds "
                "each picture's labels on one line, and labels_json goes into Atelier Curation Text.")
     FUNCTION = "label"
     OUTPUTS = (
         ("STRING", "labels_json", "A JSON list, one object per picture: chosen labels per group and all scores."),
         ("STRING", "tags", "Comma-separated label names, one line per picture."),
+        ("STRING", "prompts", "Which languages' prompts were used and why, e.g. 'prompts: en+ko (the text tower "
+                              "reads English and Korean)'."),
     )
 
     @classmethod
@@ -155,17 +169,15 @@ class AtelierLabelImages(CurateNode):
         }}
 
     def label(self, clip_model: clip_model.ClipModel, taxonomy: taxonomy.Taxonomy, images: torch.Tensor,
-              language: str, batch_size: int) -> tuple[str, str]:
-        from ..core.curator import clip_model as clip_core
-
-        clip_core.refuse_comfy_clip(clip_model)
+              language: str, batch_size: int) -> tuple[str, str, str]:
+        clip_model_core.refuse_comfy_clip(clip_model)
         check_image_batch(images)
         bank = zero_shot.build_label_bank(clip_model, taxonomy, clip_cache_dir())
         embeddings = image_index.embed_batch(clip_model, images, batch_size,
                                              bridge.progress(images.shape[0], "labelling"))
         results = zero_shot.label_embeddings(bank, embeddings, language)
         tags = "\n".join(", ".join(zero_shot.tags(r, taxonomy, language)) for r in results)
-        return zero_shot.to_json(results), tags
+        return zero_shot.to_json(results), tags, zero_shot.prompt_report(taxonomy, clip_model.languages)
 
 
 class AtelierCurateFolder(CurateNode):
@@ -229,21 +241,25 @@ class AtelierCurateFolder(CurateNode):
         written = curate.write_curated(index, results, taxonomy, plan, options, parent, language,
                                        bridge.progress(len(plan.order), "writing"))
         records = [{"file": str(f), **r} for f, r in zip(index.files, results)]
-        report = [index.report(), f"kept {len(plan.order)} of {len(index.files)} into {written.folder}"]
+        report = [zero_shot.prompt_report(taxonomy, clip_model.languages), index.report(),
+                  f"kept {len(plan.order)} of {len(index.files)} into {written.folder}"]
         report += [f"dropped {index.files[row].name}: {why}" for row, why in sorted(plan.dropped.items())]
         return str(written.folder), zero_shot.to_json(records), "\n".join(report), len(plan.order)
 
 
 class AtelierRetrieveImages(CurateNode):
     DESCRIPTION = ("Text to pictures: the top-K pictures of a folder nearest a text query in CLIP space, from the "
-                   "cached embeddings (a folder indexed once answers every later query at once).")
+                   "cached embeddings (a folder indexed once answers every later query at once). The query may be "
+                   "Korean or English; it goes through the text tower's own tokenizer, and a Korean query given to "
+                   "an English-only CLIP is answered with a warning that the model reads English only.")
     EXAMPLE = ("Wire Atelier Load CLIP, point folder at your collection and ask 'a calm seascape at dusk': images "
                "shows the 8 nearest pictures and results their ranks, similarities and paths. The first query indexes "
                "the folder; later ones answer at once.")
     FUNCTION = "retrieve"
     OUTPUTS = (
         ("IMAGE", "images", "The pictures found, best first, fitted into squares of 'preview_size'."),
-        ("STRING", "results", "One line per picture: rank, cosine similarity and path."),
+        ("STRING", "results", "One line per picture: rank, cosine similarity and path (after a warning line when "
+                              "the model cannot read the query's language)."),
     )
 
     @classmethod
@@ -252,7 +268,8 @@ class AtelierRetrieveImages(CurateNode):
             "clip_model": CLIP_INPUT,
             "folder": ("STRING", {"default": "atelier/collection", "tooltip": "Folder of pictures to search."}),
             "query": ("STRING", {"default": "a calm seascape at dusk", "multiline": True,
-                      "tooltip": "What to look for, in words."}),
+                      "tooltip": "What to look for, in words: English, or Korean with a Korean-English encoder "
+                                 "('해 질 녘의 고요한 바다')."}),
             "top_k": int_input(8, 1, 1000, "How many pictures to return."),
             "preview_size": int_input(512, 64, 4096, "Side of the square each result is fitted into.", 8),
             "batch_size": _batch_size(),
@@ -267,13 +284,15 @@ class AtelierRetrieveImages(CurateNode):
         found = retrieval.top_k(clip_model.embed_texts([query.strip()])[0], index.embeddings, top_k)
         images = torch.stack([fit_square(load_image(index.files[row]), preview_size) for row, _ in found])
         lines = [f"{rank}\t{score:.4f}\t{index.files[row]}" for rank, (row, score) in enumerate(found, start=1)]
-        return images, "\n".join(lines)
+        warning = clip_model_core.unread_warning(clip_model, [query])
+        return images, "\n".join([warning, *lines] if warning else lines)
 
 
 class AtelierEvaluateRetrieval(CurateNode):
     DESCRIPTION = ("MRR@K and recall@K of text-to-image retrieval over (text, picture) pairs: each picture's caption "
                    "sidecar (<stem>.txt), or each text of a pairs file, is the query that should find its picture "
-                   "among all the folder's pictures.")
+                   "among all the folder's pictures. Captions and pairs may be Korean or English (the report warns "
+                   "when the model reads no Korean and some texts are Korean).")
     EXAMPLE = ("Point folder at pictures with <stem>.txt captions (Atelier Caption Dataset writes them) and keep k "
                "10: an mrr near 1 means each caption finds its own picture first. Compare two CLIP models on the same "
                "folder.")
@@ -282,7 +301,8 @@ class AtelierEvaluateRetrieval(CurateNode):
         ("FLOAT", "mrr", "Mean reciprocal rank at K: 1 when every query finds its picture first, 0 when none is "
                          "within K."),
         ("FLOAT", "recall", "Share of queries whose picture is within the top K."),
-        ("STRING", "report", "Both scores as text."),
+        ("STRING", "report", "Both scores as text, after a warning line when the model cannot read the texts' "
+                             "language."),
     )
 
     @classmethod
@@ -311,9 +331,67 @@ class AtelierEvaluateRetrieval(CurateNode):
             pairs = [(caption, row) for row, path in enumerate(index.files) if (caption := read_caption(path))]
         if not pairs:
             raise ValueError(f"no picture in {folder!r} has a <stem>.txt caption to use as its query")
-        queries = clip_model.embed_texts([text for text, _ in pairs])
+        texts = [text for text, _ in pairs]
+        queries = clip_model.embed_texts(texts)
         scores = retrieval.evaluate(retrieval.ranks(queries, index.embeddings, [row for _, row in pairs]), k)
-        return scores.mrr, scores.recall, scores.report()
+        warning = clip_model_core.unread_warning(clip_model, texts, "the pairs' text")
+        return scores.mrr, scores.recall, "\n".join(filter(None, [warning, scores.report()]))
+
+
+class AtelierScoreSentences(CurateNode):
+    DESCRIPTION = ("Score a list of sentences against a picture, as the thesis's Table 5 does: each sentence's cosine "
+                   "similarity to the picture in the encoder's shared space and its probability among the sentences "
+                   "(softmax at the model's logit scale), ranked best first, with a bar chart. Sentences may be "
+                   "Korean or English; with an English-only CLIP, Korean sentences are scored with a warning.")
+    EXAMPLE = ("Wire Atelier Load CLIP (a Korean-English dual encoder) and a webtoon panel from Load Image, and write "
+               "five candidate captions, one per line ('비 오는 밤 골목길을 걷는 소녀', 'a girl walking down an alley "
+               "on a rainy night', ...): table ranks them, chart draws their probabilities.")
+    FUNCTION = "score"
+    OUTPUTS = (
+        ("STRING", "table", "Per picture: rank, cosine, probability and sentence, one sentence per line, best first."),
+        ("STRING", "scores_json", "A JSON list, one object per picture: its sentences ranked with cosine and "
+                                  "probability."),
+        ("IMAGE", "chart", "A bar chart per picture of the chosen score, in the order the sentences were given."),
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "clip_model": CLIP_INPUT,
+            "image": ("IMAGE", {"tooltip": "The picture (or pictures) the sentences describe."}),
+            "sentences": ("STRING", {"default": "a photo of a cat\na photo of a dog\n고양이 사진\n강아지 사진",
+                          "multiline": True, "tooltip": "The sentences to score, one per line, Korean or English; "
+                          "blank lines are left out."}),
+            "score": (list(taxonomy.SCORES), {"default": "softmax", "tooltip": "What the chart draws: softmax, each "
+                      "sentence's probability among these sentences (they sum to 1), or cosine, its raw similarity "
+                      "(independent of the others). The table and JSON give both."}),
+            "pictures": (["first", "each"], {"default": "first", "tooltip": "Score the batch's first picture, or "
+                         "each picture of the batch (one table section, JSON object and chart per picture)."}),
+        }}
+
+    def score(self, clip_model: clip_model.ClipModel, image: torch.Tensor, sentences: str, score: str,
+              pictures: str) -> tuple[str, str, torch.Tensor]:
+        from ..core.shared.plots import bar_chart, to_image_tensor
+        from ..core.story.strip import font_for
+
+        clip_model_core.refuse_comfy_clip(clip_model)
+        check_image_batch(image)
+        texts = retrieval.read_sentences(sentences)
+        chosen = image if pictures == "each" else image[:1]
+        text_embeddings = clip_model.embed_texts(texts)
+        picture_embeddings = image_index.embed_batch(clip_model, chosen, 32,
+                                                     bridge.progress(chosen.shape[0], "scoring"))
+        warning = clip_model_core.unread_warning(clip_model, texts, "the sentence list")
+        tables, records, charts = [warning] if warning else [], [], []
+        font = font_for("".join(texts), 14)  # a system font with Korean glyphs when one is installed
+        for n, embedding in enumerate(picture_embeddings):
+            result = retrieval.score_sentences(embedding, text_embeddings, texts, clip_model.logit_scale)
+            tables.append(f"picture {n + 1}\n{result.table()}" if chosen.shape[0] > 1 else result.table())
+            records.append({"picture": n, "sentences": result.record()})
+            values = list(result.probability if score == "softmax" else result.cosine)
+            title = f"picture {n + 1}: {'probability' if score == 'softmax' else 'cosine'} per sentence"
+            charts.append(to_image_tensor(bar_chart(texts, values, title, font)))
+        return "\n\n".join(tables), zero_shot.to_json(records), torch.cat(charts)
 
 
 class AtelierBuildDualEncoder(CurateNode):
@@ -372,6 +450,7 @@ NODE_CLASS_MAPPINGS = {
     "AtelierRetrieveImages": AtelierRetrieveImages,
     "AtelierEvaluateRetrieval": AtelierEvaluateRetrieval,
     "AtelierBuildDualEncoder": AtelierBuildDualEncoder,
+    "AtelierScoreSentences": AtelierScoreSentences,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "AtelierLoadCLIP": "Atelier Load CLIP",
@@ -381,4 +460,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "AtelierRetrieveImages": "Atelier Retrieve Images",
     "AtelierEvaluateRetrieval": "Atelier Evaluate Retrieval",
     "AtelierBuildDualEncoder": "Atelier Build Dual Encoder",
+    "AtelierScoreSentences": "Atelier Score Sentences",
 }

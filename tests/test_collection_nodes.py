@@ -167,7 +167,8 @@ def test_load_taxonomy_shipped_and_custom(models: Path, tmp_path: Path) -> None:
                       encoding="utf-8")
     mine, summary = AtelierLoadTaxonomy().load("spaces", str(custom))  # the custom file wins
     assert mine.name == "colours" and list(mine.groups["colour"].labels) == ["red", "blue"]
-    assert summary == "colours: 1 group(s)\ncolour (exclusive): red, blue"
+    assert summary == ("colours: 1 group(s)\ncolour (exclusive): red, blue\n"
+                       "prompts in: en, ko (the CLIP's text tower picks which)")  # blue's Korean name is a prompt
 
 
 def test_a_broken_custom_taxonomy_gives_the_line(models: Path, tmp_path: Path) -> None:
@@ -190,7 +191,8 @@ def test_a_broken_custom_taxonomy_gives_the_line(models: Path, tmp_path: Path) -
 def test_label_images_gives_one_record_and_one_tags_line_per_picture(models: Path, clip: Any) -> None:
     taxonomy = _taxonomy()
     images = _images("chelsea.jpg", "coffee.webp", "rocket.png")
-    labels_json, tags = AtelierLabelImages().label(clip, taxonomy, images, "en", 2)
+    labels_json, tags, prompts = AtelierLabelImages().label(clip, taxonomy, images, "en", 2)
+    assert prompts == "prompts: en (the text tower reads English)"
     records = json.loads(labels_json)
     assert len(records) == 3
     lines = tags.split("\n")
@@ -390,7 +392,7 @@ def test_caption_dataset_writes_sidecars(models: Path, blip: Any, bare: Path) ->
 
 def test_curation_text_from_labels_and_captions(models: Path, clip: Any, blip: Any) -> None:
     images = _images("chelsea.jpg", "coffee.webp")
-    labels_json, _ = AtelierLabelImages().label(clip, _taxonomy(), images, "en", 32)
+    labels_json, _, _ = AtelierLabelImages().label(clip, _taxonomy(), images, "en", 32)
     (captions,) = AtelierCaptionImages().caption(blip, images, **node_defaults(AtelierCaptionImages, **SHORT))
     node = AtelierCurationText()
     values = node_defaults(AtelierCurationText, title="Morning Cup", artist="Kim Minji", year="2023",

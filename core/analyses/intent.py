@@ -93,10 +93,10 @@ def tfidf_vectors(sentences: list[str]) -> np.ndarray:
 
 
 def clip_vectors(clip: Any, sentences: list[str]) -> np.ndarray:
-    """CLIP text embeddings of ``sentences``; one longer than CLIP's window (77 tokens with its start and end
-    tokens) is cut at word boundaries into chunks that fit, and its chunks' embeddings averaged, rather than
-    silently truncated."""
-    limit = int(clip.model.config.text_config.max_position_embeddings) - 2
+    """CLIP text embeddings of ``sentences``; one longer than the text tower's window (CLIP's 77 tokens, a dual
+    encoder's BERT its tokenizer's limit, each with its start and end tokens) is cut at word boundaries into chunks
+    that fit, and its chunks' embeddings averaged, rather than silently truncated."""
+    limit = clip.max_tokens - 2
     chunks, owner = [], []
     for index, sentence in enumerate(sentences):
         current: list[str] = []

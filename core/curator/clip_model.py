@@ -100,6 +100,23 @@ class ClipModel(HoldsModel):
         return self
 
 
+def text_language(text: str) -> str:
+    """``ko`` for a text with Hangul in it, else ``en``: enough to tell whether a tower can read a query."""
+    return "ko" if any("\uac00" <= ch <= "\ud7a3" or "\u3131" <= ch <= "\u318e" for ch in text) else "en"
+
+
+def unread_warning(clip: ClipModel, texts: Sequence[str], what: str = "the query") -> str:
+    """A warning when some of ``texts`` are Korean and the text tower reads no Korean ('' otherwise): such a
+    tower cuts Korean into bytes or unknown tokens, so the scores say little."""
+    korean = sum(text_language(text) == "ko" for text in texts)
+    if not korean or "ko" in clip.languages:
+        return ""
+    share = "is" if len(texts) == 1 else f"has {korean} of {len(texts)} texts"
+    return (f"warning: {what} {share} in Korean, but {clip.name!r} reads {' and '.join(clip.languages)} only, so "
+            "its scores for Korean text mean little; load a Korean-English dual encoder or a Korean CLIP with "
+            "'Atelier Load CLIP' (or --clip)")
+
+
 def refuse_comfy_clip(obj: Any) -> None:
     """A clear error when a ComfyUI CLIP_VISION or checkpoint CLIP is given where a whole CLIP is needed."""
     if isinstance(obj, ClipModel):

@@ -1,8 +1,10 @@
-"""Text-to-image retrieval over embedded pictures, and its MRR@K and recall@K evaluation."""
+"""Text-to-image retrieval over embedded pictures, its MRR@K and recall@K evaluation, and sentences scored
+against one picture (the thesis's Table 5: each sentence's cosine and its probability among the sentences)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -90,3 +92,41 @@ def pair_rows(named: list[tuple[str, str]], files: list[Path], root: Path) -> li
         raise ValueError(f"{len(missing)} pair(s) name pictures that are not readable in {str(root)!r}: "
                          f"{', '.join(missing[:5])}")
     return [(text, rows[image]) for text, image in named]
+
+
+def read_sentences(text: str) -> list[str]:
+    """One sentence per line, blank lines left out; none at all is an error."""
+    sentences = [line.strip() for line in text.splitlines() if line.strip()]
+    if not sentences:
+        raise ValueError("no sentences: write one sentence per line (Korean or English)")
+    return sentences
+
+
+@dataclass(frozen=True)
+class SentenceScores:
+    """Sentences scored against one picture, in the order given."""
+
+    sentences: tuple[str, ...]
+    cosine: tuple[float, ...]
+    probability: tuple[float, ...]  # softmax over the sentences at the model's logit scale (CLIP's zero-shot form)
+
+    def order(self) -> list[int]:
+        """Indices of the sentences, best first (ties keep the order given)."""
+        return sorted(range(len(self.sentences)), key=lambda i: -self.cosine[i])
+
+    def table(self) -> str:
+        rows = [f"{rank}\t{self.cosine[i]:.4f}\t{self.probability[i]:.4f}\t{self.sentences[i]}"
+                for rank, i in enumerate(self.order(), start=1)]
+        return "\n".join(["rank\tcosine\tprobability\tsentence", *rows])
+
+    def record(self) -> list[dict[str, Any]]:
+        return [{"rank": rank, "sentence": self.sentences[i], "cosine": round(self.cosine[i], 6),
+                 "probability": round(self.probability[i], 6)} for rank, i in enumerate(self.order(), start=1)]
+
+
+def score_sentences(image: torch.Tensor, texts: torch.Tensor, sentences: list[str],
+                    logit_scale: float) -> SentenceScores:
+    """Scores of unit sentence embeddings ``texts [S, D]`` against one unit picture embedding ``image [D]``."""
+    cosine = texts.float() @ image.float()
+    probability = torch.softmax(cosine.double() * logit_scale, dim=0)
+    return SentenceScores(tuple(sentences), tuple(cosine.tolist()), tuple(probability.tolist()))

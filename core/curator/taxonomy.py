@@ -4,13 +4,18 @@ A taxonomy is YAML or JSON (the schema is ``taxonomies/schema.json``; ``taxonomi
 it with an example). Every error names the file and the line, so a user can fix a hand-written file:
 
     name: spaces
-    templates: ["a photo of {}.", "an artwork hanging in {}."]
+    templates: {en: ["a photo of {}.", "an artwork hanging in {}."], ko: ["{}의 사진.", "{}에 걸린 작품."]}
     groups:
       space:
         mode: exclusive            # exactly one label wins; "multi": every label over the threshold
         labels:
-          home: {display: {en: home, ko: 집}, prompts: [a home]}
+          home: {display: {en: home, ko: 집}, prompts: {en: [a home], ko: [집, 가정집]}}
           bedroom: {parent: home, synonyms: [sleeping room]}
+
+Prompts, synonyms and templates are English when written as a text or a list, or per language as a
+mapping of language codes to lists. A label without prompts in a language has its display name in that
+language as its prompt there; without either, it has no texts in that language. Which languages a label
+bank uses is the text tower's choice (``Taxonomy.prompt_languages`` and ``zero_shot.build_label_bank``).
 
 Synonyms fold into their label: their texts join its prompt ensemble, and a synonym is accepted
 wherever a label is named (a parent, a filter). A label whose id another label of its group lists
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +34,11 @@ SHIPPED = Path(__file__).resolve().parents[2] / "taxonomies"
 MODES = ("exclusive", "multi")
 SCORES = ("softmax", "cosine")
 DEFAULT_TEMPLATES = ("a photo of {}.", "an image of {}.", "a picture of {}.")
+# per language, for groups whose file gives none in that language; Korean ones take any noun phrase without a
+# particle that changes with the last syllable (의 and a following noun read well after every word)
+DEFAULT_LANGUAGE_TEMPLATES = {"en": DEFAULT_TEMPLATES, "ko": ("{}의 사진.", "{}의 이미지.", "{}의 그림.")}
+LANGUAGE_NAMES = {"en": "English", "ko": "Korean"}
+_LANGUAGE_CODE = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})*")  # en, ko, pt-BR, zh-Hant
 _TOP_KEYS = {"name", "description", "templates", "groups", "languages"}
 _GROUP_KEYS = {"display", "mode", "score", "threshold", "top_k", "templates", "labels", "description"}
 _LABEL_KEYS = {"display", "prompts", "synonyms", "parent", "threshold"}
@@ -44,20 +55,36 @@ class Label:
     id: str
     group: str
     display: dict[str, str]
-    prompts: list[str]
-    synonyms: list[str]
+    prompt_sets: dict[str, list[str]]  # language -> prompts: as written, else the display name there; "en" always
+    synonym_sets: dict[str, list[str]]  # language -> synonyms
     parent: str | None = None
     threshold: float | None = None
     children: list[str] = field(default_factory=list)
     line: int = 0
 
+    @property
+    def prompts(self) -> list[str]:
+        """The English prompts (the English display name, else the id, when none are written)."""
+        return self.prompt_sets["en"]
+
+    @property
+    def synonyms(self) -> list[str]:
+        """Every synonym, English first: each names the label wherever a label is named."""
+        return _unique([s for language in _english_first(self.synonym_sets) for s in self.synonym_sets[language]])
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """The languages the label has texts in (prompts, a display name or synonyms), English first."""
+        return _english_first({**self.prompt_sets, **self.synonym_sets})
+
     def name(self, language: str = "en") -> str:
         """The display name in ``language``, else English, else the id with spaces."""
         return self.display.get(language) or self.display.get("en") or self.id.replace("_", " ")
 
-    def texts(self, templates: list[str]) -> list[str]:
-        """Every text of the prompt ensemble: each prompt and synonym put into each template."""
-        phrases = _unique(self.prompts + self.synonyms)
+    def texts(self, templates: list[str], language: str = "en") -> list[str]:
+        """Every text of the prompt ensemble in ``language``: each of its prompts and synonyms there put into
+        each template (of that language); empty when the label has no texts in it."""
+        phrases = _unique(self.prompt_sets.get(language, []) + self.synonym_sets.get(language, []))
         return [t.replace("{}", p) for p in phrases for t in templates]
 
 
@@ -68,10 +95,26 @@ class Group:
     score: str
     threshold: float
     top_k: int
-    templates: list[str]
+    template_sets: dict[str, list[str]]  # language -> templates, the group's own or the file's; "en" always
     labels: dict[str, Label]
     display: dict[str, str] = field(default_factory=dict)
     line: int = 0
+
+    @property
+    def templates(self) -> list[str]:
+        """The English templates."""
+        return self.template_sets["en"]
+
+    def templates_in(self, language: str) -> list[str]:
+        """The templates of ``language``: the file's, else Atelier's defaults for it, else the bare prompt."""
+        return self.template_sets.get(language) or list(DEFAULT_LANGUAGE_TEMPLATES.get(language, ("{}",)))
+
+    def ensemble(self, label_id: str, languages: tuple[str, ...]) -> dict[str, list[str]]:
+        """A label's texts per language, for a text tower that reads ``languages``: every one of them the label
+        has texts in; English alone when it has none of them (its English texts are always there)."""
+        label = self.labels[label_id]
+        used = [language for language in languages if language in label.languages] or ["en"]
+        return {language: label.texts(self.templates_in(language), language) for language in used}
 
     def roots(self) -> list[Label]:
         return [label for label in self.labels.values() if label.parent is None]
@@ -96,6 +139,14 @@ class Taxonomy:
     def labels(self) -> list[Label]:
         return [label for group in self.groups.values() for label in group.labels.values()]
 
+    def prompt_languages(self) -> tuple[str, ...]:
+        """Every language some label has texts in, English first."""
+        return _english_first(dict.fromkeys(language for label in self.labels() for language in label.languages))
+
+    def missing(self, language: str) -> list[str]:
+        """``group:label`` of the labels without texts (prompts, a display name or synonyms) in ``language``."""
+        return [f"{label.group}:{label.id}" for label in self.labels() if language not in label.languages]
+
     def resolve(self, ref: str) -> list[tuple[str, str]]:
         """``(group, label)`` pairs a reference names: ``label``, ``group:label``, or a synonym of either."""
         group_name, _, wanted = ref.strip().rpartition(":")
@@ -115,6 +166,10 @@ class Taxonomy:
                 where = f"group {group_name!r}, which the taxonomy does not have (groups: {', '.join(self.groups)})"
             raise TaxonomyError(f"taxonomy {self.name!r} has no label {wanted!r} in {where}")
         return found
+
+
+def _english_first(by_language: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(sorted(by_language, key=lambda language: language != "en"))
 
 
 def _fold(text: str) -> str:
@@ -317,24 +372,53 @@ class _Builder:
             raise self.fail(line, f"{what} must be a number from {lo:g} to {hi:g}, got {value!r}")
         return float(value)
 
-    def templates(self, value: Any, line: int, default: list[str]) -> list[str]:
-        if value is None:
-            return default
-        found = self.texts(value, "templates", line)
-        if not found:
-            raise self.fail(line, "templates is empty; leave it out to use the defaults")
-        for template in found:
-            if template.count("{}") != 1:
-                raise self.fail(_line(value) or line, f"template {template!r} must hold '{{}}' exactly once, "
-                                "where the label's text goes")
-        return found
+    def by_language(self, value: Any, what: str, line: int) -> dict[str, Any]:
+        """``{language: value}`` of a per-language mapping (``{en: [...], ko: [...]}``); anything else is
+        English. Each language's value keeps its own line."""
+        if not isinstance(value, dict):
+            return {} if value is None else {"en": value}
+        if not value:
+            raise self.fail(_line(value) or line, f"{what} is an empty mapping; give language codes with their "
+                            "texts, like {en: [...], ko: [...]}, or leave it out")
+        for code in value:
+            if not _LANGUAGE_CODE.fullmatch(code):
+                raise self.fail(_line(value, code), f"{what}: {code!r} is not a language code; write a text, a list "
+                                "of texts, or a mapping of codes such as en or ko to texts ({en: [...], ko: [...]})")
+        return value
+
+    def text_sets(self, value: Any, what: str, line: int) -> dict[str, list[str]]:
+        """Texts per language (English for a text or a list); languages given no texts are left out."""
+        sets = {}
+        for code, texts in self.by_language(value, what, line).items():
+            named, where = (f"{what} in {code!r}", _line(value, code)) if isinstance(value, dict) else (what, line)
+            if found := self.texts(texts, named, where):
+                sets[code] = found
+        return sets
+
+    def templates(self, value: Any, line: int, inherited: dict[str, list[str]]) -> dict[str, list[str]]:
+        """Templates per language: the ones given here, the inherited ones for the languages not given."""
+        out = dict(inherited)
+        for code, texts in self.by_language(value, "templates", line).items():
+            where = _line(value, code) if isinstance(value, dict) else line
+            found = self.texts(texts, "templates", where)
+            if not found:
+                raise self.fail(where, f"templates{'' if code == 'en' else f' in {code!r}'} is empty; leave it out "
+                                "to use the defaults")
+            for template in found:
+                if template.count("{}") != 1:
+                    raise self.fail(_line(texts) or where, f"template {template!r} must hold '{{}}' exactly once, "
+                                    "where the label's text goes")
+            out[code] = found
+        return out
 
     def label(self, group: str, label_id: str, spec: Any, line: int) -> Label:
         spec = self.mapping(spec, f"label {label_id!r}", line, _LABEL_KEYS)
         display = self.display(spec.get("display"), _line(spec, "display"), label_id.replace("_", " "))
-        prompts = self.texts(spec.get("prompts"), f"prompts of {label_id!r}", _line(spec, "prompts"))
-        prompts = prompts or [display.get("en", label_id.replace("_", " "))]
-        synonyms = self.texts(spec.get("synonyms"), f"synonyms of {label_id!r}", _line(spec, "synonyms"))
+        written = self.text_sets(spec.get("prompts"), f"prompts of {label_id!r}", _line(spec, "prompts"))
+        # a language without prompts has the display name there; English always has one (else the id)
+        prompts = {code: written.get(code) or [name] for code, name in
+                   {"en": label_id.replace("_", " "), **display, **dict.fromkeys(written, "")}.items()}
+        synonyms = self.text_sets(spec.get("synonyms"), f"synonyms of {label_id!r}", _line(spec, "synonyms"))
         parent = spec.get("parent")
         if parent is not None and not isinstance(parent, str):
             raise self.fail(_line(spec, "parent"), f"parent of {label_id!r} must be a label name, got {parent!r}")
@@ -401,14 +485,17 @@ def _fold_synonyms(group: Group, builder: _Builder) -> None:
             if other.parent not in (None, final(label.parent)):
                 raise builder.fail(other.line, f"label {other.id!r} is a synonym of {label.id!r} but has a "
                                    "different parent; a synonym shares its label's place in the hierarchy")
-            label.prompts = list(dict.fromkeys(label.prompts + other.prompts))
-            label.synonyms = [s for s in _unique(label.synonyms + other.synonyms + [other.id.replace("_", " ")])
-                              if _fold(s) != _fold(label.id)]
+            for code, prompts in other.prompt_sets.items():
+                label.prompt_sets[code] = list(dict.fromkeys(label.prompt_sets.get(code, []) + prompts))
+            other.synonym_sets.setdefault("en", []).append(other.id.replace("_", " "))
             for code, text in other.display.items():
                 if code not in label.display:
                     label.display[code] = text
                 elif _fold(text) != _fold(label.display[code]):
-                    label.synonyms.append(text)  # the folded label's own name still resolves
+                    other.synonym_sets.setdefault(code, []).append(text)  # the folded label's own name still resolves
+            for code, synonyms in other.synonym_sets.items():
+                label.synonym_sets[code] = [s for s in _unique(label.synonym_sets.get(code, []) + synonyms)
+                                            if _fold(s) != _fold(label.id)]
             label.parent = final(label.parent) or other.parent
             label.threshold = other.threshold if label.threshold is None else label.threshold
             del group.labels[other.id]
@@ -474,7 +561,7 @@ def parse_taxonomy(text: str, source: str = "<taxonomy>", is_json: bool | None =
     raw_groups = doc["groups"]
     if not isinstance(raw_groups, dict) or not raw_groups:
         raise builder.fail(_line(doc, "groups"), "'groups' must be a mapping of group names to groups, and not empty")
-    templates = builder.templates(doc.get("templates"), _line(doc, "templates"), list(DEFAULT_TEMPLATES))
+    templates = builder.templates(doc.get("templates"), _line(doc, "templates"), {"en": list(DEFAULT_TEMPLATES)})
     groups: dict[str, Group] = {}
     for name, spec in raw_groups.items():
         line = _line(raw_groups, name)

@@ -22,7 +22,7 @@ import torch
 from ..metrics.feature_cache import FeatureCache
 from ..shared.progress import Progress
 from .image_index import FolderIndex, index_folder
-from .taxonomy import Group, Taxonomy
+from .taxonomy import LANGUAGE_NAMES, Group, Taxonomy
 
 
 @dataclass
@@ -33,6 +33,26 @@ class LabelBank:
     rows: dict[str, list[str]]  # group -> label ids, in embedding order
     embeddings: dict[str, torch.Tensor]  # group -> [L, D]
     logit_scale: float
+
+
+def tower_languages(clip: Any) -> tuple[str, ...]:
+    """The languages a model's text tower reads (``ClipModel.languages``); English for a model that does not say."""
+    return tuple(getattr(clip, "languages", ("en",)))
+
+
+def prompt_report(taxonomy: Taxonomy, tower: tuple[str, ...]) -> str:
+    """Which languages' prompts a label bank for a text tower reading ``tower`` uses, and why:
+    ``prompts: en+ko (the text tower reads English and Korean)``, with the labels left without one of them."""
+    used = {code for group in taxonomy.groups.values() for label_id in group.labels
+            for code in group.ensemble(label_id, tower)}
+    languages = "+".join(dict.fromkeys(code for code in (*tower, "en") if code in used))
+    lines = [f"prompts: {languages} (the text tower reads {' and '.join(LANGUAGE_NAMES.get(c, c) for c in tower)})"]
+    for code in tower:
+        if missing := taxonomy.missing(code):  # English never is: a label always has its English name
+            shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+            lines.append(f"{len(missing)} label(s) have no {LANGUAGE_NAMES.get(code, code)} prompt or name, so "
+                         f"English stands in: {shown}")
+    return "; ".join(lines)
 
 
 TEXT_CACHE_FORMAT = "atelier-clip-text-v1"
@@ -55,19 +75,27 @@ def _embed_texts(clip: Any, texts: list[str], cache_dir: str | os.PathLike[str] 
 
 def build_label_bank(clip: Any, taxonomy: Taxonomy, cache_dir: str | os.PathLike[str] | None = None) -> LabelBank:
     """Embed every prompt of every label once (or read it from ``cache_dir``), then average each label's
-    ensemble in embedding space (unit vectors averaged and renormalised, as in the CLIP paper)."""
+    ensemble in embedding space (unit vectors averaged and renormalised, as in the CLIP paper).
+
+    The ensembles are in every language the text tower reads (``clip.languages``) that the label has texts in,
+    English alone for a label with none of them: a Korean-English tower gets bilingual ensembles, OpenAI's
+    English CLIP the English ones only. Each language's texts are averaged first and then the languages, so a
+    language with more prompts written does not outweigh the other."""
+    tower = tower_languages(clip)
     texts: dict[str, int] = {}
-    plan: dict[str, list[tuple[str, list[int]]]] = {}
+    plan: dict[str, list[tuple[str, list[list[int]]]]] = {}
     for group in taxonomy.groups.values():
         plan[group.name] = []
-        for label in group.labels.values():
-            indices = [texts.setdefault(t, len(texts)) for t in label.texts(group.templates)]
-            plan[group.name].append((label.id, indices))
+        for label_id in group.labels:
+            ensemble = group.ensemble(label_id, tower).values()
+            indices = [[texts.setdefault(t, len(texts)) for t in language_texts] for language_texts in ensemble]
+            plan[group.name].append((label_id, indices))
     every = _embed_texts(clip, list(texts), cache_dir)
     embeddings, rows = {}, {}
     for group_name, labels in plan.items():
         rows[group_name] = [label_id for label_id, _ in labels]
-        means = torch.stack([every[indices].mean(0) for _, indices in labels])
+        means = torch.stack([torch.stack([every[i].mean(0) for i in per_language]).mean(0)
+                             for _, per_language in labels])
         embeddings[group_name] = torch.nn.functional.normalize(means, dim=-1)
     return LabelBank(taxonomy, rows, embeddings, clip.logit_scale)
 

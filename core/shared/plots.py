@@ -1,8 +1,9 @@
-"""Plots drawn with Pillow (no plotting library), for a node's IMAGE output and a PNG on disk: a loss curve and the
-valence-arousal circle."""
+"""Plots drawn with Pillow (no plotting library), for a node's IMAGE output and a PNG on disk: a loss curve, the
+valence-arousal circle and a bar chart."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from PIL import Image, ImageDraw
@@ -44,6 +45,31 @@ def loss_curve(losses: list[float], width: int = 640, height: int = 360, title: 
     if len(finite) > 1:
         draw.line(points(losses), fill=(170, 200, 235), width=1)
         draw.line(points(smooth(losses)), fill=(20, 70, 160), width=2)
+    return img
+
+
+def bar_chart(labels: list[str], values: list[float], title: str, font: Any = None, width: int = 720,
+              bar: int = 22, label_width: int = 300) -> Image.Image:
+    """Horizontal bars, one per label in the order given, from a zero line (values may be negative), each with its
+    value; ``font`` draws the labels and title (pass one with the labels' glyphs, Korean included)."""
+    height = 40 + len(labels) * (bar + 6) + 12
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    draw.text((8, 8), title, fill="black", font=font)
+    lo, hi = min([0.0, *values]), max([0.0, *values])
+    span = hi - lo or 1.0
+    left, right = label_width + 16, width - 72
+    zero = left + (0.0 - lo) / span * (right - left)
+    for i, (label, value) in enumerate(zip(labels, values)):
+        top = 40 + i * (bar + 6)
+        shown = label
+        while len(shown) > 2 and draw.textlength(shown, font=font) > label_width:
+            shown = shown[:-2] + "…"  # one character fewer, with an ellipsis
+        draw.text((8, top + 3), shown, fill="black", font=font)
+        end = left + (value - lo) / span * (right - left)
+        draw.rectangle((min(zero, end), top, max(zero, end), top + bar), fill=(20, 70, 160))
+        draw.text((max(zero, end) + 6, top + 3), f"{value:.3f}", fill="black", font=font)
+    draw.line((zero, 36, zero, height - 8), fill=(120, 120, 120))
     return img
 
 
