@@ -81,7 +81,8 @@ def test_an_error_event_is_raised_with_its_message(tmp_path: Path) -> None:
 
 
 def test_a_crash_is_raised_with_the_tail_of_stderr(tmp_path: Path) -> None:
-    with pytest.raises(pg.GroupError, match=r"exited with code 1\nlast lines of rank 0.s stderr(.|\n)*RuntimeError: fake crash at step 2$"):
+    shown = r"exited with code 1\nlast lines of rank 0.s stderr(.|\n)*RuntimeError: fake crash at step 2$"
+    with pytest.raises(pg.GroupError, match=shown):
         _run(tmp_path, Recorder(), "--steps", "4", "--crash-at", "2")
 
 

@@ -131,6 +131,7 @@ class GroupResult:
     world_size: int = 0
     losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) in the order they came
     previews: list[Path] = field(default_factory=list)
+    logs: Path | None = None  # every rank's stdout and stderr (torch.distributed.run's --log-dir)
 
 
 class _Lines:
@@ -244,7 +245,7 @@ def run(script: Path, args: Sequence[str], placement: Placement, events: Path, p
     events.unlink(missing_ok=True)
     logs, launcher_log = events.with_suffix(".logs"), events.with_suffix(".launcher.log")
     shutil.rmtree(logs, ignore_errors=True)  # a rerun's failure must not show an earlier run's traceback
-    out = GroupResult(result={})
+    out = GroupResult(result={}, logs=logs)
     done_result: dict[str, Any] | None = None
     error: str | None = None
     child_total, shown = 0, 0
