@@ -115,12 +115,13 @@ def free_port() -> int:
 
 
 def launch_command(script: Path, args: Sequence[str], placement: Placement, events: Path, logs: Path) -> list[str]:
-    """``python -m torch.distributed.run ... SCRIPT ARGS --events EVENTS``, each rank's stdout and stderr in a file
+    """``python -m torch.distributed.run ... -- SCRIPT ARGS --events EVENTS`` ("--": else the launcher may take the
+    script's own options, such as --run, for abbreviations of its own), each rank's stdout and stderr in a file
     of its own under ``logs`` (``<run id>/attempt_0/<rank>/stderr.log``), so a failure can show the rank's own
     traceback rather than the launcher's report."""
     return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(placement.processes),
             "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "--log-dir", str(logs),
-            "--redirects", "3", str(script), *args, "--events", str(events)]
+            "--redirects", "3", "--", str(script), *args, "--events", str(events)]
 
 
 @dataclass
