@@ -113,6 +113,9 @@ def test_a_gpu_that_is_not_there_is_refused(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(torch.distributed, "is_available", lambda: False)
     with pytest.raises(ValueError, match="no torch.distributed"):
         pg.check_placement(TWO_CPU)
+    monkeypatch.setattr(pg.os, "name", "nt")
+    with pytest.raises(ValueError, match="Linux and macOS only; clear 'gpus'"):
+        pg.check_placement(TWO_CPU)
 
 
 def test_chosen_gpus_are_mapped_through_the_hosts_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -81,6 +81,9 @@ def check_placement(placement: Placement) -> None:
     """What the launch needs, checked before it: torch.distributed, and every chosen GPU present."""
     import torch
 
+    if os.name == "nt":  # the group is ended through POSIX process groups (and NCCL has no Windows build)
+        raise ValueError("training in a separate process group runs on Linux and macOS only; clear 'gpus' to train "
+                         "in ComfyUI's process")
     if not torch.distributed.is_available():
         raise ValueError("this PyTorch build has no torch.distributed (some macOS and Windows builds lack it), so "
                          "it cannot train in a process group; clear 'gpus' to train in ComfyUI's process")
@@ -190,6 +193,7 @@ def _signal_groups(processes: list[Any], sig: signal.Signals) -> None:
             groups.add(os.getpgid(process.pid))
         except ProcessLookupError:
             continue
+    groups.discard(os.getpgrp())  # never the host's own group (ComfyUI), whatever a process of the tree did
     for group in groups:
         try:
             os.killpg(group, sig)
