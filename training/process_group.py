@@ -240,21 +240,51 @@ def _preview(path: Path) -> Any:
         return image.convert("RGB")
 
 
+class _Follower:
+    """Rank 0's events as they come, passed on to the host's ``progress`` (sized ``total``: the child's own
+    total is scaled onto it) and kept for the result."""
+
+    def __init__(self, progress: Progress, total: int, out: GroupResult) -> None:
+        self.progress, self.total, self.out = progress, total, out
+        self.child_total = self.shown = 0
+        self.done: dict[str, Any] | None = None
+        self.error: str | None = None
+
+    def take(self, event: dict[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "start":
+            self.child_total, self.out.world_size = int(event["total"]), int(event.get("world_size", 0))
+        elif kind == "advance":
+            self.child_total = int(event.get("total", self.child_total))
+            now = round(int(event["done"]) * self.total / self.child_total) if self.child_total else 0
+            if now > self.shown:
+                self.progress.advance(now - self.shown)
+                self.shown = now
+        elif kind == "status":
+            self.progress.status(str(event["text"]))
+        elif kind == "preview":
+            self.out.previews.append(Path(event["path"]))
+            self.progress.preview(_preview(Path(event["path"])))
+        elif kind == "loss":
+            self.out.losses.append((int(event["step"]), float(event["loss"])))
+        elif kind == "done":
+            self.done = dict(event["result"])
+        elif kind == "error":
+            self.error = str(event["message"])
+
+
 def run(script: Path, args: Sequence[str], placement: Placement, events: Path, progress: Progress, total: int,
         grace_s: float = GRACE_S) -> GroupResult:
     """Run ``script args`` in ``placement.processes`` ranks, following rank 0's ``events`` into ``progress``
-    (sized for ``total`` units: the child's own total is scaled onto it). Returns the "done" event's result;
-    an error event or a non-zero exit raises ``GroupError``; the host's cancel (``progress.check_cancel``) ends
-    the group and raises whatever the host raised."""
+    (sized for ``total`` units). Returns the "done" event's result with what came before it; an error event or
+    a non-zero exit raises ``GroupError`` with the failing rank's stderr; the host's cancel
+    (``progress.check_cancel``) ends the group and raises whatever the host raised."""
     events.parent.mkdir(parents=True, exist_ok=True)
     events.unlink(missing_ok=True)
     logs, launcher_log = events.with_suffix(".logs"), events.with_suffix(".launcher.log")
     shutil.rmtree(logs, ignore_errors=True)  # a rerun's failure must not show an earlier run's traceback
     out = GroupResult(result={}, logs=logs)
-    done_result: dict[str, Any] | None = None
-    error: str | None = None
-    child_total, shown = 0, 0
-    read = _Lines(events)
+    follow, read = _Follower(progress, total, out), _Lines(events)
     with open(launcher_log, "wb") as launcher:
         proc = subprocess.Popen(launch_command(script, args, placement, events, logs),
                                 env=child_environment(placement), stdin=subprocess.DEVNULL, stdout=launcher,
@@ -263,40 +293,23 @@ def run(script: Path, args: Sequence[str], placement: Placement, events: Path, p
             while True:
                 exited = proc.poll() is not None  # looked at before the last read, so no event is missed
                 for line in read():
-                    event = json.loads(line)
-                    kind = event["event"]
-                    if kind == "start":
-                        child_total, out.world_size = int(event["total"]), int(event.get("world_size", 0))
-                    elif kind == "advance":
-                        child_total = int(event.get("total", child_total))
-                        now = round(int(event["done"]) * total / child_total) if child_total else 0
-                        if now > shown:
-                            progress.advance(now - shown)
-                            shown = now
-                    elif kind == "status":
-                        progress.status(str(event["text"]))
-                    elif kind == "preview":
-                        out.previews.append(Path(event["path"]))
-                        progress.preview(_preview(Path(event["path"])))
-                    elif kind == "loss":
-                        out.losses.append((int(event["step"]), float(event["loss"])))
-                    elif kind == "done":
-                        done_result = dict(event["result"])
-                    elif kind == "error":
-                        error = str(event["message"])
-                if error is not None or exited:
+                    follow.take(json.loads(line))
+                if follow.error is not None or exited:
                     break
                 progress.check_cancel()
                 time.sleep(POLL_S)
+            if follow.error is not None:  # rank 0 is leaving: let it finish saying why, then end the others
+                try:
+                    proc.wait(grace_s)
+                except subprocess.TimeoutExpired:
+                    end_group(proc, grace_s)
         except BaseException:  # the host's cancel, Ctrl-C, a damaged events line: nothing may outlive the watch
             end_group(proc, grace_s)
             raise
-        if error is not None:
-            end_group(proc, grace_s)  # the other ranks may still wait on rank 0
-    code = proc.returncode
-    if error is None and code == 0 and done_result is not None:
-        out.result = done_result
+    if follow.error is None and proc.returncode == 0 and follow.done is not None:
+        out.result = follow.done
         return out
-    what = (f"the training processes stopped with an error: {error}" if error is not None else
+    code = proc.returncode
+    what = (f"the training processes stopped with an error: {follow.error}" if follow.error is not None else
             f"the training processes exited with code {code}" + (" without a result" if code == 0 else ""))
     raise GroupError(f"{what}\n{failure_tail(launcher_log, logs)}")
