@@ -86,7 +86,8 @@ def _report(out: process_group.GroupResult, placement: process_group.Placement, 
     _, metadata = lora_file.read_lora(lora)
     params = ParameterCount(*(int(metadata[f"atelier_{key}"]) for key in
                               ("lora_layers", "trainable_params", "targeted_params", "base_params")))
-    lines = [f"trained in {out.world_size} processes on {placement.describe()}"]
+    where = placement.describe() if placement.gpus else "the CPU"
+    lines = [f"trained data-parallel in {out.world_size} processes on {where}"]
     if out.losses:
         first_step = out.losses[0][0]
         lines += [f"resumed from step {first_step - 1}"] if first_step > 1 else []
