@@ -138,9 +138,9 @@ def _job(**train: object):
                             "max_grad_norm": 0.0, "min_snr_gamma": 5.0, "noise_offset": 0.05, "seed": 11,
                             "checkpoint_every": 3, "gradient_checkpointing": True, "train_text_encoder": True,
                             "text_encoder_lr": 2e-5, **train})
-    return lora_job.LoraJob(images="", name="한글_lora", trigger="sks 스타일", use_captions=False,
+    return lora_job.LoraJob(images="", name="한글_lora", trigger="--sks 스타일", use_captions=False,
                             caption_dropout=0.25, resolution=128, upscale_small=False, train=config, sample_every=3,
-                            sample_prompts=("a cat", "바다 위의 배", ""), sample_steps=4, sample_seed=11)
+                            sample_prompts=("a cat", "바다 위의 배", "", "-no sky"), sample_steps=4, sample_seed=11)
 
 
 def test_the_command_line_carries_every_setting_of_the_job(tmp_path: Path) -> None:

@@ -23,9 +23,7 @@ from .lora_job import LoraJob
 from .lora_trainer import ParameterCount, TrainConfig
 
 CLI = Path(__file__).resolve().parents[2] / "atelier_cli.py"
-# TrainConfig field -> the train command's flag (the on/off ones are flags without a value)
-_CONFIG_FLAGS = {"lr": "--lr", "dropout": "--dropout"}
-_SWITCHES = ("qlora", "gradient_checkpointing", "train_text_encoder")
+_SWITCHES = ("qlora", "gradient_checkpointing", "train_text_encoder")  # on/off flags without a value
 
 
 @dataclass
@@ -40,16 +38,15 @@ def command_args(job: LoraJob, folder: Path, checkpoint: Path, loras_dir: Path, 
                  placement: process_group.Placement) -> list[str]:
     """The ``train`` command line that runs ``job`` as the node would run it in its own process."""
     args = ["train", str(folder), "--model", str(checkpoint), "--loras", str(loras_dir), "--run", str(run_dir),
-            "--name", job.name, "--trigger", job.trigger, "--caption-dropout", repr(job.caption_dropout),
+            "--name", job.name, f"--trigger={job.trigger}", "--caption-dropout", repr(job.caption_dropout),
             "--resolution", str(job.resolution), "--sample-every", str(job.sample_every),
             "--sample-steps", str(job.sample_steps), "--device", "auto" if placement.gpus else "cpu"]
     args += [] if job.use_captions else ["--no-captions"]
     args += [] if job.upscale_small else ["--no-upscale"]
-    for prompt in job.sample_prompts:
-        args += ["--sample-prompt", prompt]
-    for item in fields(TrainConfig):
+    args += [f"--sample-prompt={prompt}" for prompt in job.sample_prompts]  # '=': a prompt may start with '-'
+    for item in fields(TrainConfig):  # every field is the command's --field-name (tests hold them equal)
         value = getattr(job.train, item.name)
-        flag = _CONFIG_FLAGS.get(item.name, "--" + item.name.replace("_", "-"))
+        flag = "--" + item.name.replace("_", "-")
         if item.name in _SWITCHES:
             args += [flag] if value else []
         else:
