@@ -208,9 +208,19 @@ def sd15_weights(model: Any, clip: Any, vae: Any) -> dict[str, torch.Tensor]:
     mm.load_models_gpu([model, clip.load_model()], force_patch_weights=True)
     state = model.model.state_dict_for_saving(clip.get_sd(), vae.get_sd())
     state = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+    free_gpu()
+    return state
+
+
+def free_gpu() -> None:
+    """ComfyUI's loaded models off the GPU and its cache emptied, so a training has the memory to itself (outside
+    ComfyUI nothing is held)."""
+    if not in_comfyui():
+        return
+    import comfy.model_management as mm
+
     mm.unload_all_models()
     mm.soft_empty_cache()
-    return state
 
 
 def apply_lora(model: Any, clip: Any, path: Path, strength: float) -> tuple[Any, Any]:

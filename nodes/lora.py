@@ -2,7 +2,8 @@
 model with the new LoRA, its file in ComfyUI's ``loras`` folder, the loss curve and samples out."""
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -11,10 +12,14 @@ from ..core.dataset.image_files import ImageFolderError, folder_fingerprint, lis
 from ..core.shared import plots
 from ..core.shared.output_paths import safe_name
 from ..core.shared.state_dicts import state_dict_sha256
+from ..training import process_group
 from ..training.sd15.lora_trainer import OPTIMIZERS, PRECISIONS, SCHEDULERS, TARGETS, TrainConfig
 from . import bridge
 from .augmentation import DATASET, DatasetInfo
 from .declare import AtelierNode, Widget, float_input, int_input, seed_input
+
+if TYPE_CHECKING:
+    from ..training.sd15.lora_job import LoraJob
 
 
 class LoRANode(AtelierNode):
@@ -22,6 +27,7 @@ class LoRANode(AtelierNode):
 
 
 RUNS_SUBFOLDER = "atelier/lora_runs"
+NO_CHECKPOINT = "none"
 
 
 # What both SD 1.5 trainers (this and the embedding adapter's) take from Load Checkpoint beside its MODEL.
@@ -30,24 +36,38 @@ CHECKPOINT_CLIP_VAE: dict[str, Widget] = {
     "vae": ("VAE", {"tooltip": "The checkpoint's VAE; encodes the pictures to latents once."}),
 }
 
+def _batch(images: torch.Tensor, captions: str | None, dataset: DatasetInfo | None) -> tuple[FolderDataset, str]:
+    """An IMAGE batch with its caption lines as training pictures, and the digest that names them."""
+    lines = [line.strip() for line in (captions or "").splitlines()]
+    if dataset is not None and not any(lines):
+        lines = [c or "" for c in dataset.captions]
+    if any(lines) and len(lines) not in (1, len(images)):
+        raise ValueError(f"{len(lines)} caption lines for {len(images)} images: give one line per image, "
+                         "one line for all, or none")
+    per_image = lines * len(images) if len(lines) == 1 else lines or [""] * len(images)
+    stems = dataset.stems if dataset is not None and len(dataset.stems) == len(images) else \
+        [f"image_{i + 1:04d}" for i in range(len(images))]
+    return batch_dataset(images, per_image, stems)
+
+
+def _folder(folder: str) -> tuple[Path, list[Path]]:
+    """The 'folder' input resolved, and its pictures (an error when it has none)."""
+    if not folder.strip():
+        raise ValueError("no training images: set 'folder' or wire an IMAGE batch into 'images'")
+    path = bridge.resolve_input_folder(folder)
+    try:
+        return path, list_images(path)
+    except ImageFolderError as exc:
+        raise ValueError(str(exc)) from exc
+
+
 def _pictures(folder: str, images: torch.Tensor | None, captions: str | None,
               dataset: DatasetInfo | None) -> tuple[FolderDataset, str]:
     """The training pictures and a digest that names them (a rerun on the same pictures resumes)."""
     if images is not None:
-        lines = [line.strip() for line in (captions or "").splitlines()]
-        if dataset is not None and not any(lines):
-            lines = [c or "" for c in dataset.captions]
-        if any(lines) and len(lines) not in (1, len(images)):
-            raise ValueError(f"{len(lines)} caption lines for {len(images)} images: give one line per image, "
-                             "one line for all, or none")
-        per_image = lines * len(images) if len(lines) == 1 else lines or [""] * len(images)
-        stems = dataset.stems if dataset is not None and len(dataset.stems) == len(images) else \
-            [f"image_{i + 1:04d}" for i in range(len(images))]
-        return batch_dataset(images, per_image, stems)
-    if not folder.strip():
-        raise ValueError("no training images: set 'folder' or wire an IMAGE batch into 'images'")
-    path = bridge.resolve_input_folder(folder)
-    return load_folder(path), folder_fingerprint(list_images(path))
+        return _batch(images, captions, dataset)
+    path, files = _folder(folder)
+    return load_folder(path), folder_fingerprint(files)
 
 
 class AtelierTrainLoRA(LoRANode):
@@ -56,7 +76,9 @@ class AtelierTrainLoRA(LoRANode):
                    "CLIP with the LoRA applied, the LoRA file (also listed in Load LoRA), the loss curve, samples "
                    "and a report of how many parameters the LoRA trains against the base. Checkpoints go to "
                    "output/atelier/lora_runs: running the same graph again after a cancel or "
-                   "crash resumes where it stopped, and raising 'steps' continues a finished run.")
+                   "crash resumes where it stopped, and raising 'steps' continues a finished run. With 'gpus' "
+                   "(and 'ckpt_name') it trains data-parallel in a separate group of processes on those GPUs, "
+                   "its progress and previews shown here; cancel ends them all.")
     EXAMPLE = ("Load Checkpoint (an SD 1.5 model) into model, clip and vae, Atelier Multiply Dataset's folder into "
                "folder, trigger 'sks_style', steps 1000; wire the model and clip outputs into CLIP Text Encode and "
                "KSampler to try the LoRA at once. The file also appears in Load LoRA's list.")
@@ -136,6 +158,14 @@ class AtelierTrainLoRA(LoRANode):
                 "captions": ("STRING", {"forceInput": True, "tooltip": "Captions for 'images', one line per image "
                              "(or one line for all)."}),
                 "dataset": (DATASET, {"tooltip": "Names and captions from Load Image Folder, for 'images'."}),
+                "gpus": ("STRING", {"default": "", "tooltip": "Empty: train in ComfyUI's own process. GPU indices "
+                         "such as '0,1': train data-parallel in a separate group of processes, one per GPU (batch_size "
+                         "is the global batch, split across them), with progress and previews shown here and cancel "
+                         "ending them; needs 'ckpt_name'. 'cpu:2': two CPU processes (gloo), for trying it out."}),
+                "ckpt_name": ([NO_CHECKPOINT, *bridge.model_files("checkpoints")], {"default": NO_CHECKPOINT,
+                              "tooltip": "With 'gpus': the checkpoint file the processes load, the one Load Checkpoint "
+                              "loads into 'model' (LoRAs applied to the wired model upstream do not reach them). "
+                              "Ignored without 'gpus'."}),
             },
         }
 
@@ -147,7 +177,7 @@ class AtelierTrainLoRA(LoRANode):
               use_captions: bool, caption_dropout: float, upscale_small: bool, checkpoint_every: int,
               sample_prompts: str, sample_every: int, sample_steps: int, strength: float,
               images: torch.Tensor | None = None, captions: str | None = None,
-              dataset: DatasetInfo | None = None) -> tuple[Any, ...]:
+              dataset: DatasetInfo | None = None, gpus: str = "", ckpt_name: str = NO_CHECKPOINT) -> tuple[Any, ...]:
         from ..core.sd15 import checkpoint as sd15_checkpoint
         from ..training.sd15 import lora_job
 
@@ -164,6 +194,10 @@ class AtelierTrainLoRA(LoRANode):
                                caption_dropout=caption_dropout, resolution=resolution, upscale_small=upscale_small,
                                train=config, sample_every=sample_every, sample_prompts=prompts,
                                sample_steps=sample_steps, sample_seed=seed)
+        placement = process_group.parse_placement(gpus)
+        if placement is not None:
+            return self._train_in_group(model, clip, job, placement, ckpt_name, folder, images, captions, dataset,
+                                        strength)
         device = bridge.compute_device()
         lora_job.check_device(config, device)  # before ComfyUI's weights are copied out
         try:
@@ -185,9 +219,46 @@ class AtelierTrainLoRA(LoRANode):
             report = "\n".join([result.report(), *result.warnings])
             for line in report.splitlines():
                 print(f"[Atelier] {line}")
-        new_model, new_clip = bridge.apply_lora(model, clip, result.lora_path, strength)
-        samples = torch.cat([plots.to_image_tensor(img) for img in result.samples])  # all at the sample size
-        return new_model, new_clip, str(result.lora_path), plots.to_image_tensor(result.loss_plot), samples, report
+        return _outputs(model, clip, result.lora_path, result.loss_plot, result.samples, report, strength)
+
+    @staticmethod
+    def _train_in_group(model: Any, clip: Any, job: LoraJob, placement: process_group.Placement, ckpt_name: str,
+                        folder: str, images: torch.Tensor | None, captions: str | None, dataset: DatasetInfo | None,
+                        strength: float) -> tuple[Any, ...]:
+        """The job as ``atelier_cli.py train`` in a process group on ``placement``; the same outputs."""
+        from ..training.sd15 import lora_group, lora_job
+
+        if ckpt_name == NO_CHECKPOINT:
+            raise ValueError("training on 'gpus' runs in separate processes that cannot share ComfyUI's loaded "
+                             "model: choose in 'ckpt_name' the checkpoint that Load Checkpoint loads")
+        lora_group.check(job, placement)
+        lora_job.check_device(job.train, torch.device("cuda" if placement.gpus else "cpu"))
+        checkpoint = bridge.find_model_file("checkpoints", ckpt_name, "checkpoint", "choose one from ckpt_name's list")
+        if images is not None:
+            pictures, digest = _batch(images, captions, dataset)
+            count = len(pictures.images)
+        else:
+            path, files = _folder(folder)
+            digest, count = folder_fingerprint(files), len(files)
+        run_dir = bridge.output_directory() / RUNS_SUBFOLDER / lora_job.run_name(job, digest,
+                                                                                 lora_job.model_hash(checkpoint))
+        if images is not None:
+            path = lora_group.write_pictures(pictures, run_dir / "pictures")
+        bridge.free_gpu()  # ComfyUI's models would otherwise hold memory the ranks need
+        total = count + job.train.steps
+        result = lora_group.run(job, path, checkpoint, bridge.loras_directory(), run_dir, placement,
+                                bridge.progress(total, "training LoRA"), total)
+        for line in result.report.splitlines():
+            print(f"[Atelier] {line}")
+        return _outputs(model, clip, result.lora_path, result.loss_plot, result.samples, result.report, strength)
+
+
+def _outputs(model: Any, clip: Any, lora_path: Path, loss_plot: Any, samples: list[Any], report: str,
+             strength: float) -> tuple[Any, ...]:
+    """What the node returns, however it trained: the file applied by ComfyUI's loader, the plot, the samples."""
+    new_model, new_clip = bridge.apply_lora(model, clip, lora_path, strength)
+    images = torch.cat([plots.to_image_tensor(img) for img in samples])  # all at the sample size
+    return new_model, new_clip, str(lora_path), plots.to_image_tensor(loss_plot), images, report
 
 
 NODE_CLASS_MAPPINGS = {"AtelierTrainLoRA": AtelierTrainLoRA}
