@@ -40,6 +40,7 @@ class EncoderJobResult:
     path: Path
     train: EncoderTrainResult
     pairs: PairSet
+    run_dir: Path  # checkpoint and curves.png
     plot: Any  # PIL image: loss and in-batch accuracy per epoch
 
     def report(self) -> str:
@@ -93,4 +94,4 @@ def run(job: EncoderJob, clip: ClipModel, models_dir: Path, runs_dir: Path, devi
     plot = curves(result.history)
     plot.save(run_dir / "curves.png")
     dtype_name = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(clip.dtype, "fp32")
-    return EncoderJobResult(load_clip(path, device, dtype_name), path, result, pairs, plot)
+    return EncoderJobResult(load_clip(path, device, dtype_name), path, result, pairs, run_dir, plot)
