@@ -106,6 +106,8 @@ def test_held_out_retrieval_rises_clearly_and_the_saved_folder_loads(world, trai
     assert after["queries"] == 2 * held_out
     assert before["mrr@10"] < chance + 0.15 and after["mrr@10"] > before["mrr@10"] + 0.3
     assert after["mrr@1"] > before["mrr@1"] + 0.3
+    for language in ("korean", "other"):  # English and Korean queries both learn their pictures
+        assert after[f"mrr@10 {language}"] > before[f"mrr@10 {language}"] + 0.2
     history = trained.train.history
     assert len(history) == FAST.epochs and history[-1]["val_loss"] < history[0]["val_loss"] - 0.3
     loaded = load_clip(trained.path)
@@ -259,8 +261,9 @@ def test_inputs_that_cannot_train_are_refused_before_any_work(world, tmp_path) -
         encoder_job.read_job_pairs(encoder_job.EncoderJob(str(world["pictures"]), str(nowhere)))
     deep = EncoderTrainConfig(train="last_n", last_n=2, epochs=1)
     with pytest.raises(ValueError, match="last_n is 2 but the vision tower has 1 layer.s.: train at most 1"):
-        encoder_job.run(encoder_job.EncoderJob(str(world["pictures"]), config=deep), clip, tmp_path / "m",
-                        tmp_path / "r")
+        encoder_job.run(encoder_job.EncoderJob(str(world["pictures"]), config=deep), clip, tmp_path / "models",
+                        tmp_path / "runs")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "models").exists()  # refused before any work
 
 
 def test_last_n_trains_the_last_layers_and_what_follows_them_only(tmp_path) -> None:

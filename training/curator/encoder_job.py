@@ -19,7 +19,15 @@ import torch
 from ...core.curator.clip_model import ClipModel, load_clip, save_clip
 from ...core.shared.output_paths import safe_name
 from ...core.shared.progress import Progress, SilentProgress, WeightedSteps
-from .encoder_trainer import EncoderTrainConfig, EncoderTrainResult, curves, epoch_lines, retrieval_lines, train_encoder
+from .encoder_trainer import (
+    EncoderTrainConfig,
+    EncoderTrainResult,
+    check_settings,
+    curves,
+    epoch_lines,
+    retrieval_lines,
+    train_encoder,
+)
 from .pairs import PairSet, decode, pairs_from_file, pairs_from_folder
 
 DEFAULT_NAME = "atelier_encoder"
@@ -83,6 +91,7 @@ def run(job: EncoderJob, clip: ClipModel, models_dir: Path, runs_dir: Path, devi
     """Fine-tune ``clip`` (left unchanged) on the job's pairs and save the result into ``models_dir``."""
     safe_name(job.name, "encoder name")
     pairs = read_job_pairs(job)
+    check_settings(clip.model, job.config, len(pairs.pictures))
     costs = [1] * len(pairs.pictures) + [8] * steps_of(pairs, job.config)  # a step costs about 8 decodes
     progress = WeightedSteps(make_progress(sum(costs)) if make_progress else SilentProgress(sum(costs)), costs)
     pixels = decode(pairs, clip.pixels, progress)

@@ -135,6 +135,14 @@ def trainable_modules(model: nn.Module, train: str, last_n: int) -> list[nn.Modu
     return chosen
 
 
+def check_settings(model: nn.Module, config: EncoderTrainConfig, pictures: int) -> None:
+    """What would stop a run, said before any picture is decoded: too few pictures, too deep a ``last_n``."""
+    if pictures < 4:
+        raise ValueError(f"{pictures} captioned picture(s): at least 4 are needed (2 to train on, 2 held out to "
+                         "measure retrieval); add pictures with captions")
+    trainable_modules(model, config.train, config.last_n)
+
+
 def widths_note(model: nn.Module) -> str:
     config = model.config
     return (f"text tower {config.text_config.hidden_size}-d, vision tower {config.vision_config.hidden_size}-d, "
@@ -152,6 +160,7 @@ class Captions:
         lengths = [len(ids) for ids in tokenizer(flat)["input_ids"]]
         self.truncated = sum(1 for n in lengths if n > limit)
         self.ids = tokenizer(flat, truncation=True, max_length=limit)["input_ids"]
+        self.korean = torch.tensor([any("\uac00" <= ch <= "\ud7a3" for ch in text) for text in flat])
         self.limit = limit
 
     def batch(self, flat_rows: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -253,6 +262,10 @@ def held_out_scores(encoder: Encoder, rows: torch.Tensor, batch: int, rounds: in
     for k in CUTOFFS:
         measured = evaluate(rank_list, k)
         scores[f"mrr@{k}"], scores[f"recall@{k}"] = measured.mrr, measured.recall
+    korean = captions.korean[flat].tolist()
+    if any(korean) and not all(korean):  # both kinds of query: how each fares
+        for name, wanted in (("korean", True), ("other", False)):
+            scores[f"mrr@10 {name}"] = evaluate([r for r, k in zip(rank_list, korean) if k == wanted], 10).mrr
     return scores
 
 
@@ -268,9 +281,7 @@ def train_encoder(model: nn.Module, tokenizer: Any, text_limit: int, pixels: tor
     ``[N, 3, S, S]``) whose captions are ``captions[i]``; ``model`` itself is left as it was."""
     device = torch.device(device)
     n = len(captions)
-    if n < 4:
-        raise ValueError(f"{n} captioned picture(s): at least 4 are needed (2 to train on, 2 held out to measure "
-                         "retrieval); add pictures with captions")
+    check_settings(model, config, n)
     train_rows, val_rows = split(n, config.val_fraction, config.seed)
     batch = min(config.batch_size, len(train_rows))
     per_epoch = len(train_rows) // batch
@@ -371,8 +382,12 @@ def retrieval_lines(before: dict[str, float], after: dict[str, float]) -> list[s
         return (" / ".join(f"{scores[f'mrr@{k}']:.3f}" for k in CUTOFFS) + ", recall@1/5/10 "
                 + " / ".join(f"{scores[f'recall@{k}']:.3f}" for k in CUTOFFS))
 
-    return [f"held-out text-to-image retrieval over {int(after['queries'])} captions:",
-            f"  before: MRR@1/5/10 {row(before)}", f"  after:  MRR@1/5/10 {row(after)}"]
+    lines = [f"held-out text-to-image retrieval over {int(after['queries'])} captions:",
+             f"  before: MRR@1/5/10 {row(before)}", f"  after:  MRR@1/5/10 {row(after)}"]
+    if "mrr@10 korean" in after:
+        lines.append(f"  MRR@10 of the Korean captions {before['mrr@10 korean']:.3f} -> {after['mrr@10 korean']:.3f}, "
+                     f"of the others {before['mrr@10 other']:.3f} -> {after['mrr@10 other']:.3f}")
+    return lines
 
 
 def epoch_lines(history: list[dict[str, float]]) -> list[str]:
