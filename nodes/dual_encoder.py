@@ -6,12 +6,20 @@ from typing import Any
 
 from ..core.curator.clip_model import ClipModel, refuse_comfy_clip
 from ..core.shared import plots
+from ..training.curator import encoder_job
+from ..training.curator.encoder_job import EncoderJob, read_job_pairs
 from ..training.curator.encoder_trainer import PARTS, PRECISIONS, SCHEDULES, EncoderTrainConfig
 from . import bridge
 from .curator import CLIP, CLIP_INPUT, clip_key
 from .declare import AtelierNode, float_input, int_input, seed_input
 
 RUNS_SUBFOLDER = "atelier/encoder_runs"
+
+
+def _job(folder: str, pairs_file: str, name: str = encoder_job.DEFAULT_NAME,
+         config: EncoderTrainConfig | None = None) -> EncoderJob:
+    pairs = str(bridge.resolve_input_folder(pairs_file)) if pairs_file.strip() else ""
+    return EncoderJob(str(bridge.resolve_input_folder(folder)), pairs, name, config or EncoderTrainConfig())
 
 
 class DualEncoderNode(AtelierNode):
@@ -75,12 +83,21 @@ class AtelierFineTuneImageTextEncoder(DualEncoderNode):
             },
         }
 
+    @classmethod
+    def IS_CHANGED(cls, folder: str | None = None, pairs_file: str | None = "", **_: Any) -> str | float:
+        # run again when a picture or caption changes, not only a widget; a linked input reaches IS_CHANGED as
+        # None, and then nothing can be known (NaN never equals itself, so the node runs)
+        if folder is None or pairs_file is None:
+            return float("nan")
+        try:
+            return read_job_pairs(_job(folder, pairs_file)).digest()
+        except (ValueError, OSError):
+            return "missing"
+
     def train(self, clip_model: ClipModel, folder: str, name: str, epochs: int, batch_size: int,
               learning_rate: float, train: str, last_n: int, warmup_steps: int, schedule: str, val_fraction: float,
               seed: int, pairs_file: str = "", weight_decay: float = EncoderTrainConfig.weight_decay,
               precision: str = EncoderTrainConfig.precision) -> tuple[Any, ...]:
-        from ..training.curator import encoder_job
-
         refuse_comfy_clip(clip_model)
         if not folder.strip():
             raise ValueError("set 'folder' to the pictures (with caption sidecars, or named by pairs_file)")
@@ -88,8 +105,7 @@ class AtelierFineTuneImageTextEncoder(DualEncoderNode):
                                     last_n=last_n, warmup_steps=warmup_steps, schedule=schedule,
                                     val_fraction=val_fraction, seed=seed, weight_decay=weight_decay,
                                     precision=precision)
-        pairs = str(bridge.resolve_input_folder(pairs_file)) if pairs_file.strip() else ""
-        job = encoder_job.EncoderJob(str(bridge.resolve_input_folder(folder)), pairs, name, config)
+        job = _job(folder, pairs_file, name, config)
         with bridge.training_mode():
             result = encoder_job.run(job, clip_model, Path(bridge.model_folders(clip_key())[0]),
                                      bridge.output_directory() / RUNS_SUBFOLDER, bridge.compute_device(),

@@ -288,6 +288,19 @@ def test_the_node_fine_tunes_a_clip_loaded_as_comfyui_loads_it(world, tmp_path, 
     assert any((output_dir / "atelier" / "encoder_runs").glob("tuned-*/checkpoint"))
 
 
+def test_the_node_runs_again_when_a_caption_changes(world, tmp_path) -> None:
+    from atelier.nodes.dual_encoder import AtelierFineTuneImageTextEncoder as Node
+
+    pictures = class_pictures(tmp_path / "pictures")
+    first = Node.IS_CHANGED(folder=str(pictures), pairs_file="")
+    assert first == Node.IS_CHANGED(folder=str(pictures), pairs_file="")
+    (pictures / "0_0.ko.txt").write_text("고양이 그림", encoding="utf-8")
+    assert Node.IS_CHANGED(folder=str(pictures), pairs_file="") != first
+    assert Node.IS_CHANGED(folder=str(tmp_path / "absent"), pairs_file="") == "missing"
+    linked = Node.IS_CHANGED(folder=None, pairs_file="")
+    assert linked != linked  # NaN: a linked folder is unknown here, so the node runs
+
+
 def test_the_command_line_fine_tunes_and_writes_a_folder_load_clip_reads(world, tmp_path, capsys) -> None:
     from atelier.cli import main
 
