@@ -314,3 +314,30 @@ def test_the_command_line_fine_tunes_and_writes_a_folder_load_clip_reads(world, 
     assert main(["encoder-train", str(world["pictures"]), "--clip", str(world["model"]), "--pairs",
                  str(tmp_path / "absent.csv")]) == 2
     assert "cannot read pairs file" in capsys.readouterr().err
+
+
+def test_mrr_at_1_5_10_never_decrease_whatever_the_ranks() -> None:
+    from atelier.core.curator.retrieval import evaluate
+
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        ranks = torch.randint(1, 30, (int(torch.randint(1, 12, (1,), generator=gen)),), generator=gen).tolist()
+        scores = [evaluate(ranks, k) for k in (1, 5, 10)]
+        assert scores[0].mrr == scores[0].recall <= scores[1].mrr <= scores[2].mrr
+        assert scores[0].recall <= scores[1].recall <= scores[2].recall
+
+
+def test_a_cancel_while_the_frozen_towers_run_once_stops_before_any_step(world, tmp_path) -> None:
+    from atelier.core.shared.progress import Cancelled, SilentProgress
+
+    class Cancelling(SilentProgress):
+        def check_cancel(self) -> None:
+            raise Cancelled("stopped by the test")
+
+    clip = load_clip(world["model"])
+    pairs = encoder_job.read_job_pairs(encoder_job.EncoderJob(str(world["pictures"])))
+    config = EncoderTrainConfig(epochs=1, batch_size=8, train="projections", val_fraction=0.25)
+    with pytest.raises(Cancelled):
+        encoder_trainer.train_encoder(clip.model, clip.tokenizer, clip.max_tokens, decode(pairs, clip.pixels),
+                                      pairs.captions, config, tmp_path / "run", progress=Cancelling())
+    assert not (tmp_path / "run" / "checkpoint").exists()

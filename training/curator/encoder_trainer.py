@@ -174,15 +174,23 @@ class Encoder:
     towers the towers' outputs are computed once and reused."""
 
     def __init__(self, model: nn.Module, pixels: torch.Tensor, captions: Captions, device: torch.device,
-                 precision: str, cache: bool, batch: int) -> None:
+                 precision: str, cache: bool, batch: int, progress: Progress | None = None) -> None:
         self.model, self.pixels, self.captions, self.device = model, pixels, captions, device
         self.autocast = precision == "bf16"
         self.cached: tuple[torch.Tensor, torch.Tensor] | None = None
         if cache:
-            with torch.no_grad(), self.precision():
-                images = torch.cat([self._image_tower(r) for r in torch.arange(len(pixels)).split(batch)])
-                texts = torch.cat([self._text_tower(r) for r in torch.arange(len(captions.ids)).split(batch)])
-            self.cached = images.float(), texts.float()
+            self.cached = (self._run_once(self._image_tower, len(pixels), batch, progress),
+                           self._run_once(self._text_tower, len(captions.ids), batch, progress))
+
+    def _run_once(self, tower: Any, count: int, batch: int, progress: Progress | None) -> torch.Tensor:
+        """A frozen tower over every row, before the first step (so a cancel may stop it between batches)."""
+        out = []
+        with torch.no_grad(), self.precision():
+            for rows in torch.arange(count).split(batch):
+                if progress is not None:
+                    progress.check_cancel()
+                out.append(tower(rows).float())
+        return torch.cat(out)
 
     @contextlib.contextmanager
     def precision(self) -> Iterator[None]:
@@ -311,7 +319,7 @@ def train_encoder(model: nn.Module, tokenizer: Any, text_limit: int, pixels: tor
     checkpoint = run_dir / "checkpoint"
     state = checkpoints.load_matching(checkpoint, config.fingerprint())
     _modes(model, [])
-    encoder = Encoder(model, pixels, text, device, config.precision, config.train == "projections", batch)
+    encoder = Encoder(model, pixels, text, device, config.precision, config.train == "projections", batch, progress)
     rounds = int(text.count[val_rows].max())
     first, history, sums = 0, [], [0.0, 0.0, 0.0]
     if state is not None:
