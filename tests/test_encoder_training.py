@@ -23,7 +23,14 @@ from atelier.training.curator.encoder_trainer import Captions, Encoder, EncoderT
 from atelier.training.curator.pairs import decode
 from atelier.training.loop import seeded
 
-from helpers import TINY_VISION, _write_processor, synthetic_picture, tiny_clip_folder, tiny_wordpiece_tokenizer
+from helpers import (
+    TINY_VISION,
+    _write_processor,
+    synthetic_picture,
+    tiny_clip_folder,
+    tiny_korean_clip_folder,
+    tiny_wordpiece_tokenizer,
+)
 
 CHILD = Path(__file__).with_name("encoder_training_child.py")
 ENGLISH = ["cat", "dog", "house", "sea", "village", "window"]
@@ -131,9 +138,10 @@ def _reference_step(model, pixels, ids, mask, seed: int):
             (out.logits_per_text.argmax(dim=1) == labels).float().mean())
 
 
-@pytest.mark.parametrize("kind", ["dual", "clip"])
+@pytest.mark.parametrize("kind", ["dual", "clip", "korean_clip"])
 def test_loss_and_accuracy_equal_the_models_own_contrastive_loss(world, tmp_path, kind) -> None:
-    folder = world["model"] if kind == "dual" else tiny_clip_folder(tmp_path / "clip")
+    folder = {"dual": lambda: world["model"], "clip": lambda: tiny_clip_folder(tmp_path / "clip"),
+              "korean_clip": lambda: tiny_korean_clip_folder(tmp_path / "korean")}[kind]()
     clip = load_clip(folder)
     pairs = encoder_job.read_job_pairs(encoder_job.EncoderJob(str(world["pictures"])))
     pixels = decode(pairs, clip.pixels)
