@@ -42,7 +42,8 @@ class AtelierFineTuneImageTextEncoder(DualEncoderNode):
     OUTPUT_NODE = True
     OUTPUTS = (
         (CLIP, "clip_model", "The fine-tuned encoder, as Atelier Load CLIP would load its saved folder."),
-        ("IMAGE", "curves", "Loss and in-batch accuracy (both ways) per epoch, training and held out."),
+        ("IMAGE", "curves", "Loss and in-batch accuracy (both ways) per epoch, training and held out, and "
+                            "held-out MRR@10."),
         ("STRING", "report", "Held-out MRR@1/5/10 and recall@K before and after, the choices made, the pairs left "
                              "out, each epoch's figures and the saved folder."),
     )

@@ -126,7 +126,7 @@ def test_held_out_retrieval_rises_clearly_and_the_saved_folder_loads(world, trai
     report = trained.report()
     assert "text tower 24-d, vision tower 32-d, joined at 16-d by the projections" in report
     assert "48 (caption, picture) pairs over 24 pictures" in report and "before: MRR@1/5/10" in report
-    assert trained.plot.size == (640, 480) and (trained.run_dir / "curves.png").is_file()
+    assert trained.plot.size == (640, 720) and (trained.run_dir / "curves.png").is_file()
 
 
 def _reference_step(model, pixels, ids, mask, seed: int):
@@ -290,7 +290,7 @@ def test_the_node_fine_tunes_a_clip_loaded_as_comfyui_loads_it(world, tmp_path, 
         clip = load_clip(world["model"])
         tuned, curves, report = AtelierFineTuneImageTextEncoder().train(
             clip, str(world["pictures"]), "tuned", 2, 8, 1e-3, "last_n", 1, 0, "constant", 0.25, 0)
-    assert isinstance(tuned, ClipModel) and curves.shape == (1, 480, 640, 3)
+    assert isinstance(tuned, ClipModel) and curves.shape == (1, 720, 640, 3)
     assert (tmp_path / "models" / "atelier" / "clip" / "tuned" / "model.safetensors").is_file()
     assert "training last_n (last 1 layers)" in report and "after:  MRR@1/5/10" in report
     assert any((output_dir / "atelier" / "encoder_runs").glob("tuned-*/checkpoint"))

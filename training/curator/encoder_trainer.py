@@ -405,7 +405,7 @@ def epoch_lines(history: list[dict[str, float]]) -> list[str]:
 
 
 def curves(history: list[dict[str, float]]):  # -> PIL.Image.Image
-    """Loss and in-batch accuracy per epoch, train and held out."""
+    """Loss and in-batch accuracy per epoch, train and held out, and held-out MRR@10."""
     def series(key: str) -> list[float]:
         return [h[key] for h in history]
 
@@ -414,4 +414,5 @@ def curves(history: list[dict[str, float]]):  # -> PIL.Image.Image
         ("in-batch accuracy", {"train image->text": series("train_acc_i2t"), "train text->image":
                                series("train_acc_t2i"), "held-out image->text": series("val_acc_i2t"),
                                "held-out text->image": series("val_acc_t2i")}),
+        ("held-out text-to-image MRR@10", {"held out": series("val_mrr@10")}),
     ])
