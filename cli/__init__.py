@@ -8,6 +8,7 @@
     python atelier_cli.py virtual-data ORIGINALS --model SD15 --adapter ADAPTER --clip CLIP --change TEXT ...
     python atelier_cli.py fid REAL GENERATED [--kid-subset 50]
     python atelier_cli.py label|curate|caption|describe|retrieve|evaluate-retrieval FOLDER ...  # cli/collection.py
+    python atelier_cli.py encoder-train FOLDER --clip CLIP [--pairs pairs.csv] ...     # cli/curator_training.py
     python atelier_cli.py analyse FOLDER [--clip CLIP] [--adain-encoder ...] [--detector ...] # cli/analyses.py
     python atelier_cli.py text-train|text-sample|text-story|story-strip|story-panels ...       # cli/story.py
     python atelier_cli.py audio-train|adapter-train|audio-encode ...                            # cli/audio.py
@@ -24,10 +25,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..core.shared.output_paths import safe_name, safe_subfolder
-from . import analyses, audio, collection, dataset, lora, metrics, story, style, style_diffusion
+from . import analyses, audio, collection, curator_training, dataset, lora, metrics, story, style, style_diffusion
 from .common import RESUMABLE, _flags, _Parser, add_comfyui_option, cli_spelling, use_models_of
 
-_PARTS = (dataset, lora, style, style_diffusion, metrics, collection, analyses, story, audio)
+_PARTS = (dataset, lora, style, style_diffusion, metrics, collection, curator_training, analyses, story, audio)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -142,7 +142,8 @@ def add_build_parser(sub: Any) -> None:
                    help="text tower: a folder name in models/atelier/text_towers, a Hugging Face id, or a path")
     b.add_argument("--vision", default=declared("core.curator.clip_model", "DEFAULT_CLIP"),
                    help="vision tower: a CLIP, CLIP vision or ViT folder name in models/atelier/clip, an id, or a path")
-    b.add_argument("--name", required=True, help="folder name of the new encoder in models/atelier/clip")
+    b.add_argument("--name", required=True,
+                   help="folder name of the new encoder in models/atelier/clip (name_2 if taken)")
     add_numbers(b, int, 8, projection_dim=(512, "size of the shared text-image space"))
     add_numbers(b, int, 0, seed=(0, "seed of the new projections"))
     b.add_argument("--precision", default="fp32", choices=_CLIP_PRECISIONS, help="weights' precision")

@@ -13,7 +13,8 @@ from types import SimpleNamespace
 from typing import Any
 
 _ROOT = Path(__file__).resolve().parents[1]  # the pack
-RESUMABLE = {"train", "train-decoder", "text-train", "audio-train", "adapter-train"}  # rerun with --run to resume
+# rerun with --run to resume
+RESUMABLE = {"train", "train-decoder", "text-train", "audio-train", "adapter-train", "encoder-train"}
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -98,7 +99,7 @@ def add_numbers(parser: argparse.ArgumentParser, kind: type, low: float | None =
 # every command that reads a model takes --comfyui: the ComfyUI folder whose models it looks in
 MODEL_COMMANDS = ("train", "style", "train-decoder", "fid", "label", "curate", "caption", "retrieve",
                   "evaluate-retrieval", "text-sample", "text-story", "audio-train", "adapter-train", "audio-encode",
-                  "virtual-data")
+                  "virtual-data", "encoder-train")
 
 
 def add_comfyui_option(sub: argparse._SubParsersAction) -> None:

@@ -422,7 +422,8 @@ class AtelierBuildDualEncoder(CurateNode):
                                         "both towers into (512 in the thesis)."),
             "seed": seed_input("Seed of the new projections' random start."),
             "save_as": ("STRING", {"default": "", "tooltip": "A name to save the encoder under in "
-                                   "models/atelier/clip (Load CLIP then lists it); empty: not saved."}),
+                                   "models/atelier/clip (Load CLIP then lists it; name_2 when taken); empty: not "
+                                   "saved."}),
             "precision": _precision(),
             "device": DEVICE_INPUT,
         }}

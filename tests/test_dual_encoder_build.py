@@ -96,11 +96,10 @@ def test_the_node_builds_saves_and_load_clip_lists_it(tmp_path, monkeypatch, par
     assert "한영_인코더" in AtelierLoadCLIP.INPUT_TYPES()["required"]["model"][0]
     loaded = AtelierLoadCLIP().load("한영_인코더", "fp32", "cpu")[0]
     assert torch.allclose(loaded.embed_texts(SENTENCES), built.embed_texts(SENTENCES), atol=1e-6)
-    # a taken name is refused before any work, and the message's advice works: another name
-    with pytest.raises(FileExistsError, match="choose another name"):
-        AtelierBuildDualEncoder().build("mbert", "nowhere", 16, 0, "한영 인코더", "fp32", "cpu")
-    assert AtelierBuildDualEncoder().build("mbert", "tiny", 16, 0, "한영 인코더 2", "fp32", "cpu")[0].dim == 16
-
+    # a taken name gets _2, and the first encoder stays as it was
+    again, report = AtelierBuildDualEncoder().build("mbert", "tiny", 8, 1, "한영 인코더", "fp32", "cpu")
+    assert report.endswith(f"saved as {saved}_2") and again.dim == 8
+    assert AtelierLoadCLIP().load("한영_인코더", "fp32", "cpu")[0].dim == 16
 
 def test_encoder_build_command(tmp_path, monkeypatch, capsys, parts):
     from atelier.cli import main
@@ -111,5 +110,6 @@ def test_encoder_build_command(tmp_path, monkeypatch, capsys, parts):
     assert main(args) == 0
     assert "joined at 8-d" in capsys.readouterr().out
     assert clip_model.load_clip(tmp_path / "models" / "atelier" / "clip" / "ko-en").dim == 8
-    assert main(args) == 2  # taken: said, not overwritten
-    assert "already exists" in capsys.readouterr().err
+    assert main(args) == 0  # taken: written beside it as ko-en_2, the first one untouched
+    assert capsys.readouterr().out.strip().endswith("ko-en_2")
+    assert clip_model.load_clip(tmp_path / "models" / "atelier" / "clip" / "ko-en").dim == 8

@@ -1,1 +1,1 @@
-"""Training loops over core models (LoRA, AdaIN decoder, SeqGAN, audio aligner) live here."""
+"""Training loops over core models (LoRA, AdaIN decoder, SeqGAN, audio aligner, image-text encoders) live here."""

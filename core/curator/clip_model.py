@@ -233,14 +233,14 @@ def processor_config(spec: PixelSpec) -> dict[str, Any]:
 
 
 def new_model_folder(parent: Path, name: str) -> Path:
-    """Where a new encoder called ``name`` goes in ``parent``; a name already taken is refused before any work,
-    so nothing a user made is overwritten."""
+    """``parent/name`` for a new encoder, or ``name_2``, ``name_3``... when it is taken: nothing a user made is
+    replaced, as every trainer's output."""
     from ..shared.output_paths import safe_name
 
-    folder = Path(parent) / safe_name(name.strip(), "model name")
-    if folder.exists():
-        raise FileExistsError(f"{str(folder)!r} already exists: choose another name, or delete that folder to "
-                              "replace it")
+    stem = safe_name(name.strip(), "encoder name")
+    number = 1
+    while (folder := Path(parent) / (stem if number == 1 else f"{stem}_{number}")).exists():
+        number += 1
     return folder
 
 

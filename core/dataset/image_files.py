@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from glob import escape as glob_escape
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,29 @@ def read_caption(image_path: Path) -> str | None:
         return sidecar.read_text(encoding="utf-8").strip()
     except (UnicodeDecodeError, OSError) as exc:
         raise ImageFolderError(f"caption {str(sidecar)!r} is not readable UTF-8 text: {exc}") from exc
+
+
+def _language_code(text: str) -> bool:
+    return len(text) == 2 and text.isascii() and text.isalpha()
+
+
+def read_captions(image_path: Path) -> list[tuple[str, str]]:
+    """Every caption of a picture as ``(caption, language)``: each non-empty line of ``<stem>.txt`` (language
+    ``""``, unknown), then of each ``<stem>.<xx>.txt`` (``xx`` a two-letter language code such as ``en`` or
+    ``ko``), in name order. ``read_caption`` keeps reading the whole ``<stem>.txt`` as one caption."""
+    sidecars = [(image_path.with_suffix(CAPTION_EXTENSION), "")]
+    sidecars += sorted((path, path.suffixes[-2][1:].lower()) for path in image_path.parent.glob(
+        f"{glob_escape(image_path.stem)}.??{CAPTION_EXTENSION}") if _language_code(path.suffixes[-2][1:]))
+    captions = []
+    for sidecar, language in sidecars:
+        if not sidecar.is_file():
+            continue
+        try:
+            text = sidecar.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError) as exc:
+            raise ImageFolderError(f"caption {str(sidecar)!r} is not readable UTF-8 text: {exc}") from exc
+        captions += [(line.strip(), language) for line in text.splitlines() if line.strip()]
+    return captions
 
 
 def _to_rgb_array(img: Image.Image, background: RGB) -> np.ndarray:

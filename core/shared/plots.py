@@ -1,5 +1,5 @@
-"""Plots drawn with Pillow (no plotting library), for a node's IMAGE output and a PNG on disk: a loss curve, the
-valence-arousal circle and a bar chart."""
+"""Plots drawn with Pillow (no plotting library), for a node's IMAGE output and a PNG on disk: a loss curve, panels
+of named curves, the valence-arousal circle and a bar chart."""
 from __future__ import annotations
 
 import math
@@ -70,6 +70,43 @@ def bar_chart(labels: list[str], values: list[float], title: str, font: Any = No
         draw.rectangle((min(zero, end), top, max(zero, end), top + bar), fill=(20, 70, 160))
         draw.text((max(zero, end) + 6, top + 3), f"{value:.3f}", fill="black", font=font)
     draw.line((zero, 36, zero, height - 8), fill=(120, 120, 120))
+    return img
+
+
+SERIES_COLOURS = ((20, 70, 160), (200, 80, 30), (40, 140, 60), (150, 40, 150), (120, 120, 120))
+
+
+def line_charts(panels: list[tuple[str, dict[str, list[float]]]], x_label: str = "epoch", width: int = 640,
+                panel_height: int = 240) -> Image.Image:
+    """Panels stacked top to bottom, each ``(title, {series name: values})`` drawn as lines against 1..N with a
+    legend; non-finite values are left out."""
+    img = Image.new("RGB", (width, panel_height * len(panels)), "white")
+    draw = ImageDraw.Draw(img)
+    for index, (title, series) in enumerate(panels):
+        left, right, top, bottom = 56, width - 16, index * panel_height + 28, (index + 1) * panel_height - 28
+        draw.text((left, top - 20), title, fill="black")
+        draw.rectangle((left, top, right, bottom), outline=(120, 120, 120))
+        finite = [v for values in series.values() for v in values if math.isfinite(v)]
+        length = max((len(values) for values in series.values()), default=0)
+        if not finite:
+            draw.text((left + 8, top + 8), "nothing measured yet", fill="black")
+            continue
+        lo, hi = min(finite), max(finite)
+        span = hi - lo or 1.0
+        for frac in (0.0, 0.5, 1.0):
+            draw.text((4, bottom - frac * (bottom - top) - 6), f"{lo + frac * span:.3g}", fill="black")
+        draw.text((left, bottom + 6), f"1  ({x_label})", fill="black")
+        draw.text((right - 24, bottom + 6), str(length), fill="black")
+        for number, (name, values) in enumerate(series.items()):
+            colour = SERIES_COLOURS[number % len(SERIES_COLOURS)]
+            n = max(1, length - 1)
+            points = [(left + i / n * (right - left), bottom - (v - lo) / span * (bottom - top))
+                      for i, v in enumerate(values) if math.isfinite(v)]
+            if len(points) > 1:
+                draw.line(points, fill=colour, width=2)
+            for x, y in points:
+                draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=colour)
+            draw.text((left + 8 + 150 * number, top + 4), f"- {name}", fill=colour)
     return img
 
 
