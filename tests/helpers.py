@@ -291,6 +291,17 @@ def tiny_dual_encoder_folder(root: Path, projection_dim: int = 16, text_width: i
     return root
 
 
+def tiny_text_tower_folder(root: Path, width: int = 24, seed: int = 1) -> Path:
+    """A tiny cased BERT (English and Korean word pieces) with its tokenizer: a text tower to build from."""
+    from transformers import BertConfig, BertModel
+
+    tokenizer = tiny_wordpiece_tokenizer(root)
+    torch.manual_seed(seed)
+    BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=width, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=37, max_position_embeddings=64)).save_pretrained(root)
+    return root
+
+
 def tiny_korean_clip_folder(root: Path, projection_dim: int = 16) -> Path:
     """A transformers CLIPModel folder whose text tower reads the Korean word pieces of a BERT tokenizer (as the
     Korean CLIPs on the Hub do), ending every text at ``[SEP]``."""

@@ -112,6 +112,7 @@ def _test_models(root: Path) -> Path:
         tiny_clip_folder,
         tiny_owl_folder,
         tiny_sd15_parts,
+        tiny_text_tower_folder,
         to_ldm_checkpoint,
     )
 
@@ -138,13 +139,15 @@ def _test_models(root: Path) -> Path:
     tiny_blip2_folder(root / "blip2" / TINY)
     (root / "detectors" / TINY).mkdir(parents=True)
     tiny_owl_folder(root / "detectors" / TINY)
+    tiny_text_tower_folder(root / "text_towers" / TINY)
     _untrained_text_model(root / "seqgan")
     _audio_models(root)
     config = root / "extra_model_paths.yaml"
     config.write_text(f"atelier_test:\n  base_path: {root}\n  checkpoints: checkpoints\n  atelier_fid: fid\n"
                       "  atelier_adain: adain\n  atelier_clip: clip\n  atelier_blip2: blip2\n"
                       "  atelier_seqgan: seqgan\n  atelier_audio_encoders: audio_encoders\n"
-                      "  atelier_embedding_adapters: embedding_adapters\n  atelier_detectors: detectors\n",
+                      "  atelier_embedding_adapters: embedding_adapters\n  atelier_detectors: detectors\n"
+                      "  atelier_text_towers: text_towers\n",
                       encoding="utf-8")
     return config
 
@@ -608,6 +611,24 @@ def _check_sound_to_video(server: Server, workflow: dict[str, Any], before: dict
         assert len(frames) == 4 and frames[0].width == 64, (videos[-1].name, len(frames), frames[0].width)
 
 
+def _cpu_sized_bilingual(workflow: dict[str, Any]) -> None:
+    for node in workflow["nodes"]:
+        if node["type"] == "AtelierBuildDualEncoder":
+            _set_widgets(node, text_model=TINY, vision_model=TINY, projection_dim=16)
+        elif node["type"] == "AtelierFineTuneImageTextEncoder":
+            _set_widgets(node, epochs=2, batch_size=2, learning_rate=1e-3)
+
+
+def _check_bilingual(server: Server, workflow: dict[str, Any], before: dict[str, set[str]]) -> None:
+    from atelier.core.curator.clip_model import load_clip
+
+    saved = sorted((server.output_dir.parent / "models" / "clip").glob("ko-en-clip*"))
+    assert saved, "the fine-tuned encoder was not saved in models/atelier/clip"
+    encoder = load_clip(saved[-1])
+    assert encoder.kind == "vision-text-dual-encoder" and encoder.languages == ("en", "ko") and encoder.dim == 16
+
+
+OUTPUT_CHECKS["bilingual_retrieval.json"] = _check_bilingual
 OUTPUT_CHECKS["story_strip.json"] = _check_story_strip
 OUTPUT_CHECKS["audio_to_image.json"] = _check_audio_to_image
 OUTPUT_CHECKS["virtual_data_first_lora.json"] = _check_first_lora
@@ -615,7 +636,8 @@ OUTPUT_CHECKS["sound_to_video.json"] = _check_sound_to_video
 CPU_SIZED = {"train_lora.json": _cpu_sized_training, "virtual_data_first_lora.json": _cpu_sized_training,
              "curate_collection.json": _tiny_models,
              "caption_dataset.json": _tiny_models, "story_strip.json": _cpu_sized_story,
-             "audio_to_image.json": _cpu_sized_audio, "sound_to_video.json": _cpu_sized_sound_video}
+             "audio_to_image.json": _cpu_sized_audio, "sound_to_video.json": _cpu_sized_sound_video,
+             "bilingual_retrieval.json": _cpu_sized_bilingual}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])

@@ -8,25 +8,15 @@ from atelier.core.curator import clip_model
 from atelier.core.curator.dual_encoder import build_dual_encoder
 from atelier.core.shared.hf_folders import ModelFolderError
 
-from helpers import tiny_clip_folder, tiny_wordpiece_tokenizer
+from helpers import tiny_clip_folder, tiny_text_tower_folder
 
 SENTENCES = ["바닷가 마을의 오래된 집", "a red house by the sea"]
-
-
-def _bert_folder(root, width: int = 24):
-    from transformers import BertConfig, BertModel
-
-    tokenizer = tiny_wordpiece_tokenizer(root)
-    torch.manual_seed(1)
-    BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=width, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=37, max_position_embeddings=64)).save_pretrained(root)
-    return root
 
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
     root = tmp_path_factory.mktemp("parts")
-    return _bert_folder(root / "다국어-bert"), tiny_clip_folder(root / "clip")
+    return tiny_text_tower_folder(root / "다국어-bert"), tiny_clip_folder(root / "clip")
 
 
 def test_towers_keep_their_weights_and_meet_in_new_projections(parts):
@@ -74,7 +64,7 @@ def test_wrong_parts_are_refused_naming_the_folder(tmp_path, parts):
         build_dual_encoder(clip_folder, clip_folder)
     with pytest.raises(ModelFolderError, match="'bert' model, not a vision tower"):
         build_dual_encoder(text_folder, text_folder)
-    bare = _bert_folder(tmp_path / "bare")
+    bare = tiny_text_tower_folder(tmp_path / "bare")
     (bare / "vocab.txt").unlink()
     for name in ("tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"):
         (bare / name).unlink(missing_ok=True)
