@@ -359,7 +359,7 @@ class AtelierScoreSentences(CurateNode):
         return {"required": {
             "clip_model": CLIP_INPUT,
             "image": ("IMAGE", {"tooltip": "The picture (or pictures) the sentences describe."}),
-            "sentences": ("STRING", {"default": "a photo of a cat\na photo of a dog\n고양이 사진\n강아지 사진",
+            "sentence_list": ("STRING", {"default": "a photo of a cat\na photo of a dog\n고양이 사진\n강아지 사진",
                           "multiline": True, "tooltip": "The sentences to score, one per line, Korean or English; "
                           "blank lines are left out."}),
             "score": (list(taxonomy.SCORES), {"default": "softmax", "tooltip": "What the chart draws: softmax, each "
@@ -369,14 +369,14 @@ class AtelierScoreSentences(CurateNode):
                          "each picture of the batch (one table section, JSON object and chart per picture)."}),
         }}
 
-    def score(self, clip_model: clip_model.ClipModel, image: torch.Tensor, sentences: str, score: str,
+    def score(self, clip_model: clip_model.ClipModel, image: torch.Tensor, sentence_list: str, score: str,
               pictures: str) -> tuple[str, str, torch.Tensor]:
         from ..core.shared.plots import bar_chart, to_image_tensor
         from ..core.story.strip import font_for
 
         clip_model_core.refuse_comfy_clip(clip_model)
         check_image_batch(image)
-        texts = retrieval.read_sentences(sentences)
+        texts = retrieval.read_sentences(sentence_list)
         chosen = image if pictures == "each" else image[:1]
         text_embeddings = clip_model.embed_texts(texts)
         picture_embeddings = image_index.embed_batch(clip_model, chosen, 32,
