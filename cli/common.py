@@ -12,6 +12,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from ..core.shared.progress import Progress
+
 _ROOT = Path(__file__).resolve().parents[1]  # the pack
 RESUMABLE = {"train", "train-decoder", "text-train", "audio-train", "adapter-train"}  # rerun with --run to resume
 
@@ -160,3 +162,59 @@ def cli_spelling(message: str, flags: dict[str, str]) -> str:
         return flags.get(match.group(1) or match.group(2), match.group(0))
 
     return _SETTING.sub(setting, _SETTING_VALUE.sub(setting_value, message))
+
+
+def add_launch_options(parser: argparse.ArgumentParser) -> None:
+    """``--gpus`` and ``--events`` of a trainer's command (see ``launch_group`` and ``run_progress``)."""
+    parser.add_argument("--gpus", type=number(int, 1), default=1,
+                        help="train data-parallel in this many processes on this machine, one GPU each (with "
+                        "--device cpu: CPU processes, for testing), launched through torchrun; --batch-size stays "
+                        "the global batch, split across them. Several machines: start the command with torchrun "
+                        "yourself (README, Several GPUs)")
+    parser.add_argument("--events", help="also append progress as JSON lines to this file (start, advance, status, "
+                        "preview, loss, done, error; previews as PNGs beside it), for a program watching the run")
+
+
+def launch_group(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run this same command as ``--gpus`` processes through torchrun; a process that dies stops the others, and
+    the error names its rank and the checkpoint kept (also as an ``error`` event with --events)."""
+    from ..core.shared.progress_events import append, last_event
+    from ..training import checkpoints, distributed
+
+    if distributed.launched():
+        raise ValueError("this command was started by torchrun already: leave out --gpus (torchrun's "
+                         "--nproc-per-node sets the number of processes)")
+    import torch
+
+    cuda = args.device != "cpu" and torch.cuda.is_available()
+    try:  # the processes get the same options, and --gpus 1 (the last one given counts), so none launches again
+        distributed.launch(args.gpus, _ROOT / "atelier_cli.py", [*argv, "--gpus", "1"], cuda)
+    except distributed.LaunchFailed as exc:
+        message = str(exc)
+        run = getattr(args, "run", None)
+        if run is not None:
+            try:
+                step = checkpoints.load(Path(run) / "checkpoint")["step"]
+                message += (f". The last checkpoint (step {step}) in {run} is intact: run the same command to resume "
+                            "(with any number of --gpus)")
+            except checkpoints.CheckpointUnreadable:
+                message += f". No checkpoint was written in {run} yet"
+        if args.events and (last_event(args.events) or {}).get("event") != "error":  # unless rank 0 said it
+            append(args.events, "error", message=message)
+        raise distributed.LaunchFailed(message, exc.exitcode) from None
+    return 0
+
+
+def run_progress(args: argparse.Namespace, total: int, desc: str) -> Progress:
+    """This process's progress: on rank 0 the console bar (ComfyUI's inside ComfyUI), or the JSON-lines writer
+    with --events; silent on the other ranks."""
+    from ..core.shared.progress import SilentProgress
+    from ..core.shared.progress_events import JsonLinesProgress
+    from ..nodes import bridge
+    from ..training import distributed
+
+    if not distributed.is_main():
+        return SilentProgress(total)
+    if args.events:
+        return JsonLinesProgress(args.events, total, distributed.world_size())
+    return bridge.progress(total, desc)
