@@ -92,10 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                   file=sys.stderr)
         return 130
     except (ValueError, OSError, RuntimeError) as exc:  # the engine's errors say what to do; no traceback
-        from ..training.distributed import Rank0Failed
+        from ..training.distributed import reported_by_launcher
 
         close_bars()
-        if isinstance(exc, Rank0Failed):  # rank 0 says why
+        if reported_by_launcher(exc):  # said once, by rank 0 or by the launcher naming the rank that died
             return 2
         who = f"atelier (rank {rank})" if rank else "atelier"
         print(f"{who}: {cli_spelling(str(exc), _flags(parser, args.command))}", file=sys.stderr)

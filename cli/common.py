@@ -193,12 +193,10 @@ def launch_group(args: argparse.Namespace, argv: list[str]) -> int:
         message = str(exc)
         run = getattr(args, "run", None)
         if run is not None:
-            try:
-                step = checkpoints.load(Path(run) / "checkpoint")["step"]
-                message += (f". The last checkpoint (step {step}) in {run} is intact: run the same command to resume "
-                            "(with any number of --gpus)")
-            except checkpoints.CheckpointUnreadable:
-                message += f". No checkpoint was written in {run} yet"
+            step = checkpoints.saved_step(Path(run) / "checkpoint")
+            message += (f". No checkpoint was written in {run} yet" if step is None else
+                        f". The last checkpoint (step {step}) in {run} is intact: run the same command to resume "
+                        "(with any number of --gpus)")
         if args.events and (last_event(args.events) or {}).get("event") != "error":  # unless rank 0 said it
             append(args.events, "error", message=message)
         raise distributed.LaunchFailed(message, exc.exitcode) from None

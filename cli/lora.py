@@ -88,7 +88,7 @@ def run_train(args: argparse.Namespace) -> int:
         result = lora_job.run(parts, job, Path(args.loras), Path(args.run), device, lora_job.model_hash(weights),
                               progress, on_loss=events.loss if events else None)
     except BaseException as exc:
-        if events:
+        if events and not distributed.reported_by_launcher(exc):
             events.error(str(exc) or "stopped; run the same command to resume")
         raise
     finally:

@@ -18,7 +18,10 @@ Launch: ``torchrun --nproc-per-node N atelier_cli.py train ...`` (or the command
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,31 @@ class LaunchFailed(RuntimeError):
 
 class Rank0Failed(RuntimeError):
     """Raised on the other ranks when rank 0 refused the run before training (its own message says why)."""
+
+
+class PeerLost(RuntimeError):
+    """A collective failed: another process of the group died or cannot be reached. Under ``launch`` the
+    launcher names it; under torchrun, torchrun's summary does."""
+
+
+LAUNCHER_ENV = "ATELIER_GROUP_LAUNCHER"  # set for the processes ``launch`` starts: it reports their failures
+
+
+def under_launcher() -> bool:
+    """Started by ``launch`` (``--gpus``), whose message and ``error`` event name a rank that died."""
+    return os.environ.get(LAUNCHER_ENV) == "1"
+
+
+@contextlib.contextmanager
+def _collective() -> Iterator[None]:
+    try:
+        yield
+    except RuntimeError as exc:  # gloo raises a plain RuntimeError when a peer's connection closes
+        if isinstance(exc, (PeerLost, Rank0Failed)):
+            raise
+        detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise PeerLost(f"another process of this training stopped or cannot be reached ({detail}); the last "
+                       "checkpoint is kept: run the same command to resume") from exc
 
 
 def launched() -> bool:
@@ -101,7 +129,8 @@ def _coalesced(tensors: list[torch.Tensor], op: Any) -> None:
     from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
     flat = _flatten_dense_tensors(tensors)
-    op(flat)
+    with _collective():
+        op(flat)
     for tensor, reduced in zip(tensors, _unflatten_dense_tensors(flat, tensors)):
         tensor.copy_(reduced)
 
@@ -135,7 +164,8 @@ def broadcast_object(value: Any) -> Any:
     if not active():
         return value
     box = [value if is_main() else None]
-    dist.broadcast_object_list(box, src=0)
+    with _collective():
+        dist.broadcast_object_list(box, src=0)
     return box[0]
 
 
@@ -160,32 +190,45 @@ def gather_dict(part: dict[Any, Any]) -> dict[Any, Any]:
     if not active():
         return part
     parts: list[Any] = [None] * world_size()
-    dist.all_gather_object(parts, part)
+    with _collective():
+        dist.all_gather_object(parts, part)
     return {k: v for p in parts for k, v in p.items()}
 
 
 def barrier() -> None:
     if active():
-        dist.barrier()
+        with _collective():
+            dist.barrier()
 
 
 def launch(nproc: int, script: Path, args: list[str], cuda: bool) -> None:
     """Run ``python script args`` as ``nproc`` processes on this machine through torchrun (in this process, as
     ``python -m torch.distributed.run --nproc-per-node N script args`` would), one GPU each on CUDA. A process
     that fails stops the others (torchrun's own handling); LaunchFailed then names its rank."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
     if cuda and nproc > torch.cuda.device_count():
         raise ValueError(f"--gpus {nproc} asks for more GPUs than this machine has ({torch.cuda.device_count()})")
     os.environ.setdefault("LOGLEVEL", "WARNING")
+    os.environ[LAUNCHER_ENV] = "1"  # the processes inherit it
     try:
         # "--": without it torchrun's parser takes the script's own options (--run) for abbreviations of its own
         run(parse_args(["--nproc-per-node", str(nproc), "--monitor-interval", "0.5", "--", str(script), *args]))
     except ChildFailedError as exc:
         failed, failure = min(exc.failures.items(), key=lambda item: item[1].timestamp)
         code = failure.exitcode
-        how = f"was killed by {failure.signal_name()}" if code < 0 else f"exited with code {code}"
-        others = "the other processes were stopped"
-        raise LaunchFailed(f"training process rank {failed} (of {nproc}) {how}; {others}", code) from None
+        how = (f"was killed by {failure.signal_name()}" if code < 0
+               else f"exited with code {code} (its message is above)")
+        raise LaunchFailed(f"training process rank {failed} (of {nproc}) {how}; the other processes were stopped",
+                           code) from None
+    except SignalException as exc:  # this launcher was told to stop (SIGTERM from a watching program, Ctrl-C)
+        name = signal.Signals(exc.sigval).name
+        raise LaunchFailed(f"stopped by {name}: the {nproc} training processes were ended", -exc.sigval) from None
 
+
+def reported_by_launcher(exc: BaseException) -> bool:
+    """Whether another process says what ``exc`` means: rank 0 (its refusal, on the other ranks) or ``launch``
+    (a process that died, named by its rank)."""
+    return isinstance(exc, Rank0Failed) or isinstance(exc, PeerLost) and under_launcher()

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 
-def append(path: str | Path, name: str, **fields: Any) -> None:
-    """One event as one line, flushed."""
+def append(events: str | Path, name: str, /, **fields: Any) -> None:
+    """One event as one line, flushed (``fields`` may hold a ``path``: the file is positional only)."""
     line = json.dumps({"event": name, **fields}, ensure_ascii=False)
-    with open(path, "a", encoding="utf-8") as handle:  # opened per line: a reader sees whole lines
+    with open(events, "a", encoding="utf-8") as handle:  # opened per line: a reader sees whole lines
         handle.write(line + "\n")
         handle.flush()
 
