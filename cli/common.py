@@ -203,16 +203,42 @@ def launch_group(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
-def run_progress(args: argparse.Namespace, total: int, desc: str) -> Progress:
-    """This process's progress: on rank 0 the console bar (ComfyUI's inside ComfyUI), or the JSON-lines writer
-    with --events; silent on the other ranks."""
-    from ..core.shared.progress import SilentProgress
-    from ..core.shared.progress_events import JsonLinesProgress
-    from ..nodes import bridge
-    from ..training import distributed
+class TrainingRun:
+    """A trainer command's process, alone or one rank of a group: its device (``cuda:LOCAL_RANK`` under torchrun),
+    its progress (rank 0: the console bar, or the JSON-lines writer with --events; silent elsewhere), an ``error``
+    event when the work fails, and the group left at the end.
 
-    if not distributed.is_main():
-        return SilentProgress(total)
-    if args.events:
-        return JsonLinesProgress(args.events, total, distributed.world_size())
-    return bridge.progress(total, desc)
+        run = TrainingRun(args, total, "training")
+        with run:
+            result = job(..., run.device, run.progress, on_loss=run.on_loss)
+        run.finished({"lora": str(path)})
+        if run.main: print(...)
+    """
+
+    def __init__(self, args: argparse.Namespace, total: int, desc: str) -> None:
+        from ..core.shared.progress import SilentProgress
+        from ..core.shared.progress_events import JsonLinesProgress
+        from ..nodes import bridge
+        from ..training import distributed
+
+        self.device = distributed.init(bridge.compute_device(args.device))
+        self.main, self.world = distributed.is_main(), distributed.world_size()
+        self.events = JsonLinesProgress(args.events, total, self.world) if self.main and args.events else None
+        self.progress: Progress = self.events or (bridge.progress(total, desc) if self.main else
+                                                  SilentProgress(total))
+        self.on_loss = self.events.loss if self.events else None
+
+    def __enter__(self) -> TrainingRun:
+        return self
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, trace: object) -> None:
+        from ..training import distributed
+
+        if exc is not None and self.events and not distributed.reported_by_launcher(exc):
+            self.events.error(str(exc) or "stopped; run the same command to resume")
+        distributed.close()
+
+    def finished(self, result: dict[str, Any]) -> None:
+        """The ``done`` event (with --events): what the run wrote."""
+        if self.events:
+            self.events.finished({**result, "world_size": self.world})

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import add_launch_options, add_numbers, declared, model_file, run_progress
+from .common import TrainingRun, add_launch_options, add_numbers, declared, model_file
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -59,8 +59,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from ..core.dataset.image_files import list_images
     from ..core.sd15 import checkpoint as sd15_checkpoint
-    from ..core.shared.progress_events import JsonLinesProgress
-    from ..nodes import bridge
     from ..training import distributed
     from ..training.sd15 import lora_job
     from ..training.sd15.lora_trainer import TrainConfig
@@ -77,26 +75,16 @@ def run_train(args: argparse.Namespace) -> int:
         caption_dropout=args.caption_dropout, resolution=args.resolution, upscale_small=not args.no_upscale,
         train=config, sample_every=args.sample_every, sample_prompts=tuple(args.sample_prompt),
         sample_steps=args.sample_steps, sample_seed=args.seed)
-    device = distributed.init(bridge.compute_device(args.device))  # one GPU per rank under torchrun
-    main, world = distributed.is_main(), distributed.world_size()
-    progress = run_progress(args, config.steps + len(list_images(args.folder)), "training")
-    events = progress if isinstance(progress, JsonLinesProgress) else None
-    try:
-        lora_job.check_device(config, device)  # before the model loads
+    run = TrainingRun(args, config.steps + len(list_images(args.folder)), "training")
+    with run:
+        lora_job.check_device(config, run.device)  # before the model loads
         distributed.check_batch(config.batch_size, "--batch-size")
         parts, weights = sd15_checkpoint.load(model_file(args.model, "checkpoints", "SD 1.5 checkpoint"))
-        result = lora_job.run(parts, job, Path(args.loras), Path(args.run), device, lora_job.model_hash(weights),
-                              progress, on_loss=events.loss if events else None)
-    except BaseException as exc:
-        if events and not distributed.reported_by_launcher(exc):
-            events.error(str(exc) or "stopped; run the same command to resume")
-        raise
-    finally:
-        distributed.close()
-    if events:
-        events.finished({"lora": str(result.lora_path), "steps": config.steps, "loss": result.losses[-1],
-                         "resumed": result.resumed, "world_size": world})
-    if main:
+        result = lora_job.run(parts, job, Path(args.loras), Path(args.run), run.device, lora_job.model_hash(weights),
+                              run.progress, on_loss=run.on_loss)
+    run.finished({"lora": str(result.lora_path), "steps": config.steps, "loss": result.losses[-1],
+                  "resumed": result.resumed})
+    if run.main:
         for warning in result.warnings:
             print(f"note: {warning}", file=sys.stderr)
         print(result.report())

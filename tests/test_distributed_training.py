@@ -154,3 +154,25 @@ def test_events_are_whole_json_lines_with_previews_beside_them(tmp_path: Path) -
         handle.write('{"event": "adv')  # a line still being written is not an event yet
     assert last_event(path) == {"event": "error", "message": "stopped"}
     assert last_event(tmp_path / "none.jsonl") is None
+
+
+def test_the_embedding_adapter_trains_data_parallel_too(tmp_path: Path, capsys) -> None:
+    from helpers import synthetic_picture, tiny_clip_folder
+
+    pictures = tmp_path / "그림"
+    pictures.mkdir()
+    for kind in range(4):
+        Image.fromarray(synthetic_picture(kind, size=64)).save(pictures / f"p{kind}.png")
+    args = ["adapter-train", str(pictures), "--model", str(tiny_sd15_folder(tmp_path / "model")), "--clip",
+            str(tiny_clip_folder(tmp_path / "clip")), "--out-dir", str(tmp_path / "adapters"), "--steps", "2",
+            "--batch-size", "3", "--lr", "1e-3", "--resolution", "64", "--device", "cpu"]
+    events = tmp_path / "events.jsonl"
+    assert main([*args, "--run", str(tmp_path / "two"), "--name", "two", "--gpus", "2", "--events", str(events)]) == 0
+    assert main([*args, "--run", str(tmp_path / "one"), "--name", "one"]) == 0
+    adapters = tmp_path / "adapters"
+    assert _max_difference(adapters / "two.safetensors", adapters / "one.safetensors") < TOLERANCE
+    assert main([*args, "--run", str(tmp_path / "other"), "--name", "other", "--seed", "1"]) == 0
+    assert _max_difference(adapters / "other.safetensors", adapters / "one.safetensors") > 100 * TOLERANCE
+    assert last_event(events)["result"] == {"adapter": str(adapters / "two.safetensors"), "steps": 2,
+                                            "loss": pytest.approx(checkpoints.load(tmp_path / "one" / "checkpoint")[
+                                                "losses"][-1], abs=1e-6), "resumed": "", "world_size": 2}

@@ -185,6 +185,25 @@ def from_rank0(compute: Any) -> Any:
     return value
 
 
+def load_checkpoint(folder: Path, expected: str) -> dict[str, Any] | None:
+    """``checkpoints.load_matching`` on rank 0 (which alone tidies the run folder), its state on every rank. A
+    checkpoint holds no per-rank state, so a run of any world size resumes it; ``world_size`` in it says whose."""
+    from . import checkpoints
+
+    return from_rank0(lambda: checkpoints.load_matching(folder, expected))
+
+
+def resume_note(step: int, saved_world_size: int) -> str:
+    """``resumed from step S``, with the world sizes when they differ; "" for a fresh run (step 0)."""
+    if not step:
+        return ""
+    note = f"resumed from step {step}"
+    if saved_world_size != world_size():
+        note += (f" (checkpoint from a {saved_world_size}-process run, resumed with {world_size()}; the global batch "
+                 "is the same, so the run continues as it would have)")
+    return note
+
+
 def gather_dict(part: dict[Any, Any]) -> dict[Any, Any]:
     """Every rank's ``part`` merged, on every rank."""
     if not active():

@@ -210,4 +210,4 @@ def run(parts: sd15.SD15Parts, job: LoraJob, loras_dir: Path, run_dir: Path, dev
 
     path = distributed.from_rank0(write)
     warnings = dataset.report().splitlines()[1:] + data.warnings + ([attention_warning] if attention_warning else [])
-    return JobResult(path, result.losses, plot, samples, warnings, result.resume_note(), result.params)
+    return JobResult(path, result.losses, plot, samples, warnings, result.resumed, result.params)

@@ -114,18 +114,7 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
     resumed_from: int = 0
     params: ParameterCount = field(default_factory=ParameterCount)
-    resumed_world_size: int = 1  # processes of the run that wrote the checkpoint resumed from
-    world_size: int = 1  # processes of this run
-
-    def resume_note(self) -> str:
-        """``resumed from step S``, and the world sizes when they differ; empty for a fresh run."""
-        if not self.resumed_from:
-            return ""
-        note = f"resumed from step {self.resumed_from}"
-        if self.resumed_world_size != self.world_size:
-            note += (f" (checkpoint from a {self.resumed_world_size}-process run, resumed with {self.world_size}; "
-                     "the global batch is the same, so the run continues as it would have)")
-        return note
+    resumed: str = ""  # distributed.resume_note: the step resumed from, and the world sizes when they differ
 
 
 def noise_scheduler():  # -> diffusers.DDPMScheduler
@@ -292,9 +281,8 @@ def train_lora(unet: nn.Module, data: TrainData, config: TrainConfig, run_dir: P
     scaler = torch.amp.GradScaler("cuda", enabled=config.mixed_precision == "fp16"
                                   and next(unet.parameters()).device.type == "cuda")
     checkpoint = run_dir / "checkpoint"
-    result = TrainResult(step=0, world_size=distributed.world_size())
-    # rank 0 reads (and tidies) the run folder, the others get its state: no per-rank state, any world size
-    state = distributed.from_rank0(lambda: checkpoints.load_matching(checkpoint, config.fingerprint()))
+    result = TrainResult(step=0)
+    state = distributed.load_checkpoint(checkpoint, config.fingerprint())
     if state is not None:
         set_peft_model_state_dict(unet, state["lora"])
         if text_encoder is not None:
@@ -302,7 +290,7 @@ def train_lora(unet: nn.Module, data: TrainData, config: TrainConfig, run_dir: P
         optimizer.load_state_dict(state["optimizer"])
         lr_scheduler.load_state_dict(state["lr_scheduler"])
         result = TrainResult(step=state["step"], losses=list(state["losses"]), resumed_from=state["step"],
-                             resumed_world_size=state.get("world_size", 1), world_size=distributed.world_size())
+                             resumed=distributed.resume_note(state["step"], state.get("world_size", 1)))
     distributed.broadcast_parameters(params)
     result.params = counted
 
