@@ -176,3 +176,23 @@ def test_the_embedding_adapter_trains_data_parallel_too(tmp_path: Path, capsys) 
     assert last_event(events)["result"] == {"adapter": str(adapters / "two.safetensors"), "steps": 2,
                                             "loss": pytest.approx(checkpoints.load(tmp_path / "one" / "checkpoint")[
                                                 "losses"][-1], abs=1e-6), "resumed": "", "world_size": 2}
+
+
+def test_the_adain_decoder_trains_data_parallel_too(tmp_path: Path, capsys) -> None:
+    from helpers import tiny_adain_files
+
+    encoder, _ = tiny_adain_files(tmp_path / "adain")
+    styles = tmp_path / "styles"
+    styles.mkdir()
+    (styles / "coffee.webp").write_bytes((SAMPLES / "coffee.webp").read_bytes())
+    args = ["train-decoder", str(SAMPLES), str(styles), "--encoder", str(encoder), "--out-dir", str(tmp_path / "out"),
+            "--batch-size", "3", "--resize-to", "48", "--crop", "32", "--steps", "2", "--device", "cpu"]
+    assert main([*args, "--run", str(tmp_path / "two"), "--name", "two", "--gpus", "2"]) == 0
+    assert main([*args, "--run", str(tmp_path / "one"), "--name", "one"]) == 0
+    out = tmp_path / "out"
+    assert _max_difference(out / "two.safetensors", out / "one.safetensors") < TOLERANCE
+    assert checkpoints.load(tmp_path / "two" / "checkpoint")["world_size"] == 2
+    # resumed in one process, said as such
+    capsys.readouterr()
+    assert main([*args[:-4], "--steps", "3", "--device", "cpu", "--run", str(tmp_path / "two"), "--name", "more"]) == 0
+    assert "resumed from step 2 (checkpoint from a 2-process run, resumed with 1" in capsys.readouterr().out
