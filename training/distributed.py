@@ -13,7 +13,7 @@ overlapping their reduction with the backward pass saves little, while DDP would
 (wrong for a batch that does not split evenly), reduce once per micro-batch unless told not to, and hide
 the model behind a wrapper whose state-dict names differ from the LoRA file's.
 
-Launch: ``torchrun --nproc-per-node N atelier_cli.py train ...`` (or the command's ``--gpus N``, see
+Launch: ``torchrun --nproc-per-node N -- atelier_cli.py train ...`` (or the command's ``--gpus N``, see
 ``launch``); the launcher sets RANK, WORLD_SIZE, LOCAL_RANK and MASTER_ADDR/PORT, which ``init`` reads.
 """
 from __future__ import annotations
