@@ -99,8 +99,15 @@ def _ranks(run: Path) -> dict[int, int]:
     return found
 
 
+def _reached(events: Path, step: int) -> bool:
+    lines = events.read_text(encoding="utf-8").splitlines() if events.exists() else []
+    return any(e["event"] == "loss" and e["step"] >= step for e in map(json.loads, lines))
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the processes through /proc")
-def test_a_killed_rank_stops_the_other_and_the_last_checkpoint_is_kept(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", ["kill rank 1", "terminate the launcher"])
+def test_a_killed_rank_or_a_cancel_stops_every_process_and_the_last_checkpoint_is_kept(tmp_path: Path,
+                                                                                       stop: str) -> None:
     model = tiny_sd15_folder(tmp_path / "model")
     events, run = tmp_path / "events.jsonl", tmp_path / "run"
     args = [*_train_args(model, tmp_path, "run", "killed", 500), "--checkpoint-every", "2", "--gpus", "2",
@@ -109,24 +116,26 @@ def test_a_killed_rank_stops_the_other_and_the_last_checkpoint_is_kept(tmp_path:
                                 stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
-        while (last_event(events) or {}).get("step", 0) < 3:  # a checkpoint (step 2) is written by then
+        while not _reached(events, 3):  # a checkpoint (step 2) is written by then
             assert launcher.poll() is None and time.monotonic() < deadline, launcher.communicate()[1][-3000:]
             time.sleep(0.1)
         ranks = _ranks(run)
         assert sorted(ranks) == [0, 1]
-        os.kill(ranks[1], signal.SIGKILL)
+        # a rank that dies, or what a watching program does to cancel: SIGTERM to the --gpus command
+        os.kill(*((ranks[1], signal.SIGKILL) if stop == "kill rank 1" else (launcher.pid, signal.SIGTERM)))
         out, err = launcher.communicate(timeout=120)
     finally:
         launcher.kill()
     assert launcher.returncode == 2, err[-3000:]
     step = checkpoints.load(run / "checkpoint")["step"]
     assert step >= 2 and step % 2 == 0
-    message = (f"training process rank 1 (of 2) was killed by SIGKILL; the other processes were stopped. The last "
-               f"checkpoint (step {step}) in {run} is intact: run the same command to resume")
+    what = ("training process rank 1 (of 2) was killed by SIGKILL; the other processes were stopped"
+            if stop == "kill rank 1" else "stopped by SIGTERM: the 2 training processes were ended")
+    message = f"{what}. The last checkpoint (step {step}) in {run} is intact: run the same command to resume"
     assert message in err
     assert last_event(events)["event"] == "error" and message in last_event(events)["message"]
     assert "Connection closed" not in err  # rank 0 leaves the saying to the launcher
-    assert _ranks(run) == {}  # rank 0 was stopped too
+    assert _ranks(run) == {}  # no process is left
     assert not (tmp_path / "loras" / "killed.safetensors").exists()
 
 
