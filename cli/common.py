@@ -165,7 +165,7 @@ def cli_spelling(message: str, flags: dict[str, str]) -> str:
 
 
 def add_launch_options(parser: argparse.ArgumentParser) -> None:
-    """``--gpus`` and ``--events`` of a trainer's command (see ``launch_group`` and ``run_progress``)."""
+    """``--gpus`` and ``--events`` of a trainer's command (see ``launch_group`` and ``TrainingRun``)."""
     parser.add_argument("--gpus", type=number(int, 1), default=1,
                         help="train data-parallel in this many processes on this machine, one GPU each (with "
                         "--device cpu: CPU processes, for testing), launched through torchrun; --batch-size stays "

@@ -117,6 +117,13 @@ def share(n: int) -> range:
     return range(rank(), n, world_size())
 
 
+def take_share(batch: int, *rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """This rank's rows of each ``[batch, ...]`` tensor of the global batch (the tensors themselves in one
+    process)."""
+    mine = list(share(batch))
+    return rows if len(mine) == batch else tuple(r[mine] for r in rows)
+
+
 def check_batch(batch: int, what: str = "batch_size") -> None:
     """Each rank needs at least one item of every global batch."""
     if batch < world_size():

@@ -75,8 +75,7 @@ def adapter_loss(unet: nn.Module, adapter: EmbeddingAdapter, data: TrainData, em
     picture = embeds[bucket.index[idx]].clone()
     picture[torch.rand(config.batch_size, generator=gen) < config.embed_dropout] = 0.0
     noise, t, noisy = add_training_noise(latents, sched, gen)
-    mine = list(distributed.share(config.batch_size))
-    noise, t, noisy, text, picture = noise[mine], t[mine], noisy[mine], text[mine], picture[mine]
+    noise, t, noisy, text, picture = distributed.take_share(config.batch_size, noise, t, noisy, text, picture)
     dtype = autocast_dtype(config)
     with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         cond = torch.cat([text.to(device), adapter(picture.to(device))], dim=1)

@@ -222,9 +222,7 @@ def _loss(unet: nn.Module, data: TrainData, config: TrainConfig, sched, step: in
     drop = torch.rand(config.batch_size, generator=gen) < data.caption_dropout
     cond[drop] = data.unconditional.to(cond.dtype)
     noise, t, noisy = add_training_noise(latents, sched, gen, config.noise_offset)
-    mine = list(distributed.share(config.batch_size))
-    if len(mine) < config.batch_size:
-        noise, t, noisy, cond = noise[mine], t[mine], noisy[mine], cond[mine]
+    noise, t, noisy, cond = distributed.take_share(config.batch_size, noise, t, noisy, cond)
     # LoRA dropout: each rank its own draw (one process draws the whole batch's masks at once, so with dropout a
     # distributed run equals one process in distribution, not value)
     dropout_keys = ("dropout", step, micro) + ((distributed.rank(),) if distributed.world_size() > 1 else ())

@@ -188,9 +188,10 @@ def train_decoder(model: AdaINModel, content_folder: str | Path, style_folder: s
 
     def step(index: int) -> float:
         gen = torch.Generator().manual_seed(derive_seed(config.seed, index))
-        mine = list(distributed.share(config.batch_size))  # the global batch's pairs this rank trains on
-        content = _crops(contents, config.batch_size, config.crop, gen)[mine].to(device)
-        style = _crops(styles, config.batch_size, config.crop, gen)[mine].to(device)
+        content, style = distributed.take_share(config.batch_size,  # the global batch's pairs this rank trains on
+                                                _crops(contents, config.batch_size, config.crop, gen),
+                                                _crops(styles, config.batch_size, config.crop, gen))
+        content, style = content.to(device), style.to(device)
         for group in optimizer.param_groups:
             group["lr"] = config.lr / (1 + config.lr_decay * index)
         content_loss, style_loss = decoder_losses(model, content, style, config.batch_size)
