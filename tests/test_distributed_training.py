@@ -77,9 +77,6 @@ def test_two_processes_equal_one_at_the_same_global_batch_and_resume_in_one(tmp_
     out = capsys.readouterr().out
     assert "resumed from step 3" in out and "process run" not in out
     assert _max_difference(loras / "two_more.safetensors", loras / "one_more.safetensors") < TOLERANCE
-    # and a different global batch is not within the tolerance: the comparison can fail
-    assert main([*_train_args(model, tmp_path, "one_b2", "one_b2", 3), "--batch-size", "2"]) == 0
-    assert _max_difference(loras / "one_b2.safetensors", loras / "one.safetensors") > 100 * TOLERANCE
 
 
 def _ranks(run: Path) -> dict[int, int]:
