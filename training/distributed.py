@@ -229,7 +229,7 @@ def barrier() -> None:
 
 def launch(nproc: int, script: Path, args: list[str], cuda: bool) -> None:
     """Run ``python script args`` as ``nproc`` processes on this machine through torchrun (in this process, as
-    ``python -m torch.distributed.run --nproc-per-node N script args`` would), one GPU each on CUDA. A process
+    ``python -m torch.distributed.run --nproc-per-node N -- script args`` would), one GPU each on CUDA. A process
     that fails stops the others (torchrun's own handling); LaunchFailed then names its rank."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -237,6 +237,7 @@ def launch(nproc: int, script: Path, args: list[str], cuda: bool) -> None:
 
     if cuda and nproc > torch.cuda.device_count():
         raise ValueError(f"--gpus {nproc} asks for more GPUs than this machine has ({torch.cuda.device_count()})")
+    saved = dict(os.environ)  # given back afterwards: torchrun also sets OMP_NUM_THREADS here for the processes
     os.environ.setdefault("LOGLEVEL", "WARNING")
     os.environ[LAUNCHER_ENV] = "1"  # the processes inherit it
     try:
@@ -252,6 +253,9 @@ def launch(nproc: int, script: Path, args: list[str], cuda: bool) -> None:
     except SignalException as exc:  # this launcher was told to stop (SIGTERM from a watching program, Ctrl-C)
         name = signal.Signals(exc.sigval).name
         raise LaunchFailed(f"stopped by {name}: the {nproc} training processes were ended", -exc.sigval) from None
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def reported_by_launcher(exc: BaseException) -> bool:
