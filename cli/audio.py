@@ -161,8 +161,14 @@ def run_adapter(args: argparse.Namespace) -> int:
                                 mixed_precision=args.mixed_precision,
                                 gradient_checkpointing=args.gradient_checkpointing, seed=args.seed,
                                 checkpoint_every=args.checkpoint_every)
-    dataset = load_folder(args.folder)
-    run = TrainingRun(args, 2 * len(dataset.images) + config.steps, "training")
+    dataset = None
+
+    def count() -> int:  # reads the folder once, its errors reported as events too
+        nonlocal dataset
+        dataset = load_folder(args.folder)
+        return 2 * len(dataset.images) + config.steps
+
+    run = TrainingRun(args, count, "training")
     with run:
         distributed.check_batch(config.batch_size, "--batch-size")
         images = _image_encoder(args)

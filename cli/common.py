@@ -208,21 +208,28 @@ class TrainingRun:
     its progress (rank 0: the console bar, or the JSON-lines writer with --events; silent elsewhere), an ``error``
     event when the work fails, and the group left at the end.
 
-        run = TrainingRun(args, total, "training")
+        run = TrainingRun(args, lambda: steps + len(list_images(folder)), "training")
         with run:
             result = job(..., run.device, run.progress, on_loss=run.on_loss)
         run.finished({"lora": str(path)})
         if run.main: print(...)
     """
 
-    def __init__(self, args: argparse.Namespace, total: int, desc: str) -> None:
+    def __init__(self, args: argparse.Namespace, total: Callable[[], int], desc: str) -> None:
+        """``total()`` counts the units of work (reading the pictures): what it raises is an ``error`` event too."""
         from ..core.shared.progress import SilentProgress
-        from ..core.shared.progress_events import JsonLinesProgress
+        from ..core.shared.progress_events import JsonLinesProgress, append
         from ..nodes import bridge
         from ..training import distributed
 
         self.device = distributed.init(bridge.compute_device(args.device))
         self.main, self.world = distributed.is_main(), distributed.world_size()
+        try:
+            total = total()
+        except Exception as exc:
+            if self.main and args.events:
+                append(args.events, "error", message=str(exc))
+            raise
         self.events = JsonLinesProgress(args.events, total, self.world) if self.main and args.events else None
         self.progress: Progress = self.events or (bridge.progress(total, desc) if self.main else
                                                   SilentProgress(total))

@@ -75,7 +75,7 @@ def run_train(args: argparse.Namespace) -> int:
         caption_dropout=args.caption_dropout, resolution=args.resolution, upscale_small=not args.no_upscale,
         train=config, sample_every=args.sample_every, sample_prompts=tuple(args.sample_prompt),
         sample_steps=args.sample_steps, sample_seed=args.seed)
-    run = TrainingRun(args, config.steps + len(list_images(args.folder)), "training")
+    run = TrainingRun(args, lambda: config.steps + len(list_images(args.folder)), "training")
     with run:
         lora_job.check_device(config, run.device)  # before the model loads
         distributed.check_batch(config.batch_size, "--batch-size")

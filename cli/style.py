@@ -113,7 +113,7 @@ def _train_decoder(args: argparse.Namespace) -> int:
     config = adain_decoder.DecoderConfig(args.steps, args.batch_size, args.lr, args.lr_decay, args.style_weight,
                                          args.resize_to, args.crop, args.seed, args.checkpoint_every)
     name = safe_name(args.name, "decoder name")
-    run = TrainingRun(args, config.steps, "decoder")
+    run = TrainingRun(args, lambda: config.steps, "decoder")
     with run:
         distributed.check_batch(config.batch_size, "--batch-size")
         init = model_file(args.init_decoder, "adain", "decoder file") if args.init_decoder else None

@@ -202,3 +202,13 @@ def test_the_adain_decoder_trains_data_parallel_too(tmp_path: Path, capsys) -> N
     capsys.readouterr()
     assert main([*args[:-4], "--steps", "3", "--device", "cpu", "--run", str(tmp_path / "two"), "--name", "more"]) == 0
     assert "resumed from step 2 (checkpoint from a 2-process run, resumed with 1" in capsys.readouterr().out
+
+
+def test_an_error_before_training_is_an_event_too(tmp_path: Path, capsys) -> None:
+    empty, events = tmp_path / "빈 폴더", tmp_path / "events.jsonl"
+    empty.mkdir()
+    assert main(["train", str(empty), "--model", str(tmp_path / "model"), "--loras", str(tmp_path / "loras"), "--run",
+                 str(tmp_path / "run"), "--device", "cpu", "--events", str(events)]) == 2
+    error = last_event(events)
+    assert error["event"] == "error" and str(empty) in error["message"]
+    assert str(empty) in capsys.readouterr().err
