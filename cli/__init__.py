@@ -13,6 +13,9 @@
     python atelier_cli.py text-train|text-sample|text-story|story-strip|story-panels ...       # cli/story.py
     python atelier_cli.py audio-train|adapter-train|audio-encode ...                            # cli/audio.py
 
+train, train-decoder and adapter-train also take ``--gpus N`` (data-parallel through torchrun, training/distributed.py)
+and ``--events PATH`` (progress as JSON lines, core/shared/progress_events.py).
+
 The parser is built without importing torch or any model library (``--help`` answers at once): option defaults
 and choices are read from the source of the core modules that own them (``declared``), and every job imports
 what it needs when it runs. Numeric options are range-checked as they are parsed (``number``).
@@ -20,13 +23,14 @@ what it needs when it runs. Numeric options are range-checked as they are parsed
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..core.shared.output_paths import safe_name, safe_subfolder
 from . import analyses, audio, collection, curator_training, dataset, lora, metrics, story, style, style_diffusion
-from .common import RESUMABLE, _flags, _Parser, add_comfyui_option, cli_spelling, use_models_of
+from .common import RESUMABLE, _flags, _Parser, add_comfyui_option, cli_spelling, launch_group, use_models_of
 
 _PARTS = (dataset, lora, style, style_diffusion, metrics, collection, curator_training, analyses, story, audio)
 
@@ -76,17 +80,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..core.shared.progress import close_bars
 
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    rank = int(os.environ.get("RANK", "0"))  # this process's rank when torchrun started it
     try:
         _check_up_front(parser, args)
         use_models_of(args)
+        if getattr(args, "gpus", 1) > 1:
+            return launch_group(args, argv)
         return JOBS[args.command](args)
     except KeyboardInterrupt:
         close_bars()
-        print("stopped; run the same command to resume" if args.command in RESUMABLE else "stopped",
-              file=sys.stderr)
+        if rank == 0:
+            print("stopped; run the same command to resume" if args.command in RESUMABLE else "stopped",
+                  file=sys.stderr)
         return 130
     except (ValueError, OSError, RuntimeError) as exc:  # the engine's errors say what to do; no traceback
+        from ..training.distributed import reported_by_launcher
+
         close_bars()
-        print(f"atelier: {cli_spelling(str(exc), _flags(parser, args.command))}", file=sys.stderr)
+        if reported_by_launcher(exc):  # said once, by rank 0 or by the launcher naming the rank that died
+            return 2
+        who = f"atelier (rank {rank})" if rank else "atelier"
+        print(f"{who}: {cli_spelling(str(exc), _flags(parser, args.command))}", file=sys.stderr)
         return 2

@@ -44,7 +44,7 @@ def _common(p: argparse.ArgumentParser, folder_help: str) -> None:
 
 
 def add_parsers(sub: Any) -> None:
-    from .common import add_numbers, declared
+    from .common import add_launch_options, add_numbers, declared
 
     a = sub.add_parser("audio-train", help="train an audio encoder into a CLIP image-embedding space")
     _common(a, "<stem>.wav/.flac/.mp3/.ogg beside <stem>.png/.jpg pairs, or videos")
@@ -85,6 +85,7 @@ def add_parsers(sub: Any) -> None:
     add_numbers(t, float, above=0, lr=(c.lr, "learning rate"))
     add_numbers(t, float, 0, 1, text_dropout=(c.text_dropout, "share of steps with the prompt dropped"),
                 embed_dropout=(c.embed_dropout, "share of steps with the embedding dropped"))
+    add_launch_options(t)
     e = sub.add_parser("audio-encode", help="embed sounds with a trained audio encoder into a .safetensors file")
     e.add_argument("encoder", help="an audio encoder .safetensors written by audio-train: a name in "
                    "models/atelier/audio_encoders, or a path")
@@ -150,29 +151,40 @@ def run_audio(args: argparse.Namespace) -> int:
 def run_adapter(args: argparse.Namespace) -> int:
     from ..core.dataset.folder_dataset import load_folder
     from ..core.sd15 import checkpoint as sd15_checkpoint
-    from ..nodes import bridge
+    from ..training import distributed
     from ..training.sd15 import adapter_job
     from ..training.sd15.adapter_trainer import AdapterTrainConfig
-    from .common import model_file
+    from .common import TrainingRun, model_file
 
     config = AdapterTrainConfig(tokens=args.tokens, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                 text_dropout=args.text_dropout, embed_dropout=args.embed_dropout,
                                 mixed_precision=args.mixed_precision,
                                 gradient_checkpointing=args.gradient_checkpointing, seed=args.seed,
                                 checkpoint_every=args.checkpoint_every)
-    images = _image_encoder(args)
-    parts, _ = sd15_checkpoint.load(model_file(args.model, "checkpoints", "SD 1.5 checkpoint"))
-    dataset = load_folder(args.folder)
-    result = adapter_job.run(parts, dataset, images, config, args.name, Path(args.out_dir), Path(args.run),
-                             args.resolution, not args.no_captions, bridge.compute_device(args.device),
-                             bridge.progress(2 * len(dataset.images) + config.steps, "training"))
-    for warning in result.warnings:
-        print(f"note: {warning}", file=sys.stderr)
+    dataset = None
+
+    def count() -> int:  # reads the folder once, its errors reported as events too
+        nonlocal dataset
+        dataset = load_folder(args.folder)
+        return 2 * len(dataset.images) + config.steps
+
+    run = TrainingRun(args, count, "training")
+    with run:
+        distributed.check_batch(config.batch_size, "--batch-size")
+        images = _image_encoder(args)
+        parts, _ = sd15_checkpoint.load(model_file(args.model, "checkpoints", "SD 1.5 checkpoint"))
+        result = adapter_job.run(parts, dataset, images, config, args.name, Path(args.out_dir), Path(args.run),
+                                 args.resolution, not args.no_captions, run.device, run.progress)
     losses = result.result.losses
-    if result.result.resumed_from:
-        print(f"resumed from step {result.result.resumed_from}")
-    print(f"loss {losses[0]:.4f} -> {losses[-1]:.4f} over {len(losses)} steps")
-    print(f"wrote {result.path}")
+    run.finished({"adapter": str(result.path), "steps": config.steps, "loss": losses[-1],
+                  "resumed": result.result.resumed})
+    if run.main:
+        for warning in result.warnings:
+            print(f"note: {warning}", file=sys.stderr)
+        if result.result.resumed:
+            print(result.result.resumed)
+        print(f"loss {losses[0]:.4f} -> {losses[-1]:.4f} over {len(losses)} steps")
+        print(f"wrote {result.path}")
     return 0
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from ..core.shared.progress import Progress
+
 _ROOT = Path(__file__).resolve().parents[1]  # the pack
 # rerun with --run to resume
 RESUMABLE = {"train", "train-decoder", "text-train", "audio-train", "adapter-train", "encoder-train"}
@@ -161,3 +163,90 @@ def cli_spelling(message: str, flags: dict[str, str]) -> str:
         return flags.get(match.group(1) or match.group(2), match.group(0))
 
     return _SETTING.sub(setting, _SETTING_VALUE.sub(setting_value, message))
+
+
+def add_launch_options(parser: argparse.ArgumentParser) -> None:
+    """``--gpus`` and ``--events`` of a trainer's command (see ``launch_group`` and ``TrainingRun``)."""
+    parser.add_argument("--gpus", type=number(int, 1), default=1,
+                        help="train data-parallel in this many processes on this machine, one GPU each (with "
+                        "--device cpu: CPU processes, for testing), launched through torchrun; --batch-size stays "
+                        "the global batch, split across them. Several machines: start the command with torchrun "
+                        "yourself (README, Several GPUs)")
+    parser.add_argument("--events", help="also append progress as JSON lines to this file (start, advance, status, "
+                        "preview, loss, done, error; previews as PNGs beside it), for a program watching the run")
+
+
+def launch_group(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run this same command as ``--gpus`` processes through torchrun; a process that dies stops the others, and
+    the error names its rank and the checkpoint kept (also as an ``error`` event with --events)."""
+    from ..core.shared.progress_events import append, last_event
+    from ..training import checkpoints, distributed
+
+    if distributed.launched():
+        raise ValueError("this command was started by torchrun already: leave out --gpus (torchrun's "
+                         "--nproc-per-node sets the number of processes)")
+    import torch
+
+    cuda = args.device != "cpu" and torch.cuda.is_available()
+    try:  # the processes get the same options, and --gpus 1 (the last one given counts), so none launches again
+        distributed.launch(args.gpus, _ROOT / "atelier_cli.py", [*argv, "--gpus", "1"], cuda)
+    except distributed.LaunchFailed as exc:
+        message = str(exc)
+        run = getattr(args, "run", None)
+        if run is not None:
+            step = checkpoints.saved_step(Path(run) / "checkpoint")
+            message += (f". No checkpoint was written in {run} yet" if step is None else
+                        f". The last checkpoint (step {step}) in {run} is intact: run the same command to resume "
+                        "(with any number of --gpus)")
+        if args.events and (last_event(args.events) or {}).get("event") != "error":  # unless rank 0 said it
+            append(args.events, "error", message=message)
+        raise distributed.LaunchFailed(message, exc.exitcode) from None
+    return 0
+
+
+class TrainingRun:
+    """A trainer command's process, alone or one rank of a group: its device (``cuda:LOCAL_RANK`` under torchrun),
+    its progress (rank 0: the console bar, or the JSON-lines writer with --events; silent elsewhere), an ``error``
+    event when the work fails, and the group left at the end.
+
+        run = TrainingRun(args, lambda: steps + len(list_images(folder)), "training")
+        with run:
+            result = job(..., run.device, run.progress, on_loss=run.on_loss)
+        run.finished({"lora": str(path)})
+        if run.main: print(...)
+    """
+
+    def __init__(self, args: argparse.Namespace, total: Callable[[], int], desc: str) -> None:
+        """``total()`` counts the units of work (reading the pictures): what it raises is an ``error`` event too."""
+        from ..core.shared.progress import SilentProgress
+        from ..core.shared.progress_events import JsonLinesProgress, append
+        from ..nodes import bridge
+        from ..training import distributed
+
+        self.device = distributed.init(bridge.compute_device(args.device))
+        self.main, self.world = distributed.is_main(), distributed.world_size()
+        try:
+            total = total()
+        except Exception as exc:
+            if self.main and args.events:
+                append(args.events, "error", message=str(exc))
+            raise
+        self.events = JsonLinesProgress(args.events, total, self.world) if self.main and args.events else None
+        self.progress: Progress = self.events or (bridge.progress(total, desc) if self.main else
+                                                  SilentProgress(total))
+        self.on_loss = self.events.loss if self.events else None
+
+    def __enter__(self) -> TrainingRun:
+        return self
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, trace: object) -> None:
+        from ..training import distributed
+
+        if exc is not None and self.events and not distributed.reported_by_launcher(exc):
+            self.events.error(str(exc) or "stopped; run the same command to resume")
+        distributed.close()
+
+    def finished(self, result: dict[str, Any]) -> None:
+        """The ``done`` event (with --events): what the run wrote."""
+        if self.events:
+            self.events.finished({**result, "world_size": self.world})

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import add_numbers, declared, model_file
+from .common import TrainingRun, add_launch_options, add_numbers, declared, model_file
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -53,12 +53,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    "MLP with --targets kohya_default)")
     t.add_argument("--sample-prompt", action="append", default=[], help="prompt for sample images (repeatable)")
     t.add_argument("--device", default="auto", help="auto (CUDA when present) or cpu")
+    add_launch_options(t)
 
 
 def run_train(args: argparse.Namespace) -> int:
     from ..core.dataset.image_files import list_images
     from ..core.sd15 import checkpoint as sd15_checkpoint
-    from ..nodes import bridge
+    from ..training import distributed
     from ..training.sd15 import lora_job
     from ..training.sd15.lora_trainer import TrainConfig
 
@@ -74,15 +75,19 @@ def run_train(args: argparse.Namespace) -> int:
         caption_dropout=args.caption_dropout, resolution=args.resolution, upscale_small=not args.no_upscale,
         train=config, sample_every=args.sample_every, sample_prompts=tuple(args.sample_prompt),
         sample_steps=args.sample_steps, sample_seed=args.seed)
-    device = bridge.compute_device(args.device)
-    lora_job.check_device(config, device)  # before the model loads
-    parts, weights = sd15_checkpoint.load(model_file(args.model, "checkpoints", "SD 1.5 checkpoint"))
-    total = config.steps + len(list_images(args.folder))
-    result = lora_job.run(parts, job, Path(args.loras), Path(args.run), device,
-                          lora_job.model_hash(weights), bridge.progress(total, "training"))
-    for warning in result.warnings:
-        print(f"note: {warning}", file=sys.stderr)
-    print(result.report())
+    run = TrainingRun(args, lambda: config.steps + len(list_images(args.folder)), "training")
+    with run:
+        lora_job.check_device(config, run.device)  # before the model loads
+        distributed.check_batch(config.batch_size, "--batch-size")
+        parts, weights = sd15_checkpoint.load(model_file(args.model, "checkpoints", "SD 1.5 checkpoint"))
+        result = lora_job.run(parts, job, Path(args.loras), Path(args.run), run.device, lora_job.model_hash(weights),
+                              run.progress, on_loss=run.on_loss)
+    run.finished({"lora": str(result.lora_path), "steps": config.steps, "loss": result.losses[-1],
+                  "resumed": result.resumed})
+    if run.main:
+        for warning in result.warnings:
+            print(f"note: {warning}", file=sys.stderr)
+        print(result.report())
     return 0
 
 

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ..core.shared.output_paths import safe_name, safe_subfolder
-from .common import add_numbers, declared, model_file
+from .common import TrainingRun, add_launch_options, add_numbers, declared, model_file
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -102,32 +102,43 @@ def _add_train_decoder(sub: argparse._SubParsersAction) -> None:
     add_numbers(t, float, 0, lr_decay=(d.lr_decay, "inverse-time learning-rate decay per step"),
                 style_weight=(d.style_weight, "weight of the style loss against the content loss"))
     t.add_argument("--device", default="auto", help="auto (CUDA when present) or cpu")
+    add_launch_options(t)
 
 
 def _train_decoder(args: argparse.Namespace) -> int:
     from ..core.style import adain_model
-    from ..nodes import bridge
+    from ..training import distributed
     from ..training.style import adain_decoder
 
     config = adain_decoder.DecoderConfig(args.steps, args.batch_size, args.lr, args.lr_decay, args.style_weight,
                                          args.resize_to, args.crop, args.seed, args.checkpoint_every)
     name = safe_name(args.name, "decoder name")
-    init = model_file(args.init_decoder, "adain", "decoder file") if args.init_decoder else None
-    model = adain_model.load_model(model_file(args.encoder, "adain", "encoder file"), init, args.seed)
-    run_dir = Path(args.run)
-    result = adain_decoder.train_decoder(model, args.content, args.styles, config, run_dir,
-                                         bridge.compute_device(args.device), bridge.progress(config.steps, "decoder"))
-    for skipped in result.skipped:
-        print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
-    if result.resumed_from:
-        print(f"resumed from step {result.resumed_from}")
-    model.to("cpu")
-    path = adain_decoder.save_trained(model, result, config, Path(args.out_dir), name,
-                                      str(init) if init else "scratch")
-    adain_decoder.loss_plot(result, config).save(run_dir / "loss.png")
+    run = TrainingRun(args, lambda: config.steps, "decoder")
+    with run:
+        distributed.check_batch(config.batch_size, "--batch-size")
+        init = model_file(args.init_decoder, "adain", "decoder file") if args.init_decoder else None
+        model = adain_model.load_model(model_file(args.encoder, "adain", "encoder file"), init, args.seed)
+        run_dir = Path(args.run)
+        result = adain_decoder.train_decoder(model, args.content, args.styles, config, run_dir, run.device,
+                                             run.progress)
+        model.to("cpu")
+
+        def write() -> Path:  # rank 0 alone; every rank gets the path
+            adain_decoder.loss_plot(result, config).save(run_dir / "loss.png")
+            return adain_decoder.save_trained(model, result, config, Path(args.out_dir), name,
+                                              str(init) if init else "scratch")
+
+        path = distributed.from_rank0(write)
     content, style = result.losses[-1]
-    print(f"content loss {content:.4f}, style loss {style:.4f} after {result.step} steps")
-    print(f"wrote {path}")
+    run.finished({"decoder": str(path), "steps": config.steps, "loss": content + config.style_weight * style,
+                  "resumed": result.resumed})
+    if run.main:
+        for skipped in result.skipped:
+            print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
+        if result.resumed:
+            print(result.resumed)
+        print(f"content loss {content:.4f}, style loss {style:.4f} after {result.step} steps")
+        print(f"wrote {path}")
     return 0
 
 

@@ -103,6 +103,17 @@ def load(folder: Path) -> dict[str, Any]:
         raise CheckpointUnreadable(f"cannot read {str(path)!r}: {exc}") from exc
 
 
+def saved_step(folder: Path) -> int | None:
+    """The step the checkpoint in ``folder`` holds (or the previous one a killed save kept), read without
+    changing anything; None when neither can be read."""
+    for candidate in (folder, _old(folder)):
+        try:
+            return int(load(candidate)["step"])
+        except CheckpointUnreadable:
+            continue
+    return None
+
+
 def _set_aside(folder: Path) -> Path:
     aside = folder.with_name(f"{folder.name.lstrip('.')}.unreadable")
     shutil.rmtree(aside, ignore_errors=True)

@@ -17,6 +17,7 @@ from ...core.sd15.embedding_adapter import save_adapter
 from ...core.shared import plots
 from ...core.shared.output_paths import safe_name
 from ...core.shared.progress import Progress, SilentProgress
+from .. import distributed
 from . import latents as train_data
 from .adapter_trainer import AdapterResult, AdapterTrainConfig, train_adapter
 from .lora_trainer import autocast_dtype
@@ -60,7 +61,11 @@ def run(parts: sd15.SD15Parts, dataset: FolderDataset, images: ImageEmbedder, co
                            lambda step, loss: progress.status(f"loss {loss:.4f}"))
     extra = {"atelier_trainer_version": TRAINER_VERSION, "atelier_train_config": json.dumps(asdict(config)),
              "atelier_pictures": len(pictures), "atelier_resolution": resolution, "atelier_steps": len(result.losses)}
-    path = save_adapter(adapters_dir, name, result.adapter, images.name, extra, probe_embedding(images))
     plot = plots.loss_curve(result.losses)
-    plot.save(run_dir / "loss.png")
+
+    def write() -> Path:  # rank 0 alone (training/distributed.py); every rank gets the path
+        plot.save(run_dir / "loss.png")
+        return save_adapter(adapters_dir, name, result.adapter, images.name, extra, probe_embedding(images))
+
+    path = distributed.from_rank0(write)
     return AdapterJobResult(path, result, plot, dataset.report().splitlines()[1:] + data.warnings)

@@ -7,7 +7,8 @@ frozen UNet; only the adapter learns. A share ``embed_dropout`` of the embedding
 IP-Adapter does, so the adapter also knows 'no picture'.
 
 Random draws of step ``s`` come from ``derive_seed(seed, s)``, so a resumed run equals one that never
-stopped (the checkpoint holds the adapter, the optimizer, the step and the losses).
+stopped (the checkpoint holds the adapter, the optimizer, the step and the losses). Data-parallel as the LoRA
+trainer is (training/distributed.py): each rank its share of every batch, the adapter's gradients all-reduced.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from torch import nn
 from ...core.dataset.augment import derive_seed
 from ...core.sd15.embedding_adapter import AdapterConfig, EmbeddingAdapter
 from ...core.shared.progress import Progress, SilentProgress
-from .. import checkpoints
+from .. import checkpoints, distributed
 from ..loop import check_finite, run_steps, seeded
 from .latents import TrainData
 from .lora_trainer import PRECISIONS, add_training_noise, autocast_dtype, noise_scheduler, pick_batch
@@ -59,10 +60,12 @@ class AdapterResult:
     adapter: EmbeddingAdapter
     losses: list[float] = field(default_factory=list)
     resumed_from: int = 0
+    resumed: str = ""  # distributed.resume_note
 
 
 def adapter_loss(unet: nn.Module, adapter: EmbeddingAdapter, data: TrainData, embeds: torch.Tensor,
                  config: AdapterTrainConfig, sched, step: int) -> torch.Tensor:
+    """This rank's part of the step's mean loss (all of it in one process): see ``distributed.share``."""
     device = next(adapter.parameters()).device
     gen = torch.Generator().manual_seed(derive_seed(config.seed, step))
     bucket, idx = pick_batch(data, config.batch_size, gen)
@@ -72,11 +75,12 @@ def adapter_loss(unet: nn.Module, adapter: EmbeddingAdapter, data: TrainData, em
     picture = embeds[bucket.index[idx]].clone()
     picture[torch.rand(config.batch_size, generator=gen) < config.embed_dropout] = 0.0
     noise, t, noisy = add_training_noise(latents, sched, gen)
+    noise, t, noisy, text, picture = distributed.take_share(config.batch_size, noise, t, noisy, text, picture)
     dtype = autocast_dtype(config)
     with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         cond = torch.cat([text.to(device), adapter(picture.to(device))], dim=1)
         pred = unet(noisy, t, encoder_hidden_states=cond).sample
-    return (pred.float() - noise).pow(2).mean()
+    return (pred.float() - noise).pow(2).mean(dim=(1, 2, 3)).sum() / config.batch_size
 
 
 def train_adapter(unet: nn.Module, data: TrainData, embeds: torch.Tensor, config: AdapterTrainConfig,
@@ -89,35 +93,44 @@ def train_adapter(unet: nn.Module, data: TrainData, embeds: torch.Tensor, config
     if config.gradient_checkpointing and hasattr(unet, "enable_gradient_checkpointing"):
         unet.enable_gradient_checkpointing()
         unet.train()  # diffusers checkpoints only in training mode; the UNet has no dropout to switch on
+    distributed.check_batch(config.batch_size)
     with seeded(derive_seed(config.seed, "init")):
         adapter = EmbeddingAdapter(AdapterConfig(embeds.shape[1], config.tokens)).to(device)
+    params = list(adapter.parameters())
     optimizer = torch.optim.AdamW(adapter.parameters(), lr=config.lr, weight_decay=1e-2)
     sched = noise_scheduler()
     scaler = torch.amp.GradScaler("cuda", enabled=config.mixed_precision == "fp16" and device.type == "cuda")
     checkpoint = run_dir / "checkpoint"
     result = AdapterResult(adapter)
-    state = checkpoints.load_matching(checkpoint, config.fingerprint())
+    state = distributed.load_checkpoint(checkpoint, config.fingerprint())
     if state is not None:
         adapter.load_state_dict(state["adapter"])
         optimizer.load_state_dict(state["optimizer"])
-        result = AdapterResult(adapter, list(state["losses"]), state["step"])
+        result = AdapterResult(adapter, list(state["losses"]), state["step"],
+                               distributed.resume_note(state["step"], state.get("world_size", 1)))
+    distributed.broadcast_parameters(params)
     step_done = result.resumed_from
 
     def save(step: int) -> None:
-        checkpoints.save(checkpoint, {"fingerprint": config.fingerprint(), "step": step, "losses": result.losses,
-                                      "adapter": adapter.state_dict(), "optimizer": optimizer.state_dict()})
+        if distributed.is_main():  # every rank holds the same adapter and optimizer
+            checkpoints.save(checkpoint, {"fingerprint": config.fingerprint(), "step": step, "losses": result.losses,
+                                          "adapter": adapter.state_dict(), "optimizer": optimizer.state_dict(),
+                                          "world_size": distributed.world_size()})
 
     def step(index: int) -> float:
         optimizer.zero_grad(set_to_none=True)
         loss = adapter_loss(unet, adapter, data, embeds, config, sched, index)
-        check_finite(loss.item())
         scaler.scale(loss).backward()
+        loss = loss.detach()
+        distributed.reduce_gradients(params, loss)  # the global batch's gradient and loss on every rank
+        check_finite(loss.item())
         scaler.step(optimizer)
         scaler.update()
         result.losses.append(loss.item())
         return loss.item()
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
     run_steps(step_done, config.steps, step, save, config.checkpoint_every,
               progress or SilentProgress(config.steps), checkpoint, on_step,
               "Lower the learning rate or use bf16/fp32.")

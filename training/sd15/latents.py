@@ -4,7 +4,7 @@ Each picture goes to the bucket (a width x height of multiples of ``step`` with 
 training resolution's area) whose aspect ratio is nearest its own, is scaled to cover it and
 centre-cropped. Pictures smaller than their bucket are upscaled and listed in ``warnings``
 (or refused with ``upscale=False``). Latents are encoded once, before training, so the VAE can
-leave the GPU.
+leave the GPU; in a process group each rank encodes its share and they are gathered on every rank.
 """
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from typing import Any
 
 import torch
 
+from ...core.dataset.augment import derive_seed
 from ...core.dataset.preprocess import center_crop, resize
 from ...core.shared.progress import Progress, SilentProgress
+from .. import distributed
 
 
 @dataclass
@@ -106,16 +108,18 @@ def build(images: list[torch.Tensor], prompts: list[str], vae: Any, encode_promp
     device = next(vae.parameters()).device
     dtype = next(vae.parameters()).dtype
     scaling = float(getattr(vae.config, "scaling_factor", 0.18215))
-    gen = torch.Generator().manual_seed(seed)
-    buckets = []
-    for bucket, members in plan.items():
-        latents = []
-        for i in members:
-            progress.check_cancel()
-            pixels = fit_to_bucket(images[i], bucket).permute(2, 0, 1)[None] * 2.0 - 1.0
-            dist = vae.encode(pixels.to(device, dtype)).latent_dist
-            noise = torch.randn(dist.mean.shape, generator=gen).to(device, dist.mean.dtype)
-            latents.append((dist.mean + dist.std * noise).float().cpu() * scaling)
-            progress.advance()
-        buckets.append(Bucket(torch.cat(latents), encode_prompts([prompts[i] for i in members]), torch.tensor(members)))
+    bucket_of = {i: bucket for bucket, members in plan.items() for i in members}
+    mine = {}
+    for i in distributed.share(len(images)):  # in a process group each rank encodes its share, then all share all
+        progress.check_cancel()
+        pixels = fit_to_bucket(images[i], bucket_of[i]).permute(2, 0, 1)[None] * 2.0 - 1.0
+        dist = vae.encode(pixels.to(device, dtype)).latent_dist
+        # each picture's own seeded draw, so the latents do not depend on which rank encodes which picture
+        noise = torch.randn(dist.mean.shape, generator=torch.Generator().manual_seed(derive_seed(seed, "latent", i)))
+        mine[i] = (dist.mean + dist.std * noise.to(device, dist.mean.dtype)).float().cpu() * scaling
+        progress.advance()
+    every = distributed.gather_dict(mine)
+    progress.advance(len(images) - len(mine))
+    buckets = [Bucket(torch.cat([every[i] for i in members]), encode_prompts([prompts[i] for i in members]),
+                      torch.tensor(members)) for members in plan.values()]
     return TrainData(buckets, encode_prompts([""])[0], caption_dropout, warnings)

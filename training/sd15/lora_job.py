@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from ...core.shared.bitsandbytes_support import require_bitsandbytes
 from ...core.shared.output_paths import safe_name
 from ...core.shared.progress import Progress, SilentProgress
 from ...core.shared.state_dicts import file_sha256
+from .. import distributed
 from . import latents as train_data
 from . import lora_trainer
 
@@ -55,12 +57,12 @@ class JobResult:
     loss_plot: Image.Image
     samples: list[Image.Image]
     warnings: list[str]
-    resumed_from: int
+    resumed: str  # "resumed from step S" (and the world sizes when they differ), or "" for a fresh run
     params: lora_trainer.ParameterCount
 
     def report(self) -> str:
         """What the run did, for the console and the node's report: resumed step, parameters, loss, file."""
-        lines = [f"resumed from step {self.resumed_from}"] if self.resumed_from else []
+        lines = [self.resumed] if self.resumed else []
         lines += [self.params.summary(),
                   f"loss {self.losses[0]:.4f} -> {self.losses[-1]:.4f} over {len(self.losses)} steps",
                   f"wrote {self.lora_path}"]
@@ -127,9 +129,12 @@ def check_device(config: lora_trainer.TrainConfig, device: torch.device) -> None
 
 def run(parts: sd15.SD15Parts, job: LoraJob, loras_dir: Path, run_dir: Path, device: torch.device | str = "cpu",
         base_model_hash: str = "unknown", progress: Progress | None = None,
-        dataset: FolderDataset | None = None) -> JobResult:
+        dataset: FolderDataset | None = None, on_loss: Callable[[int, float], None] | None = None) -> JobResult:
     """Train a LoRA on ``dataset`` (by default the folder ``job.images``) and save it into ``loras_dir``;
-    checkpoints live in ``run_dir``."""
+    checkpoints live in ``run_dir``. ``on_loss(step, loss)`` after every optimizer step.
+
+    As one rank of a process group (training/distributed.py) every rank trains its share of each batch; rank 0
+    alone writes checkpoints, samples, the loss plot and the LoRA file, and every rank returns its result."""
     device = torch.device(device)
     check_device(job.train, device)
     safe_name(job.name, "LoRA name")
@@ -166,6 +171,8 @@ def run(parts: sd15.SD15Parts, job: LoraJob, loras_dir: Path, run_dir: Path, dev
     sample_dir = run_dir / "samples"
 
     def take_samples(step: int) -> None:
+        if not distributed.is_main():
+            return
         new = sample_images(parts, prompts_to_sample, job.sample_seed, job.sample_steps, sample_size)
         sample_dir.mkdir(exist_ok=True)
         for i, image in enumerate(new):
@@ -175,6 +182,8 @@ def run(parts: sd15.SD15Parts, job: LoraJob, loras_dir: Path, run_dir: Path, dev
 
     def on_step(step: int, loss: float) -> None:
         progress.status(f"loss {loss:.4f}")
+        if on_loss is not None:
+            on_loss(step, loss)
         if prompts_to_sample and job.sample_every and step % job.sample_every == 0 and step < job.train.steps:
             take_samples(step)
 
@@ -192,9 +201,13 @@ def run(parts: sd15.SD15Parts, job: LoraJob, loras_dir: Path, run_dir: Path, dev
         "atelier_targeted_params": result.params.targeted, "atelier_base_params": result.params.base,
         "ss_training_comment": TRAINER_VERSION, "atelier_trainer_version": TRAINER_VERSION,
     }
-    tensors = lora_file.kohya_state_dict(parts.unet, parts.text_encoder if train_te else None)
-    path = lora_file.save_lora(loras_dir, job.name, tensors, metadata)
     plot = plots.loss_curve(result.losses)
-    plot.save(run_dir / "loss.png")
+
+    def write() -> Path:
+        tensors = lora_file.kohya_state_dict(parts.unet, parts.text_encoder if train_te else None)
+        plot.save(run_dir / "loss.png")
+        return lora_file.save_lora(loras_dir, job.name, tensors, metadata)
+
+    path = distributed.from_rank0(write)
     warnings = dataset.report().splitlines()[1:] + data.warnings + ([attention_warning] if attention_warning else [])
-    return JobResult(path, result.losses, plot, samples, warnings, result.resumed_from, result.params)
+    return JobResult(path, result.losses, plot, samples, warnings, result.resumed, result.params)

@@ -23,7 +23,7 @@ from torch import nn
 from ...core.dataset.augment import derive_seed
 from ...core.shared.bitsandbytes_support import require_bitsandbytes
 from ...core.shared.progress import Progress, SilentProgress
-from .. import checkpoints
+from .. import checkpoints, distributed
 from ..loop import check_finite, run_steps, seeded
 from .latents import Bucket, TrainData
 from .quantize import quantize_linear_nf4
@@ -114,6 +114,7 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
     resumed_from: int = 0
     params: ParameterCount = field(default_factory=ParameterCount)
+    resumed: str = ""  # distributed.resume_note: the step resumed from, and the world sizes when they differ
 
 
 def noise_scheduler():  # -> diffusers.DDPMScheduler
@@ -210,6 +211,9 @@ def add_training_noise(latents: torch.Tensor, sched, gen: torch.Generator,
 
 def _loss(unet: nn.Module, data: TrainData, config: TrainConfig, sched, step: int, micro: int,
           text_encoder: nn.Module | None = None) -> torch.Tensor:
+    """This rank's part of the micro-batch's mean loss: its share of the global batch's per-picture losses (every
+    rank draws the whole batch, as one process would, and keeps its items), summed and divided by the global
+    batch, so the ranks' parts add up to the one-process loss."""
     device = next(unet.parameters()).device
     gen = torch.Generator().manual_seed(derive_seed(config.seed, step, micro))
     bucket, idx = pick_batch(data, config.batch_size, gen)
@@ -218,8 +222,12 @@ def _loss(unet: nn.Module, data: TrainData, config: TrainConfig, sched, step: in
     drop = torch.rand(config.batch_size, generator=gen) < data.caption_dropout
     cond[drop] = data.unconditional.to(cond.dtype)
     noise, t, noisy = add_training_noise(latents, sched, gen, config.noise_offset)
+    noise, t, noisy, cond = distributed.take_share(config.batch_size, noise, t, noisy, cond)
+    # LoRA dropout: each rank its own draw (one process draws the whole batch's masks at once, so with dropout a
+    # distributed run equals one process in distribution, not value)
+    dropout_keys = ("dropout", step, micro) + ((distributed.rank(),) if distributed.world_size() > 1 else ())
     dtype = autocast_dtype(config)
-    with seeded(derive_seed(config.seed, "dropout", step, micro)), \
+    with seeded(derive_seed(config.seed, *dropout_keys)), \
             torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         if text_encoder is not None:  # the conditioning is token ids, encoded with the LoRA-carrying encoder
             cond = text_encoder(cond.to(device)).last_hidden_state
@@ -229,7 +237,7 @@ def _loss(unet: nn.Module, data: TrainData, config: TrainConfig, sched, step: in
         ac = sched.alphas_cumprod.to(device)[t.to(device)]
         snr = ac / (1 - ac)
         per_sample = per_sample * torch.clamp(snr, max=config.min_snr_gamma) / snr
-    return per_sample.mean()
+    return per_sample.sum() / config.batch_size
 
 
 def train_lora(unet: nn.Module, data: TrainData, config: TrainConfig, run_dir: Path,
@@ -259,7 +267,9 @@ def train_lora(unet: nn.Module, data: TrainData, config: TrainConfig, run_dir: P
         params = params + te_params
         text_encoder.train()
     counted = replace(counted, trainable=sum(p.numel() for p in params))
-    _check_disk(run_dir, params)
+    distributed.check_batch(config.batch_size)
+    if distributed.is_main():
+        _check_disk(run_dir, params)
     if config.gradient_checkpointing and hasattr(unet, "enable_gradient_checkpointing"):
         unet.enable_gradient_checkpointing()
     unet.train()
@@ -270,32 +280,37 @@ def train_lora(unet: nn.Module, data: TrainData, config: TrainConfig, run_dir: P
                                   and next(unet.parameters()).device.type == "cuda")
     checkpoint = run_dir / "checkpoint"
     result = TrainResult(step=0)
-    state = checkpoints.load_matching(checkpoint, config.fingerprint())
+    state = distributed.load_checkpoint(checkpoint, config.fingerprint())
     if state is not None:
         set_peft_model_state_dict(unet, state["lora"])
         if text_encoder is not None:
             set_peft_model_state_dict(text_encoder, state["lora_te"])
         optimizer.load_state_dict(state["optimizer"])
         lr_scheduler.load_state_dict(state["lr_scheduler"])
-        result = TrainResult(step=state["step"], losses=list(state["losses"]), resumed_from=state["step"])
+        result = TrainResult(step=state["step"], losses=list(state["losses"]), resumed_from=state["step"],
+                             resumed=distributed.resume_note(state["step"], state.get("world_size", 1)))
+    distributed.broadcast_parameters(params)
     result.params = counted
 
     def save(step: int) -> None:
+        if not distributed.is_main():  # every rank holds the same weights and optimizer: rank 0 writes them
+            return
         state = {"fingerprint": config.fingerprint(), "step": step, "losses": result.losses,
                  "lora": get_peft_model_state_dict(unet), "optimizer": optimizer.state_dict(),
-                 "lr_scheduler": lr_scheduler.state_dict()}
+                 "lr_scheduler": lr_scheduler.state_dict(), "world_size": distributed.world_size()}
         if text_encoder is not None:
             state["lora_te"] = get_peft_model_state_dict(text_encoder)
         checkpoints.save(checkpoint, state)
 
     def step(index: int) -> float:
         optimizer.zero_grad(set_to_none=True)
-        total = 0.0
+        total = torch.zeros((), device=params[0].device)
         for micro in range(config.grad_accum):
-            loss = _loss(unet, data, config, sched, index, micro, text_encoder)
-            check_finite(loss.item())
-            scaler.scale(loss / config.grad_accum).backward()
-            total += loss.item() / config.grad_accum
+            loss = _loss(unet, data, config, sched, index, micro, text_encoder) / config.grad_accum
+            scaler.scale(loss).backward()
+            total += loss.detach()
+        distributed.reduce_gradients(params, total)  # the global batch's gradient and loss on every rank
+        check_finite(total.item())
         if config.max_grad_norm:
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
@@ -303,8 +318,8 @@ def train_lora(unet: nn.Module, data: TrainData, config: TrainConfig, run_dir: P
         scaler.update()
         lr_scheduler.step()
         result.step = index + 1
-        result.losses.append(total)
-        return total
+        result.losses.append(total.item())
+        return total.item()
 
     run_steps(result.step, config.steps, step, save, config.checkpoint_every,
               progress or SilentProgress(config.steps), checkpoint, on_step,

@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from ...core.dataset.augment import derive_seed
@@ -26,7 +25,7 @@ from ...core.shared import plots
 from ...core.shared.progress import Progress, SilentProgress
 from ...core.style.adain_model import AdaINModel, save_decoder
 from ...core.style.feature_transfer import StyleTarget, adain, mean_std
-from .. import checkpoints
+from .. import checkpoints, distributed
 from ..loop import check_finite, run_steps
 
 CACHE_LIMIT = 512  # pictures kept decoded in memory; larger sets are read from disk each step
@@ -64,10 +63,11 @@ class DecoderResult:
     losses: list[tuple[float, float]] = field(default_factory=list)  # (content, style) per step
     resumed_from: int = 0
     skipped: list[Skipped] = field(default_factory=list)  # pictures that failed to decode, content then style
+    resumed: str = ""  # distributed.resume_note
 
     def report(self) -> str:
         """The steps trained, then every picture passed over and why."""
-        resumed = f" (resumed from step {self.resumed_from})" if self.resumed_from else ""
+        resumed = f" ({self.resumed})" if self.resumed else ""
         return "\n".join([f"trained {self.step} steps{resumed}", *skip_lines(self.skipped)])
 
 
@@ -139,17 +139,20 @@ def _crops(pool: PicturePool, count: int, size: int, gen: torch.Generator) -> to
     return torch.stack(out).permute(0, 3, 1, 2)
 
 
-def decoder_losses(model: AdaINModel, content: torch.Tensor, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(content loss, style loss) of decoding the AdaIN target of ``content`` in the style of ``style``."""
+def decoder_losses(model: AdaINModel, content: torch.Tensor, style: torch.Tensor,
+                   batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(content loss, style loss) of decoding the AdaIN target of ``content`` in the style of ``style``: means
+    over the pairs, or their sums divided by ``batch`` (a rank's part of the global batch's means)."""
     style_levels = model.encode_levels(style)
     with torch.no_grad():
         mean, std = mean_std(style_levels[-1])
         target = adain(model.encode(content), StyleTarget(mean, std))
     out_levels = model.encode_levels(model.decode(target))
-    content_loss = F.mse_loss(out_levels[-1], target)
-    style_loss = sum(F.mse_loss(a_m, b_m) + F.mse_loss(a_s, b_s) for (a_m, a_s), (b_m, b_s) in
+    content_loss = (out_levels[-1] - target).pow(2).mean(dim=(1, 2, 3))
+    style_loss = sum(((a_m - b_m).pow(2) + (a_s - b_s).pow(2)).mean(dim=(1, 2, 3)) for (a_m, a_s), (b_m, b_s) in
                      ((mean_std(o), mean_std(s)) for o, s in zip(out_levels, style_levels)))
-    return content_loss, style_loss
+    divisor = batch or content.shape[0]
+    return content_loss.sum() / divisor, style_loss.sum() / divisor
 
 
 def train_decoder(model: AdaINModel, content_folder: str | Path, style_folder: str | Path, config: DecoderConfig,
@@ -162,40 +165,51 @@ def train_decoder(model: AdaINModel, content_folder: str | Path, style_folder: s
     model.to(device)
     model.encoder.requires_grad_(False)
     model.decoder.requires_grad_(True).train()
-    optimizer = torch.optim.Adam(model.decoder.parameters(), lr=config.lr)
+    distributed.check_batch(config.batch_size)
+    params = list(model.decoder.parameters())
+    optimizer = torch.optim.Adam(params, lr=config.lr)
     checkpoint = run_dir / "checkpoint"
     result = DecoderResult(step=0)
-    state = checkpoints.load_matching(checkpoint, config.fingerprint())
+    state = distributed.load_checkpoint(checkpoint, config.fingerprint())
     if state is not None:
         model.decoder.load_state_dict(state["decoder"])
         optimizer.load_state_dict(state["optimizer"])
-        result = DecoderResult(state["step"], [tuple(v) for v in state["losses"]], state["step"])
+        result = DecoderResult(state["step"], [tuple(v) for v in state["losses"]], state["step"],
+                               resumed=distributed.resume_note(state["step"], state.get("world_size", 1)))
+    distributed.broadcast_parameters(params)
     result.skipped = contents.skipped + styles.skipped
     progress = progress or SilentProgress(config.steps)
 
     def save(step: int) -> None:
-        checkpoints.save(checkpoint, {"fingerprint": config.fingerprint(), "step": step, "losses": result.losses,
-                                      "decoder": model.decoder.state_dict(), "optimizer": optimizer.state_dict()})
+        if distributed.is_main():  # every rank holds the same decoder and optimizer
+            checkpoints.save(checkpoint, {"fingerprint": config.fingerprint(), "step": step, "losses": result.losses,
+                                          "decoder": model.decoder.state_dict(), "optimizer": optimizer.state_dict(),
+                                          "world_size": distributed.world_size()})
 
     def step(index: int) -> float:
         gen = torch.Generator().manual_seed(derive_seed(config.seed, index))
-        content = _crops(contents, config.batch_size, config.crop, gen).to(device)
-        style = _crops(styles, config.batch_size, config.crop, gen).to(device)
+        content, style = distributed.take_share(config.batch_size,  # the global batch's pairs this rank trains on
+                                                _crops(contents, config.batch_size, config.crop, gen),
+                                                _crops(styles, config.batch_size, config.crop, gen))
+        content, style = content.to(device), style.to(device)
         for group in optimizer.param_groups:
             group["lr"] = config.lr / (1 + config.lr_decay * index)
-        content_loss, style_loss = decoder_losses(model, content, style)
-        loss = content_loss + config.style_weight * style_loss
-        check_finite(loss.item())
+        content_loss, style_loss = decoder_losses(model, content, style, config.batch_size)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (content_loss + config.style_weight * style_loss).backward()
+        parts = torch.stack([content_loss.detach(), style_loss.detach()])
+        distributed.reduce_gradients(params, parts)  # the global batch's gradient and losses on every rank
+        content_value, style_value = parts.tolist()
+        loss = content_value + config.style_weight * style_value
+        check_finite(loss)
         optimizer.step()
         result.step = index + 1
-        result.losses.append((content_loss.item(), style_loss.item()))
-        return loss.item()
+        result.losses.append((content_value, style_value))
+        return loss
 
     def on_step(done: int, loss: float) -> None:
         progress.status(f"content {result.losses[-1][0]:.3f}  style {result.losses[-1][1]:.3f}")
-        if preview_every and done % preview_every == 0:
+        if preview_every and done % preview_every == 0 and distributed.is_main():
             progress.preview(preview(model, contents, styles, config, device))
 
     run_steps(result.step, config.steps, step, save, config.checkpoint_every, progress, checkpoint, on_step,
