@@ -190,8 +190,6 @@ class FeatureCache:
             check_complete(path, "feature shard")
         except IncompleteFile:
             raise ValueError(f"it is cut short: {size} bytes, fewer than its header says") from None
-        if recorded is not None and size != recorded:
-            raise ValueError(f"its size is {size} bytes, the index recorded {recorded}")
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
@@ -205,6 +203,8 @@ class FeatureCache:
             raise ValueError(f"its header cannot be read ({exc})") from None
         if len(shape) != 2 or list(digests.shape) != [shape[0], 32] or digests.dtype != torch.uint8:
             raise ValueError(f"its tensors have the wrong shapes ({shape}, {list(digests.shape)})")
+        if recorded is not None and size != recorded:
+            raise ValueError(f"its size is {size} bytes, the index recorded {recorded}")
         raw = digests.numpy().tobytes()
         return _Shard(path, shape[0], shape[1], size), [raw[i:i + 32] for i in range(0, len(raw), 32)]
 
