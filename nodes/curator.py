@@ -8,6 +8,7 @@ import torch
 
 from ..core.curator import clip_model, curate, image_index, retrieval, taxonomy, zero_shot
 from ..core.curator.pixels import check_image_batch, fit_square
+from ..core.curator.vector_search import SearchOptions
 from ..core.dataset.image_files import load_image
 from ..core.shared.hf_folders import find_model_folder
 from ..core.shared.output_paths import safe_subfolder
@@ -216,7 +217,8 @@ class AtelierCurateFolder(CurateNode):
         written = curate.write_curated(index, results, taxonomy, plan, options, parent, language,
                                        bridge.progress(len(plan.order), "writing"))
         records = [{"file": str(f), **r} for f, r in zip(index.files, results)]
-        report = [index.report(), f"kept {len(plan.order)} of {len(index.files)} into {written.folder}"]
+        report = [index.report(), *([plan.search] if plan.search else []),
+                  f"kept {len(plan.order)} of {len(index.files)} into {written.folder}"]
         report += [f"dropped {index.files[row].name}: {why}" for row, why in sorted(plan.dropped.items())]
         return str(written.folder), zero_shot.to_json(records), "\n".join(report), len(plan.order)
 
@@ -286,7 +288,9 @@ class AtelierEvaluateRetrieval(CurateNode):
         }}
 
     def evaluate(self, clip_model: clip_model.ClipModel, folder: str, k: int, batch_size: int,
-                 pairs_file: str = "") -> tuple[float, float, str]:
+                 pairs_file: str = "", search: SearchOptions | None = None) -> tuple[float, float, str]:
+        """``search``: how many pictures are searched exactly, and the approximate index's memory (the CLI's
+        --exact-limit and --search-memory-mb; ComfyUI uses the defaults)."""
         from ..core.dataset.image_files import read_caption
 
         pairs_path = bridge.resolve_input_folder(pairs_file) if pairs_file.strip() else None
@@ -299,8 +303,9 @@ class AtelierEvaluateRetrieval(CurateNode):
         if not pairs:
             raise ValueError(f"no picture in {folder!r} has a <stem>.txt caption to use as its query")
         queries = clip_model.embed_texts([text for text, _ in pairs])
-        scores = retrieval.evaluate(retrieval.ranks(queries, index.embeddings, [row for _, row in pairs]), k)
-        return scores.mrr, scores.recall, scores.report()
+        found, searched = retrieval.rank_search(queries, index.embeddings, [row for _, row in pairs], k, search)
+        scores = retrieval.evaluate(found, k)
+        return scores.mrr, scores.recall, f"{scores.report()}\n{searched.describe()}"
 
 
 NODE_CLASS_MAPPINGS = {
