@@ -61,8 +61,13 @@ class Plan:
     def exact(self) -> bool:
         return self.factory == "Flat"
 
+    @property
+    def lossy(self) -> bool:
+        """Whether the index scores compressed vectors (so its scores are recomputed from the vectors)."""
+        return not self.exact and not self.factory.endswith(",Flat")
 
-def faiss_module():  # noqa: ANN201 - faiss has no type stubs
+
+def faiss_module():  # faiss has no type stubs
     try:
         import faiss
     except ImportError as exc:
@@ -89,7 +94,7 @@ def plan_search(count: int, dim: int, queries: int, options: SearchOptions) -> P
                      f"search memory budget of {options.memory_mb:g} MB: raise it")
 
 
-def _gpus(faiss) -> int:  # noqa: ANN001
+def _gpus(faiss) -> int:
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
 
@@ -106,7 +111,7 @@ class VectorSearch:
         self.recall: float | None = None  # measured on the sample; None when exact
         self._index = None if self.plan.exact else self._build()
 
-    def _build(self):  # noqa: ANN202
+    def _build(self):
         faiss = self.faiss
         index = faiss.index_factory(self.plan.dim, self.plan.factory, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(self.options.seed)
@@ -128,11 +133,24 @@ class VectorSearch:
         queries = np.ascontiguousarray(torch.as_tensor(queries).detach().float().cpu().numpy())
         k = min(k, self.plan.count)
         if self._index is not None:
-            return self._index.search(queries, k)
+            scores, rows = self._index.search(queries, k)
+            return (self._rescore(queries, rows), rows) if self.plan.lossy else (scores, rows)
         if self.gpus and k <= GPU_MAX_K:
             return faiss.knn_gpu(faiss.StandardGpuResources(), queries, self.vectors, k,
                                  metric=faiss.METRIC_INNER_PRODUCT)
         return faiss.knn(queries, self.vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
+
+    def _rescore(self, queries: np.ndarray, rows: np.ndarray, block: int = 4096) -> np.ndarray:
+        """Exact inner products of each query with its found rows (-inf where none was found), best first."""
+        scores = np.full(rows.shape, -np.inf, dtype=np.float32)
+        for start in range(0, rows.shape[0], block):
+            part = rows[start:start + block]
+            found = self.vectors[np.maximum(part, 0)]
+            exact = np.einsum("qd,qkd->qk", queries[start:start + block], found)
+            scores[start:start + block] = np.where(part >= 0, exact, -np.inf)
+        order = np.argsort(-scores, axis=1, kind="stable")
+        rows[:] = np.take_along_axis(rows, order, 1)
+        return np.take_along_axis(scores, order, 1)
 
     def exact(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return self.faiss.knn(queries, self.vectors, min(k, self.plan.count), metric=self.faiss.METRIC_INNER_PRODUCT)
@@ -154,6 +172,7 @@ class VectorSearch:
             nprobe = min(2 * nprobe, self.plan.nlist)
 
     def sample(self, queries: np.ndarray) -> np.ndarray:
+        """Up to ``SAMPLE`` of ``queries`` (seeded), on which recall is measured."""
         rng = np.random.default_rng(self.options.seed + 1)
         count = queries.shape[0]
         return queries[np.sort(rng.choice(count, min(SAMPLE, count), replace=False))]
@@ -175,11 +194,13 @@ def top_k_search(vectors: torch.Tensor, queries: torch.Tensor, k: int,
     search = VectorSearch(vectors, queries.shape[0], options)
     query_array = np.ascontiguousarray(queries.detach().float().cpu().numpy())
 
+    sample = search.sample(query_array)
+    truth: list[np.ndarray] = []
+
     def recall_at_k(s: VectorSearch) -> float:
-        sample = s.sample(query_array)
-        _, truth = s.exact(sample, k)
+        truth[:] = truth or [s.exact(sample, k)[1]]
         _, found = s.search(sample, k)
-        return float(np.mean([len(set(t) & set(f)) / len(t) for t, f in zip(truth.tolist(), found.tolist())]))
+        return float(np.mean([len(set(t) & set(f)) / len(t) for t, f in zip(truth[0].tolist(), found.tolist())]))
 
     search.tune(recall_at_k)
     scores, rows = search.search(query_array, k)
@@ -209,11 +230,12 @@ def threshold_pairs(vectors: torch.Tensor, threshold: float, options: SearchOpti
     ``threshold``, in order; an approximate index is tuned on the pairs of a sample of the rows."""
     search = VectorSearch(vectors, vectors.shape[0], options)
 
+    sample = search.sample(np.arange(search.plan.count))
+    truth: list[set[tuple[int, int]]] = []
+
     def pair_recall(s: VectorSearch) -> float | None:
-        sample = np.sort(np.random.default_rng(s.options.seed + 1).choice(
-            s.plan.count, min(SAMPLE, s.plan.count), replace=False))
-        truth = _pairs(s, sample, threshold, exact=True)
-        return len(truth & _pairs(s, sample, threshold)) / len(truth) if truth else None
+        truth[:] = truth or [_pairs(s, sample, threshold, exact=True)]
+        return len(truth[0] & _pairs(s, sample, threshold)) / len(truth[0]) if truth[0] else None
 
     search.tune(pair_recall)
     pairs: set[tuple[int, int]] = set()
