@@ -216,3 +216,13 @@ def test_several_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
             value = store.get(hashlib.sha256(f"{name}{i}".encode()).hexdigest())
             assert value is not None and torch.equal(value, torch.full((4,), float(i)))
     assert store.notes == []  # no shard was seen half-written or damaged
+
+
+def test_the_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
+    script = ROOT / "benchmarks" / "bench_embedding_store.py"
+    done = subprocess.run([sys.executable, str(script), "--count", "3000", "--per-file-count", "300", "--dim", "8",
+                           "--folder", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "3000 vectors of 8 float32 values" in done.stdout and "2 files (1 shards and the index)" in done.stdout
+    assert "(measured on 300, scaled x10)" in done.stdout and "3000 files" in done.stdout
+    assert list(tmp_path.iterdir()) == []  # the benchmark cleans up

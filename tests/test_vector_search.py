@@ -3,6 +3,11 @@ search it replaced (kept here as the reference), ties included; above it an IVF 
 whose measured recall is reported."""
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
 import pytest
 import torch
 
@@ -10,41 +15,19 @@ from atelier.core.curator import retrieval
 from atelier.core.curator.curate import near_duplicate_clusters, near_duplicates
 from atelier.core.curator.vector_search import SearchOptions, VectorSearch, plan_search, threshold_pairs
 
-# ------------------------------------------------------------- the implementations FAISS replaced, as they were
-
-def reference_clusters(embeddings: torch.Tensor, threshold: float, block: int = 2048) -> list[list[int]]:
-    count = embeddings.shape[0]
-    parent = list(range(count))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    unit = torch.nn.functional.normalize(embeddings.float(), dim=-1)
-    for start in range(0, count, block):
-        similar = (unit[start:start + block] @ unit.T) >= threshold
-        for a, b in similar.nonzero().tolist():
-            a += start
-            if a < b:
-                parent[root(b)] = root(a)
-    clusters: dict[int, list[int]] = {}
-    for i in range(count):
-        clusters.setdefault(root(i), []).append(i)
-    return [members for members in clusters.values() if len(members) > 1]
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks" / "bench_vector_search.py"
 
 
-def reference_top_k(query: torch.Tensor, images: torch.Tensor, k: int) -> list[tuple[int, float]]:
-    scores = images.float() @ query.float()
-    values, rows = torch.topk(scores, min(k, scores.shape[0]))
-    return list(zip(rows.tolist(), values.tolist()))
-
-
-def reference_ranks(queries: torch.Tensor, images: torch.Tensor, targets: list[int]) -> list[int]:
-    scores = queries.float() @ images.float().T
-    target_scores = scores[torch.arange(len(targets)), torch.tensor(targets)]
-    return (scores >= target_scores[:, None]).sum(dim=1).tolist()
+@pytest.fixture(scope="module")
+def old() -> ModuleType:
+    """The benchmark, which keeps the search FAISS replaced as its reference."""
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        import bench_vector_search
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    return bench_vector_search
 
 
 # ------------------------------------------------------------- test sets
@@ -76,18 +59,19 @@ def duplicate_set(seed: int) -> torch.Tensor:
 # 1.0 is left out: copies score 1 within a float32 rounding, and which side of 1.0 that falls on depends on the
 # order in which a BLAS sums (the old search's answer there changed with the matrix library too)
 @pytest.mark.parametrize("threshold", [0.6, 0.8, 0.9, 0.95, 0.99, 0.9999])
-def test_exact_clusters_equal_the_blocked_search_on_random_and_duplicate_sets(threshold: float) -> None:
+def test_exact_clusters_equal_the_blocked_search_on_random_and_duplicate_sets(old: ModuleType,
+                                                                              threshold: float) -> None:
     for embeddings in (random_set(1500, 48, 0), duplicate_set(1)):
         clusters, search = near_duplicates(embeddings, threshold, block=256)
-        assert clusters == reference_clusters(embeddings, threshold)
+        assert clusters == old.blocked_clusters(embeddings, threshold)
         assert search.plan.exact and search.describe().startswith("exact search (FAISS flat inner product)")
     embeddings = duplicate_set(2)
     assert max(len(c) for c in near_duplicate_clusters(embeddings, 0.999)) >= 40  # k-NN lists grew past 16
     for block in (1, 7, 100):
-        assert near_duplicate_clusters(embeddings, 0.6, block=block) == reference_clusters(embeddings, 0.6)
+        assert near_duplicate_clusters(embeddings, 0.6, block=block) == old.blocked_clusters(embeddings, 0.6)
 
 
-def test_exact_top_k_equals_the_full_sort_ties_in_row_order() -> None:
+def test_exact_top_k_equals_the_full_sort_ties_in_row_order(old: ModuleType) -> None:
     """Each place holds the picture the old search put there: the same score (two scores a float32 rounding apart
     may swap: the matrix libraries sum in different orders) and equal scores (copies) in row order."""
     for images in (torch.nn.functional.normalize(random_set(900, 32, 3), dim=-1),
@@ -97,12 +81,12 @@ def test_exact_top_k_equals_the_full_sort_ties_in_row_order() -> None:
                       images[0], images[17]]:
             for k in (1, 5, 50, images.shape[0] + 3):
                 found = retrieval.top_k(query, images, k)
-                old = reference_top_k(query, images, k)
+                before = old.full_top_k(query[None], images, k).values[0].tolist()
                 scores = images @ query
                 rows = [row for row, _ in found]
-                assert len(rows) == len(set(rows)) == len(old)
-                assert scores[rows].tolist() == pytest.approx([s for _, s in old], abs=1e-6)
-                assert [s for _, s in found] == pytest.approx([s for _, s in old], abs=1e-6)
+                assert len(rows) == len(set(rows)) == len(before)
+                assert scores[rows].tolist() == pytest.approx(before, abs=1e-6)
+                assert [s for _, s in found] == pytest.approx(before, abs=1e-6)
                 for a, b in zip(rows, rows[1:]):
                     if torch.equal(images[a], images[b]):
                         assert a < b  # copies: a tie, in row order
@@ -111,14 +95,14 @@ def test_exact_top_k_equals_the_full_sort_ties_in_row_order() -> None:
     assert [row for row, _ in retrieval.top_k(images[0], images, len(copies))] == copies
 
 
-def test_exact_ranks_equal_the_full_score_matrix_ties_included() -> None:
+def test_exact_ranks_equal_the_full_score_matrix_ties_included(old: ModuleType) -> None:
     images = torch.nn.functional.normalize(duplicate_set(6), dim=-1)
     g = torch.Generator().manual_seed(7)
     targets = torch.randint(0, images.shape[0], (300,), generator=g).tolist()
     queries = torch.nn.functional.normalize(images[targets] + 0.3 * torch.randn(300, images.shape[1], generator=g),
                                             dim=-1)
     queries[:40] = images[targets[:40]]  # a query equal to its target, whose copies tie with it
-    expected = reference_ranks(queries, images, targets)
+    expected = old.full_ranks(queries, images, targets)
     assert max(expected) > 10 and any(r > 1 for r in expected[:40])
     assert retrieval.ranks(queries, images, targets) == expected
     for k in (1, 3, 10):
@@ -171,12 +155,12 @@ def test_above_the_limit_an_ivf_index_finds_the_pairs_it_reports_recall_for(memo
     assert again == pairs  # the training sample is seeded
 
 
-def test_approximate_top_k_recall_is_measured_and_reached() -> None:
+def test_approximate_top_k_recall_is_measured_and_reached(old: ModuleType) -> None:
     images = clustered(5000, 32, 9)
     g = torch.Generator().manual_seed(10)
     queries = torch.nn.functional.normalize(images[:600] + 0.5 * torch.randn(600, 32, generator=g), dim=-1)
     found, search = retrieval.rank_search(queries, images, list(range(600)), 10, SearchOptions(exact_limit=100))
-    expected = [r if r <= 10 else 11 for r in reference_ranks(queries, images, list(range(600)))]
+    expected = [r if r <= 10 else 11 for r in old.full_ranks(queries, images, list(range(600)))]
     assert not search.plan.exact and search.recall >= 0.95
     agree = sum(a == b for a, b in zip(found, expected)) / 600
     assert agree >= 0.9
@@ -188,3 +172,13 @@ def test_vector_search_takes_numpy_or_torch_and_k_beyond_the_count() -> None:
     search = VectorSearch(vectors, 1)
     scores, rows = search.search(vectors[:1].numpy(), 10)
     assert rows[0, 0] == 0 and sorted(rows[0].tolist()) == [0, 1, 2] and scores[0].tolist() == [1.0, 0.0, 0.0]
+
+
+def test_the_benchmark_runs_at_a_tiny_size() -> None:
+    done = subprocess.run([sys.executable, str(BENCH), "--sizes", "1200", "--dim", "16", "--queries", "300",
+                           "--reference-rows", "500", "--exact-limit", "1000"], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "1200 vectors: dedup" in done.stdout and "(timed on 500 rows, scaled)" in done.stdout
+    assert "approximate search (FAISS IVF64,Flat" in done.stdout and "recall@10" in done.stdout
+    assert done.stdout.count("time ratio") == 2

@@ -184,7 +184,7 @@ class VectorSearch:
         recall = (", recall not measured: nothing to find among the sampled queries" if self.recall is None
                   else f", recall {self.recall:.3f} against exact search on up to {SAMPLE} sampled queries")
         return (f"approximate search (FAISS {self.plan.factory}, nprobe {self.nprobe}, about "
-                f"{self.plan.index_mb:.0f} MB{recall}) over {self.plan.count} vectors{where}: above the exact "
+                f"{self.plan.index_mb:.1f} MB{recall}) over {self.plan.count} vectors{where}: above the exact "
                 f"limit of {self.options.exact_limit}")
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..shared.output_paths import remove_stale, write_text_atomic
@@ -60,14 +61,15 @@ class _Shard:
 
     def __init__(self, path: Path, count: int, dim: int, size: int) -> None:
         self.path, self.count, self.dim, self.size = path, count, dim, size
-        self._features: torch.Tensor | None = None
+        self._features: np.ndarray | None = None
 
-    def features(self) -> torch.Tensor:
+    def features(self) -> np.ndarray:
+        """``[N, D]`` float32, mapped from the file: pages are read when rows are."""
         if self._features is None:
             from safetensors import safe_open
 
             with safe_open(str(self.path), framework="pt") as f:
-                self._features = f.get_tensor("features")  # mapped: pages are read when rows are
+                self._features = f.get_tensor("features").numpy()  # a view of the mapped file
         return self._features
 
 
@@ -111,10 +113,9 @@ class FeatureCache:
             return None
         name, row = found
         try:
-            value = self._shards[name].features()[row].float().clone()
+            return torch.from_numpy(self._shards[name].features()[row].copy())  # only finite rows are written
         except Exception:  # merged away by another process since this one opened: recomputed
             return None
-        return value if torch.isfinite(value).all() else None
 
     # ------------------------------------------------------------------ writing
 
@@ -130,11 +131,12 @@ class FeatureCache:
         if dims and values.shape[1] not in dims:
             raise ValueError(f"vectors of {values.shape[1]} values cannot join the {dims.pop()}-value ones of "
                              f"feature store {str(self.folder)!r}")
-        for digest, value in zip(digests, values):
+        values = values.clone()  # rows are kept as views of this copy
+        for digest, value, finite in zip(digests, values, torch.isfinite(values).all(dim=1).tolist()):
             key = _key(digest)
-            if key in self._where or key in self._pending or not torch.isfinite(value).all():
+            if key in self._where or key in self._pending or not finite:
                 continue
-            self._pending[key] = value.clone()
+            self._pending[key] = value
             self._pending_bytes += value.numel() * 4
         if self._pending_bytes >= self.buffer_bytes:
             self.flush()
@@ -304,7 +306,7 @@ class FeatureCache:
             if name in held:
                 held[name].append((key, row))
         try:
-            parts = [self._shards[name].features()[torch.tensor([row for _, row in rows])]
+            parts = [torch.from_numpy(self._shards[name].features()[[row for _, row in rows]])
                      for name, rows in held.items() if rows]
         except Exception:  # another process merged them first: they stay as they are
             return
