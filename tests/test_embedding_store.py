@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from atelier.core.metrics import feature_cache
 from atelier.core.metrics.feature_cache import FeatureCache
 from atelier.core.shared.state_dicts import write_safetensors
 
@@ -109,6 +110,7 @@ sys.path.insert(0, sys.argv[1])
 from atelier_cli import load_pack
 load_pack()
 import safetensors.torch, torch
+from atelier.core.metrics import feature_cache
 from atelier.core.metrics.feature_cache import FeatureCache
 keys = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(6)]
 with FeatureCache(sys.argv[2], "fmt", "net") as store:
@@ -137,6 +139,24 @@ def test_a_process_killed_while_writing_leaves_the_old_state(tmp_path: Path) -> 
     assert len(store) == 3 and len(shards(store)) == 1 and store.notes == []
     assert torch.equal(store.get(hashlib.sha256(b"0").hexdigest()), torch.ones(4))
     assert not leftovers[0].exists()  # a dead process's temporary file is cleared when the store opens
+
+
+def test_a_failed_write_is_a_warning_and_the_store_stays_as_it_was(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    keys, values = digests(6), vectors(6, 4)
+    with FeatureCache(tmp_path, "fmt", "net") as store:
+        store.put_many(keys[:3], values[:3])
+
+    def disk_full(*_: object) -> None:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(feature_cache, "write_safetensors", disk_full)
+    with pytest.warns(UserWarning, match="could not write features.*No space left"):
+        with FeatureCache(tmp_path, "fmt", "net") as store:
+            store.put_many(keys[3:], values[3:])
+    monkeypatch.undo()
+    reopened = FeatureCache(tmp_path, "fmt", "net")
+    assert len(reopened) == 3 and reopened.get(keys[4]) is None  # computed again next time
 
 
 def test_a_truncated_or_damaged_shard_is_dropped_with_a_warning(tmp_path: Path) -> None:
@@ -196,6 +216,7 @@ sys.path.insert(0, sys.argv[1])
 from atelier_cli import load_pack
 load_pack()
 import torch
+from atelier.core.metrics import feature_cache
 from atelier.core.metrics.feature_cache import FeatureCache
 name = sys.argv[3]
 with FeatureCache(sys.argv[2], "fmt", "net", max_small_shards=3) as store:

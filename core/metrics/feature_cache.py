@@ -92,7 +92,7 @@ class FeatureCache:
         self._shards: dict[str, _Shard] = {}
         self._where: dict[bytes, tuple[str, int]] = {}  # digest -> (shard name, row)
         self._pending: dict[bytes, torch.Tensor] = {}
-        self._pending_bytes = 0
+        self._pending_bytes = self._pending_dim = 0
         self._open()
 
     # ------------------------------------------------------------------ reading
@@ -126,12 +126,11 @@ class FeatureCache:
         """Buffer ``values [N, D]`` under ``digests``; non-finite rows are not kept (they are recomputed)."""
         if values.dim() != 2 or values.shape[0] != len(digests):
             raise ValueError(f"put_many needs values [N, D] for {len(digests)} digest(s), got {list(values.shape)}")
-        values = values.detach().float().cpu()
-        dims = {v.shape[0] for v in self._pending.values()}
-        if dims and values.shape[1] not in dims:
-            raise ValueError(f"vectors of {values.shape[1]} values cannot join the {dims.pop()}-value ones of "
-                             f"feature store {str(self.folder)!r}")
-        values = values.clone()  # rows are kept as views of this copy
+        if self._pending and values.shape[1] != self._pending_dim:
+            raise ValueError(f"vectors of {values.shape[1]} values cannot join the {self._pending_dim}-value ones "
+                             f"of feature store {str(self.folder)!r}")
+        self._pending_dim = values.shape[1]
+        values = values.detach().float().cpu().clone()  # rows are kept as views of this copy
         for digest, value, finite in zip(digests, values, torch.isfinite(values).all(dim=1).tolist()):
             key = _key(digest)
             if key in self._where or key in self._pending or not finite:
@@ -143,24 +142,29 @@ class FeatureCache:
 
     def flush(self) -> None:
         """Write the buffered vectors as one new shard, merge small shards when there are too many, and
-        rewrite the index. A failure to write is a warning: the vectors are simply computed again next time."""
+        rewrite the index. A failure to write is a warning: those vectors are computed again next time."""
+        self._flush()
+
+    def _flush(self) -> bool:
+        """``flush``; False when the shard could not be written."""
         if not self._pending:
-            return
+            return True
         keys = list(self._pending)
         values = torch.stack([self._pending[k] for k in keys])
+        self._pending.clear()
+        self._pending_bytes = 0
         try:
             name = self._write_shard(keys, values)
         except OSError as exc:
-            warnings.warn(f"could not write features to {str(self.folder)!r}: {exc}", stacklevel=2)
-            return
-        self._pending.clear()
-        self._pending_bytes = 0
+            warnings.warn(f"could not write features to {str(self.folder)!r}: {exc}", stacklevel=3)
+            return False
         self._where.update({key: (name, row) for row, key in enumerate(keys)})
         try:
             self._compact()
             self._write_index()
         except OSError as exc:
-            warnings.warn(f"could not tidy feature store {str(self.folder)!r}: {exc}", stacklevel=2)
+            warnings.warn(f"could not tidy feature store {str(self.folder)!r}: {exc}", stacklevel=3)
+        return True
 
     def close(self) -> None:
         self.flush()
@@ -273,8 +277,7 @@ class FeatureCache:
                         moved += 1
             except Exception:  # damaged, foreign or of another length: not worth keeping, it is recomputed
                 pass
-        self.flush()
-        if self._pending:  # the shard could not be written: keep the old files
+        if not self._flush():  # the shard could not be written: keep the old files
             return False
         for path in legacy:
             path.unlink(missing_ok=True)
