@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -101,19 +102,39 @@ def queries_for(vectors: np.ndarray, count: int, seed: int = 1) -> torch.Tensor:
 
 # ------------------------------------------------------------- one measurement, in its own process
 
-def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+class PeakMemory:
+    """The most resident memory this process held above what it held when started, sampled every 5 ms (the
+    vectors are loaded before; torch's allocations are invisible to tracemalloc)."""
+
+    def __init__(self) -> None:
+        self.base = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self._rss())
+
+    def mb(self) -> float:
+        self.peak = max(self.peak, self._rss())
+        return (self.peak - self.base) / 2**20
 
 
 def measure(args: argparse.Namespace) -> dict:
     vectors = torch.from_numpy(np.load(args.data))
-    base = peak_mb()
+    memory = PeakMemory()
     options = SearchOptions(args.exact_limit, args.memory_mb)
     start = time.perf_counter()
     out: dict = {}
     if args.measure == "dedup-reference":
         rows = min(args.reference_rows, vectors.shape[0])
-        pairs = blocked_pairs(vectors, args.threshold, rows)
+        pairs = blocked_pairs(vectors, args.threshold, rows, args.reference_block)
         out["pairs_in_rows"] = len(pairs)
         out["rows"] = rows
         seconds = time.perf_counter() - start
@@ -121,7 +142,7 @@ def measure(args: argparse.Namespace) -> dict:
         out["scaled"] = rows < vectors.shape[0]
     elif args.measure == "dedup-ours":
         clusters, search = near_duplicates(vectors, args.threshold, options=options)
-        out["seconds"], out["peak_mb"] = time.perf_counter() - start, peak_mb() - base
+        out["seconds"], out["peak_mb"] = time.perf_counter() - start, memory.mb()
         out["clusters"], out["search"] = len(clusters), search.describe()
         out["pair_recall"] = pair_recall(vectors, clusters, args.threshold) if not search.plan.exact else 1.0
     else:
@@ -134,7 +155,7 @@ def measure(args: argparse.Namespace) -> dict:
             np.save(args.result, rows)
             out["search"] = search.describe()
         out["seconds"] = time.perf_counter() - start
-    out.setdefault("peak_mb", peak_mb() - base)
+    out.setdefault("peak_mb", memory.mb())
     return out
 
 
@@ -153,7 +174,8 @@ def pair_recall(vectors: torch.Tensor, clusters: list[list[int]], threshold: flo
 def run_child(args: argparse.Namespace, data: Path, what: str, result: Path) -> dict:
     command = [sys.executable, __file__, "--measure", what, "--data", str(data), "--result", str(result),
                "--threshold", str(args.threshold), "--k", str(args.k), "--queries", str(args.queries),
-               "--reference-rows", str(args.reference_rows), "--exact-limit", str(args.exact_limit),
+               "--reference-rows", str(args.reference_rows), "--reference-block", str(args.reference_block),
+               "--exact-limit", str(args.exact_limit),
                "--memory-mb", str(args.memory_mb)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
@@ -170,6 +192,9 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.95, help="near-duplicate cosine")
     parser.add_argument("--reference-rows", type=int, default=8192,
                         help="the old dedup runs on at most this many rows, its time scaled to all")
+    parser.add_argument("--reference-block", type=int, default=BLOCK,
+                        help="rows per block of the old dedup (2048 as it was; less where its block x N scores "
+                        "do not fit)")
     parser.add_argument("--exact-limit", type=int, default=SearchOptions().exact_limit)
     parser.add_argument("--memory-mb", type=float, default=SearchOptions().memory_mb)
     parser.add_argument("--measure", help=argparse.SUPPRESS)
@@ -188,6 +213,9 @@ def main() -> None:
             ref = run_child(args, data, "dedup-reference", ref_rows)
             ours = run_child(args, data, "dedup-ours", our_rows)
             scaled = f" (timed on {ref['rows']} rows, scaled)" if ref["scaled"] else ""
+            if args.reference_block != BLOCK:
+                held = BLOCK * size * 5 / 2**20  # float32 scores and bool flags of one block
+                scaled += f", in blocks of {args.reference_block} rows (blocks of 2048 hold {held:.0f} MB)"
             print(f"\n{size} vectors: dedup at cosine >= {args.threshold}")
             print(f"  reference, blocked exact: {ref['seconds']:.1f} s{scaled}, peak {ref['peak_mb']:.0f} MB")
             print(f"  ours: {ours['seconds']:.1f} s, peak {ours['peak_mb']:.0f} MB, {ours['clusters']} clusters, "

@@ -170,7 +170,8 @@ class AtelierCurateFolder(CurateNode):
     OUTPUTS = (
         ("STRING", "folder", "The version folder written."),
         ("STRING", "labels_json", "Labels and scores of every picture of the source folder."),
-        ("STRING", "report", "What was kept, dropped (and why) and skipped."),
+        ("STRING", "report", "What was kept, dropped (and why) and skipped, and how near-duplicates were searched "
+                             "(exact, or the approximate index and its measured recall)."),
         ("INT", "kept", "How many pictures were kept."),
     )
 
@@ -271,7 +272,8 @@ class AtelierEvaluateRetrieval(CurateNode):
         ("FLOAT", "mrr", "Mean reciprocal rank at K: 1 when every query finds its picture first, 0 when none is "
                          "within K."),
         ("FLOAT", "recall", "Share of queries whose picture is within the top K."),
-        ("STRING", "report", "Both scores as text."),
+        ("STRING", "report", "Both scores as text, and how the pictures were searched (exact, or the approximate "
+                             "index and its measured recall)."),
     )
 
     @classmethod
