@@ -121,7 +121,8 @@ def test_the_plan_follows_size_queries_and_memory() -> None:
     assert (plan.factory, plan.nlist) == ("IVF2048,Flat", 2048) and plan.index_mb <= 4096
     squeezed = [plan_search(1_000_000, 768, 10**6, SearchOptions(memory_mb=mb)).factory for mb in (2000, 900, 80)]
     assert squeezed == ["IVF2048,SQfp16", "IVF2048,SQ8", "IVF2048,PQ64"]
-    with pytest.raises(ValueError, match="needs at least .* MB, more than the search memory budget of 10 MB: raise"):
+    with pytest.raises(ValueError, match="needs at least .* MB, more than the search memory budget of 10 MB: raise "
+                                         "search_memory_mb"):
         plan_search(1_000_000, 768, 10**6, SearchOptions(memory_mb=10))
     with pytest.raises(ValueError, match="exact_limit"):
         plan_search(10, 4, 10, SearchOptions(exact_limit=-1))
@@ -182,3 +183,15 @@ def test_the_benchmark_runs_at_a_tiny_size() -> None:
     assert "1200 vectors: dedup" in done.stdout and "(timed on 500 rows, scaled)" in done.stdout
     assert "approximate search (FAISS IVF64,Flat" in done.stdout and "recall@10" in done.stdout
     assert done.stdout.count("time ratio") == 2
+
+
+def test_the_cli_flags_set_the_search() -> None:
+    from atelier import cli
+    from atelier.cli import collection, common
+
+    args = cli._parser().parse_args(["curate", "f", "--exact-limit", "5", "--search-memory-mb", "100"])
+    assert collection.search_options(args) == SearchOptions(exact_limit=5, memory_mb=100.0)
+    defaults = cli._parser().parse_args(["evaluate-retrieval", "f"])
+    assert collection.search_options(defaults) == SearchOptions()
+    flags = common._flags(cli._parser(), "curate")
+    assert common.cli_spelling("raise search_memory_mb", flags) == "raise --search-memory-mb"

@@ -92,7 +92,7 @@ def plan_search(count: int, dim: int, queries: int, options: SearchOptions) -> P
             return Plan(count, dim, f"IVF{nlist},{code}", nlist, need)
     least = (count * min(size for _, size in codes) + overhead) / 2**20
     raise ValueError(f"an index of {count} vectors of {dim} values needs at least {least:.0f} MB, more than the "
-                     f"search memory budget of {options.memory_mb:g} MB: raise it")
+                     f"search memory budget of {options.memory_mb:g} MB: raise search_memory_mb")
 
 
 def _gpus(faiss) -> int:
