@@ -183,6 +183,34 @@ def run_child(args: argparse.Namespace, data: Path, what: str, result: Path) -> 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def dedup(args: argparse.Namespace, size: int, data: Path, ref_rows: Path, our_rows: Path) -> None:
+    ref = run_child(args, data, "dedup-reference", ref_rows)
+    ours = run_child(args, data, "dedup-ours", our_rows)
+    scaled = f" (timed on {ref['rows']} rows, scaled)" if ref["scaled"] else ""
+    if args.reference_block != BLOCK:
+        held = BLOCK * size * 5 / 2**20  # float32 scores and bool flags of one block
+        scaled += f", in blocks of {args.reference_block} rows (blocks of 2048 hold {held:.0f} MB)"
+    print(f"\n{size} vectors: dedup at cosine >= {args.threshold}")
+    print(f"  reference, blocked exact: {ref['seconds']:.1f} s{scaled}, peak {ref['peak_mb']:.0f} MB")
+    print(f"  ours: {ours['seconds']:.1f} s, peak {ours['peak_mb']:.0f} MB, {ours['clusters']} clusters, "
+          f"pair recall {ours['pair_recall']:.4f} on 1000 sampled rows; {ours['search']}")
+    print(f"  time ratio {ref['seconds'] / ours['seconds']:.2f}x, "
+          f"memory ratio {ours['peak_mb'] / max(ref['peak_mb'], 1):.2f}")
+
+
+def top_k(args: argparse.Namespace, size: int, data: Path, ref_rows: Path, our_rows: Path) -> None:
+    ref = run_child(args, data, "topk-reference", ref_rows)
+    ours = run_child(args, data, "topk-ours", our_rows)
+    truth, found = np.load(ref_rows), np.load(our_rows)
+    recall = np.mean([len(set(t) & set(f)) / len(t) for t, f in zip(truth.tolist(), found.tolist())])
+    print(f"{size} vectors: top-{args.k} of {args.queries} queries")
+    print(f"  reference, full score matrix: {ref['seconds']:.1f} s, peak {ref['peak_mb']:.0f} MB")
+    print(f"  ours: {ours['seconds']:.1f} s, peak {ours['peak_mb']:.0f} MB, recall@{args.k} {recall:.4f}; "
+          f"{ours['search']}")
+    print(f"  time ratio {ref['seconds'] / ours['seconds']:.2f}x, "
+          f"memory ratio {ours['peak_mb'] / max(ref['peak_mb'], 1):.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -197,6 +225,7 @@ def main() -> None:
                         "do not fit)")
     parser.add_argument("--exact-limit", type=int, default=SearchOptions().exact_limit)
     parser.add_argument("--memory-mb", type=float, default=SearchOptions().memory_mb)
+    parser.add_argument("--only", choices=("dedup", "topk"), help="measure only near-duplicates or only top-K")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -210,28 +239,10 @@ def main() -> None:
         for size in args.sizes:
             data, ref_rows, our_rows = Path(tmp) / "vectors.npy", Path(tmp) / "ref.npy", Path(tmp) / "ours.npy"
             np.save(data, synthetic(size, args.dim))
-            ref = run_child(args, data, "dedup-reference", ref_rows)
-            ours = run_child(args, data, "dedup-ours", our_rows)
-            scaled = f" (timed on {ref['rows']} rows, scaled)" if ref["scaled"] else ""
-            if args.reference_block != BLOCK:
-                held = BLOCK * size * 5 / 2**20  # float32 scores and bool flags of one block
-                scaled += f", in blocks of {args.reference_block} rows (blocks of 2048 hold {held:.0f} MB)"
-            print(f"\n{size} vectors: dedup at cosine >= {args.threshold}")
-            print(f"  reference, blocked exact: {ref['seconds']:.1f} s{scaled}, peak {ref['peak_mb']:.0f} MB")
-            print(f"  ours: {ours['seconds']:.1f} s, peak {ours['peak_mb']:.0f} MB, {ours['clusters']} clusters, "
-                  f"pair recall {ours['pair_recall']:.4f} on 1000 sampled rows; {ours['search']}")
-            print(f"  time ratio {ref['seconds'] / ours['seconds']:.2f}x, "
-                  f"memory ratio {ours['peak_mb'] / max(ref['peak_mb'], 1):.2f}")
-            ref = run_child(args, data, "topk-reference", ref_rows)
-            ours = run_child(args, data, "topk-ours", our_rows)
-            truth, found = np.load(ref_rows), np.load(our_rows)
-            recall = np.mean([len(set(t) & set(f)) / len(t) for t, f in zip(truth.tolist(), found.tolist())])
-            print(f"{size} vectors: top-{args.k} of {args.queries} queries")
-            print(f"  reference, full score matrix: {ref['seconds']:.1f} s, peak {ref['peak_mb']:.0f} MB")
-            print(f"  ours: {ours['seconds']:.1f} s, peak {ours['peak_mb']:.0f} MB, recall@{args.k} {recall:.4f}; "
-                  f"{ours['search']}")
-            print(f"  time ratio {ref['seconds'] / ours['seconds']:.2f}x, "
-                  f"memory ratio {ours['peak_mb'] / max(ref['peak_mb'], 1):.2f}")
+            if args.only != "topk":
+                dedup(args, size, data, ref_rows, our_rows)
+            if args.only != "dedup":
+                top_k(args, size, data, ref_rows, our_rows)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Nearest neighbours by inner product through FAISS: exact for small collections, an IVF index for big ones.
 
-Up to ``exact_limit`` vectors (or for few queries, where one pass costs less than building an index) the
+Up to ``exact_limit`` vectors (or for up to ``2 * nlist`` queries, fewer than building an index costs) the
 search is exact: FAISS's flat inner-product search (``faiss.knn``, IndexFlatIP's own kernel, searching the
 caller's array without copying it), the same float32 products as a plain matrix product. Above it, an
 inverted-file index (IVF, ``nlist`` about ``2 * sqrt(N)`` lists, k-means trained on a seeded sample) stores
@@ -25,7 +25,9 @@ import torch
 EXACT_LIMIT = 100_000  # vectors: up to this many, search is exact
 MEMORY_MB = 4096  # what an approximate index may hold
 TARGET_RECALL = 0.95
-FEW_QUERIES = 256  # this many queries or fewer are answered exactly at any size: cheaper than training an index
+# up to this many queries per list are answered exactly at any size: training the lists' centroids (40 points per
+# list, 10 rounds) and assigning every vector cost about as much as 2 * nlist exact queries
+FEW_QUERIES_PER_LIST = 2
 SAMPLE = 256  # queries whose exact answers measure the approximate index's recall
 GPU_MAX_K = 2048  # GPU FAISS's largest k
 KMEANS_ITERATIONS = 10  # of the lists' centroids (FAISS's default 25 costs more for little recall)
@@ -77,12 +79,12 @@ def faiss_module():  # faiss has no type stubs
 
 
 def plan_search(count: int, dim: int, queries: int, options: SearchOptions) -> Plan:
-    """Exact up to ``exact_limit`` vectors or ``FEW_QUERIES`` queries; above, the least lossy IVF that fits
+    """Exact up to ``exact_limit`` vectors or ``2 * nlist`` queries; above, the least lossy IVF that fits
     ``memory_mb`` (float32, float16, 8-bit or product-quantised codes, plus ids and list centroids)."""
     options.check()
-    if count <= options.exact_limit or queries <= FEW_QUERIES:
-        return Plan(count, dim, "Flat")
     nlist = 2 ** round(math.log2(2 * math.sqrt(count)))
+    if count <= options.exact_limit or queries <= FEW_QUERIES_PER_LIST * nlist:
+        return Plan(count, dim, "Flat")
     overhead = count * 8 + nlist * dim * 4  # ids and centroids
     codes = [("Flat", dim * 4), ("SQfp16", dim * 2), ("SQ8", dim)]
     codes += [(f"PQ{m}", m) for m in (64, 32, 16, 8) if dim % m == 0 and m < dim]
