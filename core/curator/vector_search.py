@@ -112,6 +112,7 @@ class VectorSearch:
         self.gpus = _gpus(self.faiss)
         self.nprobe = 0
         self.recall: float | None = None  # measured on the sample; None when exact
+        self._resources = None  # GPU FAISS's, made at the first exact search on a GPU
         self._index = None if self.plan.exact else self._build()
 
     def _build(self):
@@ -140,8 +141,8 @@ class VectorSearch:
             scores, rows = self._index.search(queries, k)
             return (self._rescore(queries, rows), rows) if self.plan.lossy else (scores, rows)
         if self.gpus and k <= GPU_MAX_K:
-            return faiss.knn_gpu(faiss.StandardGpuResources(), queries, self.vectors, k,
-                                 metric=faiss.METRIC_INNER_PRODUCT)
+            self._resources = self._resources or faiss.StandardGpuResources()  # one: each reserves GPU memory
+            return faiss.knn_gpu(self._resources, queries, self.vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
         return faiss.knn(queries, self.vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
 
     def _rescore(self, queries: np.ndarray, rows: np.ndarray, block: int = 4096) -> np.ndarray:
