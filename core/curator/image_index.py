@@ -34,9 +34,9 @@ class FolderIndex:
     embeddings: torch.Tensor
     sizes: list[tuple[int, int]]  # (width, height)
     skipped: list[Skipped] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # what the embedding store found: damaged shards, migration
     encoded: int = 0  # distinct pictures the network ran on in this call (0 when all came from the cache)
     cached: int = 0  # distinct pictures read from the cache
+    notes: list[str] = field(default_factory=list)  # what the embedding store found: damaged shards, migration
 
     def report(self) -> str:
         repeats = len(self.files) - self.encoded - self.cached
@@ -109,8 +109,8 @@ def index_folder(clip: Any, source: str | os.PathLike[str] | list[Path], cache_d
         raise ImageFolderError(f"no readable picture among {len(files)} file(s): {reasons}")
     embeddings = torch.stack([found[digest] for _, digest, _ in kept])
     return FolderIndex([p for p, _, _ in kept], embeddings, [s for _, _, s in kept], skipped,
-                       store.notes if store is not None else [], encoded=len(todo) - len(failed),
-                       cached=len(found) - (len(todo) - len(failed)))
+                       encoded=len(todo) - len(failed), cached=len(found) - (len(todo) - len(failed)),
+                       notes=store.notes if store is not None else [])
 
 
 def embed_batch(clip: Any, images: torch.Tensor, batch_size: int = 32,
