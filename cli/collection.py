@@ -2,10 +2,11 @@
 
     python atelier_cli.py label FOLDER --clip CLIP --taxonomy artworks [--json labels.json]
     python atelier_cli.py curate FOLDER --clip CLIP --taxonomy spaces --output OUT [--keep RULES] [--dedup 0.95]
+                                [--exact-limit 100000] [--search-memory-mb 4096]
     python atelier_cli.py caption FOLDER --blip2 BLIP2 [--trigger WORD] [--overwrite] [--prompt TEXT]
     python atelier_cli.py describe FOLDER [--metadata metadata.csv]
     python atelier_cli.py retrieve FOLDER "a calm seascape at dusk" --clip CLIP [--top-k 8]
-    python atelier_cli.py evaluate-retrieval FOLDER --clip CLIP [--k 10] [--pairs pairs.csv]
+    python atelier_cli.py evaluate-retrieval FOLDER --clip CLIP [--k 10] [--pairs pairs.csv] [--exact-limit N]
     python atelier_cli.py encoder-build --text bert-base-multilingual-cased --vision CLIP --name ko-en-clip
     python atelier_cli.py score-sentences PICTURE [PICTURE ...] --sentences lines.txt --clip CLIP [--chart chart.png]
 
@@ -49,6 +50,22 @@ def _clip_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default="output", help="output root folder")
 
 
+def _search_options(p: argparse.ArgumentParser) -> None:
+    from .common import add_numbers, declared
+
+    add_numbers(p, int, 0, exact_limit=(declared("core.curator.vector_search", "EXACT_LIMIT"),
+                                        "up to this many pictures, search is exact; above, an approximate FAISS "
+                                        "index (its choice and measured recall are printed)"))
+    add_numbers(p, float, above=0, search_memory_mb=(declared("core.curator.vector_search", "MEMORY_MB"),
+                                                     "memory the approximate index may take, in MB"))
+
+
+def search_options(args: argparse.Namespace) -> Any:  # -> core.curator.vector_search.SearchOptions
+    from ..core.curator.vector_search import SearchOptions
+
+    return SearchOptions(args.exact_limit, args.search_memory_mb)
+
+
 def add_parsers(sub: Any) -> None:
     from .common import add_numbers, declared  # cli is loaded by the time it asks for these parsers
 
@@ -66,6 +83,7 @@ def add_parsers(sub: Any) -> None:
     c.add_argument("--keep-best", default="resolution", choices=["resolution", "score"],
                    help="which of a cluster of near-duplicates stays: most pixels, or best --sort-by score")
     c.add_argument("--subfolders-by", default="", help="a group: one sub-folder per label of that group")
+    _search_options(c)
     k = sub.add_parser("caption", help="write <stem>.txt BLIP-2 captions beside the pictures of a folder")
     k.add_argument("folder", help="folder of pictures")
     k.add_argument("--blip2", default=declared("core.captions.blip2", "DEFAULT_BLIP2"),
@@ -119,6 +137,7 @@ def add_parsers(sub: Any) -> None:
     e.add_argument("--pairs", default="", help="(text, picture) pairs instead of the captions: a CSV with 'text' "
                    "and 'image' columns or JSON lines {\"text\", \"image\"}, pictures relative to the folder")
     e.add_argument("--output", default="output", help="output root folder (holds the embedding cache)")
+    _search_options(e)
     s = sub.add_parser("score-sentences", help="score sentences (Korean or English) against each picture: cosine and "
                        "probability among the sentences, ranked, with a bar chart")
     s.add_argument("pictures", nargs="+", help="picture file(s)")
@@ -209,7 +228,7 @@ def run_curate(args: argparse.Namespace) -> int:
     from ..nodes import bridge
 
     options = curate.CurateOptions(args.keep, args.require_all, args.drop, args.sort_by, args.dedup, args.keep_best,
-                                   args.subfolders_by)
+                                   args.subfolders_by, search_options(args))
     options.check(load_taxonomy(args.taxonomy))  # a bad rule fails before any model loads
     taxonomy, _, index, results = _labelled(args)
     plan = curate.plan_curation(index, results, taxonomy, options)
@@ -219,6 +238,8 @@ def run_curate(args: argparse.Namespace) -> int:
         print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
     for row, why in sorted(plan.dropped.items()):
         print(f"dropped {index.files[row].name}: {why}")
+    for line in [*index.notes, *([plan.search] if plan.search else [])]:
+        print(line)
     print(f"kept {len(plan.order)} of {len(index.files)} picture(s) ({index.encoded} encoded) in {written.folder}")
     return 0
 
@@ -304,7 +325,7 @@ def run_evaluate_retrieval(args: argparse.Namespace) -> int:
     pairs = str(Path(args.pairs).resolve()) if args.pairs.strip() else ""
     clip = load_clip_option(args)
     _, _, report = AtelierEvaluateRetrieval().evaluate(clip, str(Path(args.folder).resolve()), args.k,
-                                                       args.batch_size, pairs)
+                                                       args.batch_size, pairs, search_options(args))
     print(report)
     return 0
 

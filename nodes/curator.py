@@ -10,6 +10,7 @@ import torch
 from ..core.curator import clip_model, curate, image_index, retrieval, taxonomy, zero_shot
 from ..core.curator import clip_model as clip_model_core  # the node methods' clip_model argument shadows the module
 from ..core.curator.pixels import check_image_batch, fit_square
+from ..core.curator.vector_search import SearchOptions
 from ..core.dataset.image_files import load_image
 from ..core.shared.hf_folders import find_model_folder
 from ..core.shared.output_paths import safe_subfolder
@@ -194,7 +195,8 @@ class AtelierCurateFolder(CurateNode):
     OUTPUTS = (
         ("STRING", "folder", "The version folder written."),
         ("STRING", "labels_json", "Labels and scores of every picture of the source folder."),
-        ("STRING", "report", "What was kept, dropped (and why) and skipped."),
+        ("STRING", "report", "What was kept, dropped (and why) and skipped, and how near-duplicates were searched "
+                             "(exact, or the approximate index and its measured recall)."),
         ("INT", "kept", "How many pictures were kept."),
     )
 
@@ -242,6 +244,7 @@ class AtelierCurateFolder(CurateNode):
                                        bridge.progress(len(plan.order), "writing"))
         records = [{"file": str(f), **r} for f, r in zip(index.files, results)]
         report = [zero_shot.prompt_report(taxonomy, clip_model.languages), index.report(),
+                  *([plan.search] if plan.search else []),
                   f"kept {len(plan.order)} of {len(index.files)} into {written.folder}"]
         report += [f"dropped {index.files[row].name}: {why}" for row, why in sorted(plan.dropped.items())]
         return str(written.folder), zero_shot.to_json(records), "\n".join(report), len(plan.order)
@@ -301,8 +304,9 @@ class AtelierEvaluateRetrieval(CurateNode):
         ("FLOAT", "mrr", "Mean reciprocal rank at K: 1 when every query finds its picture first, 0 when none is "
                          "within K."),
         ("FLOAT", "recall", "Share of queries whose picture is within the top K."),
-        ("STRING", "report", "Both scores as text, after a warning line when the model cannot read the texts' "
-                             "language."),
+        ("STRING", "report", "Both scores as text, and how the pictures were searched (exact, or the approximate "
+                             "index and its measured recall), after a warning line when the model cannot read "
+                             "the texts' language."),
     )
 
     @classmethod
@@ -319,7 +323,9 @@ class AtelierEvaluateRetrieval(CurateNode):
         }}
 
     def evaluate(self, clip_model: clip_model.ClipModel, folder: str, k: int, batch_size: int,
-                 pairs_file: str = "") -> tuple[float, float, str]:
+                 pairs_file: str = "", search: SearchOptions | None = None) -> tuple[float, float, str]:
+        """``search``: how many pictures are searched exactly, and the approximate index's memory (the CLI's
+        --exact-limit and --search-memory-mb; ComfyUI uses the defaults)."""
         from ..core.dataset.image_files import read_caption
 
         pairs_path = bridge.resolve_input_folder(pairs_file) if pairs_file.strip() else None
@@ -333,9 +339,10 @@ class AtelierEvaluateRetrieval(CurateNode):
             raise ValueError(f"no picture in {folder!r} has a <stem>.txt caption to use as its query")
         texts = [text for text, _ in pairs]
         queries = clip_model.embed_texts(texts)
-        scores = retrieval.evaluate(retrieval.ranks(queries, index.embeddings, [row for _, row in pairs]), k)
+        found, searched = retrieval.rank_search(queries, index.embeddings, [row for _, row in pairs], k, search)
+        scores = retrieval.evaluate(found, k)
         warning = clip_model_core.unread_warning(clip_model, texts, "the pairs' text")
-        return scores.mrr, scores.recall, "\n".join(filter(None, [warning, scores.report()]))
+        return scores.mrr, scores.recall, "\n".join(filter(None, [warning, scores.report(), searched.describe()]))
 
 
 class AtelierScoreSentences(CurateNode):

@@ -118,9 +118,10 @@ def test_retrieve_and_evaluate_retrieval_headless(tmp_path: Path, capsys) -> Non
     assert lines == AtelierRetrieveImages().retrieve(model, str(folder), "a green square", 3, 64, 32, False)[1] \
         .splitlines()
 
-    assert main(["evaluate-retrieval", str(folder), "--k", "2", *args]) == 0
+    assert main(["evaluate-retrieval", str(folder), "--k", "2", "--exact-limit", "0", *args]) == 0
     report = capsys.readouterr().out.strip()
-    assert report.startswith("MRR@2 ") and report.endswith("over 4 queries")
+    assert report.startswith("MRR@2 ") and report.splitlines()[0].endswith("over 4 queries")
+    assert report.splitlines()[1] == "exact search (FAISS flat inner product) over 4 vectors"  # few queries: exact
     assert report == AtelierEvaluateRetrieval().evaluate(model, str(folder), 2, 32)[2]
     assert main(["evaluate-retrieval", str(folder), "--pairs", str(tmp_path / "nope.csv"), *args]) == 2
 

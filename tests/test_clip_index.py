@@ -380,15 +380,17 @@ def test_another_model_does_not_reuse_the_cache(clip: ClipModel, folder: Path, t
     assert index_folder(clip, folder, cache).encoded == 0  # each model keeps its own entries
 
 
-def test_a_damaged_cache_file_is_recomputed(clip: ClipModel, folder: Path, tmp_path: Path) -> None:
+def test_a_truncated_shard_is_rebuilt_from_the_pictures(clip: ClipModel, folder: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     first = index_folder(clip, folder, cache)
-    entries = sorted(cache.rglob("*.safetensors"))
-    assert len(entries) == 4
-    entries[0].write_bytes(b"not a safetensors file")
-    index = index_folder(clip, folder, cache)
-    assert index.encoded == 1
+    shards = sorted(cache.rglob("shard-*.safetensors"))
+    assert len(shards) == 1  # the four embeddings in one shard
+    shards[0].write_bytes(shards[0].read_bytes()[:-100])  # cut short, as by a full disk or a killed copy
+    with pytest.warns(UserWarning, match="cut short.*rebuilt from the pictures"):
+        index = index_folder(clip, folder, cache)
+    assert index.encoded == 4 and "rebuilt from the pictures" in index.report()
     assert torch.allclose(index.embeddings, first.embeddings, atol=1e-6)
+    assert index_folder(clip, folder, cache).encoded == 0  # the rebuilt shard serves the next run
 
 
 @pytest.mark.parametrize("batch_size", [1, 3])

@@ -8,6 +8,7 @@ labels and scores, and a report of what was dropped and why.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from ..shared.output_paths import unique_stems
 from ..shared.progress import Progress, SilentProgress
 from .image_index import FolderIndex
 from .taxonomy import Taxonomy, TaxonomyError
+from .vector_search import SearchOptions, VectorSearch, threshold_pairs
 from .zero_shot import tags
 
 KEEP_BEST = ("resolution", "score")
@@ -78,6 +80,7 @@ class CurateOptions:
     dedup_threshold: float = 0.0  # cosine similarity at which two pictures are near-duplicates; 0: off
     keep_best: str = "resolution"  # which of a cluster of near-duplicates stays: most pixels, or best sort score
     subfolders_by: str = ""  # a group: each picture goes into a folder named after its label there
+    search: SearchOptions = field(default_factory=SearchOptions)  # how near-duplicates are searched
 
     def check(self, taxonomy: Taxonomy) -> tuple[list[Rule], list[Rule], list[Rule]]:
         """The keep, drop and sort rules, parsed against ``taxonomy``; any mistake raises before work starts."""
@@ -85,6 +88,7 @@ class CurateOptions:
             raise ValueError(f"keep_best must be one of {', '.join(KEEP_BEST)}, got {self.keep_best!r}")
         if not 0.0 <= self.dedup_threshold <= 1.0:
             raise ValueError(f"dedup_threshold must be from 0 (off) to 1, got {self.dedup_threshold}")
+        self.search.check()
         keep, drop = parse_rules(self.keep, taxonomy), parse_rules(self.drop, taxonomy)
         sort_rule = parse_rules(self.sort_by, taxonomy)
         if len(sort_rule) > 1:
@@ -112,12 +116,28 @@ class CurationPlan:
     order: list[int]  # kept rows of the index, in output order
     dropped: dict[int, str] = field(default_factory=dict)  # row -> why
     duplicate_of: dict[int, int] = field(default_factory=dict)  # dropped row -> the row kept in its place
+    search: str = ""  # how near-duplicates were searched (exact, or which index and its measured recall)
 
 
-def near_duplicate_clusters(embeddings: torch.Tensor, threshold: float, block: int = 2048) -> list[list[int]]:
+def near_duplicates(embeddings: torch.Tensor, threshold: float, block: int = 2048,
+                    options: SearchOptions | None = None) -> tuple[list[list[int]], VectorSearch]:
     """Groups of rows linked by cosine similarity >= ``threshold`` (transitively), each with two or more
-    members. Similarities are computed a block of rows at a time, so memory stays bounded."""
-    count = embeddings.shape[0]
+    members, ordered by their first row, and the search that found them. Neighbours are found through FAISS
+    ``block`` rows at a time (exact up to ``options.exact_limit`` rows, approximate above: see
+    ``vector_search``), so memory stays bounded."""
+    unit = torch.nn.functional.normalize(embeddings.float(), dim=-1)
+    pairs, search = threshold_pairs(unit, threshold, options, block)
+    return clusters_of(pairs, embeddings.shape[0]), search
+
+
+def near_duplicate_clusters(embeddings: torch.Tensor, threshold: float, block: int = 2048,
+                            options: SearchOptions | None = None) -> list[list[int]]:
+    """The clusters of ``near_duplicates``."""
+    return near_duplicates(embeddings, threshold, block, options)[0]
+
+
+def clusters_of(pairs: list[tuple[int, int]], count: int) -> list[list[int]]:
+    """The connected groups of two or more of ``count`` rows that ``pairs`` link, ordered by their first row."""
     parent = list(range(count))
 
     def root(i: int) -> int:
@@ -126,13 +146,8 @@ def near_duplicate_clusters(embeddings: torch.Tensor, threshold: float, block: i
             i = parent[i]
         return i
 
-    unit = torch.nn.functional.normalize(embeddings.float(), dim=-1)
-    for start in range(0, count, block):
-        similar = (unit[start:start + block] @ unit.T) >= threshold
-        for a, b in similar.nonzero().tolist():
-            a += start
-            if a < b:
-                parent[root(b)] = root(a)
+    for a, b in pairs:
+        parent[root(b)] = root(a)
     clusters: dict[int, list[int]] = {}
     for i in range(count):
         clusters.setdefault(root(i), []).append(i)
@@ -164,7 +179,10 @@ def plan_curation(index: FolderIndex, results: list[dict[str, Any]], taxonomy: T
             pixels = float(width * height)
             return (sort_score(row), pixels) if options.keep_best == "score" else (pixels, -row)
 
-        for cluster in near_duplicate_clusters(index.embeddings[candidates], options.dedup_threshold):
+        clusters, search = near_duplicates(index.embeddings[candidates], options.dedup_threshold,
+                                           options=options.search)
+        plan.search = f"near-duplicates: {search.describe()}"
+        for cluster in clusters:
             rows = [candidates[i] for i in cluster]
             best = max(rows, key=quality)
             for row in rows:
@@ -209,7 +227,9 @@ def write_curated(index: FolderIndex, results: list[dict[str, Any]], taxonomy: T
             writer.add_copy(source, name, read_caption(source), record)
             progress.advance()
         dropped = [{"file": str(index.files[row]), "reason": why} for row, why in sorted(plan.dropped.items())]
-        report = {"taxonomy": taxonomy.name, "options": options.__dict__, "kept": len(plan.order), "dropped": dropped,
-                  "skipped": [{"file": s.path, "reason": s.reason} for s in index.skipped]}
+        report = {"taxonomy": taxonomy.name, "options": dataclasses.asdict(options), "kept": len(plan.order),
+                  "dropped": dropped, "skipped": [{"file": s.path, "reason": s.reason} for s in index.skipped]}
+        if plan.search:
+            report["near_duplicate_search"] = plan.search
         writer.add_text(REPORT, json.dumps(report, ensure_ascii=False, indent=1) + "\n")
         return writer.commit()

@@ -7,7 +7,9 @@ cache and runs the network on nothing.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,7 @@ from ..shared.progress import Progress, SilentProgress
 from ..shared.state_dicts import file_sha256
 
 CACHE_FORMAT = "atelier-clip-image-v2"  # v2: JPEGs decoded at a reduced scale
+FLUSH_EVERY_S = 30.0  # embeddings are written as a shard at least this often while a folder is indexed
 
 
 @dataclass
@@ -33,12 +36,14 @@ class FolderIndex:
     skipped: list[Skipped] = field(default_factory=list)
     encoded: int = 0  # distinct pictures the network ran on in this call (0 when all came from the cache)
     cached: int = 0  # distinct pictures read from the cache
+    notes: list[str] = field(default_factory=list)  # what the embedding store found: damaged shards, migration
 
     def report(self) -> str:
         repeats = len(self.files) - self.encoded - self.cached
         lines = [f"{len(self.files)} picture(s): {self.encoded} encoded, {self.cached} from cache"
                  + (f", {repeats} with the same content as another" if repeats else "")]
         lines += [f"skipped {Path(s.path).name}: {s.reason}" for s in self.skipped]
+        lines += self.notes
         return "\n".join(lines)
 
 
@@ -59,7 +64,6 @@ def index_folder(clip: Any, source: str | os.PathLike[str] | list[Path], cache_d
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     files = list_images(source, recursive) if isinstance(source, (str, os.PathLike)) else list(source)
-    cache = FeatureCache(cache_dir, CACHE_FORMAT + clip.pixels.describe(), clip.fingerprint) if cache_dir else None
     progress = progress or SilentProgress(len(files))
     skipped: list[Skipped] = []
     readable: list[tuple[Path, str, tuple[int, int]]] = []
@@ -71,14 +75,18 @@ def index_folder(clip: Any, source: str | os.PathLike[str] | list[Path], cache_d
         except OSError as exc:
             skipped.append(Skipped(str(path), f"cannot be read: {exc}"))
     found: dict[str, torch.Tensor] = {}
-    if cache is not None:
-        for _, digest, _ in readable:
-            if digest not in found and (value := cache.get(digest)) is not None and value.shape[0] == clip.dim:
-                found[digest] = value
-    todo = list({digest: path for path, digest, _ in readable if digest not in found}.items())
-    progress.advance(len(files) - len(todo))
     failed: dict[str, str] = {}
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+    store = FeatureCache(cache_dir, CACHE_FORMAT + clip.pixels.describe(), clip.fingerprint) if cache_dir else None
+    # leaving the block (a cancel too) writes what was embedded; a crash loses at most FLUSH_EVERY_S of work
+    workers = min(4, os.cpu_count() or 1)
+    with store if store is not None else contextlib.nullcontext(), ThreadPoolExecutor(max_workers=workers) as pool:
+        if store is not None:
+            for _, digest, _ in readable:
+                if digest not in found and (value := store.get(digest)) is not None and value.shape[0] == clip.dim:
+                    found[digest] = value
+        todo = list({digest: path for path, digest, _ in readable if digest not in found}.items())
+        progress.advance(len(files) - len(todo))
+        flushed = time.monotonic()
         for start in range(0, len(todo), batch_size):
             progress.check_cancel()
             group = todo[start:start + batch_size]
@@ -87,10 +95,12 @@ def index_folder(clip: Any, source: str | os.PathLike[str] | list[Path], cache_d
             failed.update({digest: image for (digest, _), image in zip(group, decoded) if isinstance(image, str)})
             if good:
                 values = clip.embed_images([image for _, image in good])
-                for (digest, _), value in zip(good, values):
-                    found[digest] = value.clone()
-                    if cache is not None:
-                        cache.put(digest, found[digest])
+                found.update({digest: value.clone() for (digest, _), value in zip(good, values)})
+                if store is not None:
+                    store.put_many([digest for digest, _ in good], values)
+                    if time.monotonic() - flushed >= FLUSH_EVERY_S:
+                        store.flush()
+                        flushed = time.monotonic()
             progress.advance(len(group))
     kept = [(path, digest, size) for path, digest, size in readable if digest in found]
     skipped += [Skipped(str(path), failed[digest]) for path, digest, _ in readable if digest in failed]
@@ -99,7 +109,8 @@ def index_folder(clip: Any, source: str | os.PathLike[str] | list[Path], cache_d
         raise ImageFolderError(f"no readable picture among {len(files)} file(s): {reasons}")
     embeddings = torch.stack([found[digest] for _, digest, _ in kept])
     return FolderIndex([p for p, _, _ in kept], embeddings, [s for _, _, s in kept], skipped,
-                       encoded=len(todo) - len(failed), cached=len(found) - (len(todo) - len(failed)))
+                       encoded=len(todo) - len(failed), cached=len(found) - (len(todo) - len(failed)),
+                       notes=store.notes if store is not None else [])
 
 
 def embed_batch(clip: Any, images: torch.Tensor, batch_size: int = 32,

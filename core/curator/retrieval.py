@@ -6,23 +6,45 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+
+from .vector_search import SearchOptions, VectorSearch, top_k_search
 
 
 def top_k(query: torch.Tensor, images: torch.Tensor, k: int) -> list[tuple[int, float]]:
-    """The ``k`` pictures nearest a unit query embedding ``[D]``: ``(row, cosine)``, best first."""
+    """The ``k`` pictures nearest a unit query embedding ``[D]``: ``(row, cosine)``, best first, a tie in row
+    order. One query is always searched exactly (FAISS flat inner product)."""
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    scores = images.float() @ query.float()
-    values, rows = torch.topk(scores, min(k, scores.shape[0]))
-    return list(zip(rows.tolist(), values.tolist()))
+    scores, rows, _ = top_k_search(images, query.reshape(1, -1), k)
+    return list(zip(rows[0].tolist(), scores[0].tolist()))
 
 
-def ranks(queries: torch.Tensor, images: torch.Tensor, targets: list[int]) -> list[int]:
-    """1-based rank of each query's target picture among all pictures (ties count against the target)."""
+def rank_search(queries: torch.Tensor, images: torch.Tensor, targets: list[int], k: int | None = None,
+                options: SearchOptions | None = None) -> tuple[list[int], VectorSearch]:
+    """1-based rank of each query's target picture among all pictures (ties count against the target), and the
+    search that found them. With ``k``, only the best ``k + 1`` pictures of each query are searched: ranks up
+    to ``k`` are exact (for that search) and a target further down gets ``k + 1``, all that MRR@K and recall@K
+    need. Many queries over more than ``options.exact_limit`` pictures use an approximate index."""
     if queries.shape[0] != len(targets):
         raise ValueError(f"{queries.shape[0]} queries but {len(targets)} targets")
-    return score_ranks(queries.float() @ images.float().T, targets)
+    depth = images.shape[0] if k is None else min(k + 1, images.shape[0])
+    scores, rows, search = top_k_search(images, queries, depth, options)
+    out = []
+    for row_scores, row_found, target in zip(scores, rows, targets):
+        where = np.nonzero(row_found == target)[0]
+        # the target's score as this search computed it; every picture scoring as high is in the list, unless
+        # the list is full of them, and then the target is beyond k anyway
+        rank = int((row_scores >= row_scores[where[0]]).sum()) if where.size else depth + 1
+        out.append(rank if k is None or rank <= k else k + 1)
+    return out, search
+
+
+def ranks(queries: torch.Tensor, images: torch.Tensor, targets: list[int], k: int | None = None,
+          options: SearchOptions | None = None) -> list[int]:
+    """The ranks of ``rank_search``."""
+    return rank_search(queries, images, targets, k, options)[0]
 
 
 def score_ranks(scores: torch.Tensor, targets: list[int]) -> list[int]:

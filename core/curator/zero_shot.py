@@ -62,14 +62,14 @@ def _embed_texts(clip: Any, texts: list[str], cache_dir: str | os.PathLike[str] 
     """Text embeddings, read from and kept in the cache (per text and model) when one is given."""
     if cache_dir is None:
         return clip.embed_texts(texts)
-    cache = FeatureCache(cache_dir, TEXT_CACHE_FORMAT, clip.fingerprint)
     digests = [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
-    found = {d: v for d in digests if (v := cache.get(d)) is not None}
-    missing = [(d, t) for d, t in zip(digests, texts) if d not in found]
-    if missing:
-        for (digest, _), value in zip(missing, clip.embed_texts([t for _, t in missing])):
-            found[digest] = value
-            cache.put(digest, value)
+    with FeatureCache(cache_dir, TEXT_CACHE_FORMAT, clip.fingerprint) as cache:
+        found = {d: v for d in digests if (v := cache.get(d)) is not None}
+        missing = list({d: t for d, t in zip(digests, texts) if d not in found}.items())
+        if missing:
+            values = clip.embed_texts([t for _, t in missing])
+            found.update({digest: value for (digest, _), value in zip(missing, values)})
+            cache.put_many([d for d, _ in missing], values)
     return torch.stack([found[d] for d in digests])
 
 

@@ -1,2 +1,2 @@
-"""Quality metrics: FID/KID and Inception Score, and the feature cache they share with the
+"""Quality metrics: FID/KID and Inception Score, and the sharded feature store they share with the
 curator."""

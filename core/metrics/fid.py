@@ -12,12 +12,13 @@ nothing here downloads them. Images in 0..1 are resized to 299x299 bilinearly
 Inception Score takes the same network's 1008-way logits, which are the pool3 features times ``fc``'s
 weight (no bias, torch-fidelity's ``logits_unbiased``), so one forward pass serves all three scores.
 
-Folder features are cached per file under the SHA-256 of its bytes (safetensors, no pickle), in a
+Folder features are cached under the SHA-256 of each file's bytes (safetensors shards, no pickle), in a
 sub-folder per network, so scoring the same originals again costs nothing; the logits come from the
 cached features without running the network again.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Iterable, Sequence
@@ -375,7 +376,7 @@ def folder_features(model: nn.Module, paths: Sequence[str | os.PathLike[str]] | 
     ``paths`` is a list of files or one folder (its images in natural order). Each file is read with
     the pack's image reader (EXIF orientation applied, alpha composited on white), then resized and
     scaled as pytorch-fid does; for plain RGB files that is pytorch-fid's own pipeline. With
-    ``cache_dir``, features are kept per file under the SHA-256 of its bytes, in a sub-folder per
+    ``cache_dir``, features are kept under the SHA-256 of each file's bytes (in shards), in a sub-folder per
     network, so unchanged files cost nothing next time (identical files are computed once).
     Unreadable files are named in an ImageFolderError before the network runs.
     """
@@ -410,7 +411,8 @@ def folder_features(model: nn.Module, paths: Sequence[str | os.PathLike[str]] | 
     if todo:
         model.to(device).eval()
     pending = list(todo.items())
-    with torch.inference_mode():
+    # leaving the block, a cancel too, writes the features computed so far
+    with torch.inference_mode(), cache if cache is not None else contextlib.nullcontext():
         for start in range(0, len(pending), batch_size):
             group = pending[start:start + batch_size]
             resized = []
@@ -423,10 +425,9 @@ def folder_features(model: nn.Module, paths: Sequence[str | os.PathLike[str]] | 
                 planar = image.permute(2, 0, 1).unsqueeze(0).to(device=device, dtype=torch.float32)
                 resized.append(resize_for_inception(planar))
             values = model(torch.cat(resized)).float().cpu()
-            for (digest, _), value in zip(group, values):
-                found[digest] = value.clone()
-                if cache is not None:
-                    cache.put(digest, found[digest])
+            found.update({digest: value.clone() for (digest, _), value in zip(group, values)})
+            if cache is not None:
+                cache.put_many([digest for digest, _ in group], values)
             progress.advance(len(group))
     return torch.stack([found[d] for d in digests]).numpy()
 
