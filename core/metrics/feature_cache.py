@@ -51,3 +51,20 @@ class FeatureCache:
                               {"format": self.fmt, "sha256": digest, "model": self.fingerprint})
         except OSError as exc:
             warnings.warn(f"could not cache features in {str(self.folder)!r}: {exc}", stacklevel=2)
+
+    def put_many(self, digests: list[str], values: torch.Tensor) -> None:
+        """Rows ``values[i]`` under ``digests[i]``."""
+        for digest, value in zip(digests, values):
+            self.put(digest, value)
+
+    def flush(self) -> None:
+        """Every ``put`` is already on disk."""
+
+    def close(self) -> None:
+        """Nothing is held open."""
+
+    def __enter__(self) -> FeatureCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
