@@ -115,11 +115,10 @@ def _tokenizer(folder: Path, config: Any) -> Any:
                            "tokenizer.json), and its vocabulary is not OpenAI CLIP's; copy the tokenizer files too")
 
 
-def load_clip(folder: Path, device: torch.device | str = "cpu", precision: str = "auto") -> ClipModel:
-    """Load a CLIP folder (``config.json``, weights, tokenizer, ``preprocessor_config.json``) offline."""
-    from transformers import CLIPConfig, CLIPModel
+def clip_config(folder: Path) -> Any:
+    """The ``CLIPConfig`` of a whole-CLIP folder with its weights present; a clear error for anything else."""
+    from transformers import CLIPConfig
 
-    device = torch.device(device)
     check_files(folder, "CLIP", {"config": ("config.json",), "weights": WEIGHT_FILES})
     raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     kind = raw.get("model_type")
@@ -129,11 +128,23 @@ def load_clip(folder: Path, device: torch.device | str = "cpu", precision: str =
                                f"{DEFAULT_CLIP}")
     if kind != "clip":
         raise ModelFolderError(f"{str(folder)!r} holds a {kind!r} model, not CLIP (model_type 'clip')")
-    config = CLIPConfig.from_pretrained(str(folder), local_files_only=True)
+    return CLIPConfig.from_pretrained(str(folder), local_files_only=True)
+
+
+def clip_fingerprint(folder: Path, dtype: torch.dtype) -> str:
+    """What embeddings of this CLIP are keyed by: its weights and the precision it runs in."""
+    return f"{weights_sha256(folder)}:{dtype}"
+
+
+def load_clip(folder: Path, device: torch.device | str = "cpu", precision: str = "auto") -> ClipModel:
+    """Load a CLIP folder (``config.json``, weights, tokenizer, ``preprocessor_config.json``) offline."""
+    from transformers import CLIPModel
+
+    device = torch.device(device)
+    config = clip_config(folder)
     dtype = precision_dtype(precision, device)
     with loading_weights(folder, "CLIP", DEFAULT_CLIP):
         model = CLIPModel.from_pretrained(str(folder), local_files_only=True, **dtype_argument(dtype))
     model.to(device).eval().requires_grad_(False)
-    fingerprint = f"{weights_sha256(folder)}:{dtype}"
     return ClipModel(model, _tokenizer(folder, config), read_pixel_spec(folder, config.vision_config.image_size),
-                     fingerprint, folder.name)
+                     clip_fingerprint(folder, dtype), folder.name)
