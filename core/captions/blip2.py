@@ -136,12 +136,8 @@ def _network(folder: Path, device: torch.device, precision: str) -> Any:
     return model.eval().requires_grad_(False)
 
 
-def load_blip2(folder: Path, device: torch.device | str = "cpu", precision: str = "auto") -> Blip2Model:
-    """Load a BLIP-2 folder (config, weights, tokenizer, preprocessor config) offline, in the precision asked."""
-    from transformers import AutoTokenizer
-
-    device = torch.device(device)
-    _check_precision(precision, device)  # before reading gigabytes: the error comes first
+def check_blip2_folder(folder: Path) -> None:
+    """A clear error unless ``folder`` holds a current BLIP-2 (config, weights, tokenizer); reads no weights."""
     check_files(folder, "BLIP-2", {"config": ("config.json",), "weights": WEIGHT_FILES,
                                    "tokenizer": ("tokenizer.json", "vocab.json")})
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
@@ -150,6 +146,15 @@ def load_blip2(folder: Path, device: torch.device | str = "cpu", precision: str 
     if config.get("image_token_index") is None:
         raise ModelFolderError(f"{str(folder)!r} is a BLIP-2 saved before transformers placed image tokens in the "
                                "prompt (its config has no image_token_index): use a current copy of the model")
+
+
+def load_blip2(folder: Path, device: torch.device | str = "cpu", precision: str = "auto") -> Blip2Model:
+    """Load a BLIP-2 folder (config, weights, tokenizer, preprocessor config) offline, in the precision asked."""
+    from transformers import AutoTokenizer
+
+    device = torch.device(device)
+    _check_precision(precision, device)  # before reading gigabytes: the error comes first
+    check_blip2_folder(folder)
     model = _network(folder, device, precision)
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     tokenizer.padding_side = "left"  # generation continues each prompt from its end
