@@ -65,7 +65,8 @@ def _nothing_under(path: Path) -> bool:
 
 @needs_ray
 def test_ray_embeddings_equal_index_folder_and_fill_its_store(ray_cluster, models: dict[str, Path],
-                                                              collection: Path, tmp_path: Path) -> None:
+                                                              collection: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
     store = tmp_path / "store"
     progress = SilentProgress(12)
     index = embed_collection(models["clip"], collection, store, TWO, batch_size=3, recursive=True, progress=progress)
@@ -76,9 +77,10 @@ def test_ray_embeddings_equal_index_folder_and_fill_its_store(ray_cluster, model
     torch.testing.assert_close(index.embeddings, single.embeddings, atol=1e-5, rtol=1e-4)
     assert [Path(s.path).name for s in index.skipped] == ["broken.png"]
     assert (index.encoded, index.cached, progress.done) == (10, 0, 12)  # the copy shares its original's vector
-    again = embed_collection(models["clip"], collection, store, TWO, batch_size=3, recursive=True)
-    assert (again.encoded, again.cached) == (0, 10)  # nothing ran on the workers
-    torch.testing.assert_close(again.embeddings, index.embeddings, atol=0, rtol=0)
+    # the command line, again: everything comes from the store, nothing runs on the workers
+    assert main(["embed", str(collection), "--recursive", "--clip", str(models["clip"]), "--cache", str(store),
+                 "--output", str(tmp_path / "output"), "--ray", "--workers", "2", "--batch-size", "3"]) == 0
+    assert "11 picture(s): 0 encoded, 10 from cache" in capsys.readouterr().out
     later = index_folder(clip, collection, store, recursive=True)  # the single-process path reads the same store
     assert (later.encoded, later.cached) == (0, 10)
     torch.testing.assert_close(later.embeddings, single.embeddings, atol=1e-5, rtol=1e-4)
@@ -117,7 +119,7 @@ def test_a_cancel_between_batches_stops_and_keeps_what_came_back(ray_cluster, mo
 
 @needs_ray
 def test_ray_captions_equal_caption_folder(ray_cluster, models: dict[str, Path], collection: Path,
-                                           tmp_path: Path) -> None:
+                                           tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (collection / "work_05.txt").write_text("kept as it is\n", encoding="utf-8")
     alone = shutil.copytree(collection, tmp_path / "alone")  # the same collection for the single process
     blip = load_blip2(models["blip2"])
@@ -132,6 +134,8 @@ def test_ray_captions_equal_caption_folder(ray_cluster, models: dict[str, Path],
         stem = Path(name).with_suffix(".txt")
         assert (collection / stem).read_text(encoding="utf-8") == (alone / stem).read_text(encoding="utf-8")
     assert len({*report.captions.values()}) > 1  # the tiny model does not say the same thing of every picture
+    assert main(["caption", str(collection), "--recursive", "--blip2", str(models["blip2"]), "--ray"]) == 0
+    assert "wrote 0 caption(s), kept 11 existing" in capsys.readouterr().out  # the command line keeps them all
 
 
 def test_without_ray_the_command_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch, models: dict[str, Path],
