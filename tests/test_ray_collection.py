@@ -14,6 +14,7 @@ from PIL import Image
 
 from atelier.cli import main
 from atelier.core.captions.blip2 import CaptionSettings, caption_folder, load_blip2
+from atelier.core.curator import ray_collection
 from atelier.core.curator.clip_model import load_clip
 from atelier.core.curator.image_index import index_folder
 from atelier.core.curator.ray_collection import Cluster, RayUnavailable, caption_collection, embed_collection
@@ -164,6 +165,32 @@ def test_a_ray_address_where_nothing_answers_is_a_clear_error_and_nothing_is_wri
     assert run.returncode == 2, run.stderr[-2000:]
     assert "no Ray cluster answers at '127.0.0.1:9'" in run.stderr and "ray start --head" in run.stderr
     assert _nothing_under(out)
+
+
+@needs_ray
+def test_asking_for_gpus_the_cluster_lacks_is_refused_before_anything_is_written(
+        ray_cluster, models: dict[str, Path], collection: Path, tmp_path: Path) -> None:
+    with pytest.raises(RayUnavailable, match=r"asks for 1 GPU\(s\) and the Ray cluster has 0: give "
+                       r"--gpus-per-worker 0 or less"):  # Ray itself would wait for them for ever
+        embed_collection(models["clip"], collection, tmp_path / "store", Cluster(workers=2, gpus_per_worker=1))
+    assert _nothing_under(tmp_path / "store")
+    with pytest.raises(RuntimeError, match="8bit runs through bitsandbytes on a CUDA GPU"):
+        caption_collection(models["blip2"], collection, SAMPLED, TWO, precision="8bit")
+    assert not list(collection.rglob("*.txt"))
+
+
+def test_a_worker_failure_ends_the_run_with_the_workers_own_message() -> None:
+    class Dataset:  # as Ray Data reports a worker whose model failed to load: its traceback, the error last
+        def iter_batches(self, **_: object):
+            yield {"digest": ["a"]}
+            raise RuntimeError("The actor died because of an error raised in its creation task\n  File x, line 1\n"
+                               "WeightFileError: cannot read CLIP weights 'model.safetensors': it is damaged\n")
+
+    batches = ray_collection._batches(Dataset())
+    assert next(batches) == {"digest": ["a"]}
+    with pytest.raises(RuntimeError, match=r"^a Ray worker failed, so the run stopped \(what came back before is "
+                       r"kept\): WeightFileError: cannot read CLIP weights 'model.safetensors': it is damaged$"):
+        next(batches)
 
 
 def test_cluster_settings_are_checked() -> None:

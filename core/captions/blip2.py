@@ -97,7 +97,7 @@ class CaptionSettings:
         return kwargs
 
 
-def _check_precision(precision: str, device: torch.device) -> None:
+def check_precision(precision: str, device: torch.device) -> None:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision in QUANTIZED:
@@ -153,7 +153,7 @@ def load_blip2(folder: Path, device: torch.device | str = "cpu", precision: str 
     from transformers import AutoTokenizer
 
     device = torch.device(device)
-    _check_precision(precision, device)  # before reading gigabytes: the error comes first
+    check_precision(precision, device)  # before reading gigabytes: the error comes first
     check_blip2_folder(folder)
     model = _network(folder, device, precision)
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)

@@ -13,6 +13,7 @@ drive), as the workers read them by path.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import time
@@ -30,6 +31,7 @@ from ..captions.blip2 import (
     CaptionSettings,
     caption_batch,
     check_blip2_folder,
+    check_precision,
     load_blip2,
     prepare_captions,
 )
@@ -99,22 +101,31 @@ def _check_reachable(address: str) -> None:
 @contextlib.contextmanager
 def ray_session(cluster: Cluster) -> Iterator[Any]:
     """Ray connected for the work inside: joined if this process already has it, else started (or, with an
-    address, reached) here and shut down after."""
+    address, reached) here and shut down after. A cluster without the GPUs one worker asks for is refused (Ray
+    would wait for them for ever)."""
     ray = require_ray()
-    if ray.is_initialized():
-        yield ray
-        return
-    if cluster.address and cluster.address not in ("auto", "local"):
-        _check_reachable(cluster.address)
+    ray.data.DataContext.get_current().enable_progress_bars = False  # the Progress given shows how far it is
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # else a status block every few seconds
+    started = not ray.is_initialized()
+    if started:
+        if cluster.address and cluster.address not in ("auto", "local"):
+            _check_reachable(cluster.address)
+        try:
+            ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING)
+        except Exception as exc:  # Ray's own errors vary by version; all mean the same here
+            where = f" or reach {cluster.address!r}" if cluster.address else ""
+            raise RayUnavailable(f"Ray could not start{where}: {exc}; nothing was written") from None
     try:
-        ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
-    except Exception as exc:  # Ray's own errors vary by version; all mean the same here
-        raise RayUnavailable(f"Ray could not start{f' or reach {cluster.address!r}' if cluster.address else ''}: "
-                             f"{exc}; nothing was written") from None
-    try:
+        gpus = float(ray.cluster_resources().get("GPU", 0))
+        if cluster.gpus_per_worker > gpus:
+            raise RayUnavailable(f"each worker asks for {cluster.gpus_per_worker:g} GPU(s) and the Ray cluster has "
+                                 f"{gpus:g}: give --gpus-per-worker {gpus:g} or less (0 runs the workers on CPUs), "
+                                 "or join a cluster with GPUs; nothing was written")
         yield ray
     finally:
-        ray.shutdown()
+        if started:
+            ray.shutdown()
 
 
 def _worker_options(ray: Any, cluster: Cluster) -> dict[str, Any]:
@@ -130,13 +141,21 @@ def _worker_options(ray: Any, cluster: Cluster) -> dict[str, Any]:
             "runtime_env": {"env_vars": {"PYTHONPATH": path, PACKAGE_ENV: _PACKAGE, **hook}}}
 
 
-@contextlib.contextmanager
-def _batches(dataset: Any) -> Iterator[Iterator[dict[str, np.ndarray]]]:
-    """The results as the workers finish them (not in order), each block once; leaving (a cancel too) stops the
-    run and frees its workers."""
+def _batches(dataset: Any) -> Iterator[dict[str, np.ndarray]]:
+    """The results as the workers finish them (not in order), each block once. Closing this (a cancel too) stops
+    the run and frees its workers; a worker's failure ends it with the worker's own message."""
     batches = iter(dataset.iter_batches(batch_size=None, batch_format="numpy"))
     try:
-        yield batches
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except Exception as exc:  # Ray's wrappers end their long text with the worker's own error
+                lines = [line for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+                raise RuntimeError(f"a Ray worker failed, so the run stopped (what came back before is kept): "
+                                   f"{lines[-1].strip()}") from exc
+            yield batch
     finally:
         getattr(batches, "close", lambda: None)()
 
@@ -169,7 +188,6 @@ def _store_vectors(batches: Iterator[dict[str, np.ndarray]], store: FeatureCache
     noticed between batches."""
     flushed = time.monotonic()
     for batch in batches:
-        progress.check_cancel()
         ok = batch["reason"] == ""
         digests = [str(d) for d in batch["digest"][ok]]
         vectors = torch.from_numpy(np.ascontiguousarray(batch["vector"][ok], dtype=np.float32))
@@ -180,6 +198,7 @@ def _store_vectors(batches: Iterator[dict[str, np.ndarray]], store: FeatureCache
             store.flush()
             flushed = time.monotonic()
         progress.advance(len(batch["digest"]))
+        progress.check_cancel()  # after the batch is kept: it was computed already
 
 
 def embed_collection(clip_folder: Path, source: str | os.PathLike[str] | Sequence[Path],
@@ -206,13 +225,14 @@ def embed_collection(clip_folder: Path, source: str | os.PathLike[str] | Sequenc
             progress.advance(len(files) - len(todo))
             failed: dict[str, str] = {}
             if todo:
+                progress.check_cancel()
                 rows = ray.data.from_items([{"digest": d, "path": str(p)} for d, p in todo])
                 results = rows.map_batches(
                     _Embedder, batch_size=batch_size, batch_format="numpy", **_worker_options(ray, cluster),
                     fn_constructor_kwargs={"folder": str(clip_folder), "precision": precision,
                                            "device": cluster.device, "fingerprint": fingerprint,
                                            "max_megapixels": max_megapixels})
-                with _batches(results) as batches:
+                with contextlib.closing(_batches(results)) as batches:
                     _store_vectors(batches, store, found, failed, progress)
     return folder_index(files, readable, skipped, found, failed, encoded=len(todo) - len(failed))
 
@@ -248,24 +268,26 @@ def caption_collection(blip2_folder: Path, folder: str | os.PathLike[str], setti
     settings.check()
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    check_precision(precision, torch.device(cluster.device))  # 8-bit and 4-bit need GPU workers
     check_blip2_folder(blip2_folder)  # a missing or wrong model fails here, before Ray starts
     with ray_session(cluster) as ray:  # Ray missing or failing to start: raised here, nothing written
         files, todo, report = prepare_captions(folder, settings, overwrite, recursive)
         progress = progress or SilentProgress(len(files))
         progress.advance(len(report.kept))
         if todo:
+            progress.check_cancel()
             groups = [{"start": start, "paths": [str(p) for p in todo[start:start + batch_size]]}
                       for start in range(0, len(todo), batch_size)]
             results = ray.data.from_items(groups).map_batches(
                 _Captioner, batch_size=1, batch_format="numpy", **_worker_options(ray, cluster),
                 fn_constructor_kwargs={"folder": str(blip2_folder), "precision": precision, "device": cluster.device,
                                        "settings": settings})
-            with _batches(results) as batches:
+            with contextlib.closing(_batches(results)) as batches:
                 for batch in batches:
-                    progress.check_cancel()
                     ok = batch["reason"] == ""
                     captioned = [(Path(p), str(t)) for p, t in zip(batch["path"][ok], batch["caption"][ok])]
                     skipped = [Skipped(str(p), str(r)) for p, r in zip(batch["path"][~ok], batch["reason"][~ok])]
                     report.record(Path(folder), captioned, skipped, trigger)
                     progress.advance(len(batch["path"]))
+                    progress.check_cancel()  # after the batch is written: it was computed already
     return report
