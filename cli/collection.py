@@ -222,16 +222,16 @@ def run_caption(args: argparse.Namespace) -> int:
     settings.check()
     files, _, _ = blip2.plan_captions(args.folder, args.overwrite, args.recursive)  # name clashes before loading
     folder = find_model_folder(args.blip2, bridge.model_folders(blip2_key()), "BLIP-2", blip2.DEFAULT_BLIP2)
-    progress = bridge.progress(len(files), "captioning")
     if args.ray is not None:
         from ..core.curator.ray_collection import caption_collection
 
         report = caption_collection(folder, args.folder, settings, _cluster(args), args.trigger, args.overwrite,
-                                    args.batch_size, args.recursive, args.precision, progress)
+                                    args.batch_size, args.recursive, args.precision,
+                                    bridge.progress(len(files), "captioning"))
     else:
         model = blip2.load_blip2(folder, bridge.compute_device(args.device), args.precision)
         report = blip2.caption_folder(model, args.folder, settings, args.trigger, args.overwrite, args.batch_size,
-                                      args.recursive, progress)
+                                      args.recursive, bridge.progress(len(files), "captioning"))
     for skipped in report.skipped:
         print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
     for name, caption in report.captions.items():
@@ -251,15 +251,15 @@ def run_embed(args: argparse.Namespace) -> int:
     files = list_images(args.folder, args.recursive)
     cache = Path(args.cache) if args.cache else clip_cache_dir()
     folder = find_model_folder(args.clip, bridge.model_folders(clip_key()), "CLIP", clip_model.DEFAULT_CLIP)
-    progress = bridge.progress(len(files), "embedding")
     if args.ray is not None:
         from ..core.curator.ray_collection import embed_collection
 
-        index = embed_collection(folder, files, cache, _cluster(args), args.batch_size,
-                                 precision=args.precision, progress=progress)
+        index = embed_collection(folder, files, cache, _cluster(args), args.batch_size, precision=args.precision,
+                                 progress=bridge.progress(len(files), "embedding"))
     else:
         clip = clip_model.load_clip(folder, bridge.compute_device(args.device), args.precision)
-        index = image_index.index_folder(clip, files, cache, args.batch_size, progress=progress)
+        index = image_index.index_folder(clip, files, cache, args.batch_size,
+                                         progress=bridge.progress(len(files), "embedding"))
     print(index.report())
     print(f"embeddings in {cache}")
     return 0

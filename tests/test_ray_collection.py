@@ -154,6 +154,17 @@ def test_without_ray_the_command_says_how_to_install_it(monkeypatch: pytest.Monk
     assert _nothing_under(out) and not list(collection.glob("*.txt"))
 
 
+def test_embed_without_ray_fills_the_store_in_one_process(models: dict[str, Path], collection: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "output"
+    assert main(["embed", str(collection), "--clip", str(models["clip"]), "--output", str(out), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "10 picture(s): 9 encoded, 0 from cache, 1 with the same content as another" in printed
+    assert "skipped broken.png" in printed and str(out / "atelier" / "clip_cache") in printed
+    later = index_folder(load_clip(models["clip"]), collection, out / "atelier" / "clip_cache")
+    assert (later.encoded, later.cached) == (0, 9)  # not recursive: sub/deep.png is not in it
+
+
 @needs_ray
 def test_a_ray_address_where_nothing_answers_is_a_clear_error_and_nothing_is_written(
         models: dict[str, Path], collection: Path, tmp_path: Path) -> None:

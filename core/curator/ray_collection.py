@@ -108,8 +108,9 @@ def ray_session(cluster: Cluster) -> Iterator[Any]:
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # else a status block every few seconds
     started = not ray.is_initialized()
     if started:
-        if cluster.address and cluster.address not in ("auto", "local"):
-            _check_reachable(cluster.address)
+        address = cluster.address or os.environ.get("RAY_ADDRESS")  # ray.init joins $RAY_ADDRESS when given none
+        if address and address not in ("auto", "local"):
+            _check_reachable(address)
         try:
             ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.WARNING)
