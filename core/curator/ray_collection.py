@@ -192,8 +192,9 @@ def _store_vectors(batches: Iterator[dict[str, np.ndarray]], store: FeatureCache
         ok = batch["reason"] == ""
         digests = [str(d) for d in batch["digest"][ok]]
         vectors = torch.from_numpy(np.ascontiguousarray(batch["vector"][ok], dtype=np.float32))
-        store.put_many(digests, vectors)
-        found.update(zip(digests, vectors))
+        if digests:
+            store.put_many(digests, vectors)
+            found.update(zip(digests, vectors))
         failed.update((str(d), str(r)) for d, r in zip(batch["digest"][~ok], batch["reason"][~ok]))
         if time.monotonic() - flushed > FLUSH_EVERY_S:
             store.flush()
