@@ -16,21 +16,31 @@ PACKAGE = "atelier"
 ROOT = Path(__file__).resolve().parent
 
 
-def load_pack(run_init: bool = True) -> ModuleType:
-    """The pack as ``atelier``. ``run_init=False`` registers it without running its ``__init__.py``, which imports
-    every node and so torch: the command line imports only what a command needs, and ``--help`` none of it."""
-    if PACKAGE in sys.modules:
-        return sys.modules[PACKAGE]
-    spec = importlib.util.spec_from_file_location(PACKAGE, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+def load_pack(run_init: bool = True, name: str = PACKAGE) -> ModuleType:
+    """The pack as ``atelier`` (or ``name``). ``run_init=False`` registers it without running its ``__init__.py``,
+    which imports every node and so torch: the command line imports only what a command needs, and ``--help`` none
+    of it."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules[PACKAGE] = module
+    sys.modules[name] = module
     if not run_init:
         return module
     spec.loader.exec_module(module)
-    for name in ("core", "nodes", "training"):
-        importlib.import_module(f"{PACKAGE}.{name}")
+    for part in ("core", "nodes", "training"):
+        importlib.import_module(f"{name}.{part}")
     return module
+
+
+def ray_worker_setup() -> None:
+    """Ray's worker_process_setup_hook (core/curator/ray_collection.py): the pack registered in each worker under
+    the name the driver imported it as ($ATELIER_PACKAGE; inside ComfyUI, its folder's name), so the workers can
+    unpickle the pack's classes."""
+    import os
+
+    load_pack(run_init=False, name=os.environ.get("ATELIER_PACKAGE", PACKAGE))
 
 
 if __name__ == "__main__":

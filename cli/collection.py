@@ -3,7 +3,8 @@
     python atelier_cli.py label FOLDER --clip CLIP --taxonomy artworks [--json labels.json]
     python atelier_cli.py curate FOLDER --clip CLIP --taxonomy spaces --output OUT [--keep RULES] [--dedup 0.95]
                                 [--exact-limit 100000] [--search-memory-mb 4096]
-    python atelier_cli.py caption FOLDER --blip2 BLIP2 [--trigger WORD] [--overwrite] [--prompt TEXT]
+    python atelier_cli.py caption FOLDER --blip2 BLIP2 [--trigger WORD] [--overwrite] [--prompt TEXT] [--ray ...]
+    python atelier_cli.py embed FOLDER --clip CLIP [--recursive] [--ray [ADDRESS] --workers N --gpus-per-worker G]
     python atelier_cli.py describe FOLDER [--metadata metadata.csv]
     python atelier_cli.py retrieve FOLDER "a calm seascape at dusk" --clip CLIP [--top-k 8]
     python atelier_cli.py evaluate-retrieval FOLDER --clip CLIP [--k 10] [--pairs pairs.csv] [--exact-limit N]
@@ -14,6 +15,8 @@ CLIP and BLIP-2 are a folder name under models/atelier/clip (or blip2) of the Co
 a Hugging Face id (found there by its last part, or in the local cache), or a path: a CLIP, a Korean CLIP or a
 vision-text dual encoder. Retrieval and sentence scores run the Retrieve Images, Evaluate Retrieval and Score
 Sentences nodes' own code on the model given here; queries, pairs and sentences may be Korean or English.
+With --ray, embed and caption spread the work over the workers of a Ray cluster (core/curator/ray_collection.py;
+Ray is optional: pip install "ray[data]").
 """
 from __future__ import annotations
 
@@ -66,6 +69,24 @@ def search_options(args: argparse.Namespace) -> Any:  # -> core.curator.vector_s
     return SearchOptions(args.exact_limit, args.search_memory_mb)
 
 
+def _ray_options(p: argparse.ArgumentParser, what: str) -> None:
+    from .common import add_numbers
+
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help=f"{what} on the workers of a Ray cluster (pip install \"ray[data]\"): --ray alone starts "
+                   "one on this machine (or joins $RAY_ADDRESS), --ray HOST:6379 joins a cluster started with "
+                   "`ray start --head`; every machine must see the pictures, models and this pack at the same paths")
+    add_numbers(p, int, 1, workers=(1, "--ray: model copies, each loading the model once"))
+    add_numbers(p, float, 0, gpus_per_worker=(0.0, "--ray: GPUs each worker holds (0: the workers use CPUs; "
+                                              "0.5 puts two workers on a GPU)"))
+
+
+def _cluster(args: argparse.Namespace) -> Any:  # -> core.curator.ray_collection.Cluster
+    from ..core.curator.ray_collection import Cluster
+
+    return Cluster(args.ray or None, args.workers, args.gpus_per_worker)
+
+
 def add_parsers(sub: Any) -> None:
     from .common import add_numbers, declared  # cli is loaded by the time it asks for these parsers
 
@@ -105,6 +126,16 @@ def add_parsers(sub: Any) -> None:
                 repetition_penalty=(d.repetition_penalty, "above 1 discourages repeated words"))
     add_numbers(k, float, high=1, above=0, top_p=(d.top_p, "--sampling: nucleus share of probability"))
     k.add_argument("--sampling", action="store_true", help="sample instead of beam search")
+    _ray_options(k, "caption")
+    m = sub.add_parser("embed", help="CLIP embeddings of every picture of a folder into the embedding store, which "
+                       "label, curate and retrieve then read instead of running CLIP again (with --ray: on a cluster)")
+    m.add_argument("folder", help="folder of pictures")
+    _clip_model(m)
+    add_numbers(m, int, 1, batch_size=(32, "pictures per forward pass"))
+    m.add_argument("--recursive", action="store_true", help="also read sub-folders")
+    m.add_argument("--cache", default=None, help="embedding store folder (default: OUTPUT/atelier/clip_cache)")
+    m.add_argument("--output", default="output", help="output root folder")
+    _ray_options(m, "embed")
     d = sub.add_parser("describe", help="curation texts for a dataset version (manifest labels, captions)")
     d.add_argument("folder", help="a version folder, such as one written by curate and captioned by caption")
     d.add_argument("--metadata", help="JSON (name -> fields) or CSV with a 'file' column")
@@ -255,14 +286,46 @@ def run_caption(args: argparse.Namespace) -> int:
     settings.check()
     files, _, _ = blip2.plan_captions(args.folder, args.overwrite, args.recursive)  # name clashes before loading
     folder = find_model_folder(args.blip2, bridge.model_folders(blip2_key()), "BLIP-2", blip2.DEFAULT_BLIP2)
-    model = blip2.load_blip2(folder, bridge.compute_device(args.device), args.precision)
-    report = blip2.caption_folder(model, args.folder, settings, args.trigger, args.overwrite, args.batch_size,
-                                  args.recursive, bridge.progress(len(files), "captioning"))
+    if args.ray is not None:
+        from ..core.curator.ray_collection import caption_collection
+
+        report = caption_collection(folder, args.folder, settings, _cluster(args), args.trigger, args.overwrite,
+                                    args.batch_size, args.recursive, args.precision,
+                                    bridge.progress(len(files), "captioning"))
+    else:
+        model = blip2.load_blip2(folder, bridge.compute_device(args.device), args.precision)
+        report = blip2.caption_folder(model, args.folder, settings, args.trigger, args.overwrite, args.batch_size,
+                                      args.recursive, bridge.progress(len(files), "captioning"))
     for skipped in report.skipped:
         print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
     for name, caption in report.captions.items():
         print(f"{name}\t{caption}")
     print(report.report().splitlines()[0])
+    return 0
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    from ..core.curator import clip_model, image_index
+    from ..core.dataset.image_files import list_images
+    from ..core.shared.hf_folders import find_model_folder
+    from ..nodes import bridge
+    from ..nodes.curator import clip_cache_dir, clip_key
+
+    bridge.set_output_directory(args.output)
+    files = list_images(args.folder, args.recursive)
+    cache = Path(args.cache) if args.cache else clip_cache_dir()
+    folder = find_model_folder(args.clip, bridge.model_folders(clip_key()), "CLIP", clip_model.DEFAULT_CLIP)
+    if args.ray is not None:
+        from ..core.curator.ray_collection import embed_collection
+
+        index = embed_collection(folder, files, cache, _cluster(args), args.batch_size, precision=args.precision,
+                                 progress=bridge.progress(len(files), "embedding"))
+    else:
+        clip = clip_model.load_clip(folder, bridge.compute_device(args.device), args.precision)
+        index = image_index.index_folder(clip, files, cache, args.batch_size,
+                                         progress=bridge.progress(len(files), "embedding"))
+    print(index.report())
+    print(f"embeddings in {cache}")
     return 0
 
 
@@ -363,6 +426,6 @@ def run_score_sentences(args: argparse.Namespace) -> int:
     return 0
 
 
-JOBS = {"label": run_label, "curate": run_curate, "caption": run_caption, "describe": run_describe,
+JOBS = {"label": run_label, "curate": run_curate, "caption": run_caption, "embed": run_embed, "describe": run_describe,
         "retrieve": run_retrieve, "evaluate-retrieval": run_evaluate_retrieval, "score-sentences": run_score_sentences,
         "encoder-build": run_build}

@@ -99,7 +99,7 @@ def add_numbers(parser: argparse.ArgumentParser, kind: type, low: float | None =
 
 
 # every command that reads a model takes --comfyui: the ComfyUI folder whose models it looks in
-MODEL_COMMANDS = ("train", "style", "train-decoder", "fid", "label", "curate", "caption", "retrieve",
+MODEL_COMMANDS = ("train", "style", "train-decoder", "fid", "label", "curate", "caption", "embed", "retrieve",
                   "evaluate-retrieval", "text-sample", "text-story", "audio-train", "adapter-train", "audio-encode",
                   "virtual-data", "encoder-train")
 

@@ -97,7 +97,7 @@ class CaptionSettings:
         return kwargs
 
 
-def _check_precision(precision: str, device: torch.device) -> None:
+def check_precision(precision: str, device: torch.device) -> None:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision in QUANTIZED:
@@ -136,12 +136,8 @@ def _network(folder: Path, device: torch.device, precision: str) -> Any:
     return model.eval().requires_grad_(False)
 
 
-def load_blip2(folder: Path, device: torch.device | str = "cpu", precision: str = "auto") -> Blip2Model:
-    """Load a BLIP-2 folder (config, weights, tokenizer, preprocessor config) offline, in the precision asked."""
-    from transformers import AutoTokenizer
-
-    device = torch.device(device)
-    _check_precision(precision, device)  # before reading gigabytes: the error comes first
+def check_blip2_folder(folder: Path) -> None:
+    """A clear error unless ``folder`` holds a current BLIP-2 (config, weights, tokenizer); reads no weights."""
     check_files(folder, "BLIP-2", {"config": ("config.json",), "weights": WEIGHT_FILES,
                                    "tokenizer": ("tokenizer.json", "vocab.json")})
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
@@ -150,6 +146,15 @@ def load_blip2(folder: Path, device: torch.device | str = "cpu", precision: str 
     if config.get("image_token_index") is None:
         raise ModelFolderError(f"{str(folder)!r} is a BLIP-2 saved before transformers placed image tokens in the "
                                "prompt (its config has no image_token_index): use a current copy of the model")
+
+
+def load_blip2(folder: Path, device: torch.device | str = "cpu", precision: str = "auto") -> Blip2Model:
+    """Load a BLIP-2 folder (config, weights, tokenizer, preprocessor config) offline, in the precision asked."""
+    from transformers import AutoTokenizer
+
+    device = torch.device(device)
+    check_precision(precision, device)  # before reading gigabytes: the error comes first
+    check_blip2_folder(folder)
     model = _network(folder, device, precision)
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     tokenizer.padding_side = "left"  # generation continues each prompt from its end
@@ -201,6 +206,16 @@ class CaptionReport:
     skipped: list[Skipped] = field(default_factory=list)  # pictures that failed to decode
     captions: dict[str, str] = field(default_factory=dict)  # picture path inside the folder -> caption written
 
+    def record(self, folder: Path, captioned: list[tuple[Path, str]], skipped: list[Skipped], trigger: str) -> None:
+        """Write each picture's caption (after the trigger word) as its ``<stem>.txt`` sidecar."""
+        for path, text in captioned:
+            caption = with_trigger(text, trigger)
+            sidecar = path.with_suffix(CAPTION_EXTENSION)
+            write_text_atomic(sidecar, caption + "\n")
+            self.written.append(sidecar)
+            self.captions[path.relative_to(folder).as_posix()] = caption
+        self.skipped += skipped
+
     def report(self) -> str:
         lines = [f"wrote {len(self.written)} caption(s), kept {len(self.kept)} existing"]
         lines += [f"skipped {Path(s.path).name}: {s.reason}" for s in self.skipped]
@@ -226,34 +241,45 @@ def plan_captions(folder: str | os.PathLike[str], overwrite: bool = False, recur
     return files, kept, todo
 
 
+def prepare_captions(folder: str | os.PathLike[str], settings: CaptionSettings, overwrite: bool = False,
+                     recursive: bool = False) -> tuple[list[Path], list[Path], CaptionReport]:
+    """The pictures of ``folder``, those to caption and a report holding those kept; half-written captions of a
+    killed run are removed. Bad settings and name clashes are refused first."""
+    settings.check()
+    files, kept, todo = plan_captions(folder, overwrite, recursive)
+    for parent in {p.parent for p in todo}:
+        remove_stale(parent, f".*{CAPTION_EXTENSION}.*.part")
+    return files, todo, CaptionReport(kept=kept)
+
+
+def caption_batch(blip: Blip2Model, group: Sequence[Path], settings: CaptionSettings, start: int,
+                  pool: ThreadPoolExecutor | None = None) -> tuple[list[tuple[Path, str]], list[Skipped]]:
+    """Captions of one batch of a folder's pictures, seeded as ``caption_folder`` seeds the batch that begins at
+    ``start`` (so any process captioning it writes the same text): (picture, caption) for the pictures that decode,
+    the others skipped with the reason."""
+    decoded = list(pool.map(_decode_or_reason, group) if pool is not None else map(_decode_or_reason, group))
+    good = [(p, image) for p, image in zip(group, decoded) if isinstance(image, torch.Tensor)]
+    skipped = [Skipped(str(p), image) for p, image in zip(group, decoded) if isinstance(image, str)]
+    if not good:
+        return [], skipped
+    batch_settings = CaptionSettings(**{**settings.__dict__, "seed": settings.seed + start})
+    texts = caption_images(blip, [image for _, image in good], batch_settings, batch_size=len(good))
+    return [(path, text) for (path, _), text in zip(good, texts)], skipped
+
+
 def caption_folder(blip: Blip2Model, folder: str | os.PathLike[str], settings: CaptionSettings, trigger: str = "",
                    overwrite: bool = False, batch_size: int = 8, recursive: bool = False,
                    progress: Progress | None = None) -> CaptionReport:
     """Write a ``<stem>.txt`` caption beside every picture of ``folder`` (for the LoRA trainer); existing
     sidecars are kept unless ``overwrite``. Pictures are decoded a batch at a time."""
-    settings.check()
-    folder = Path(folder)
-    files, kept, todo = plan_captions(folder, overwrite, recursive)
-    for parent in {p.parent for p in todo}:  # half-written captions of a killed run
-        remove_stale(parent, f".*{CAPTION_EXTENSION}.*.part")
-    report = CaptionReport(kept=kept)
+    files, todo, report = prepare_captions(folder, settings, overwrite, recursive)
     progress = progress or SilentProgress(len(files))
     progress.advance(len(report.kept))
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         for start in range(0, len(todo), batch_size):
             progress.check_cancel()
             group = todo[start:start + batch_size]
-            decoded = list(pool.map(_decode_or_reason, group))
-            good = [(p, image) for p, image in zip(group, decoded) if isinstance(image, torch.Tensor)]
-            report.skipped += [Skipped(str(p), image) for p, image in zip(group, decoded) if isinstance(image, str)]
-            if good:
-                batch_settings = CaptionSettings(**{**settings.__dict__, "seed": settings.seed + start})
-                texts = caption_images(blip, [image for _, image in good], batch_settings, batch_size=len(good))
-                for (path, _), text in zip(good, texts):
-                    sidecar = path.with_suffix(CAPTION_EXTENSION)
-                    write_text_atomic(sidecar, with_trigger(text, trigger) + "\n")
-                    report.written.append(sidecar)
-                    report.captions[path.relative_to(folder).as_posix()] = with_trigger(text, trigger)
+            report.record(Path(folder), *caption_batch(blip, group, settings, start, pool), trigger)
             progress.advance(len(group))
     return report
 

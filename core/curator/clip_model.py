@@ -204,23 +204,35 @@ def encoder_kind(folder: Path) -> str:
     return kind
 
 
+def encoder_config(folder: Path) -> tuple[str, Any]:
+    """The kind (a key of KINDS) and transformers config of an image-text encoder folder; a clear error for any
+    other folder."""
+    import transformers
+
+    kind = encoder_kind(folder)
+    return kind, getattr(transformers, KINDS[kind]).config_class.from_pretrained(str(folder), local_files_only=True)
+
+
+def clip_fingerprint(folder: Path, dtype: torch.dtype) -> str:
+    """What embeddings of this encoder are keyed by: its weights and the precision it runs in."""
+    return f"{weights_sha256(folder)}:{dtype}"
+
+
 def load_clip(folder: Path, device: torch.device | str = "cpu", precision: str = "auto") -> ClipModel:
     """Load a CLIP or dual-encoder folder (``config.json``, weights, tokenizer, ``preprocessor_config.json``)
     offline."""
     import transformers
 
     device = torch.device(device)
-    kind = encoder_kind(folder)
+    kind, config = encoder_config(folder)
     model_class = getattr(transformers, KINDS[kind])
-    config = model_class.config_class.from_pretrained(str(folder), local_files_only=True)
     dtype = precision_dtype(precision, device)
     with loading_weights(folder, "image-text encoder", DEFAULT_CLIP):
         model = model_class.from_pretrained(str(folder), local_files_only=True, **dtype_argument(dtype))
     model.to(device).eval().requires_grad_(False)
-    fingerprint = f"{weights_sha256(folder)}:{dtype}"
     tokenizer = load_tokenizer(folder, config, kind)
-    return ClipModel(model, tokenizer, read_pixel_spec(folder, config.vision_config.image_size), fingerprint,
-                     folder.name, text_languages(folder, tokenizer, kind), kind)
+    return ClipModel(model, tokenizer, read_pixel_spec(folder, config.vision_config.image_size),
+                     clip_fingerprint(folder, dtype), folder.name, text_languages(folder, tokenizer, kind), kind)
 
 
 def processor_config(spec: PixelSpec) -> dict[str, Any]:

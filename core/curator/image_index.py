@@ -21,6 +21,7 @@ from ..dataset.image_files import DEFAULT_MAX_MEGAPIXELS, ImageFolderError, Skip
 from ..metrics.feature_cache import FeatureCache
 from ..shared.progress import Progress, SilentProgress
 from ..shared.state_dicts import file_sha256
+from .pixels import PixelSpec
 
 CACHE_FORMAT = "atelier-clip-image-v2"  # v2: JPEGs decoded at a reduced scale
 FLUSH_EVERY_S = 30.0  # embeddings are written as a shard at least this often while a folder is indexed
@@ -47,11 +48,56 @@ class FolderIndex:
         return "\n".join(lines)
 
 
-def _decode(path: Path, max_megapixels: float, min_side: int) -> torch.Tensor | str:
+def decode_or_reason(path: Path, max_megapixels: float, min_side: int) -> torch.Tensor | str:
+    """The picture as index_folder decodes it, or why it cannot be."""
     try:
         return load_image(path, max_megapixels=max_megapixels, min_side=min_side)
     except ImageFolderError as exc:
         return str(exc)
+
+
+def embedding_store(cache_dir: str | os.PathLike[str], pixels: PixelSpec, fingerprint: str) -> FeatureCache:
+    """The store of a CLIP's picture embeddings: keyed by its weights, precision and pixel pipeline."""
+    return FeatureCache(cache_dir, CACHE_FORMAT + pixels.describe(), fingerprint)
+
+
+def read_headers(files: list[Path], max_megapixels: float) -> tuple[list[tuple[Path, str, tuple[int, int]]],
+                                                                     list[Skipped]]:
+    """(path, content hash, size) of the files whose header reads, and the others skipped with the reason;
+    cheap, so a bad file is found before any encoding."""
+    readable, skipped = [], []
+    for path in files:
+        try:
+            readable.append((path, file_sha256(path), image_size(path, max_megapixels)))
+        except ImageFolderError as exc:
+            skipped.append(Skipped(str(path), str(exc)))
+        except OSError as exc:
+            skipped.append(Skipped(str(path), f"cannot be read: {exc}"))
+    return readable, skipped
+
+
+def stored_embeddings(store: FeatureCache, readable: list[tuple[Path, str, tuple[int, int]]],
+                      dim: int) -> dict[str, torch.Tensor]:
+    """Content hash -> embedding for the readable pictures already in the store (with the network's width)."""
+    found: dict[str, torch.Tensor] = {}
+    for _, digest, _ in readable:
+        if digest not in found and (value := store.get(digest)) is not None and value.shape[0] == dim:
+            found[digest] = value
+    return found
+
+
+def folder_index(files: list[Path], readable: list[tuple[Path, str, tuple[int, int]]], skipped: list[Skipped],
+                 found: dict[str, torch.Tensor], failed: dict[str, str], encoded: int,
+                 notes: list[str] | None = None) -> FolderIndex:
+    """The index of what was embedded or found; pictures that failed to decode join ``skipped``."""
+    kept = [(path, digest, size) for path, digest, size in readable if digest in found]
+    skipped = skipped + [Skipped(str(path), failed[digest]) for path, digest, _ in readable if digest in failed]
+    if not kept:
+        reasons = "; ".join(f"{Path(s.path).name}: {s.reason}" for s in skipped[:5])
+        raise ImageFolderError(f"no readable picture among {len(files)} file(s): {reasons}")
+    embeddings = torch.stack([found[digest] for _, digest, _ in kept])
+    return FolderIndex([p for p, _, _ in kept], embeddings, [s for _, _, s in kept], skipped,
+                       encoded=encoded, cached=len(found) - encoded, notes=notes or [])
 
 
 def index_folder(clip: Any, source: str | os.PathLike[str] | list[Path], cache_dir: str | os.PathLike[str] | None,
@@ -65,32 +111,22 @@ def index_folder(clip: Any, source: str | os.PathLike[str] | list[Path], cache_d
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     files = list_images(source, recursive) if isinstance(source, (str, os.PathLike)) else list(source)
     progress = progress or SilentProgress(len(files))
-    skipped: list[Skipped] = []
-    readable: list[tuple[Path, str, tuple[int, int]]] = []
-    for path in files:  # headers and hashes only: cheap, and a bad file is found before any encoding
-        try:
-            readable.append((path, file_sha256(path), image_size(path, max_megapixels)))
-        except ImageFolderError as exc:
-            skipped.append(Skipped(str(path), str(exc)))
-        except OSError as exc:
-            skipped.append(Skipped(str(path), f"cannot be read: {exc}"))
+    readable, skipped = read_headers(files, max_megapixels)
     found: dict[str, torch.Tensor] = {}
     failed: dict[str, str] = {}
-    store = FeatureCache(cache_dir, CACHE_FORMAT + clip.pixels.describe(), clip.fingerprint) if cache_dir else None
+    store = embedding_store(cache_dir, clip.pixels, clip.fingerprint) if cache_dir else None
     # leaving the block (a cancel too) writes what was embedded; a crash loses at most FLUSH_EVERY_S of work
     workers = min(4, os.cpu_count() or 1)
     with store if store is not None else contextlib.nullcontext(), ThreadPoolExecutor(max_workers=workers) as pool:
         if store is not None:
-            for _, digest, _ in readable:
-                if digest not in found and (value := store.get(digest)) is not None and value.shape[0] == clip.dim:
-                    found[digest] = value
+            found = stored_embeddings(store, readable, clip.dim)
         todo = list({digest: path for path, digest, _ in readable if digest not in found}.items())
         progress.advance(len(files) - len(todo))
         flushed = time.monotonic()
         for start in range(0, len(todo), batch_size):
             progress.check_cancel()
             group = todo[start:start + batch_size]
-            decoded = list(pool.map(lambda item: _decode(item[1], max_megapixels, clip.pixels.size), group))
+            decoded = list(pool.map(lambda item: decode_or_reason(item[1], max_megapixels, clip.pixels.size), group))
             good = [(digest, image) for (digest, _), image in zip(group, decoded) if isinstance(image, torch.Tensor)]
             failed.update({digest: image for (digest, _), image in zip(group, decoded) if isinstance(image, str)})
             if good:
@@ -102,15 +138,8 @@ def index_folder(clip: Any, source: str | os.PathLike[str] | list[Path], cache_d
                         store.flush()
                         flushed = time.monotonic()
             progress.advance(len(group))
-    kept = [(path, digest, size) for path, digest, size in readable if digest in found]
-    skipped += [Skipped(str(path), failed[digest]) for path, digest, _ in readable if digest in failed]
-    if not kept:
-        reasons = "; ".join(f"{Path(s.path).name}: {s.reason}" for s in skipped[:5])
-        raise ImageFolderError(f"no readable picture among {len(files)} file(s): {reasons}")
-    embeddings = torch.stack([found[digest] for _, digest, _ in kept])
-    return FolderIndex([p for p, _, _ in kept], embeddings, [s for _, _, s in kept], skipped,
-                       encoded=len(todo) - len(failed), cached=len(found) - (len(todo) - len(failed)),
-                       notes=store.notes if store is not None else [])
+    return folder_index(files, readable, skipped, found, failed, encoded=len(todo) - len(failed),
+                        notes=store.notes if store is not None else [])
 
 
 def embed_batch(clip: Any, images: torch.Tensor, batch_size: int = 32,
