@@ -193,7 +193,10 @@ def test_the_adain_decoder_trains_data_parallel_too(tmp_path: Path, capsys) -> N
     (styles / "coffee.webp").write_bytes((SAMPLES / "coffee.webp").read_bytes())
     args = ["train-decoder", str(SAMPLES), str(styles), "--encoder", str(encoder), "--out-dir", str(tmp_path / "out"),
             "--batch-size", "3", "--resize-to", "48", "--crop", "32", "--steps", "2", "--device", "cpu"]
+    handlers = {stop: signal.getsignal(stop) for stop in (signal.SIGINT, signal.SIGTERM)}
     assert main([*args, "--run", str(tmp_path / "two"), "--name", "two", "--gpus", "2"]) == 0
+    # torchrun's agent ran in this process: its stop handlers are gone again, so Ctrl-C is KeyboardInterrupt
+    assert {stop: signal.getsignal(stop) for stop in handlers} == handlers
     assert main([*args, "--run", str(tmp_path / "one"), "--name", "one"]) == 0
     out = tmp_path / "out"
     assert _max_difference(out / "two.safetensors", out / "one.safetensors") < TOLERANCE

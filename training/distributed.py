@@ -238,6 +238,10 @@ def launch(nproc: int, script: Path, args: list[str], cuda: bool) -> None:
     if cuda and nproc > torch.cuda.device_count():
         raise ValueError(f"--gpus {nproc} asks for more GPUs than this machine has ({torch.cuda.device_count()})")
     saved = dict(os.environ)  # given back afterwards: torchrun also sets OMP_NUM_THREADS here for the processes
+    # torchrun's agent replaces these handlers with its own and leaves them: given back too, or a later Ctrl-C in
+    # this process would raise torch's SignalException instead of KeyboardInterrupt
+    stops = [getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT") if hasattr(signal, name)]
+    handlers = {stop: signal.getsignal(stop) for stop in stops}
     os.environ.setdefault("LOGLEVEL", "WARNING")
     os.environ[LAUNCHER_ENV] = "1"  # the processes inherit it
     try:
@@ -256,6 +260,8 @@ def launch(nproc: int, script: Path, args: list[str], cuda: bool) -> None:
     finally:
         os.environ.clear()
         os.environ.update(saved)
+        for stop, handler in handlers.items():
+            signal.signal(stop, handler)
 
 
 def reported_by_launcher(exc: BaseException) -> bool:
