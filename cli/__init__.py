@@ -13,8 +13,8 @@
     python atelier_cli.py text-train|text-sample|text-story|story-strip|story-panels ...       # cli/story.py
     python atelier_cli.py audio-train|adapter-train|audio-encode ...                            # cli/audio.py
 
-train, train-decoder and adapter-train also take ``--gpus N`` (data-parallel through torchrun, training/distributed.py)
-and ``--events PATH`` (progress as JSON lines, core/shared/progress_events.py).
+train, train-decoder, adapter-train and encoder-train also take ``--gpus N`` (data-parallel through torchrun,
+training/distributed.py) and ``--events PATH`` (progress as JSON lines, core/shared/progress_events.py).
 
 The parser is built without importing torch or any model library (``--help`` answers at once): option defaults
 and choices are read from the source of the core modules that own them (``declared``), and every job imports

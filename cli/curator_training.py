@@ -1,6 +1,6 @@
 """Headless fine-tuning of an image-text encoder (a CLIP or a vision-text dual encoder) on caption-picture pairs.
 
-    python atelier_cli.py encoder-train FOLDER --clip CLIP [--pairs pairs.csv] [--train last_n --last-n 2] ...
+    python atelier_cli.py encoder-train FOLDER --clip CLIP [--pairs pairs.csv] [--train last_n] [--gpus N] ...
 
 The encoder is a folder name under models/atelier/clip of the ComfyUI folder (--comfyui), a Hugging Face id or
 a path; the result is written as a new folder there (or in --out-dir), which --clip then names.
@@ -15,7 +15,7 @@ from typing import Any
 
 def add_parsers(sub: Any) -> None:
     from .collection import _clip_model
-    from .common import add_numbers, declared
+    from .common import add_launch_options, add_numbers, declared
 
     d = declared("training.curator.encoder_trainer", "EncoderTrainConfig")
     p = sub.add_parser("encoder-train", help="fine-tune a CLIP or dual encoder on (caption, picture) pairs, "
@@ -46,6 +46,7 @@ def add_parsers(sub: Any) -> None:
     add_numbers(p, float, above=0, lr=(d.lr, "AdamW learning rate"))
     add_numbers(p, float, 0, weight_decay=(d.weight_decay, "AdamW weight decay"))
     add_numbers(p, float, high=0.9, above=0, val_fraction=(d.val_fraction, "share of pictures held out"))
+    add_launch_options(p)
 
 
 def run_encoder_train(args: argparse.Namespace) -> int:
@@ -54,19 +55,24 @@ def run_encoder_train(args: argparse.Namespace) -> int:
     from ..training.curator import encoder_job
     from ..training.curator.encoder_trainer import EncoderTrainConfig
     from .collection import load_clip_option
+    from .common import TrainingRun
 
     config = EncoderTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                 weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
                                 schedule=args.schedule, train=args.train, last_n=args.last_n,
                                 val_fraction=args.val_fraction, seed=args.seed, precision=args.train_precision)
     job = encoder_job.EncoderJob(args.folder, args.pairs, args.name, config, args.recursive)
-    encoder_job.read_job_pairs(job)  # a bad folder or pairs file fails before the model loads
-    clip = load_clip_option(args)
-    out_dir = Path(args.out_dir) if args.out_dir else bridge.model_folders(clip_key())[0]
-    result = encoder_job.run(job, clip, out_dir, Path(args.run), bridge.compute_device(args.device),
-                             lambda total: bridge.progress(total, "fine-tuning"))
-    print(result.report())
-    print(f"curves: {result.run_dir / 'curves.png'}", file=sys.stderr)
+    # a bad folder or pairs file fails before the model loads
+    run = TrainingRun(args, lambda: sum(encoder_job.work_costs(encoder_job.read_job_pairs(job), config)),
+                      "fine-tuning")
+    with run:
+        clip = load_clip_option(args)
+        out_dir = Path(args.out_dir) if args.out_dir else bridge.model_folders(clip_key())[0]
+        result = encoder_job.run(job, clip, out_dir, Path(args.run), run.device, lambda total: run.progress)
+    run.finished({"encoder": str(result.path), "mrr@10": result.train.after["mrr@10"], "resumed": result.train.resumed})
+    if run.main:
+        print(result.report())
+        print(f"curves: {result.run_dir / 'curves.png'}", file=sys.stderr)
     return 0
 
 

@@ -1,5 +1,6 @@
 """Data-parallel LoRA training on the CPU: 2 gloo processes against 1 at the same global batch, resuming a
-2-process checkpoint in 1 process, a rank killed mid-run, and the JSON-lines progress events."""
+2-process checkpoint in 1 process, a rank killed mid-run, and the JSON-lines progress events; the adapter, decoder
+and image-text encoder (its contrastive loss over the gathered global batch) against 1 process too."""
 from __future__ import annotations
 
 import json
@@ -26,6 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 # (float additions in another order; one process with 1 thread instead of 2 differs from itself by 2.5e-7); the
 # LoRA's up matrices, which start at zero, reach about 3e-3 in these 3 steps.
 TOLERANCE = 1e-5
+# the image-text encoder, 2 processes against 1 (6 steps, every weight training, the loss over the gathered global
+# batch): the largest difference of any weight measured 1.2e-7 (the weights move about 6e-3); of AdamW's moments,
+# relative to each tensor's largest, 1.8e-6 (a wrong gradient factor W = 2 would put them 0.5 apart or more)
+ENCODER_TOLERANCE = 1e-5
+MOMENT_TOLERANCE = 1e-4
+KEY_BIASES = ("attention.self.key.bias", "self_attn.k_proj.bias")
 
 
 def _train_args(model: Path, tmp: Path, run: str, name: str, steps: int) -> list[str]:
@@ -215,3 +222,66 @@ def test_an_error_before_training_is_an_event_too(tmp_path: Path, capsys) -> Non
     error = last_event(events)
     assert error["event"] == "error" and str(empty) in error["message"]
     assert str(empty) in capsys.readouterr().err
+
+
+def _tensors(folder: Path) -> dict[str, torch.Tensor]:
+    """The saved encoder's weights, less the attention key biases: softmax over the keys ignores what a key bias
+    adds (the same to every key of a query), so their gradient is rounding noise alone, which AdamW's
+    normalisation turns into lr-sized steps that differ with any change in the order of float additions (4.7e-3
+    apart here; 0 in exact arithmetic)."""
+    return {k: v for k, v in load_file(str(folder / "model.safetensors")).items() if not k.endswith(KEY_BIASES)}
+
+
+def _checkpoint(runs: Path) -> Path:
+    """The checkpoint of the one run in the runs folder ``runs`` (its folder is named by the settings and data)."""
+    [checkpoint] = runs.glob("*/checkpoint")
+    return checkpoint
+
+
+def _moments(run: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """AdamW's moments by weight name (the trainer's parameter groups: matrices, then the rest)."""
+    state = checkpoints.load(_checkpoint(run))
+    names = [n for n, v in state["trainable"].items() if v.ndim >= 2] + [
+        n for n, v in state["trainable"].items() if v.ndim < 2]
+    return {name: state["optimizer"]["state"][i] for i, name in enumerate(names) if not name.endswith(KEY_BIASES)}
+
+
+def test_the_image_text_encoder_trains_data_parallel_with_the_whole_global_batch_as_negatives(tmp_path: Path,
+                                                                                             capsys) -> None:
+    from test_encoder_training import class_pictures, dual_encoder
+
+    # BERT's dropout off: with it on, each rank draws the masks of its own rows (the trainer's docstring)
+    model = dual_encoder(tmp_path / "dual", dropout=0.0)
+    # 18 training pictures, a global batch of 5 split 3 + 2 (padded for the gather), 3 steps an epoch
+    args = ["encoder-train", str(class_pictures(tmp_path / "그림")), "--clip", str(model), "--out-dir",
+            str(tmp_path / "out"), "--train", "all", "--epochs", "2", "--batch-size", "5", "--lr", "1e-3",
+            "--weight-decay", "0", "--val-fraction", "0.25", "--device", "cpu"]
+    events = tmp_path / "events.jsonl"
+    assert main([*args, "--run", str(tmp_path / "two"), "--name", "two", "--gpus", "2", "--events", str(events)]) == 0
+    assert main([*args, "--run", str(tmp_path / "one"), "--name", "one"]) == 0
+    out = tmp_path / "out"
+    two, one = _tensors(out / "two"), _tensors(out / "one")
+    assert two.keys() == one.keys()
+    assert max((two[k] - one[k]).abs().max().item() for k in one) < ENCODER_TOLERANCE
+    start = _tensors(model)
+    assert max((one[k] - start[k]).abs().max().item() for k in one) > 100 * ENCODER_TOLERANCE
+    # AdamW's steps hardly change with the gradient's scale: its moments do, so they check the factor 1/W
+    moments = [_moments(tmp_path / run) for run in ("two", "one")]
+    assert moments[0].keys() == moments[1].keys()
+    for name, state in moments[1].items():
+        for key in ("exp_avg", "exp_avg_sq"):
+            reference = state[key]
+            difference = (moments[0][name][key] - reference).abs().max().item()
+            assert difference <= MOMENT_TOLERANCE * reference.abs().max().item(), (name, key)
+    lines = [json.loads(line) for line in events.read_text(encoding="utf-8").splitlines()]
+    assert lines[0]["event"] == "start" and lines[0]["world_size"] == 2
+    assert lines[-1]["event"] == "done" and lines[-1]["result"]["encoder"] == str(out / "two")
+    assert checkpoints.load(_checkpoint(tmp_path / "two"))["world_size"] == 2
+
+    # the same command in one process reads the 2-process checkpoint: said, and the same encoder written again
+    capsys.readouterr()
+    assert main([*args, "--run", str(tmp_path / "two"), "--name", "two"]) == 0
+    printed = capsys.readouterr().out
+    assert "resumed from step 6 (checkpoint from a 2-process run, resumed with 1" in printed
+    again = _tensors(out / "two_2")
+    assert max((again[k] - two[k]).abs().max().item() for k in two) == 0

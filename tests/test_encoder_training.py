@@ -38,15 +38,17 @@ KOREAN = ["고양이", "개", "집", "바다", "마을", "창"]
 PER_CLASS = 4
 
 
-def dual_encoder(root: Path, layers: int = 1, init_range: float = 0.3) -> Path:
+def dual_encoder(root: Path, layers: int = 1, init_range: float = 0.3, dropout: float = 0.1) -> Path:
     """A tiny random dual encoder (cased BERT with English and Korean word pieces, CLIP vision tower) whose
     weights are drawn wide enough (``init_range``) that different captions start apart: with BERT's own 0.02
-    every tiny random text embedding is the same vector and nothing can be learnt in a few steps."""
+    every tiny random text embedding is the same vector and nothing can be learnt in a few steps. ``dropout``:
+    BERT's (0.1 is its default); the CLIP vision tower has none."""
     from transformers import BertConfig, CLIPVisionConfig, VisionTextDualEncoderConfig, VisionTextDualEncoderModel
 
     tokenizer = tiny_wordpiece_tokenizer(root)
     text = BertConfig(vocab_size=len(tokenizer), hidden_size=24, num_hidden_layers=layers, num_attention_heads=2,
-                      intermediate_size=37, max_position_embeddings=64, initializer_range=init_range)
+                      intermediate_size=37, max_position_embeddings=64, initializer_range=init_range,
+                      hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     vision = CLIPVisionConfig(**{**TINY_VISION, "num_hidden_layers": layers})
     torch.manual_seed(0)
     VisionTextDualEncoderModel(VisionTextDualEncoderConfig.from_vision_text_configs(

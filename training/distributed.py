@@ -60,7 +60,8 @@ def under_launcher() -> bool:
 
 
 @contextlib.contextmanager
-def _collective() -> Iterator[None]:
+def collective() -> Iterator[None]:
+    """Around a collective: a peer that died raises ``PeerLost`` (what gloo raises says little)."""
     try:
         yield
     except RuntimeError as exc:  # gloo raises a plain RuntimeError when a peer's connection closes
@@ -136,7 +137,7 @@ def _coalesced(tensors: list[torch.Tensor], op: Any) -> None:
     from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
     flat = _flatten_dense_tensors(tensors)
-    with _collective():
+    with collective():
         op(flat)
     for tensor, reduced in zip(tensors, _unflatten_dense_tensors(flat, tensors)):
         tensor.copy_(reduced)
@@ -171,7 +172,7 @@ def broadcast_object(value: Any) -> Any:
     if not active():
         return value
     box = [value if is_main() else None]
-    with _collective():
+    with collective():
         dist.broadcast_object_list(box, src=0)
     return box[0]
 
@@ -216,14 +217,14 @@ def gather_dict(part: dict[Any, Any]) -> dict[Any, Any]:
     if not active():
         return part
     parts: list[Any] = [None] * world_size()
-    with _collective():
+    with collective():
         dist.all_gather_object(parts, part)
     return {k: v for p in parts for k, v in p.items()}
 
 
 def barrier() -> None:
     if active():
-        with _collective():
+        with collective():
             dist.barrier()
 
 

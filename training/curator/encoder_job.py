@@ -3,7 +3,7 @@
 The run folder is keyed by the settings, the pairs (pictures and captions) and the starting weights, so the
 same job run again resumes; the result is written with ``save_clip`` into the model folder under a name
 that never replaces another (``name_2``...), and loaded back, so what the node hands on is exactly what
-'Atelier Load CLIP' would read.
+'Atelier Load CLIP' would read. Under a process group (``--gpus``) rank 0 alone writes the folder and the curves.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import torch
 from ...core.curator.clip_model import ClipModel, load_clip, new_model_folder, save_clip
 from ...core.shared.output_paths import safe_name
 from ...core.shared.progress import Progress, SilentProgress, WeightedSteps
+from .. import distributed
 from .encoder_trainer import (
     EncoderTrainConfig,
     EncoderTrainResult,
@@ -53,7 +54,7 @@ class EncoderJobResult:
 
     def report(self) -> str:
         before, after = self.train.before, self.train.after
-        resumed = [f"resumed from step {self.train.resumed_from}"] if self.train.resumed_from else []
+        resumed = [self.train.resumed] if self.train.resumed else []
         return "\n".join([*retrieval_lines(before, after), *self.pairs.notes(), *self.train.notes, *resumed,
                           *epoch_lines(self.train.history), f"saved as {self.path}"])
 
@@ -77,21 +78,30 @@ def steps_of(pairs: PairSet, config: EncoderTrainConfig) -> int:
     return config.epochs * max(1, train // min(config.batch_size, max(1, train)))
 
 
+def work_costs(pairs: PairSet, config: EncoderTrainConfig) -> list[int]:
+    """The units of work: a decoded picture each, about 8 per step."""
+    return [1] * len(pairs.pictures) + [8] * steps_of(pairs, config)
+
+
 def run(job: EncoderJob, clip: ClipModel, models_dir: Path, runs_dir: Path, device: torch.device | str = "cpu",
         make_progress: Callable[[int], Progress] | None = None) -> EncoderJobResult:
     """Fine-tune ``clip`` (left unchanged) on the job's pairs and save the result into ``models_dir``."""
     safe_name(job.name, "encoder name")
     pairs = read_job_pairs(job)
     check_settings(clip.model, job.config, len(pairs.pictures))
-    costs = [1] * len(pairs.pictures) + [8] * steps_of(pairs, job.config)  # a step costs about 8 decodes
+    costs = work_costs(pairs, job.config)
     progress = WeightedSteps(make_progress(sum(costs)) if make_progress else SilentProgress(sum(costs)), costs)
     pixels = decode(pairs, clip.pixels, progress)
     run_dir = runs_dir / run_name(job, pairs, clip)
     result = train_encoder(clip.model, clip.tokenizer, clip.max_tokens, pixels, pairs.captions, job.config, run_dir,
                            device, progress)
     trained = replace(clip, model=result.model.to(torch.float32))
-    path = save_clip(trained, new_model_folder(models_dir, job.name))
     plot = curves(result.history)
-    plot.save(run_dir / "curves.png")
+
+    def write() -> Path:  # rank 0 alone; every rank gets the path
+        plot.save(run_dir / "curves.png")
+        return save_clip(trained, new_model_folder(models_dir, job.name))
+
+    path = distributed.from_rank0(write)
     dtype_name = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(clip.dtype, "fp32")
     return EncoderJobResult(load_clip(path, device, dtype_name), path, result, pairs, run_dir, plot)

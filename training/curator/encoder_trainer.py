@@ -14,12 +14,23 @@ what follows them: final norm, pooler), or ``all``. AdamW (no decay on biases, n
 linear warm-up, then constant or cosine. Step ``s`` draws everything from ``derive_seed(seed, ...)`` (picture
 order per epoch, dropout per step), and a checkpoint holds the trained weights, the optimizer, the step and
 the curves, so a resumed run equals one that never stopped. The held-out split is by picture.
+
+Data-parallel as the other trainers are (training/distributed.py), with one difference: the loss's negatives
+are the whole global batch. Each rank encodes only its share of the step's pictures and captions, the ranks
+gather every embedding with autograd (``torch.distributed.nn.functional.all_gather``, whose backward sums
+each row's gradient back to the rank that encoded it), and every rank computes the same full-batch loss.
+As all W ranks backpropagate that loss, each row's gathered gradient counts it W times: each rank
+backpropagates ``loss / W``, and ``reduce_gradients`` sums the ranks' parameter gradients into the
+one-process gradient. Held-out scores are computed by every rank alike (frozen, eval mode). Dropout where
+weights train (``train`` all or last_n) draws its masks per rank, so those runs differ from one process's
+by the masks alone, as LoRA dropout does; without dropout they agree up to the order of float additions.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
 import math
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +44,7 @@ from ...core.curator.retrieval import evaluate, ranks
 from ...core.dataset.augment import derive_seed
 from ...core.shared import plots
 from ...core.shared.progress import Progress, SilentProgress
-from .. import checkpoints
+from .. import checkpoints, distributed
 from ..audio.aligner import split
 from ..loop import check_finite, run_steps, seeded
 
@@ -83,6 +94,7 @@ class EncoderTrainResult:
     after: dict[str, float]
     resumed_from: int
     notes: list[str] = field(default_factory=list)
+    resumed: str = ""  # distributed.resume_note
 
 
 def contrastive(image_embeds: torch.Tensor, text_embeds: torch.Tensor,
@@ -233,6 +245,24 @@ class Plan:
         return rows, self.captions.first[rows] + (self.starts[rows] + epoch) % self.captions.count[rows]
 
 
+def gathered(rows: torch.Tensor, batch: int) -> torch.Tensor:
+    """Every rank's ``rows`` (its ``take_share`` of a global batch of ``batch``) in rank order, with autograd: a
+    row's gradient goes back, summed over the ranks, to the rank that computed it. ``rows`` itself in one
+    process. Shares differ by one row when ``batch`` does not split evenly, so each is padded to the largest."""
+    if not distributed.active():
+        return rows
+    from torch.distributed.nn.functional import all_gather
+
+    world = distributed.world_size()
+    largest = math.ceil(batch / world)
+    padded = F.pad(rows, (0, 0, 0, largest - len(rows)))
+    with warnings.catch_warnings():  # deprecated in favour of the private torch.distributed._functional_collectives
+        warnings.simplefilter("ignore", FutureWarning)
+        with distributed.collective():
+            parts = all_gather(padded)
+    return torch.cat([part[:len(range(r, batch, world))] for r, part in enumerate(parts)])
+
+
 def _modes(model: nn.Module, trainable: list[nn.Module]) -> None:
     """Dropout only where weights train: frozen parts give the same output every time."""
     model.eval()
@@ -292,6 +322,7 @@ def train_encoder(model: nn.Module, tokenizer: Any, text_limit: int, pixels: tor
     check_settings(model, config, n)
     train_rows, val_rows = split(n, config.val_fraction, config.seed)
     batch = min(config.batch_size, len(train_rows))
+    distributed.check_batch(batch)
     per_epoch = len(train_rows) // batch
     total = config.epochs * per_epoch
     notes = [widths_note(model),
@@ -317,11 +348,11 @@ def train_encoder(model: nn.Module, tokenizer: Any, text_limit: int, pixels: tor
                  f"{sum(p.numel() for p in model.parameters()):,} weights")
     optimizer = torch.optim.AdamW(_param_groups(model, config), lr=config.lr)
     checkpoint = run_dir / "checkpoint"
-    state = checkpoints.load_matching(checkpoint, config.fingerprint())
+    state = distributed.load_checkpoint(checkpoint, config.fingerprint())
     _modes(model, [])
     encoder = Encoder(model, pixels, text, device, config.precision, config.train == "projections", batch, progress)
     rounds = int(text.count[val_rows].max())
-    first, history, sums = 0, [], [0.0, 0.0, 0.0]
+    first, history, sums, resumed = 0, [], [0.0, 0.0, 0.0], ""
     if state is not None:
         own = dict(model.named_parameters())
         with torch.no_grad():
@@ -330,27 +361,38 @@ def train_encoder(model: nn.Module, tokenizer: Any, text_limit: int, pixels: tor
         optimizer.load_state_dict(state["optimizer"])
         first, history, sums, before = int(state["step"]), list(state["history"]), list(state["sums"]), \
             dict(state["before"])
+        resumed = distributed.resume_note(first, state.get("world_size", 1))
     else:
         before = held_out_scores(encoder, val_rows, batch, rounds)
+    params = [p for p in model.parameters() if p.requires_grad]
+    distributed.broadcast_parameters(params)
     plan = Plan(train_rows, batch, text, config.seed)
 
     def save(step: int) -> None:
+        if not distributed.is_main():  # every rank holds the same weights and optimizer
+            return
         own = dict(model.named_parameters())
         checkpoints.save(checkpoint, {"fingerprint": config.fingerprint(), "step": step, "history": history,
                                       "sums": sums, "before": before, "optimizer": optimizer.state_dict(),
-                                      "trainable": {name: own[name] for name in names}})
+                                      "trainable": {name: own[name] for name in names},
+                                      "world_size": distributed.world_size()})
 
     def step(index: int) -> float:
         epoch, within = divmod(index, per_epoch)
-        rows, flat = plan.batch(index)
+        rows, flat = distributed.take_share(batch, *plan.batch(index))
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, index, total)
         _modes(model, trainable)
         with seeded(derive_seed(config.seed, "step", index)), encoder.precision():
-            loss, i2t, t2i = contrastive(encoder.images(rows), encoder.texts(flat), model.logit_scale)
+            # gathered in fp32 (what the loss computes in): gloo's collectives need not know bf16
+            loss, i2t, t2i = contrastive(gathered(encoder.images(rows).float(), batch),
+                                         gathered(encoder.texts(flat).float(), batch), model.logit_scale)
         check_finite(loss.item())
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # every rank backpropagates the same loss: 1/W of it each, summed by reduce_gradients (module docstring)
+        share = loss / distributed.world_size()
+        share.backward()
+        distributed.reduce_gradients(params, share.detach())
         optimizer.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
@@ -374,14 +416,15 @@ def train_encoder(model: nn.Module, tokenizer: Any, text_limit: int, pixels: tor
         else:
             progress.status(f"loss {loss:.4f}")
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
     progress = progress or SilentProgress(total)
     run_steps(first, total, step, save, per_epoch, progress, checkpoint, report,
               advice="Lower the learning rate, or train fewer parts.")
     _modes(model, [])
     after = held_out_scores(encoder, val_rows, batch, rounds)
     notes.append(f"chance MRR@10 among {len(val_rows)} held-out pictures: {chance_mrr(len(val_rows), 10):.3f}")
-    return EncoderTrainResult(model, history, before, after, first, notes)
+    return EncoderTrainResult(model, history, before, after, first, notes, resumed)
 
 
 def retrieval_lines(before: dict[str, float], after: dict[str, float]) -> list[str]:
