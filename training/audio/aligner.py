@@ -26,7 +26,7 @@ from ...core.curator.retrieval import evaluate, score_ranks
 from ...core.dataset.augment import derive_seed
 from ...core.shared.progress import Progress, SilentProgress
 from .. import checkpoints
-from ..loop import check_finite, run_steps, seeded
+from ..loop import batching, check_finite, run_steps, seeded, split
 
 LOSSES = ("infonce", "l2")
 
@@ -80,24 +80,6 @@ class AlignResult:
     history: list[dict[str, float]]  # per epoch: loss, R@1, R@10, chance R@1
     resumed_from: int
     val_names: list[str]
-
-
-def held_out(n: int, val_fraction: float) -> int:
-    """How many of ``n`` pairs are held out: at least 2, leaving at least 2 to train on."""
-    return min(max(2, round(n * val_fraction)), n - 2)
-
-
-def split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seeded ``(train, val)`` row indices."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, "split")))
-    n_val = held_out(n, val_fraction)
-    return order[n_val:].sort().values, order[:n_val].sort().values
-
-
-def batching(train_pairs: int, batch_size: int) -> tuple[int, int]:
-    """``(batch, steps per epoch)``: the batch is at most the training set; a partial last batch is dropped."""
-    batch = min(batch_size, train_pairs)
-    return batch, max(1, train_pairs // batch)
 
 
 class Scale(nn.Module):

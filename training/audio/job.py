@@ -21,7 +21,8 @@ from ...core.audio.image_embedding import ImageEmbedder, embed_pictures
 from ...core.shared import plots
 from ...core.shared.output_paths import safe_name
 from ...core.shared.progress import Progress, SilentProgress
-from .aligner import AlignConfig, AlignData, AlignResult, batching, held_out, train_aligner
+from ..loop import batching, held_out
+from .aligner import AlignConfig, AlignData, AlignResult, train_aligner
 
 TRAINER_VERSION = "atelier-audio-encoder 0.1"
 

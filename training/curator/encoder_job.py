@@ -20,6 +20,7 @@ from ...core.curator.clip_model import ClipModel, load_clip, new_model_folder, s
 from ...core.shared.output_paths import safe_name
 from ...core.shared.progress import Progress, SilentProgress, WeightedSteps
 from .. import distributed
+from ..loop import batching, held_out
 from .encoder_trainer import (
     EncoderTrainConfig,
     EncoderTrainResult,
@@ -72,10 +73,8 @@ def run_name(job: EncoderJob, pairs: PairSet, clip: ClipModel) -> str:
 
 
 def steps_of(pairs: PairSet, config: EncoderTrainConfig) -> int:
-    from ..audio.aligner import held_out
-
     train = len(pairs.pictures) - held_out(len(pairs.pictures), config.val_fraction)
-    return config.epochs * max(1, train // min(config.batch_size, max(1, train)))
+    return config.epochs * batching(train, config.batch_size)[1]
 
 
 def work_costs(pairs: PairSet, config: EncoderTrainConfig) -> list[int]:

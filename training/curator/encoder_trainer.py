@@ -45,8 +45,7 @@ from ...core.dataset.augment import derive_seed
 from ...core.shared import plots
 from ...core.shared.progress import Progress, SilentProgress
 from .. import checkpoints, distributed
-from ..audio.aligner import split
-from ..loop import check_finite, run_steps, seeded
+from ..loop import batching, check_finite, run_steps, seeded, split
 
 PARTS = ("projections", "last_n", "all")
 SCHEDULES = ("constant", "cosine")
@@ -321,9 +320,8 @@ def train_encoder(model: nn.Module, tokenizer: Any, text_limit: int, pixels: tor
     n = len(captions)
     check_settings(model, config, n)
     train_rows, val_rows = split(n, config.val_fraction, config.seed)
-    batch = min(config.batch_size, len(train_rows))
+    batch, per_epoch = batching(len(train_rows), config.batch_size)
     distributed.check_batch(batch)
-    per_epoch = len(train_rows) // batch
     total = config.epochs * per_epoch
     notes = [widths_note(model),
              f"{len(train_rows)} pictures train, {len(val_rows)} held out (split by picture, seed {config.seed})",
